@@ -1,0 +1,89 @@
+"""`rlhfv run | validate | ls | eval | annotate | models`.
+
+`run` and `validate` live here; the other commands hand their arguments to the module that owns
+them (`rlhfv.grm.evaluate`, `rlhfv.store.cli`, `rlhfv.models.hub`), which keeps `rlhfv --help` fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rlhfv.config import RecipeError, load_recipe, resolve_target, stages_of
+
+DELEGATED = {
+    "eval": ("rlhfv.grm.evaluate", "evaluate a reward model: rlhfv eval grm --help"),
+    "annotate": ("rlhfv.store.cli", "the annotation app and its data: rlhfv annotate --help"),
+    "models": ("rlhfv.models.hub", "get pretrained models: rlhfv models pull smollm2-135m-instruct"),
+}
+
+
+def cmd_run(recipe: str, overrides: list[str]) -> int:
+    cfg = load_recipe(recipe, overrides)
+    results = {}
+    for name, stage in stages_of(cfg):
+        pipeline = resolve_target(str(stage.pipeline), recipe, "pipeline")
+        label = f"stage '{name}'" if name else str(stage.pipeline)
+        logging.getLogger("rlhfv").info("running %s in %s", label, stage.run.dir)
+        results[name or "result"] = pipeline(stage)
+    print(json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2, default=str))
+    return 0
+
+
+def cmd_validate(recipe: str, overrides: list[str]) -> int:
+    cfg = load_recipe(recipe, overrides)
+    names = [n or str(s.pipeline) for n, s in stages_of(cfg)]
+    print(f"{recipe}: ok ({', '.join(names)})")
+    return 0
+
+
+def cmd_ls(root: str) -> int:
+    recipes = sorted(Path(root, "recipes").glob("*.yaml"))
+    print("recipes:")
+    for path in recipes:
+        first = path.read_text().splitlines()[:1]
+        purpose = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        print(f"  {path.as_posix():40s} {purpose}")
+    runs = sorted(p.parent for p in Path(root, "checkpoints").glob("**/recipe.yaml"))
+    print("runs:")
+    for run in runs:
+        steps = sorted(int(p.name[5:]) for p in run.glob("step_*") if p.name[5:].isdigit())
+        status = "finished" if (run / "summary.json").exists() else f"last checkpoint step {steps[-1]}" if steps else "no checkpoint"
+        print(f"  {run.as_posix():40s} {status}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if argv and argv[0] in DELEGATED:
+        module = importlib.import_module(DELEGATED[argv[0]][0])
+        return int(module.main(argv[1:]) or 0)
+    parser = argparse.ArgumentParser(prog="rlhfv", description="Multimodal RLHF with generative reward models")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "validate"):
+        p = sub.add_parser(name, help=f"{name} a recipe; key=value pairs override recipe values")
+        p.add_argument("recipe")
+        p.add_argument("overrides", nargs="*", help="e.g. run.seed=1 steps=50")
+    p = sub.add_parser("ls", help="list recipes and runs")
+    p.add_argument("--root", default=".")
+    for name, (_, text) in DELEGATED.items():
+        sub.add_parser(name, help=text)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args.recipe, args.overrides)
+        if args.command == "validate":
+            return cmd_validate(args.recipe, args.overrides)
+        return cmd_ls(args.root)
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

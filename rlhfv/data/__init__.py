@@ -1,0 +1,1 @@
+"""Data sets, preference formats and image handling."""

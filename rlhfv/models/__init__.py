@@ -1,0 +1,8 @@
+"""Model builders. Each returns a `ChatModel`: the module plus what turns prompts into tensors.
+
+Builders (use them as `_component_` targets in recipes):
+- `rlhfv.models.hf_vlm.load_hf_vlm` and the `tiny_*` builders next to it
+- `rlhfv.models.clip_lm.build_clip_lm`
+- `rlhfv.models.text_lm.load_text_lm`
+- `rlhfv.models.base.load_model`: any folder written by `save_model`
+"""

@@ -1,0 +1,94 @@
+"""The one interface every model builder returns, and saving/loading it.
+
+A `ChatModel` bundles
+- `module`: a torch module called as `module(input_ids=…, attention_mask=…, **vision).logits`
+  (logits shape [B, L, V]) and `module.generate(**inputs, …)` like a transformers model;
+- `tokenizer`: a transformers tokenizer (eos/pad ids, decoding of completions);
+- `encoder`: a `PromptEncoder` that turns `Prompt`s (text + PIL images) into a left-padded batch
+  `{"input_ids": [B, P], "attention_mask": [B, P], **vision}` ready for `generate` and, with
+  completion tokens appended on the right, for training forward passes. Vision tensors (pixel
+  values, grid sizes …) are passed through unchanged: they only concern the prompt part.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from rlhfv.types import Prompt
+
+MODEL_CARD = "rlhfv_model.json"
+
+
+class PromptEncoder(Protocol):
+    """Turns prompts into model inputs; saved next to the weights."""
+
+    def __call__(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]: ...
+
+    def save_pretrained(self, path: str | Path) -> None: ...
+
+
+@dataclass
+class ChatModel:
+    """A model plus everything needed to feed it chat prompts.
+
+    Attributes:
+        module: The network; see the module docstring for the calling convention.
+        tokenizer: Tokenizer for decoding completions and for pad/eos ids.
+        encoder: Prompt → left-padded input batch.
+        loader: Dotted path of a function `f(path) -> ChatModel` that loads what `save_model` wrote.
+    """
+
+    module: torch.nn.Module
+    tokenizer: Any
+    encoder: PromptEncoder
+    loader: str
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return self.tokenizer.eos_token_id if pad is None else pad
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+
+def save_model(model: ChatModel, path: str | Path) -> None:
+    """Write weights (safetensors), tokenizer/processor and a card naming the loader."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    module = model.module
+    if hasattr(module, "merge_and_unload") and hasattr(module, "peft_config"):
+        module = module.merge_and_unload()  # a LoRA model is saved merged, loadable without peft
+    module.save_pretrained(path, safe_serialization=True)
+    model.encoder.save_pretrained(path)
+    (path / MODEL_CARD).write_text(json.dumps({"loader": model.loader}, indent=2))
+
+
+def load_model(path: str, dtype: str = "float32") -> ChatModel:
+    """Load any folder written by `save_model` (the card names the right loader)."""
+    folder = Path(path)
+    card = folder / MODEL_CARD
+    if not card.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not an rlhfv model folder (no {MODEL_CARD}); "
+            "use rlhfv.models.hf_vlm.load_hf_vlm or rlhfv.models.text_lm.load_text_lm for plain HF folders"
+        )
+    loader = json.loads(card.read_text())["loader"]
+    module_name, _, fn_name = loader.rpartition(".")
+    return getattr(importlib.import_module(module_name), fn_name)(str(folder), dtype=dtype)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """Map a recipe's dtype string ("float32", "bfloat16", "float16") to a torch dtype."""
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in table:
+        raise ValueError(f"dtype must be one of {sorted(table)}, got {name!r}")
+    return table[name]

@@ -1,0 +1,1 @@
+"""Run folders, checkpoints with exact resume, metrics loggers, seeding, distributed glue."""

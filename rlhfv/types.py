@@ -1,0 +1,41 @@
+"""Plain data types shared by data sets, models, rollouts and reward models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass
+class Prompt:
+    """One user turn: text plus the images shown before it.
+
+    Attributes:
+        text: The user's question or instruction.
+        images: Images placed before the text, in order (may be empty for text-only models).
+        system: Optional system message.
+    """
+
+    text: str
+    images: list[Image.Image] = field(default_factory=list)
+    system: str | None = None
+
+
+@dataclass
+class Example:
+    """A prompt with a reference answer (SFT target, or the checkable answer for rule rewards).
+
+    Attributes:
+        prompt: What the model sees.
+        answer: The target completion text used for SFT.
+        label: The canonical short answer a reward rule checks against ("3", "red", "left").
+        task: Which question family the example comes from (for per-task metrics).
+    """
+
+    prompt: Prompt
+    answer: str
+    label: str = ""
+    task: str = ""
