@@ -39,3 +39,24 @@ class Example:
     answer: str
     label: str = ""
     task: str = ""
+
+
+@dataclass
+class PreferencePair:
+    """Two responses to one prompt (images loaded), and which one is better.
+
+    The in-memory form of `rlhfv.data.preference.PairwisePreference` (whose images are paths).
+
+    Attributes:
+        prompt: What both responses answer.
+        responses: The two responses, in the order stored.
+        preferred: Index (0 or 1) of the better response.
+        id: Stable identifier of the pair.
+        source: Where the pair came from ("shapes", a file name, "annotate" …).
+    """
+
+    prompt: Prompt
+    responses: list[str]
+    preferred: int
+    id: str = ""
+    source: str = ""
