@@ -147,6 +147,11 @@ class ShapesVQA:
         image, question, label, answer, _, task, _ = self._draw_item(index)
         return Example(prompt=Prompt(text=question, images=[image]), answer=answer, label=label, task=task)
 
+    @staticmethod
+    def is_correct(text: str, example: Example) -> bool:
+        """The evaluation rule: the answer names the label and nothing competing."""
+        return answer_matches(text, example.label)
+
     def preference_pair(self, index: int) -> PreferencePair:
         """A correct answer against a plausible wrong one, in random order."""
         image, question, label, _, wrong, task, rng = self._draw_item(index)

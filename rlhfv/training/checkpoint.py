@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 TENSOR = "__tensor__"
 TUPLE = "__tuple__"
+INT_KEYS = "__int_keys__"  # optimizer state is keyed by parameter index: keep the keys ints
 
 
 def flatten_state(state: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
@@ -33,7 +34,12 @@ def flatten_state(state: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Te
             tensors[path] = x.detach().cpu().contiguous()
             return {TENSOR: path}
         if isinstance(x, dict):
-            return {str(k): walk(v, f"{path}.{k}" if path else str(k)) for k, v in x.items()}
+            out = {str(k): walk(v, f"{path}.{k}" if path else str(k)) for k, v in x.items()}
+            if x and all(isinstance(k, int) for k in x):
+                return {INT_KEYS: out}
+            if not all(isinstance(k, str) for k in x):
+                raise TypeError(f"checkpoint state at {path!r} mixes key types; use str or int keys")
+            return out
         if isinstance(x, tuple):
             return {TUPLE: [walk(v, f"{path}.{i}") for i, v in enumerate(x)]}
         if isinstance(x, list):
@@ -56,6 +62,8 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
             return tensors[skeleton[TENSOR]]
         if TUPLE in skeleton:
             return tuple(unflatten_state(v, tensors) for v in skeleton[TUPLE])
+        if INT_KEYS in skeleton:
+            return {int(k): unflatten_state(v, tensors) for k, v in skeleton[INT_KEYS].items()}
         return {k: unflatten_state(v, tensors) for k, v in skeleton.items()}
     if isinstance(skeleton, list):
         return [unflatten_state(v, tensors) for v in skeleton]

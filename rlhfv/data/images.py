@@ -1,0 +1,42 @@
+"""Loading user images safely: clear errors for missing, corrupt, oversized or escaping files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+MAX_PIXELS = 40_000_000  # a 30000×30000 decompression bomb is 900 M pixels
+
+
+class ImageError(ValueError):
+    """An image that cannot be used, with the file and the reason."""
+
+
+def load_image(path: str | Path, root: str | Path | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open an image as RGB.
+
+    Args:
+        path: The image file; relative paths are taken against `root`.
+        root: If given, the resolved path must stay inside it (no `../` escapes).
+        max_pixels: Refuse images with more pixels than this before decoding them.
+    """
+    p = Path(path)
+    if root is not None:
+        base = Path(root).resolve()
+        p = (base / p).resolve()
+        if not p.is_relative_to(base):
+            raise ImageError(f"{path}: image path escapes its folder {base}")
+    if not p.is_file():
+        raise ImageError(f"{p}: image file not found")
+    try:
+        with Image.open(p) as im:  # reads the header only
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageError(f"{p}: image is {w}x{h} pixels, over the limit of {max_pixels}")
+            im.load()
+            return im.convert("RGB")
+    except ImageError:
+        raise
+    except Exception as e:  # PIL raises many types for broken files
+        raise ImageError(f"{p}: not a readable image ({type(e).__name__}: {e})") from e

@@ -1,0 +1,174 @@
+"""Supervised fine-tuning of any builder's model on (image(s), prompt, answer) examples.
+
+The loss is the mean cross-entropy of the answer tokens (EOS included) given the prompt; prompt
+tokens and padding are masked out. The batch for step s is a pure function of (seed, s), so a
+resumed run sees exactly the data an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from rlhfv.config import RunConfig, component_field, instantiate
+from rlhfv.models.base import ChatModel
+from rlhfv.training.batching import completion_logprobs, to_device, tokenize_completions
+from rlhfv.training.run import start_run
+from rlhfv.training.schedule import lr_schedule
+from rlhfv.types import Example
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTConfig:
+    """Keys of an SFT recipe.
+
+    Attributes:
+        policy: Model builder node (returns a ChatModel).
+        train_data / eval_data: Data set nodes yielding `Example`s (eval_data may be omitted).
+        optimizer: Optimizer node; the trainable parameters are passed positionally.
+        steps: Optimizer steps. batch_size × grad_accum examples make one step.
+        schedule: "constant", "cosine" or "linear" after `warmup_steps` of linear warm-up.
+        eval_every: Evaluate held-out accuracy every this many steps (0: only before and after).
+        max_new_tokens: Generation length for evaluation.
+    """
+
+    run: RunConfig = field(default_factory=RunConfig)
+    policy: dict[str, Any] = component_field({"_component_": "rlhfv.models.hf_vlm.tiny_qwen2_vl"})
+    train_data: dict[str, Any] = component_field({"_component_": "rlhfv.data.shapes.ShapesVQA"})
+    eval_data: dict[str, Any] | None = None
+    optimizer: dict[str, Any] = component_field({"_component_": "torch.optim.AdamW", "lr": 1e-3})
+    steps: int = 200
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_steps: int = 10
+    schedule: str = "cosine"
+    max_grad_norm: float = 1.0
+    log_every: int = 10
+    eval_every: int = 0
+    eval_batch_size: int = 32
+    max_new_tokens: int = 24
+
+
+def batch_indices(step: int, micro: int, batch_size: int, grad_accum: int, size: int, seed: int) -> list[int]:
+    """Data indices of micro-batch `micro` of step `step` (1-based): a fresh permutation per epoch."""
+    start = ((step - 1) * grad_accum + micro) * batch_size
+    out = []
+    for position in range(start, start + batch_size):
+        epoch, offset = divmod(position, size)
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        out.append(int(order[offset]))
+    return out
+
+
+def sft_loss(model: ChatModel, examples: Sequence[Example], device: torch.device) -> tuple[torch.Tensor, int]:
+    """Mean answer-token cross-entropy, and the number of answer tokens."""
+    prompts = to_device(model.encoder([e.prompt for e in examples]), device)
+    ids, mask = tokenize_completions(model, [e.answer for e in examples])
+    ids, mask = ids.to(device), mask.to(device)
+    logprobs = completion_logprobs(model, prompts, ids, mask)  # [N, T]
+    tokens = int(mask.sum())
+    return -logprobs.sum() / max(tokens, 1), tokens
+
+
+@torch.no_grad()
+def generate_answers(model: ChatModel, examples: Sequence[Example], device: torch.device, max_new_tokens: int) -> list[str]:
+    """Greedy answers, decoded without special tokens."""
+    batch = to_device(model.encoder([e.prompt for e in examples]), device)
+    out = model.module.generate(
+        **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=model.pad_token_id,
+        eos_token_id=model.eos_token_id,
+    )
+    new = out[:, batch["input_ids"].shape[1] :]  # [N, T] generated part only
+    return model.tokenizer.batch_decode(new, skip_special_tokens=True)
+
+
+def evaluate_accuracy(model: ChatModel, dataset: Any, device: torch.device, batch_size: int, max_new_tokens: int) -> dict[str, float]:
+    """Held-out answer accuracy (overall and per task) with the data set's own `is_correct` rule."""
+    model.module.eval()
+    correct: dict[str, list[bool]] = {}
+    for start in range(0, len(dataset), batch_size):
+        examples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        for example, text in zip(examples, generate_answers(model, examples, device, max_new_tokens)):
+            correct.setdefault(example.task or "all", []).append(bool(dataset.is_correct(text, example)))
+    model.module.train()
+    every = [c for values in correct.values() for c in values]
+    metrics = {"eval/accuracy": sum(every) / max(1, len(every))}
+    if len(correct) > 1:
+        metrics.update({f"eval/accuracy_{task}": sum(v) / len(v) for task, v in sorted(correct.items())})
+    return metrics
+
+
+def main(cfg: SFTConfig) -> dict[str, float]:
+    run = start_run(cfg)
+    policy: ChatModel = instantiate(cfg.policy)
+    policy.module.to(run.device).train()
+    train = instantiate(cfg.train_data)
+    held_out = instantiate(cfg.eval_data) if cfg.eval_data else None
+    params = [p for p in policy.module.parameters() if p.requires_grad]
+    optimizer = instantiate(cfg.optimizer, params)
+    scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.schedule)
+    summary: dict[str, float] = {}
+    if run.state is not None:
+        policy.module.load_state_dict(run.state["model"])
+        optimizer.load_state_dict(run.state["optimizer"])
+        scheduler.load_state_dict(run.state["scheduler"])
+        summary = dict(run.state["summary"])
+    elif held_out is not None:
+        before = evaluate_accuracy(policy, held_out, run.device, cfg.eval_batch_size, cfg.max_new_tokens)
+        summary = {k.replace("eval/", "before/"): v for k, v in before.items()}
+        run.log(0, before)
+        logger.info("held-out accuracy before training: %.3f", before["eval/accuracy"])
+
+    def state() -> dict[str, Any]:
+        return {
+            "model": policy.module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "summary": summary,
+            "data_position": {"examples_seen": step * cfg.batch_size * cfg.grad_accum},
+        }
+
+    autocast = torch.autocast(run.device.type, dtype=getattr(torch, run.dtype), enabled=run.dtype != "float32")
+    bar = tqdm(range(run.start_step + 1, cfg.steps + 1), initial=run.start_step, total=cfg.steps, desc="sft")
+    step = run.start_step
+    for step in bar:
+        started, loss_total, tokens = time.perf_counter(), 0.0, 0
+        for micro in range(cfg.grad_accum):
+            indices = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum, len(train), cfg.run.seed)
+            with autocast:
+                loss, n_tokens = sft_loss(policy, [train[i] for i in indices], run.device)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"step {step}: SFT loss is {loss.item()} (examples {indices[:4]}…)")
+            (loss / cfg.grad_accum).backward()
+            loss_total += loss.item() / cfg.grad_accum
+            tokens += n_tokens
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - started
+        bar.set_postfix(loss=f"{loss_total:.3f}", tok_s=f"{tokens / elapsed:.0f}")
+        metrics: dict[str, float] = {}
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            metrics = {"loss/sft": loss_total, "optim/grad_norm": float(grad_norm), "optim/lr": scheduler.get_last_lr()[0],
+                       "perf/tokens_per_s": tokens / elapsed}
+        if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
+            metrics.update(evaluate_accuracy(policy, held_out, run.device, cfg.eval_batch_size, cfg.max_new_tokens))
+        if metrics:
+            run.log(step, metrics)
+        if "eval/accuracy" in metrics:
+            summary.update({k.replace("eval/", "after/"): v for k, v in metrics.items() if k.startswith("eval/")})
+        if step == cfg.steps:
+            summary["final_loss"] = loss_total
+        run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+    if held_out is not None and "after/accuracy" in summary:
+        logger.info("held-out accuracy: before %.3f, after %.3f", summary.get("before/accuracy", float("nan")), summary["after/accuracy"])
+    return run.finish(policy, summary)

@@ -1,0 +1,117 @@
+"""Recipe validation fails fast and names the file, the key and the value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rlhfv.cli import main as cli
+from rlhfv.config import RecipeError, instantiate, load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """
+pipeline: rlhfv.pipelines.sft.main
+run: {name: t}
+train_data: {_component_: rlhfv.data.shapes.ShapesVQA, size: 8}
+"""
+
+
+def test_valid_recipe_fills_defaults(tmp_path):
+    cfg = load_recipe(write(tmp_path, BASE))
+    assert cfg.steps == 200 and cfg.run.dir == "checkpoints/t"
+
+
+def test_misspelled_top_level_key_is_named_with_a_suggestion(tmp_path):
+    with pytest.raises(RecipeError, match=r"recipe.yaml: unknown key 'stesp'; did you mean 'steps'"):
+        load_recipe(write(tmp_path, BASE + "stesp: 3\n"))
+
+
+def test_misspelled_run_key_is_named(tmp_path):
+    with pytest.raises(RecipeError, match=r"unknown key 'run.sed'.*'seed'"):
+        load_recipe(write(tmp_path, BASE.replace("{name: t}", "{name: t, sed: 1}")))
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    with pytest.raises(RecipeError, match=r"key 'steps'.*many"):
+        load_recipe(write(tmp_path, BASE + "steps: many\n"))
+
+
+def test_misspelled_component_argument_is_named(tmp_path):
+    text = BASE.replace("size: 8", "sise: 8")
+    with pytest.raises(RecipeError, match=r"unknown key 'train_data.sise' for rlhfv.data.shapes.ShapesVQA; did you mean 'size'"):
+        load_recipe(write(tmp_path, text))
+
+
+def test_component_argument_of_wrong_type_is_named(tmp_path):
+    with pytest.raises(RecipeError, match=r"train_data.size = 'big': expected int"):
+        load_recipe(write(tmp_path, BASE.replace("size: 8", "size: big")))
+
+
+def test_unknown_component_is_named(tmp_path):
+    with pytest.raises(RecipeError, match=r"train_data._component_ = 'rlhfv.data.shapes.Circles'"):
+        load_recipe(write(tmp_path, BASE.replace("ShapesVQA", "Circles")))
+
+
+def test_missing_data_file_is_named(tmp_path):
+    text = BASE.replace("{_component_: rlhfv.data.shapes.ShapesVQA, size: 8}",
+                        "{_component_: rlhfv.data.jsonl.JsonlExamples, path: /nope/data.jsonl}")
+    with pytest.raises(RecipeError, match=r"train_data.path = '/nope/data.jsonl': no such file"):
+        load_recipe(write(tmp_path, text))
+
+
+def test_bad_resume_mode_is_named(tmp_path):
+    with pytest.raises(RecipeError, match=r"run.resume = 'sometimes'"):
+        load_recipe(write(tmp_path, BASE), ["run.resume=sometimes"])
+
+
+def test_override_changes_a_value(tmp_path):
+    assert load_recipe(write(tmp_path, BASE), ["steps=7", "run.seed=3"]).steps == 7
+
+
+def test_stages_get_their_own_run_folders_and_can_refer_to_each_other(tmp_path):
+    text = """
+run: {name: two}
+stages:
+  first:
+    pipeline: rlhfv.pipelines.sft.main
+  second:
+    pipeline: rlhfv.pipelines.sft.main
+    policy: {_component_: rlhfv.models.base.load_model, path: "${stages.first.run.dir}/final"}
+"""
+    cfg = load_recipe(write(tmp_path, text))
+    assert cfg.stages.second.run.dir == "checkpoints/two/second"
+    assert cfg.stages.second.policy.path == "checkpoints/two/first/final"
+
+
+def test_broken_interpolation_fails_before_work(tmp_path):
+    with pytest.raises(RecipeError, match="recipe.yaml"):
+        load_recipe(write(tmp_path, BASE + "batch_size: ${nowhere.size}\n"))
+
+
+def test_validate_command_exits_nonzero_and_names_the_key(tmp_path, capsys):
+    path = write(tmp_path, QUICKSTART.read_text().replace("batch_size:", "bach_size:"))
+    assert cli(["validate", str(path)]) != 0
+    assert "bach_size" in capsys.readouterr().err
+
+
+def test_every_recipe_validates():
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        load_recipe(path)
+
+
+def test_instantiate_builds_nested_components_and_passes_runtime_args():
+    import torch
+
+    node = {"_component_": "torch.optim.SGD", "lr": 0.5}
+    opt = instantiate(node, [torch.nn.Parameter(torch.zeros(2))])
+    assert opt.param_groups[0]["lr"] == 0.5
