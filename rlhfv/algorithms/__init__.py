@@ -1,0 +1,1 @@
+"""Pure tensor maths of the RL algorithms: no I/O, no models."""
