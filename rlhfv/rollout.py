@@ -1,0 +1,212 @@
+"""Sampling B prompts × G completions from a policy, and the log-probabilities of completions.
+
+A `Rollout` is prompt-major: completion k of prompt b is row b·G + k. Completions are
+right-padded to the longest one ([N, T]); the mask marks each completion's tokens up to and
+including the token that ended it (EOS, or the last token of a stop string). A completion that
+reached `max_new_tokens` without ending is `complete = False`: the grouped-comparison reward gives
+it 0, and the length limit, not the model, chose where it stops.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rlhfv.models.base import ChatModel
+from rlhfv.types import Prompt
+
+
+@dataclass
+class Rollout:
+    """G sampled completions for each of B prompts (N = B·G rows, prompt-major).
+
+    Attributes:
+        prompts: The B prompts.
+        labels: Reference answers of the prompts for rule rewards ([B]; "" where there is none).
+        prompt_batch: Encoder output for the N rows (each prompt repeated G times): left-padded
+            `input_ids` [N, P], `attention_mask` [N, P] and the vision tensors.
+        completion_ids: Sampled tokens [N, T], padded after each completion's end.
+        completion_mask: 1 for the completion's tokens [N, T].
+        texts: Decoded completions [N] (special tokens and stop strings' tails removed).
+        complete: Whether each completion ended by itself (EOS or stop string) [N] bool.
+        group_size: G.
+        judgments: Filled by judge-based rewards: per prompt, the pairwise verdicts
+            `{"a": i, "b": j, "text": str, "scores": [sa, sb] | None}` (for the dashboard).
+    """
+
+    prompts: list[Prompt]
+    labels: list[str]
+    prompt_batch: dict[str, torch.Tensor]
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    texts: list[str]
+    complete: torch.Tensor
+    group_size: int
+    judgments: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def select(self, rows: slice) -> dict[str, torch.Tensor]:
+        """Prompt tensors of some rows (for micro-batching the training forward pass)."""
+        return {k: _rows(k, v, rows, self.prompt_batch) for k, v in self.prompt_batch.items()}
+
+
+def _rows(key: str, value: torch.Tensor, rows: slice, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Rows of one prompt tensor. Qwen2-VL style models flatten all images' patches into one
+    [patches, D] tensor with a per-image grid [images, 3]; those are cut by patch counts."""
+    n = batch["input_ids"].shape[0]
+    if key == "pixel_values" and "image_grid_thw" in batch and value.shape[0] != n:
+        grid = batch["image_grid_thw"]
+        per_row = grid.shape[0] // n  # images per prompt (the same for every row of a batch)
+        patches = grid.prod(dim=1).view(n, per_row).sum(dim=1)  # [N]
+        starts = torch.cat([patches.new_zeros(1), patches.cumsum(0)])
+        return value[int(starts[rows.start or 0]) : int(starts[rows.stop if rows.stop is not None else n])]
+    if key == "image_grid_thw" and value.shape[0] != n:
+        per_row = value.shape[0] // n
+        start = (rows.start or 0) * per_row
+        stop = (rows.stop if rows.stop is not None else n) * per_row
+        return value[start:stop]
+    return value[rows]
+
+
+@torch.no_grad()
+def generate(
+    policy: ChatModel,
+    prompts: Sequence[Prompt],
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    stop_strings: Sequence[str] = (),
+    labels: Sequence[str] | None = None,
+    greedy: bool = False,
+) -> Rollout:
+    """Sample `group_size` completions for every prompt, batched, with the KV cache.
+
+    Args:
+        policy: Any builder's ChatModel (text or vision-language).
+        prompts: The B prompts (images travel inside them).
+        group_size: G completions per prompt.
+        max_new_tokens: Length limit; a completion that hits it is marked incomplete.
+        temperature, top_p: Sampling settings (ignored when `greedy`).
+        stop_strings: A completion also ends at the first of these strings.
+        labels: Reference answers, one per prompt, passed on to rule rewards.
+        greedy: Argmax decoding (evaluation).
+    """
+    rows = [p for p in prompts for _ in range(group_size)]  # prompt-major: b·G + k
+    device = next(policy.module.parameters()).device
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in policy.encoder(rows).items()}
+    sampling: dict[str, Any] = (
+        {"do_sample": False}
+        if greedy
+        else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+    )
+    if stop_strings:
+        sampling.update(stop_strings=list(stop_strings), tokenizer=policy.tokenizer)
+    out = policy.module.generate(
+        **batch,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=policy.eos_token_id,
+        pad_token_id=policy.pad_token_id,
+        use_cache=True,
+        **sampling,
+    )
+    ids = out[:, batch["input_ids"].shape[1] :]  # [N, T'] generated part, T' ≤ max_new_tokens
+    ids, mask, complete = completion_ends(ids, policy, stop_strings, max_new_tokens)
+    texts = [
+        policy.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True)
+        for r, m in zip(ids, mask, strict=True)
+    ]
+    if stop_strings:  # the stop string itself is part of the sampled tokens; its tail is not text
+        texts = [_cut_at_stop(t, stop_strings) for t in texts]
+    return Rollout(
+        prompts=list(prompts),
+        labels=list(labels) if labels is not None else [""] * len(prompts),
+        prompt_batch=batch,
+        completion_ids=ids,
+        completion_mask=mask,
+        texts=texts,
+        complete=complete,
+        group_size=group_size,
+    )
+
+
+def completion_ends(
+    ids: torch.Tensor, policy: ChatModel, stop_strings: Sequence[str], max_new_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Find where each sampled row ends; return (ids padded after the end, mask, complete).
+
+    Shapes: ids [N, T] → ids [N, T], mask [N, T] (long), complete [N] (bool).
+    """
+    n, t = ids.shape
+    is_eos = ids == policy.eos_token_id  # [N, T]
+    has_eos = is_eos.any(dim=1)
+    first_eos = torch.where(has_eos, is_eos.int().argmax(dim=1), torch.full((n,), t, device=ids.device))
+    lengths = torch.where(has_eos, first_eos + 1, torch.full_like(first_eos, t))  # EOS is trained on too
+    complete = has_eos.clone()
+    if stop_strings:
+        for i in torch.nonzero(~has_eos).flatten().tolist():
+            end = _stop_string_end(ids[i].tolist(), policy.tokenizer, stop_strings)
+            if end is not None:
+                lengths[i], complete[i] = end, True
+    if t < max_new_tokens:  # generation ended early for every row, so rows without EOS ended otherwise
+        complete |= lengths < t
+    positions = torch.arange(t, device=ids.device)
+    mask = (positions[None, :] < lengths[:, None]).long()  # [N, T]
+    ids = torch.where(mask.bool(), ids, torch.full_like(ids, policy.pad_token_id))
+    return ids, mask, complete
+
+
+def _stop_string_end(row: list[int], tokenizer: Any, stop_strings: Sequence[str]) -> int | None:
+    """Number of tokens up to and including the one that completes the first stop string."""
+    text = tokenizer.decode(row, skip_special_tokens=True)
+    if not any(s in text for s in stop_strings):
+        return None
+    for end in range(1, len(row) + 1):
+        if any(s in tokenizer.decode(row[:end], skip_special_tokens=True) for s in stop_strings):
+            return end
+    return None
+
+
+def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    cut = min((text.index(s) + len(s) for s in stop_strings if s in text), default=len(text))
+    return text[:cut]
+
+
+def sequence_logprobs(
+    policy: ChatModel | torch.nn.Module,
+    prompt_batch: dict[str, torch.Tensor],
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """log π(token) of each completion token given the prompt and the tokens before it. [N, T].
+
+    Only the logits of the completion positions are computed (`logits_to_keep` where the model
+    takes it), and the log-softmax is taken as gathered logit − logsumexp, so no [N, T, V]
+    log-probability tensor is kept for backward. Masked positions give 0.
+    """
+    module = policy.module if isinstance(policy, ChatModel) else policy
+    t = completion_ids.shape[1]
+    input_ids = torch.cat([prompt_batch["input_ids"], completion_ids], dim=1)  # [N, P+T]
+    attention = torch.cat(
+        [prompt_batch["attention_mask"], completion_mask.to(prompt_batch["attention_mask"].dtype)], dim=1
+    )
+    vision = {k: v for k, v in prompt_batch.items() if k not in ("input_ids", "attention_mask")}
+    if _takes_logits_to_keep(module):
+        vision["logits_to_keep"] = t + 1
+    logits = module(input_ids=input_ids, attention_mask=attention, use_cache=False, **vision).logits
+    logits = logits[:, -t - 1 : -1, :].float() / temperature  # [N, T, V]: position t predicts token t
+    picked = logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)  # [N, T]
+    return (picked - torch.logsumexp(logits, dim=-1)) * completion_mask
+
+
+def _takes_logits_to_keep(module: torch.nn.Module) -> bool:
+    inner = getattr(module, "module", module)  # DeepSpeed engines wrap the model
+    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # peft
+    return "logits_to_keep" in inspect.signature(base.forward).parameters

@@ -1,0 +1,71 @@
+import torch
+
+from rlhfv.models.text_lm import tiny_text_lm
+from rlhfv.rollout import completion_ends, generate, sequence_logprobs
+from rlhfv.types import Prompt
+
+PROMPTS = [Prompt("What colour is the circle?"), Prompt("How many shapes are there in this image?")]
+
+
+def test_rollout_is_prompt_major_with_masks_that_end_at_eos():
+    policy = tiny_text_lm(seed=1)
+    torch.manual_seed(0)
+    r = generate(policy, PROMPTS, group_size=3, max_new_tokens=7, labels=["red", "2"])
+    n, t = r.completion_ids.shape
+    assert n == 6 and t <= 7 and len(r.texts) == 6 and r.complete.shape == (6,)
+    assert r.prompt_batch["input_ids"].shape[0] == 6
+    # rows b·G + k repeat prompt b
+    assert torch.equal(r.prompt_batch["input_ids"][0], r.prompt_batch["input_ids"][2])
+    assert not torch.equal(r.prompt_batch["input_ids"][2], r.prompt_batch["input_ids"][3])
+    for ids, mask, done in zip(r.completion_ids, r.completion_mask, r.complete, strict=True):
+        length = int(mask.sum())
+        assert torch.equal(mask[:length], torch.ones(length, dtype=mask.dtype))  # contiguous from the start
+        eos = (ids[:length] == policy.eos_token_id).nonzero().flatten().tolist()
+        if done:
+            assert eos == [length - 1]  # ends with its one EOS
+        else:
+            assert eos == [] and length == 7  # cut by the length limit
+
+
+def test_a_completion_cut_by_the_length_limit_is_incomplete():
+    policy = tiny_text_lm(seed=2)
+    eos, pad = policy.eos_token_id, policy.pad_token_id
+    ids = torch.tensor([[5, 6, eos, 9], [5, 6, 7, 8]])
+    ids, mask, complete = completion_ends(ids, policy, (), max_new_tokens=4)
+    assert complete.tolist() == [True, False]
+    assert mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+    assert ids[0, 3].item() == pad
+
+
+def test_stop_strings_end_a_completion_and_count_as_complete():
+    policy = tiny_text_lm(seed=3)
+    tok = policy.tokenizer
+    ids = torch.tensor([tok("red. Then more words", add_special_tokens=False)["input_ids"]])
+    ids, mask, complete = completion_ends(ids, policy, (".",), max_new_tokens=ids.shape[1])
+    kept = tok.decode(ids[0][mask[0].bool()].tolist())
+    assert complete.tolist() == [True]
+    assert kept.rstrip().endswith(".") and "Then" not in kept
+
+
+def test_greedy_rollout_matches_the_model_generate_and_is_deterministic():
+    policy = tiny_text_lm(seed=4)
+    a = generate(policy, PROMPTS, group_size=2, max_new_tokens=5, greedy=True)
+    b = generate(policy, PROMPTS, group_size=2, max_new_tokens=5, greedy=True)
+    assert a.texts == b.texts and a.texts[0] == a.texts[1]
+
+
+def test_sequence_logprobs_match_a_full_forward_pass_and_are_zero_where_masked():
+    policy = tiny_text_lm(seed=5)
+    torch.manual_seed(0)
+    r = generate(policy, PROMPTS, group_size=2, max_new_tokens=6, temperature=0.7)
+    lp = sequence_logprobs(policy, r.prompt_batch, r.completion_ids, r.completion_mask, temperature=0.7)
+    # reference: whole-sequence logits, explicit log_softmax
+    ids = torch.cat([r.prompt_batch["input_ids"], r.completion_ids], 1)
+    att = torch.cat([r.prompt_batch["attention_mask"], r.completion_mask], 1)
+    logits = (
+        policy.module(input_ids=ids, attention_mask=att).logits[:, -r.completion_ids.shape[1] - 1 : -1] / 0.7
+    )
+    ref = torch.log_softmax(logits, -1).gather(-1, r.completion_ids[..., None])[..., 0] * r.completion_mask
+    assert torch.allclose(lp, ref, atol=1e-5)
+    assert (lp[r.completion_mask == 0] == 0).all()
+    assert (lp[r.completion_mask == 1] < 0).all()
