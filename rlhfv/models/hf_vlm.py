@@ -1,0 +1,370 @@
+"""Hugging Face image-text-to-text models as `ChatModel`s: any local folder, or a tiny one built here.
+
+`load_hf_vlm` loads whatever `AutoModelForImageTextToText` knows (Qwen2-VL, Qwen2.5-VL, LLaVA,
+Idefics3/SmolVLM …) from a local folder, optionally with LoRA adapters on the language model.
+The `tiny_*` builders make the same architectures with random weights, a few layers of width ~36,
+an offline-trained tokenizer (rlhfv.models.tokenizer) and a processor whose chat template and image
+tokens match the family, so tests and demos run on CPU in seconds. At the default `image_size=96`
+each image becomes 16 image tokens in every family.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfv.models.base import ChatModel, torch_dtype
+from rlhfv.types import Prompt
+
+log = logging.getLogger(__name__)
+
+LOADER = "rlhfv.models.hf_vlm.load_hf_vlm"
+# LoRA goes on the language model's projections only: "language_model" (Qwen2-VL, LLaVA) or
+# "text_model" (Idefics3); the vision towers also have q_proj … layers, which this leaves alone.
+LM_LORA_TARGETS = (
+    r".*(language_model|text_model).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+)
+LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
+# Processor attributes naming placeholder tokens a model must never generate.
+PLACEHOLDER_ATTRS = ("image_token_id", "video_token_id", "fake_image_token_id", "global_image_token_id")
+
+# Short chat templates in each family's format. Message content is a string or a list of
+# {"type": "image"} / {"type": "text", "text": …} parts; the processor expands each image marker.
+QWEN_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if loop.first and m['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LLAVA_TEMPLATE = (  # transformers renders with trim_blocks, so newlines after a tag are written as {{ '\n' }}
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['content'] is string %}{% set parts = [{'type': 'text', 'text': m['content']}] %}"
+    "{% else %}{% set parts = m['content'] %}{% endif %}"
+    "{% if m['role'] == 'system' %}{% for c in parts %}{{ c['text'] }}{% endfor %}{{ '\\n\\n' }}"
+    "{% else %}{{ m['role'] | upper }}: {% for c in parts %}"
+    "{% if c['type'] == 'image' %}<image>{{ '\\n' }}{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+IDEFICS3_TEMPLATE = (
+    "<|im_start|>{% for m in messages %}{{ m['role'] | capitalize }}:"
+    "{% if m['content'] is string %} {{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image>{% elif c['type'] == 'text' %} {{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_utterance>\n"
+    "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+class HFPromptEncoder:
+    """Prompts → left-padded processor batch, through the processor's own chat template."""
+
+    def __init__(self, processor: Any, dtype: torch.dtype = torch.float32):
+        self.processor = processor
+        self.dtype = dtype  # floating vision tensors (pixel values) are cast to the model's dtype
+
+    def __call__(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
+        conversations = []
+        for p in prompts:
+            messages = (
+                [{"role": "system", "content": [{"type": "text", "text": p.system}]}] if p.system else []
+            )
+            content = [{"type": "image"} for _ in p.images] + [{"type": "text", "text": p.text}]
+            conversations.append(messages + [{"role": "user", "content": content}])
+        texts = self.processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
+        has_images = any(p.images for p in prompts)
+        batch = self.processor(
+            text=texts,
+            images=[list(p.images) for p in prompts] if has_images else None,
+            padding=True,
+            padding_side="left",  # prompts end where generation starts: [B, P]
+            return_tensors="pt",
+        )
+        return {
+            k: v.to(self.dtype) if v.is_floating_point() else v
+            for k, v in batch.items()
+            if isinstance(v, torch.Tensor)
+        }
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self.processor.save_pretrained(str(path))
+
+
+def _pad_token_types(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook: extend per-token type ids over completion tokens appended on the right.
+
+    Qwen2-VL's processor returns `mm_token_type_ids` [B, P] (0 text, 1 image) for its 3-D rotary
+    positions. The rlhfv convention appends completions to the prompt, so a training forward sees
+    input_ids [B, P+T]; appended tokens are text, so the ids are padded with zeros, exactly what
+    `generate` does for the tokens it adds.
+    """
+    ids = kwargs.get("input_ids")
+    types = kwargs.get("mm_token_type_ids")
+    if ids is not None and types is not None and types.shape[1] < ids.shape[1]:
+        pad = types.new_zeros(types.shape[0], ids.shape[1] - types.shape[1])
+        kwargs = {**kwargs, "mm_token_type_ids": torch.cat([types, pad], dim=1)}  # [B, P+T]
+    return args, kwargs
+
+
+def attach_lora(module: torch.nn.Module, lora: dict[str, Any], default_targets: str | list[str]) -> Any:
+    """Wrap `module` with peft LoRA adapters; only adapter weights stay trainable.
+
+    Args:
+        module: The model to adapt.
+        lora: {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": regex or list of names}.
+        default_targets: Targets when `lora` names none.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    unknown = set(lora) - LORA_KEYS
+    if unknown:
+        raise ValueError(f"lora has unknown key(s) {sorted(unknown)}; allowed: {sorted(LORA_KEYS)}")
+    config = LoraConfig(
+        r=int(lora.get("r", 8)),
+        lora_alpha=int(lora.get("alpha", 16)),
+        lora_dropout=float(lora.get("dropout", 0.0)),
+        target_modules=lora.get("target_modules", default_targets),
+    )
+    return get_peft_model(module, config)
+
+
+def _chat_model(module: Any, processor: Any, dtype: str, lora: dict[str, Any] | None) -> ChatModel:
+    """Finish a loaded or built model: dtype, generation defaults, the hook, LoRA; bundle it."""
+    tok = processor.tokenizer
+    module = module.to(torch_dtype(dtype))
+    gen = module.generation_config
+    gen.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    gen.eos_token_id = tok.eos_token_id
+    # A sampled image placeholder would make the next forward expect an image that is not there.
+    placeholders = {
+        getattr(processor, a) for a in PLACEHOLDER_ATTRS if getattr(processor, a, None) is not None
+    }
+    gen.suppress_tokens = sorted(placeholders | set(gen.suppress_tokens or []))
+    inner = getattr(module, "model", module)
+    inner.register_forward_pre_hook(_pad_token_types, with_kwargs=True)
+    if lora is not None:
+        module = attach_lora(module, lora, LM_LORA_TARGETS)
+    encoder = HFPromptEncoder(processor, torch_dtype(dtype))
+    return ChatModel(module=module, tokenizer=tok, encoder=encoder, loader=LOADER)
+
+
+def load_hf_vlm(path: str, dtype: str = "float32", lora: dict[str, Any] | None = None) -> ChatModel:
+    """Load an image-text-to-text model and its processor from a local folder (no network).
+
+    Args:
+        path: Folder holding config, safetensors weights and processor files.
+        dtype: "float32", "bfloat16" or "float16".
+        lora: Optional LoRA settings (see `attach_lora`); by default on the language model only.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"load_hf_vlm: {folder} is not a model folder (no config.json there); "
+            "give a local folder written by save_pretrained or rlhfv.models.base.save_model"
+        )
+    processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
+    module = AutoModelForImageTextToText.from_pretrained(
+        str(folder), dtype=torch_dtype(dtype), local_files_only=True
+    )
+    return _chat_model(module.eval(), processor, dtype, lora)
+
+
+def _tiny_tokenizer(special: list[str], roles: dict[str, str], vocab_size: int) -> Any:
+    from rlhfv.models.tokenizer import train_tiny_tokenizer
+
+    tok = train_tiny_tokenizer(special, vocab_size)
+    tok.add_special_tokens(roles)
+    return tok
+
+
+def _text_config(tok: Any, hidden_size: int, num_layers: int, num_heads: int, **extra: Any) -> dict[str, Any]:
+    if hidden_size % num_heads or (hidden_size // num_heads) % 2:
+        raise ValueError(f"hidden_size={hidden_size} must split into {num_heads} heads of even size")
+    return dict(
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size - 2,  # an odd-looking width catches shape mix-ups
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=1,  # grouped-query attention, as in the real models
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **extra,
+    )
+
+
+def _check_image_size(image_size: int, unit: int, family: str) -> None:
+    if image_size % unit:
+        raise ValueError(f"{family}: image_size={image_size} must be a multiple of {unit} (patch × merge)")
+
+
+def _tiny_qwen(
+    version: str,
+    seed: int,
+    hidden_size: int,
+    num_layers: int,
+    image_size: int,
+    dtype: str,
+    lora: dict[str, Any] | None,
+) -> ChatModel:
+    import transformers as tf
+
+    _check_image_size(image_size, 24, f"tiny_qwen{version}_vl")
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
+    special += ["<|image_pad|>", "<|video_pad|>"]
+    tok = _tiny_tokenizer(special, {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, 515)
+    ids = dict(zip(special, tok.convert_tokens_to_ids(special), strict=True))
+    half = hidden_size // 3 // 2  # rotary pairs per head, shared by the time/height/width sections
+    mrope = [half - 2 * (half // 3), half // 3, half // 3]
+    text = _text_config(
+        tok, hidden_size, num_layers, 3, rope_parameters={"rope_type": "default", "mrope_section": mrope}
+    )
+    # Patch 12 and 2×2 merging: a 96×96 image is an 8×8 patch grid, 16 image tokens.
+    vision = dict(depth=2, num_heads=2, patch_size=12, spatial_merge_size=2, temporal_patch_size=2)
+    if version == "2":
+        vision.update(embed_dim=32, hidden_size=hidden_size)
+        config_cls, model_cls, proc_cls = (
+            tf.Qwen2VLConfig,
+            tf.Qwen2VLForConditionalGeneration,
+            tf.Qwen2VLProcessor,
+        )
+    else:  # windowed attention in the first block, full attention in the last
+        vision.update(hidden_size=32, intermediate_size=58, out_hidden_size=hidden_size)
+        vision.update(window_size=48, fullatt_block_indexes=[1])
+        config_cls = tf.Qwen2_5_VLConfig
+        model_cls, proc_cls = tf.Qwen2_5_VLForConditionalGeneration, tf.Qwen2_5_VLProcessor
+    config = config_cls(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    pixels = {"shortest_edge": image_size * image_size, "longest_edge": image_size * image_size}
+    processor = proc_cls(
+        image_processor=tf.Qwen2VLImageProcessor(size=pixels, patch_size=12, merge_size=2),
+        video_processor=tf.Qwen2VLVideoProcessor(size=pixels, patch_size=12, merge_size=2),
+        tokenizer=tok,
+        chat_template=QWEN_TEMPLATE,
+    )
+    torch.manual_seed(seed)
+    return _chat_model(model_cls(config).eval(), processor, dtype, lora)
+
+
+def tiny_qwen2_vl(
+    seed: int = 0,
+    hidden_size: int = 36,
+    num_layers: int = 2,
+    image_size: int = 96,
+    dtype: str = "float32",
+    lora: dict[str, Any] | None = None,
+) -> ChatModel:
+    """A random Qwen2-VL (M-RoPE, 2×2 patch merging) small enough for CPU tests."""
+    return _tiny_qwen("2", seed, hidden_size, num_layers, image_size, dtype, lora)
+
+
+def tiny_qwen2_5_vl(
+    seed: int = 0,
+    hidden_size: int = 36,
+    num_layers: int = 2,
+    image_size: int = 96,
+    dtype: str = "float32",
+    lora: dict[str, Any] | None = None,
+) -> ChatModel:
+    """A random Qwen2.5-VL (windowed vision attention, SwiGLU vision MLP) for CPU tests."""
+    return _tiny_qwen("2.5", seed, hidden_size, num_layers, image_size, dtype, lora)
+
+
+def tiny_llava(
+    seed: int = 0,
+    hidden_size: int = 36,
+    num_layers: int = 2,
+    image_size: int = 96,
+    dtype: str = "float32",
+    lora: dict[str, Any] | None = None,
+) -> ChatModel:
+    """A random LLaVA-1.5-style model: CLIP ViT tower, MLP projector, Llama language model."""
+    import transformers as tf
+
+    _check_image_size(image_size, 24, "tiny_llava")
+    special = ["<unk>", "<s>", "</s>", "<image>"]
+    roles = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<unk>"}
+    tok = _tiny_tokenizer(special, roles, 515)
+    patches = (image_size // 24) ** 2  # patch 24: a 96×96 image gives 16 patch tokens (CLS dropped)
+    vision = tf.CLIPVisionConfig(
+        hidden_size=32, intermediate_size=58, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=24, projection_dim=32,
+    )  # fmt: skip
+    config = tf.LlavaConfig(
+        vision_config=vision,
+        text_config=tf.LlamaConfig(**_text_config(tok, hidden_size, num_layers, 3)),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        image_seq_length=patches,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+    )
+    processor = tf.LlavaProcessor(
+        image_processor=tf.CLIPImageProcessor(
+            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+        ),
+        tokenizer=tok,
+        patch_size=24,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # the CLS token, which the "default" strategy drops again
+        chat_template=LLAVA_TEMPLATE,
+    )
+    torch.manual_seed(seed)
+    return _chat_model(tf.LlavaForConditionalGeneration(config).eval(), processor, dtype, lora)
+
+
+def tiny_idefics3(
+    seed: int = 0,
+    hidden_size: int = 36,
+    num_layers: int = 2,
+    image_size: int = 96,
+    dtype: str = "float32",
+    lora: dict[str, Any] | None = None,
+) -> ChatModel:
+    """A random Idefics3/SmolVLM: SigLIP-style tower, pixel-shuffle connector, Llama language model.
+
+    Image splitting is off: each image is resized to fit `image_size` and padded, one tile only.
+    """
+    import transformers as tf
+
+    _check_image_size(image_size, 24, "tiny_idefics3")
+    special = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>"]
+    special += ["<global-img>"] + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+    roles = {"bos_token": "<|im_start|>", "eos_token": "<end_of_utterance>", "pad_token": "<|endoftext|>"}
+    tok = _tiny_tokenizer(special, roles, 615)
+    vision = dict(
+        hidden_size=32, intermediate_size=58, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=12,
+    )  # fmt: skip
+    config = tf.Idefics3Config(
+        vision_config=vision,
+        text_config=dict(model_type="llama", **_text_config(tok, hidden_size, num_layers, 3)),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        scale_factor=2,  # pixel shuffle: 2×2 patches become one token
+    )
+    processor = tf.Idefics3Processor(
+        image_processor=tf.Idefics3ImageProcessor(
+            do_image_splitting=False,
+            size={"longest_edge": image_size},
+            max_image_size={"longest_edge": image_size},
+        ),
+        tokenizer=tok,
+        image_seq_len=(image_size // 12 // 2) ** 2,
+        chat_template=IDEFICS3_TEMPLATE,
+    )
+    torch.manual_seed(seed)
+    return _chat_model(tf.Idefics3ForConditionalGeneration(config).eval(), processor, dtype, lora)

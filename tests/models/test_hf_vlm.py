@@ -1,0 +1,142 @@
+"""Tiny Hugging Face VLMs: the ChatModel contract for every family, LoRA, save/load, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from rlhfv.models import hf_vlm
+from rlhfv.models.base import load_model, save_model
+from rlhfv.types import Prompt
+
+FAMILIES = ["tiny_qwen2_vl", "tiny_qwen2_5_vl", "tiny_llava", "tiny_idefics3"]
+
+
+def _prompts() -> list[Prompt]:
+    # Different sizes and lengths: one image is not square, the second prompt is longer (padding).
+    return [
+        Prompt("How many shapes are there?", [Image.new("RGB", (96, 96), (220, 40, 40))]),
+        Prompt(
+            "What colour is the circle in the picture?",
+            [Image.new("RGB", (64, 80), (40, 80, 220))],
+            "Be brief.",
+        ),
+    ]
+
+
+def _append(batch: dict[str, torch.Tensor], completion: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The rlhfv training convention: completion tokens [B, T] appended right of the prompt."""
+    mask = torch.ones_like(completion)
+    return {
+        **batch,
+        "input_ids": torch.cat([batch["input_ids"], completion], dim=1),
+        "attention_mask": torch.cat([batch["attention_mask"], mask], dim=1),
+    }
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return request.param, getattr(hf_vlm, request.param)(seed=0)
+
+
+def test_encoder_left_pads_and_expands_each_image_into_placeholder_tokens(family):
+    name, model = family
+    batch = model.encoder(_prompts())
+    mask = batch["attention_mask"]  # [B, P]
+    assert mask[:, -1].all() and not mask[0, 0], "the shorter prompt must be padded on the left"
+    image_id = model.encoder.processor.image_token_id
+    counts = (batch["input_ids"] == image_id).sum(dim=1).tolist()
+    # 96×96 gives 16 tokens in every family; Qwen keeps the 64×80 aspect ratio (a 4×5 merged grid).
+    assert counts == ([16, 20] if "qwen" in name else [16, 16])
+
+
+def test_generation_with_images_never_samples_an_image_placeholder(family):
+    _, model = family
+    batch = model.encoder(_prompts())
+    torch.manual_seed(0)
+    out = model.module.generate(**batch, max_new_tokens=8, do_sample=True, temperature=2.0)
+    completion = out[:, batch["input_ids"].shape[1] :]  # [B, T]
+    assert completion.shape == (2, 8) or (completion == model.eos_token_id).any()
+    assert not torch.isin(completion, torch.tensor(model.module.generation_config.suppress_tokens)).any()
+
+
+def test_forward_with_appended_completion_keeps_prompt_logits_and_covers_every_token(family):
+    _, model = family
+    batch = model.encoder(_prompts())
+    completion = torch.randint(60, 200, (2, 5))  # ordinary text tokens, [B, T]
+    with torch.no_grad():
+        prompt_logits = model.module(**batch).logits  # [B, P, V]
+        full_logits = model.module(**_append(batch, completion)).logits  # [B, P+T, V]
+    P = batch["input_ids"].shape[1]
+    assert full_logits.shape == (2, P + 5, len(model.tokenizer))
+    # Causal attention: appending tokens on the right must not change any prompt position.
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(full_logits[:, :P][real], prompt_logits[real], rtol=1e-4, atol=1e-4)
+
+
+def test_the_image_changes_the_logits(family):
+    _, model = family
+    red, blue = (
+        _prompts()[0],
+        Prompt("How many shapes are there?", [Image.new("RGB", (96, 96), (40, 80, 220))]),
+    )
+    with torch.no_grad():
+        a = model.module(**model.encoder([red])).logits[0, -1]
+        b = model.module(**model.encoder([blue])).logits[0, -1]
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_save_and_load_give_identical_logits(family, tmp_path):
+    _, model = family
+    save_model(model, tmp_path)
+    loaded = load_model(str(tmp_path))
+    batch, again = model.encoder(_prompts()), loaded.encoder(_prompts())
+    assert batch.keys() == again.keys()
+    for key in batch:
+        assert torch.equal(batch[key], again[key]), key
+    inputs = _append(batch, torch.randint(60, 200, (2, 3)))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.module(**inputs).logits, model.module(**inputs).logits, rtol=0, atol=0
+        )
+    assert loaded.module.generation_config.suppress_tokens == model.module.generation_config.suppress_tokens
+
+
+@pytest.mark.parametrize("name", ["tiny_qwen2_vl", "tiny_idefics3"])
+def test_lora_trains_only_language_model_adapters_and_saves_merged(name, tmp_path):
+    model = getattr(hf_vlm, name)(lora={"r": 4, "alpha": 8})
+    trainable = [n for n, p in model.module.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert not any("vision" in n or "visual" in n for n in trainable)
+    with torch.no_grad():  # adapters start as a no-op (B = 0); move them so merging matters
+        for n, p in model.module.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.5)
+    batch = model.encoder(_prompts())
+    save_model(model, tmp_path)  # merges the adapters into the base weights
+    loaded = load_model(str(tmp_path))
+    assert not hasattr(loaded.module, "peft_config")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.module(**batch).logits, model.module(**batch).logits, rtol=1e-4, atol=1e-4
+        )
+
+
+def test_bf16_model_takes_bf16_pixels():
+    model = hf_vlm.tiny_llava(dtype="bfloat16")
+    batch = model.encoder(_prompts())
+    assert batch["pixel_values"].dtype == torch.bfloat16
+    assert model.module(**batch).logits.dtype == torch.bfloat16
+
+
+def test_load_hf_vlm_names_a_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        hf_vlm.load_hf_vlm(str(tmp_path / "no-such-model"))
+
+
+def test_bad_builder_arguments_are_named():
+    with pytest.raises(ValueError, match="image_size=100"):
+        hf_vlm.tiny_llava(image_size=100)
+    with pytest.raises(ValueError, match="rank"):
+        hf_vlm.tiny_llava(lora={"rank": 4})
