@@ -85,6 +85,7 @@ def generate(
     stop_strings: Sequence[str] = (),
     labels: Sequence[str] | None = None,
     greedy: bool = False,
+    synced_gpus: bool = False,
 ) -> Rollout:
     """Sample `group_size` completions for every prompt, batched, with the KV cache.
 
@@ -97,6 +98,8 @@ def generate(
         stop_strings: A completion also ends at the first of these strings.
         labels: Reference answers, one per prompt, passed on to rule rewards.
         greedy: Argmax decoding (evaluation).
+        synced_gpus: Keep generating until every process is done (needed under ZeRO-3, where
+            each forward pass gathers parameters from all processes).
     """
     rows = [p for p in prompts for _ in range(group_size)]  # prompt-major: b·G + k
     device = next(policy.module.parameters()).device
@@ -114,6 +117,7 @@ def generate(
         eos_token_id=policy.eos_token_id,
         pad_token_id=policy.pad_token_id,
         use_cache=True,
+        synced_gpus=synced_gpus,
         **sampling,
     )
     ids = out[:, batch["input_ids"].shape[1] :]  # [N, T'] generated part, T' ≤ max_new_tokens

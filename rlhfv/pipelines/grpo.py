@@ -1,0 +1,375 @@
+"""GRPO for (vision-)language policies: sample G completions per prompt, reward them, and push up
+the log-probability of the better-than-their-group ones (`rlhfv.algorithms.grpo` has the maths).
+
+One step:
+  1. take B prompts (a pure function of (seed, step, process), so a resumed run sees the same data);
+  2. sample G completions each → a `Rollout` of N = B·G rows;
+  3. rewards [N] from the recipe's reward; group advantages [N];
+  4. log π_old (only when there are several updates per batch: with one update π_old = π_θ, and
+     its detached log-probs give ratio 1 exactly) and log π_ref (only when kl_coef > 0; with LoRA the
+     reference is the same network with its adapters switched off);
+  5. `updates_per_batch` optimizer steps over the batch, each accumulating the gradient of
+     micro-batches whose losses add up to the whole batch's loss.
+Under DeepSpeed (`zero_stage` 2 or 3, launched with torchrun) every process runs this loop on its
+own prompts and ZeRO averages the gradients.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from rlhfv.algorithms.grpo import GRPOLossConfig, group_advantages, grpo_loss
+from rlhfv.config import RunConfig, component_field, instantiate
+from rlhfv.models.base import ChatModel
+from rlhfv.pipelines.sft import batch_indices
+from rlhfv.rewards import checked_rewards
+from rlhfv.rollout import Rollout, generate, sequence_logprobs
+from rlhfv.training import distributed
+from rlhfv.training.metrics import truncate_metrics
+from rlhfv.training.run import pick_device, seed_everything, start_run
+from rlhfv.training.schedule import lr_schedule
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GRPOConfig:
+    """Keys of a GRPO recipe.
+
+    Attributes:
+        policy: Model builder node (returns a ChatModel); a LoRA policy comes from the builder.
+        train_data / eval_data: Data set nodes yielding `Example`s; `label` is the reference
+            answer that rule rewards check. eval_data (optional) needs `is_correct(text, example)`.
+        reward: Reward node: `reward(rollout) -> Tensor[N]`.
+        optimizer: Optimizer node; the trainable parameters are passed positionally.
+        steps: Rollout batches (each followed by `updates_per_batch` optimizer steps).
+        prompts_per_step: B prompts per step and process; group_size: G completions per prompt.
+        max_new_tokens, temperature, top_p, stop_strings: Sampling.
+        updates_per_batch: Optimizer steps on each rollout batch (μ; > 1 reuses samples, clipped).
+        micro_batch_size: Rows per forward/backward pass (0: the whole batch at once).
+        clip_eps, kl_coef, loss_norm, scale_rewards: The objective; kl_coef 0 loads no reference.
+        on_nonfinite: "stop" the run at a non-finite loss or gradient, or "skip" that batch.
+        log_rollouts_every / log_rollouts_prompts: Write a few prompts' completions, rewards and
+            judge verdicts to rollouts.jsonl (0: never).
+        zero_stage: 0 (plain PyTorch), 2 or 3 (DeepSpeed ZeRO; launch with torchrun).
+    """
+
+    run: RunConfig = field(default_factory=RunConfig)
+    policy: dict[str, Any] = component_field({"_component_": "rlhfv.models.hf_vlm.tiny_qwen2_vl"})
+    train_data: dict[str, Any] = component_field({"_component_": "rlhfv.data.shapes.ShapesVQA"})
+    eval_data: dict[str, Any] | None = None
+    reward: dict[str, Any] = component_field({"_component_": "rlhfv.rewards.rules.ExactAnswerReward"})
+    optimizer: dict[str, Any] = component_field({"_component_": "torch.optim.AdamW", "lr": 1e-5})
+    steps: int = 100
+    prompts_per_step: int = 8
+    group_size: int = 4
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop_strings: list[str] = field(default_factory=list)
+    updates_per_batch: int = 1
+    micro_batch_size: int = 0
+    clip_eps: float = 0.2
+    kl_coef: float = 0.0
+    loss_norm: str = "token_mean"
+    scale_rewards: bool = True
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    on_nonfinite: str = "stop"
+    log_every: int = 1
+    log_rollouts_every: int = 10
+    log_rollouts_prompts: int = 2
+    eval_every: int = 0
+    eval_batch_size: int = 32
+    zero_stage: int = 0
+
+
+def check_config(cfg: GRPOConfig) -> None:
+    """Refuse settings that cannot work, before loading anything."""
+    if cfg.group_size < 2:
+        raise ValueError(f"group_size = {cfg.group_size}: GRPO compares completions within a group, so G ≥ 2")
+    if cfg.on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"on_nonfinite = {cfg.on_nonfinite!r}; choose 'stop' or 'skip'")
+    if cfg.zero_stage not in (0, 2, 3):
+        raise ValueError(f"zero_stage = {cfg.zero_stage}; choose 0 (no DeepSpeed), 2 or 3")
+    n = cfg.prompts_per_step * cfg.group_size
+    if cfg.micro_batch_size and n % cfg.micro_batch_size:
+        raise ValueError(
+            f"micro_batch_size = {cfg.micro_batch_size} must divide prompts_per_step × group_size = {n}"
+        )
+    if cfg.zero_stage and cfg.run.save_every:
+        raise ValueError(
+            "run.save_every > 0 with zero_stage > 0: resumable ZeRO checkpoints are not written yet; set run.save_every=0"
+        )
+
+
+def reference_context(policy_module: torch.nn.Module, reference: torch.nn.Module | None) -> Any:
+    """Where log π_ref comes from: a frozen copy, or the LoRA policy with its adapters off."""
+    if reference is None:
+        inner = getattr(policy_module, "module", policy_module)
+        return inner.disable_adapter()
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(policy: ChatModel, dataset: Any, cfg: GRPOConfig, synced: bool) -> dict[str, float]:
+    """Greedy held-out accuracy with the data set's own `is_correct` rule."""
+    policy.module.eval()
+    correct: list[bool] = []
+    for start in range(0, len(dataset), cfg.eval_batch_size):
+        examples = [dataset[i] for i in range(start, min(start + cfg.eval_batch_size, len(dataset)))]
+        r = generate(
+            policy, [e.prompt for e in examples], 1, cfg.max_new_tokens, greedy=True, synced_gpus=synced
+        )
+        correct += [bool(dataset.is_correct(t, e)) for t, e in zip(r.texts, examples, strict=True)]
+    policy.module.train()
+    return {"eval/accuracy": sum(correct) / max(1, len(correct))}
+
+
+def write_rollouts(run_dir: Any, step: int, rollout: Rollout, rewards: torch.Tensor, prompts: int) -> None:
+    """Append the first `prompts` prompts of a rollout to rollouts.jsonl (images as PNG files)."""
+    g = rollout.group_size
+    image_dir = run_dir / "rollout_images"
+    with (run_dir / "rollouts.jsonl").open("a", encoding="utf-8") as f:
+        for b, prompt in enumerate(rollout.prompts[:prompts]):
+            paths = []
+            for k, image in enumerate(prompt.images):
+                image_dir.mkdir(exist_ok=True)
+                path = image_dir / f"step{step}_p{b}_{k}.png"
+                image.save(path)
+                paths.append(path.relative_to(run_dir).as_posix())
+            row = {
+                "step": step,
+                "prompt": prompt.text,
+                "images": paths,
+                "completions": rollout.texts[b * g : (b + 1) * g],
+                "rewards": rewards[b * g : (b + 1) * g].tolist(),
+                "judgments": rollout.judgments[b] if b < len(rollout.judgments) else [],
+            }
+            f.write(json.dumps(row) + "\n")
+
+
+def nonfinite_cause(
+    logprobs: torch.Tensor, old: torch.Tensor, ref: torch.Tensor | None, adv: torch.Tensor
+) -> str:
+    """Name the first input of the loss that holds NaN/inf."""
+    for name, t in (
+        ("policy log-probs", logprobs),
+        ("old log-probs", old),
+        ("reference log-probs", ref),
+        ("advantages", adv),
+    ):
+        if t is not None and not torch.isfinite(t).all():
+            return f"{name} hold NaN/inf"
+    return "the loss overflowed although its inputs are finite (check the learning rate and loss_norm)"
+
+
+def main(cfg: GRPOConfig) -> dict[str, float]:
+    check_config(cfg)
+    device = pick_device(cfg.run.device)
+    distributed.init_distributed(device)
+    rank, world = distributed.world()
+    run = start_run(cfg) if rank == 0 else None  # one run folder; other processes only seed
+    if run is None:
+        seed_everything(cfg.run.seed + rank)
+    policy: ChatModel = instantiate(cfg.policy)
+    module = policy.module.to(device).train()
+    is_lora = hasattr(module, "disable_adapter")
+    reference = None
+    if cfg.kl_coef > 0 and not is_lora:  # kl_coef 0: no reference at all; LoRA: adapters off
+        reference = instantiate(cfg.policy).module.to(device).eval().requires_grad_(False)
+    train = instantiate(cfg.train_data)
+    held_out = instantiate(cfg.eval_data) if cfg.eval_data else None
+    reward_fn = instantiate(cfg.reward)
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = instantiate(cfg.optimizer, params)
+    scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps * cfg.updates_per_batch, cfg.schedule)
+    loss_cfg = GRPOLossConfig(cfg.clip_eps, cfg.kl_coef, cfg.loss_norm, cfg.max_new_tokens)
+    n_rows = cfg.prompts_per_step * cfg.group_size
+    micro = cfg.micro_batch_size or n_rows
+    engine = None
+    if cfg.zero_stage:
+        engine = distributed.deepspeed_engine(
+            module, optimizer, cfg.zero_stage, micro, n_rows // micro, cfg.max_grad_norm, cfg.run.dtype
+        )
+    trainer = engine if engine is not None else module  # what the training forward pass calls
+    synced = cfg.zero_stage == 3 and world > 1
+    start_step = run.start_step if run else 0
+    summary: dict[str, float] = {}
+    if run is not None and run.state is not None:
+        module.load_state_dict(run.state["model"])
+        optimizer.load_state_dict(run.state["optimizer"])
+        scheduler.load_state_dict(run.state["scheduler"])
+        summary = dict(run.state["summary"])
+        truncate_metrics(run.dir / "rollouts.jsonl", start_step)
+    elif held_out is not None:
+        before = evaluate(policy, held_out, cfg, synced)
+        summary = {"before/accuracy": before["eval/accuracy"]}
+        if run is not None:
+            run.log(0, before)
+            logger.info("held-out accuracy before GRPO: %.3f", before["eval/accuracy"])
+    if run is not None and start_step == 0 and (run.dir / "rollouts.jsonl").exists():
+        (run.dir / "rollouts.jsonl").unlink()
+
+    def state() -> dict[str, Any]:
+        return {
+            "model": module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "summary": summary,
+            "data_position": {"prompts_seen": step * cfg.prompts_per_step * world},
+        }
+
+    autocast = torch.autocast(
+        device.type,
+        dtype=getattr(torch, cfg.run.dtype),
+        enabled=cfg.run.dtype != "float32" and engine is None,
+    )
+    bar = tqdm(
+        range(start_step + 1, cfg.steps + 1),
+        initial=start_step,
+        total=cfg.steps,
+        desc="grpo",
+        disable=rank != 0,
+    )
+    step = start_step
+    for step in bar:
+        started = time.perf_counter()
+        # 1–2. prompts of this step and process, then G samples each
+        indices = batch_indices(step, rank, cfg.prompts_per_step, world, len(train), cfg.run.seed)
+        examples = [train[i] for i in indices]
+        module.eval()  # sampling: no dropout
+        with autocast:
+            rollout = generate(
+                policy,
+                [e.prompt for e in examples],
+                cfg.group_size,
+                cfg.max_new_tokens,
+                cfg.temperature,
+                cfg.top_p,
+                cfg.stop_strings,
+                labels=[e.label for e in examples],
+                synced_gpus=synced,
+            )
+        module.train()
+        sampled = time.perf_counter()
+        # 3. rewards and advantages (a broken reward stops the step before any update)
+        rewards = checked_rewards(reward_fn, rollout)  # [N]
+        advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards).to(device)  # [N]
+        mask = rollout.completion_mask  # [N, T]
+        batch_tokens = float(mask.sum())
+        chunks = [slice(s, s + micro) for s in range(0, n_rows, micro)]
+        # 4. log π_old and log π_ref per micro-batch, without grad
+        old_lp: list[torch.Tensor | None] = [None] * len(chunks)
+        ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
+        with torch.no_grad(), autocast:
+            for c, rows in enumerate(chunks):
+                args = (rollout.select(rows), rollout.completion_ids[rows], mask[rows], cfg.temperature)
+                if cfg.updates_per_batch > 1:
+                    old_lp[c] = sequence_logprobs(trainer, *args)
+                if cfg.kl_coef > 0:
+                    with reference_context(module, reference):
+                        ref_lp[c] = sequence_logprobs(reference if reference is not None else trainer, *args)
+        # 5. μ optimizer steps over the batch
+        totals: dict[str, float] = {}
+        skipped = 0
+        for _ in range(cfg.updates_per_batch):
+            for c, rows in enumerate(chunks):
+                with autocast:
+                    lp = sequence_logprobs(
+                        trainer,
+                        *(rollout.select(rows), rollout.completion_ids[rows], mask[rows]),
+                        cfg.temperature,
+                    )
+                old = old_lp[c] if old_lp[c] is not None else lp.detach()
+                loss, metrics = grpo_loss(
+                    lp, old, advantages[rows], mask[rows], loss_cfg, ref_lp[c], batch_tokens, n_rows
+                )
+                if not torch.isfinite(loss):
+                    cause = nonfinite_cause(lp, old, ref_lp[c], advantages[rows])
+                    if (
+                        cfg.on_nonfinite == "stop" or engine is not None
+                    ):  # DeepSpeed cannot drop half an accumulation
+                        raise FloatingPointError(
+                            f"step {step}: GRPO loss is {loss.item()}: {cause}; no checkpoint was written for this step"
+                        )
+                    logger.warning("step %d: skipping the batch, loss is %s: %s", step, loss.item(), cause)
+                    skipped = 1
+                    break
+                if engine is not None:
+                    engine.backward(
+                        loss, scale_wrt_gas=False
+                    )  # micro losses already add up to the batch loss
+                    engine.step()
+                else:
+                    loss.backward()
+                for k, v in metrics.items():
+                    totals[k] = totals.get(k, 0.0) + v / cfg.updates_per_batch
+            if skipped:
+                optimizer.zero_grad(set_to_none=True)
+                break
+            if engine is None:
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                if not torch.isfinite(grad_norm):
+                    if cfg.on_nonfinite == "stop":
+                        raise FloatingPointError(
+                            f"step {step}: gradient norm is {grad_norm.item()}; no checkpoint was written for this step"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    skipped = 1
+                    break
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+        elapsed = time.perf_counter() - started
+        lengths = mask.sum(dim=1).float()
+        metrics = {
+            **totals,
+            "reward/mean": rewards.mean().item(),
+            "reward/std": rewards.std().item(),
+            "completion/length_mean": lengths.mean().item(),
+            "completion/incomplete_frac": (~rollout.complete).float().mean().item(),
+            "perf/step_s": elapsed,
+            "perf/sample_s": sampled - started,
+            "perf/tokens_per_s": batch_tokens / elapsed,
+            "optim/lr": scheduler.get_last_lr()[0],
+            "skipped/nonfinite": float(skipped),
+        }
+        metrics = distributed.mean_across_processes(metrics)
+        if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
+            metrics.update(evaluate(policy, held_out, cfg, synced))
+            summary["after/accuracy"] = metrics["eval/accuracy"]
+        if run is None:
+            continue
+        bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", loss=f"{metrics.get('loss/policy', 0):.3f}")
+        if step % cfg.log_every == 0 or step == cfg.steps or "eval/accuracy" in metrics:
+            run.log(step, metrics)
+        if cfg.log_rollouts_every and step % cfg.log_rollouts_every == 0:
+            write_rollouts(run.dir, step, rollout, rewards, cfg.log_rollouts_prompts)
+        summary["final_reward"] = metrics["reward/mean"]
+        if engine is None:
+            run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+    final = policy
+    if engine is not None:
+        weights = distributed.full_state_dict(engine)  # a collective: every process takes part
+        if run is not None:  # a fresh, unsharded copy of the architecture holds the gathered weights
+            final = instantiate(cfg.policy)
+            final.module.load_state_dict(weights)
+    if run is None:
+        return summary
+    if "after/accuracy" in summary:
+        logger.info(
+            "held-out accuracy: before %.3f, after %.3f",
+            summary.get("before/accuracy", float("nan")),
+            summary["after/accuracy"],
+        )
+    return run.finish(final, summary)
