@@ -1,0 +1,1 @@
+"""Generative reward models: prompts, output parsing, reward rules, voting, meta-RM and R*."""

@@ -1,0 +1,37 @@
+"""The meta-RM learns which judgements are correct (BCE on the judge's own samples)."""
+
+from __future__ import annotations
+
+import torch
+
+from rlhfv.grm.meta_rm import MetaRM, load_meta_rm, meta_rm_loss, meta_rm_scores, save_meta_rm
+from rlhfv.models.text_lm import tiny_text_lm
+from rlhfv.types import Prompt
+
+
+def test_meta_rm_fits_correctness_labels_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    meta = MetaRM(tiny_text_lm(seed=2))
+    prompts = [Prompt("which response is better?")] * 4
+    judgements = [
+        "Scores: \\boxed{3, 7}",
+        "Scores: \\boxed{7, 3}",
+        "the red one \\boxed{2, 9}",
+        "blue \\boxed{9, 2}",
+    ]
+    correct = [True, False, True, False]
+    optimizer = torch.optim.AdamW(meta.parameters(), lr=1e-2)
+    first = None
+    for _ in range(25):
+        loss, metrics = meta_rm_loss(meta, prompts, judgements, correct)
+        first = first if first is not None else metrics["loss/meta_rm"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert first == torch.log(torch.tensor(2.0)).item()  # zero-initialised head: p = ½ for every sample
+    assert metrics["loss/meta_rm"] < 0.3 * first and metrics["meta_rm/accuracy"] == 1.0
+    scores = meta_rm_scores(meta, prompts, judgements, batch_size=3)
+    assert scores[0] > 0 > scores[1]
+    save_meta_rm(meta, tmp_path / "meta")
+    again = meta_rm_scores(load_meta_rm(str(tmp_path / "meta")), prompts, judgements)
+    assert torch.allclose(torch.tensor(again), torch.tensor(scores), atol=1e-5)
