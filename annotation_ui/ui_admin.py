@@ -1,0 +1,207 @@
+"""Admin pages: import tasks, progress and agreement, export snapshots, users.
+
+Each page calls `require_admin` first, so even a session that reaches the function some other
+way sees nothing unless the stored role is admin.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from rlhfv.store import ingest
+from rlhfv.store.agreement import agreement_report, gold_accuracy, units_from_labels
+from rlhfv.store.export import export_snapshot
+from rlhfv.store.store import ROLES, Store, UserInfo
+
+
+def require_admin(store: Store, user: UserInfo) -> bool:
+    current = store.user(user.id)
+    if current is None or current.role != "admin":
+        st.error("This page is for admins only.")
+        return False
+    return True
+
+
+def max_upload_bytes() -> int:
+    return int(os.environ.get("RLHFV_MAX_UPLOAD_MB", "50")) * 2**20
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("RLHFV_RUNS", "checkpoints"))
+
+
+def list_runs(root: Path, marker: str) -> list[Path]:
+    """Run folders under `root` (at most three levels down) that hold `marker`."""
+    found = [p.parent for depth in ("*/", "*/*/", "*/*/*/") for p in root.glob(f"{depth}{marker}")]
+    return sorted(set(found))
+
+
+def show_report(report: ingest.ImportReport) -> None:
+    st.success(f"Added {report.added} tasks; {report.duplicates} were already there.")
+    if report.errors:
+        st.warning(f"{len(report.errors)} rows were skipped; everything else was imported.")
+        st.dataframe(
+            [{"line": e.line, "field": e.field, "problem": e.message} for e in report.errors],
+            use_container_width=True,
+        )
+
+
+def safe_upload_name(name: str) -> str | None:
+    base = Path(name).name
+    return base if re.fullmatch(r"[\w.\- ]{1,200}", base) and base not in (".", "..") else None
+
+
+def import_uploads(store: Store, task_file, image_files, overlap: int) -> None:
+    """Write the uploads to a private folder and import from there; oversized files are refused."""
+    limit = max_upload_bytes()
+    for f in [task_file, *image_files]:
+        if f.size > limit:
+            st.error(
+                f"{f.name} is {f.size / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB upload limit; not used."
+            )
+    if task_file.size > limit:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        images = Path(tmp, "images")
+        images.mkdir()
+        for f in image_files:
+            name = safe_upload_name(f.name)
+            if name is None:
+                st.error(f"{f.name!r} is not a plain file name; not used.")
+            elif f.size <= limit:
+                (images / name).write_bytes(f.getvalue())
+        tasks = Path(tmp, "tasks.jsonl")
+        tasks.write_bytes(task_file.getvalue())
+        report = ingest.import_jsonl(store, tasks, images, overlap=overlap, max_bytes=limit)
+    for e in report.errors:
+        e.file = task_file.name
+    show_report(report)
+
+
+def render_import(store: Store, user: UserInfo) -> None:
+    if not require_admin(store, user):
+        return
+    st.header("Import tasks")
+    overlap = st.number_input("Labels per task (overlap)", min_value=1, max_value=20, value=3)
+    jsonl_tab, runs_tab, shapes_tab = st.tabs(["JSONL + images", "Policy rollouts", "ShapesVQA"])
+    with jsonl_tab:
+        st.caption(
+            'One task per line: {"prompt": …, "images": ["a.jpg"], "responses": [≥2], "gold": 0 (optional)}'
+        )
+        task_file = st.file_uploader("Task file (.jsonl)", type=["jsonl", "json"])
+        image_files = st.file_uploader("Images", accept_multiple_files=True)
+        if st.button("Import file", disabled=task_file is None):
+            import_uploads(store, task_file, image_files or [], int(overlap))
+    with runs_tab:
+        runs = list_runs(runs_root(), "rollouts.jsonl")
+        if not runs:
+            st.info(f"No run under {runs_root()} has a rollouts.jsonl yet.")
+        else:
+            run = st.selectbox("Run", runs, format_func=lambda p: str(p.relative_to(runs_root())))
+            min_step = st.number_input("From step", min_value=0, value=0)
+            if st.button("Import rollouts"):
+                show_report(ingest.import_rollouts(store, run, overlap=int(overlap), min_step=int(min_step)))
+    with shapes_tab:
+        n = st.number_input("Pairs", min_value=1, max_value=5000, value=20)
+        seed = st.number_input("Seed", min_value=0, value=0)
+        if st.button("Import ShapesVQA gold items"):
+            show_report(ingest.import_shapes(store, n=int(n), seed=int(seed), overlap=int(overlap)))
+
+
+def render_progress(store: Store, user: UserInfo) -> None:
+    if not require_admin(store, user):
+        return
+    st.header("Progress")
+    ov = store.overview()
+    cols = st.columns(4)
+    cols[0].metric("Tasks", ov["tasks"])
+    cols[1].metric("Complete tasks", ov["complete_tasks"])
+    cols[2].metric("Labels", f"{ov['labels']} / {ov['labels_wanted']}")
+    cols[3].metric("Annotators", len(ov["annotators"]))
+    st.dataframe(ov["annotators"], use_container_width=True)
+    labels = store.labels()
+    units = units_from_labels(labels)
+    report = agreement_report(units)
+    st.header("Agreement")
+    st.caption("Over pairwise units (task, response i, response j) labelled i better / j better / tie.")
+    cols = st.columns(3)
+    cols[0].metric("Units with 2+ labels", report["units"])
+    cols[1].metric("Fleiss' κ", f"{report['fleiss_kappa']:.3f}")
+    cols[2].metric("Krippendorff's α", f"{report['krippendorff_alpha']:.3f}")
+    if report["pairs"]:
+        st.subheader("Cohen's κ per annotator pair")
+        st.dataframe(report["pairs"], use_container_width=True)
+    st.subheader("Accuracy on gold items")
+    accuracy = gold_accuracy(units, store.gold())
+    st.dataframe(accuracy, use_container_width=True) if accuracy else st.caption("No gold item labelled yet.")
+    split = sorted({u[0] for u, votes in units.items() if len(set(votes.values())) > 1})
+    st.subheader(f"Tasks with disagreement ({len(split)})")
+    if split:
+        rows = [r for r in labels if r["task_id"] in set(split[:200])]
+        st.dataframe([{k: r[k] for k in ("task_id", "annotator", "ranks", "rationale")} for r in rows],
+                     use_container_width=True)  # fmt: skip
+
+
+def exports_root(store: Store) -> Path:
+    return Path(os.environ.get("RLHFV_EXPORTS") or store.media_dir.parent / "exports")
+
+
+def render_export(store: Store, user: UserInfo) -> None:
+    if not require_admin(store, user):
+        return
+    st.header("Export a training snapshot")
+    st.caption(
+        f"Snapshots go to {exports_root(store)}/v<N>/: preferences.jsonl (GRM format), trl.jsonl, labels.jsonl"
+    )
+    min_labels = st.number_input("Only tasks with at least this many labels", min_value=1, value=1)
+    if st.button("Export snapshot", type="primary"):
+        snap = export_snapshot(store, exports_root(store), min_labels=int(min_labels))
+        st.session_state["last_snapshot"] = str(snap.path)
+        st.success(f"Snapshot v{snap.version}: {snap.pairs} pairs from {snap.labels} labels in {snap.path}")
+    if last := st.session_state.get("last_snapshot"):
+        for name in ("preferences.jsonl", "trl.jsonl", "labels.jsonl"):
+            path = Path(last, name)
+            st.download_button(f"Download {name}", path.read_bytes(), file_name=name, key=f"dl-{name}")
+
+
+def render_users(store: Store, user: UserInfo) -> None:
+    if not require_admin(store, user):
+        return
+    st.header("Users")
+    st.dataframe(
+        [{"name": u.name, "role": u.role, "active": u.active} for u in store.users()],
+        use_container_width=True,
+    )
+    with st.form("add-user", clear_on_submit=True):
+        st.subheader("Add a user")
+        name = st.text_input("Name")
+        role = st.selectbox("Role", ROLES, index=1)
+        password = st.text_input("Password (8+ characters)", type="password")
+        if st.form_submit_button("Add"):
+            try:
+                store.add_user(name, password, role)
+                st.success(f"Added {name}.")
+            except ValueError as e:
+                st.error(str(e))
+    with st.form("change-user", clear_on_submit=True):
+        st.subheader("Change a user")
+        names = [u.name for u in store.users()]
+        name = st.selectbox("User", names)
+        role = st.selectbox("New role", ["(keep)", *ROLES])
+        password = st.text_input("New password (leave empty to keep)", type="password")
+        state = st.selectbox("Account", ["(keep)", "active", "disabled"])
+        if st.form_submit_button("Save"):
+            if name == user.name and (state == "disabled" or role == "annotator"):
+                st.error("You cannot disable or demote your own account.")
+                return
+            try:
+                store.update_user(name, password=password or None, role=None if role == "(keep)" else role,
+                                  active=None if state == "(keep)" else state == "active")  # fmt: skip
+                st.success(f"Saved {name}.")
+            except ValueError as e:
+                st.error(str(e))

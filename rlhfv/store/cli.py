@@ -1,0 +1,159 @@
+"""`rlhfv annotate`: serve the annotation app, and import, export and manage users from the shell.
+
+    rlhfv annotate [--port 8501] [--db URL] [--admin NAME]        start the app
+    rlhfv annotate import jsonl tasks.jsonl [--images DIR]        tasks with images
+    rlhfv annotate import rollouts checkpoints/<run>              a run's sampled completions
+    rlhfv annotate import shapes --n 50                           ShapesVQA gold items
+    rlhfv annotate export --out exports/                          a numbered training snapshot
+    rlhfv annotate users list | add NAME | passwd NAME | disable NAME | enable NAME
+
+The database defaults to the SQLite file `rlhfv_annotate/store.db` (images in
+`rlhfv_annotate/media/`); `--db postgresql://...` uses PostgreSQL. Passwords are read from stdin
+with `--password-stdin`, typed at a prompt, or generated and printed once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from rlhfv.store.store import DEFAULT_URL, ROLES, Store
+
+APP = Path(__file__).resolve().parents[2] / "annotation_ui" / "app.py"
+
+
+def _password(args: argparse.Namespace, name: str) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if sys.stdin.isatty():
+        return getpass.getpass(f"password for {name}: ")
+    password = secrets.token_urlsafe(12)
+    print(f"generated password for {name}: {password}")
+    return password
+
+
+def _open(args: argparse.Namespace) -> Store:
+    return Store(args.db, media_dir=args.media)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    store = _open(args)
+    if not any(u.role == "admin" and u.active for u in store.users()):
+        password = os.environ.get("RLHFV_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        store.add_user(args.admin, password, role="admin")
+        if "RLHFV_ADMIN_PASSWORD" not in os.environ:
+            print(f"created the first admin {args.admin!r} with password: {password}")
+    if not APP.is_file():
+        print(
+            f"error: the app {APP} is missing; run from a source checkout (pip install -e .)", file=sys.stderr
+        )
+        return 2
+    env = dict(os.environ, RLHFV_DB=store.url, RLHFV_MEDIA=str(store.media_dir.resolve()),
+               RLHFV_RUNS=str(Path(args.runs).resolve()), RLHFV_MAX_UPLOAD_MB=str(args.max_upload_mb))  # fmt: skip
+    store.close()
+    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),
+               "--server.address", args.address, "--server.headless", "true",
+               "--server.maxUploadSize", str(args.max_upload_mb), "--browser.gatherUsageStats", "false"]  # fmt: skip
+    print(f"serving on http://{args.address}:{args.port} (database {env['RLHFV_DB']})")
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from rlhfv.store import ingest
+
+    store = _open(args)
+    try:
+        if args.kind == "jsonl":
+            report = ingest.import_jsonl(store, args.path, args.images, overlap=args.overlap)
+        elif args.kind == "rollouts":
+            report = ingest.import_rollouts(store, args.path, overlap=args.overlap, min_step=args.min_step)
+        else:
+            report = ingest.import_shapes(store, n=args.n, seed=args.seed, overlap=args.overlap)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rlhfv.store.export import export_snapshot
+
+    snap = export_snapshot(_open(args), args.out, min_labels=args.min_labels)
+    print(f"snapshot v{snap.version}: {snap.pairs} pairs from {snap.labels} labels in {snap.path}")
+    return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        if args.action == "list":
+            for u in store.users():
+                print(f"{u.name:24s} {u.role:10s} {'active' if u.active else 'disabled'}")
+        elif args.action == "add":
+            store.add_user(args.name, _password(args, args.name), role=args.role)
+        elif args.action == "passwd":
+            store.update_user(args.name, password=_password(args, args.name))
+        else:
+            store.update_user(args.name, active=args.action == "enable")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db", default=os.environ.get("RLHFV_DB", DEFAULT_URL), help="SQLite path or database URL"
+    )
+    common.add_argument("--media", default=None, help="image folder (default: 'media' beside a SQLite file)")
+    parser = argparse.ArgumentParser(prog="rlhfv annotate", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", parents=[common], help="start the app (the default)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", default="localhost", help="0.0.0.0 to serve other machines")
+    p.add_argument("--admin", default="admin", help="name of the first admin, created if there is none")
+    p.add_argument("--runs", default="checkpoints", help="folder the dashboard lists runs from")
+    p.add_argument("--max-upload-mb", type=int, default=50)
+    p = sub.add_parser("import", parents=[common], help="add tasks")
+    p.add_argument("kind", choices=["jsonl", "rollouts", "shapes"])
+    p.add_argument("path", nargs="?", help="the JSONL file, or the run folder")
+    p.add_argument("--images", default=None, help="image folder for jsonl (default: the file's folder)")
+    p.add_argument("--overlap", type=int, default=3, help="independent labels wanted per task")
+    p.add_argument("--min-step", type=int, default=0, help="rollouts: skip steps before this")
+    p.add_argument("--n", type=int, default=50, help="shapes: how many pairs")
+    p.add_argument("--seed", type=int, default=0, help="shapes: data seed")
+    p = sub.add_parser("export", parents=[common], help="write a numbered snapshot for training")
+    p.add_argument("--out", default="rlhfv_annotate/exports")
+    p.add_argument("--min-labels", type=int, default=1, help="skip tasks with fewer labels")
+    p = sub.add_parser("users", parents=[common], help="list, add or change users")
+    p.add_argument("action", choices=["list", "add", "passwd", "disable", "enable"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--role", choices=ROLES, default="annotator")
+    p.add_argument("--password-stdin", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "serve")  # `rlhfv annotate --port 8600` starts the app
+    args = build_parser().parse_args(argv)
+    if args.command == "import" and args.kind != "shapes" and not args.path:
+        print(f"error: import {args.kind} needs a path", file=sys.stderr)
+        return 2
+    if args.command == "users" and args.action != "list" and not args.name:
+        print(f"error: users {args.action} needs a user name", file=sys.stderr)
+        return 2
+    return {"serve": cmd_serve, "import": cmd_import, "export": cmd_export, "users": cmd_users}[args.command](
+        args
+    )

@@ -1,0 +1,125 @@
+"""Numbered, self-contained snapshots of the labels, in the GRM training format and TRL's format.
+
+`export_snapshot(store, out_root)` writes `out_root/v<N>/`:
+
+- `preferences.jsonl`: the GRM training format (`rlhfv.data.preference`), one row per pair of
+  responses whose majority label is a clear winner. A ranking over N responses yields all its
+  implied pairs; pairs that tie or split evenly carry no signal and are left out.
+- `trl.jsonl`: the same pairs in TRL's conversational preference format (`prompt`, `chosen`,
+  `rejected` as message lists, `images` as paths), which `DPOTrainer` reads.
+- `labels.jsonl`: every individual label with annotator, ranks, rationale and time, so nothing
+  an annotator entered is lost in aggregation.
+- `images/`: the images the rows refer to (paths in both files are relative to the snapshot).
+- `manifest.json`: version, time, counts, schema version and the sha256 of `preferences.jsonl`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from rlhfv.data.preference import FORMAT_VERSION, PairwisePreference, write_preferences
+from rlhfv.store.agreement import pair_labels
+from rlhfv.store.schema import SCHEMA_VERSION, Snapshot
+from rlhfv.store.store import Store
+
+
+@dataclass
+class SnapshotInfo:
+    version: int
+    path: Path
+    pairs: int
+    labels: int
+    sha256: str
+
+
+def majority_pairs(labels: list[dict[str, Any]], min_labels: int = 1) -> list[PairwisePreference]:
+    """Aggregate label rows per task into pairwise preferences by majority over each pair."""
+    by_task: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in labels:
+        by_task[row["task_id"]].append(row)
+    prefs = []
+    for task_id, rows in sorted(by_task.items()):
+        if len(rows) < min_labels:
+            continue
+        votes: dict[tuple[int, int], Counter] = defaultdict(Counter)
+        for row in rows:
+            for pair, label in pair_labels(row["ranks"]).items():
+                votes[pair][label] += 1
+        first = rows[0]
+        for (i, j), counts in sorted(votes.items()):
+            (top, n), *rest = counts.most_common() + [(None, 0)]
+            if top == 2 or n == rest[0][1]:
+                continue  # a tie won, or no clear winner
+            prefs.append(
+                PairwisePreference(
+                    id=f"t{task_id}-r{i}-r{j}",
+                    prompt=first["prompt"],
+                    responses=[first["responses"][i], first["responses"][j]],
+                    preferred=int(top),
+                    images=[f"images/{name}" for name in first["images"]],
+                    source=first["source"] or "annotate",
+                )
+            )
+    return prefs
+
+
+def trl_row(pref: PairwisePreference) -> dict[str, Any]:
+    """One pair in TRL's conversational preference format (images precede the question)."""
+    content = [{"type": "image"} for _ in pref.images] + [{"type": "text", "text": pref.prompt}]
+    chosen, rejected = pref.responses[pref.preferred], pref.responses[1 - pref.preferred]
+    return {
+        "id": pref.id,
+        "images": pref.images,
+        "prompt": [{"role": "user", "content": content}],
+        "chosen": [{"role": "assistant", "content": [{"type": "text", "text": chosen}]}],
+        "rejected": [{"role": "assistant", "content": [{"type": "text", "text": rejected}]}],
+    }
+
+
+def export_snapshot(store: Store, out_root: str | Path, min_labels: int = 1) -> SnapshotInfo:
+    """Write the next numbered snapshot under `out_root` and record it in the store."""
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    labels = store.labels()
+    prefs = majority_pairs(labels, min_labels)
+    with store.session() as s:  # holds the write lock, so two exports never share a number
+        version = (s.scalar(select(func.max(Snapshot.version))) or 0) + 1
+        target = out_root / f"v{version}"
+        if target.exists():
+            raise FileExistsError(
+                f"{target} exists but the store has no record of it; move it away and retry"
+            )
+        tmp = out_root / f".v{version}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "images").mkdir(parents=True)
+        for name in sorted({n for row in labels for n in row["images"]}):
+            shutil.copyfile(store.media_dir / name, tmp / "images" / name)
+        write_preferences(prefs, tmp / "preferences.jsonl")
+        _write_jsonl(tmp / "trl.jsonl", [trl_row(p) for p in prefs])
+        _write_jsonl(tmp / "labels.jsonl", labels)
+        digest = hashlib.sha256((tmp / "preferences.jsonl").read_bytes()).hexdigest()
+        manifest = {"version": version, "pairs": len(prefs), "labels": len(labels), "min_labels": min_labels,
+                    "tasks": len({row["task_id"] for row in labels}), "preference_format": FORMAT_VERSION,
+                    "schema_version": SCHEMA_VERSION, "preferences_sha256": digest}  # fmt: skip
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        tmp.rename(target)
+        s.add(
+            Snapshot(
+                version=version, path=str(target), pairs=len(prefs), annotations=len(labels), sha256=digest
+            )
+        )
+    return SnapshotInfo(version, target, len(prefs), len(labels), digest)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -1,0 +1,365 @@
+"""The preference store: users, tasks, race-free assignment, labels and progress.
+
+Both the Streamlit app and the command line go through these methods; all SQL goes through the
+ORM with bound parameters. SQLite (the default, a single file) runs in WAL mode with foreign keys
+on, and every transaction starts with `BEGIN IMMEDIATE`, so claiming a task (read the free slots,
+write the assignment) cannot interleave with another session's claim. On PostgreSQL the claim
+locks the task row with `FOR UPDATE SKIP LOCKED` instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from rlhfv.store.auth import DUMMY_HASH, hash_password, verify_password
+from rlhfv.store.schema import Annotation, Assignment, Gold, Task, User, migrate, utcnow
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("admin", "annotator")
+DEFAULT_URL = "sqlite:///rlhfv_annotate/store.db"
+
+
+@dataclass
+class UserInfo:
+    id: int
+    name: str
+    role: str
+    active: bool = True
+
+
+@dataclass
+class NewTask:
+    """A task to add. `images` are media file names (see `Store.media_dir`); `gold` is known ranks."""
+
+    prompt: str
+    responses: list[str]
+    images: list[str] = field(default_factory=list)
+    source: str = ""
+    external_id: str = ""
+    gold: list[int] | None = None
+
+
+@dataclass
+class TaskView:
+    """What an annotator is shown: responses in `shown_order` (indices into the task's responses)."""
+
+    id: int
+    prompt: str
+    images: list[Path]
+    responses: list[str]
+    shown_order: list[int]
+
+
+def task_fingerprint(prompt: str, images: list[str], responses: list[str]) -> str:
+    return hashlib.sha256(json.dumps([prompt, images, responses], ensure_ascii=False).encode()).hexdigest()
+
+
+def check_ranks(ranks: list[int], n: int) -> list[int]:
+    """Ranks must give every one of the n responses a rank in 0..n-1 (equal ranks are ties)."""
+    if len(ranks) != n or not all(
+        isinstance(r, int) and not isinstance(r, bool) and 0 <= r < n for r in ranks
+    ):
+        raise ValueError(f"ranks must be {n} integers in 0..{n - 1}, got {ranks!r}")
+    return [int(r) for r in ranks]
+
+
+class Store:
+    """A database (SQLite file or PostgreSQL URL) plus the media folder its tasks' images live in."""
+
+    def __init__(
+        self, url: str | Path = DEFAULT_URL, media_dir: str | Path | None = None, lease_minutes: float = 30.0
+    ):
+        url = str(url)
+        if "://" not in url:  # a bare path means a SQLite file
+            url = f"sqlite:///{Path(url).expanduser()}"
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            db_path = Path(url.split(":///", 1)[1])
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            # Streamlit serves every browser session from threads of one process; each borrows a
+            # connection only for one short transaction, so the pool may grow as needed.
+            self.engine = create_engine(
+                url, connect_args={"timeout": 60, "check_same_thread": False}, pool_size=8, max_overflow=-1
+            )
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            default_media = db_path.parent / "media"
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+            default_media = Path("rlhfv_annotate/media")
+        self.media_dir = Path(media_dir) if media_dir else default_media
+        self.media_dir.mkdir(parents=True, exist_ok=True)
+        self.lease = timedelta(minutes=lease_minutes)  # an unanswered claim frees its slot after this
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        with self.engine.begin() as conn:
+            applied = migrate(conn)
+        if applied:
+            logger.info("store %s: applied schema steps %s", self.url, applied)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as s, s.begin():
+            yield s
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- users -----------------------------------------------------------------------------
+
+    def add_user(self, name: str, password: str, role: str = "annotator") -> UserInfo:
+        name = name.strip()
+        if not name or len(name) > 64:
+            raise ValueError(f"user name must have 1 to 64 characters, got {name!r}")
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        try:
+            with self.session() as s:
+                user = User(name=name, password_hash=hash_password(password), role=role, active=True)
+                s.add(user)
+                s.flush()
+                return UserInfo(user.id, user.name, user.role)
+        except IntegrityError:
+            raise ValueError(f"user {name!r} already exists") from None
+
+    def authenticate(self, name: str, password: str) -> UserInfo | None:
+        with self.session() as s:
+            user = s.scalar(select(User).where(User.name == name.strip()))
+        if user is None or not user.active:
+            verify_password(password, DUMMY_HASH)  # same cost as a real check
+            return None
+        return (
+            UserInfo(user.id, user.name, user.role) if verify_password(password, user.password_hash) else None
+        )
+
+    def user(self, user_id: int) -> UserInfo | None:
+        """The user as stored now (None if unknown or disabled), so a changed role takes effect at once."""
+        with self.session() as s:
+            u = s.get(User, user_id)
+            return UserInfo(u.id, u.name, u.role, u.active) if u is not None and u.active else None
+
+    def users(self) -> list[UserInfo]:
+        with self.session() as s:
+            return [
+                UserInfo(u.id, u.name, u.role, u.active) for u in s.scalars(select(User).order_by(User.id))
+            ]
+
+    def update_user(
+        self, name: str, password: str | None = None, role: str | None = None, active: bool | None = None
+    ) -> None:
+        if role is not None and role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        with self.session() as s:
+            user = s.scalar(select(User).where(User.name == name))
+            if user is None:
+                raise ValueError(f"no user named {name!r}")
+            if password is not None:
+                user.password_hash = hash_password(password)
+            if role is not None:
+                user.role = role
+            if active is not None:
+                user.active = active
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    def add_tasks(self, tasks: list[NewTask], overlap: int = 3) -> tuple[int, int]:
+        """Add tasks wanting `overlap` labels each; return (added, already present)."""
+        if overlap < 1:
+            raise ValueError(f"overlap must be at least 1, got {overlap}")
+        added = 0
+        with self.session() as s:
+            known = set(s.scalars(select(Task.fingerprint)))
+            for t in tasks:
+                if len(t.responses) < 2:
+                    raise ValueError(f"a task needs at least two responses, got {len(t.responses)}")
+                fp = task_fingerprint(t.prompt, t.images, t.responses)
+                if fp in known:
+                    continue
+                known.add(fp)
+                row = Task(prompt=t.prompt, images=t.images, responses=t.responses, source=t.source,
+                           external_id=t.external_id, overlap=overlap, fingerprint=fp)  # fmt: skip
+                s.add(row)
+                if t.gold is not None:
+                    s.flush()
+                    s.add(Gold(task_id=row.id, ranks=check_ranks(t.gold, len(t.responses))))
+                added += 1
+        return added, len(tasks) - added
+
+    def _view(self, task: Task, assignment: Assignment) -> TaskView:
+        images = [self.media_dir / name for name in task.images]
+        return TaskView(task.id, task.prompt, images, list(task.responses), list(assignment.shown_order))
+
+    def next_task(self, user_id: int) -> TaskView | None:
+        """The user's open task, or a newly claimed one they have never been given; None when done.
+
+        A task is free while fewer than `overlap` people have labelled it or hold a live claim on
+        it. Tasks closest to complete go first, so finished items (and agreement) accrue early.
+        """
+        with self.session() as s:
+            open_ = s.scalar(
+                select(Assignment).where(Assignment.user_id == user_id, Assignment.status == "active")
+            )
+            if open_ is not None:
+                return self._view(s.get_one(Task, open_.task_id), open_)
+            live = or_(Assignment.status == "done", Assignment.started_at > utcnow() - self.lease)
+            taken = (
+                select(Assignment.task_id, func.count().label("n"))
+                .where(Assignment.status != "skipped", live)
+                .group_by(Assignment.task_id)
+                .subquery()
+            )
+            mine = select(Assignment.task_id).where(Assignment.user_id == user_id)
+            n = func.coalesce(taken.c.n, 0)
+            query = (
+                select(Task)
+                .outerjoin(taken, taken.c.task_id == Task.id)
+                .where(Task.id.not_in(mine), n < Task.overlap)
+                .order_by(n.desc(), Task.id)
+                .limit(1)
+            )
+            if not self.is_sqlite:
+                query = query.with_for_update(skip_locked=True, of=Task)
+            task = s.scalar(query)
+            if task is None:
+                return None
+            # Each person sees the responses in their own shuffled order, so left/right position
+            # bias averages out over the k labels instead of favouring whichever came first.
+            order = list(range(len(task.responses)))
+            random.Random(f"{task.id}:{user_id}").shuffle(order)
+            claim = Assignment(task_id=task.id, user_id=user_id, status="active", shown_order=order)
+            s.add(claim)
+            s.flush()
+            return self._view(task, claim)
+
+    def submit(
+        self, user_id: int, task_id: int, ranks: list[int], rationale: str = "", seconds: float = 0.0
+    ) -> bool:
+        """Record the user's label for a task they were given. False if it was already recorded."""
+        with self.session() as s:
+            claim = s.scalar(
+                select(Assignment).where(Assignment.user_id == user_id, Assignment.task_id == task_id)
+            )
+            if claim is None:
+                raise PermissionError(f"task {task_id} was not given to user {user_id}")
+            if claim.status == "done":
+                return False  # a double click or a retried request: the first label stands
+            task = s.get_one(Task, task_id)
+            ranks = check_ranks(ranks, len(task.responses))
+            s.add(Annotation(task_id=task_id, user_id=user_id, ranks=ranks, rationale=rationale.strip()[:5000],
+                             seconds=max(0.0, float(seconds))))  # fmt: skip
+            claim.status, claim.finished_at = "done", utcnow()
+        return True
+
+    def skip(self, user_id: int, task_id: int) -> None:
+        """Give the task back; this user will not be offered it again."""
+        with self.session() as s:
+            claim = s.scalar(
+                select(Assignment).where(Assignment.user_id == user_id, Assignment.task_id == task_id)
+            )
+            if claim is not None and claim.status == "active":
+                claim.status, claim.finished_at = "skipped", utcnow()
+
+    # --- reading back ----------------------------------------------------------------------
+
+    def user_progress(self, user_id: int) -> dict[str, int]:
+        """How many tasks this user labelled and skipped, and how many are still open to them."""
+        with self.session() as s:
+            counts = dict(
+                s.execute(
+                    select(Assignment.status, func.count())
+                    .where(Assignment.user_id == user_id)
+                    .group_by(Assignment.status)
+                ).all()
+            )
+            done = select(Annotation.task_id, func.count().label("n")).group_by(Annotation.task_id).subquery()
+            mine = select(Assignment.task_id).where(Assignment.user_id == user_id)
+            left = s.scalar(
+                select(func.count())
+                .select_from(Task)
+                .outerjoin(done, done.c.task_id == Task.id)
+                .where(Task.id.not_in(mine), func.coalesce(done.c.n, 0) < Task.overlap)
+            )
+        return {
+            "labelled": counts.get("done", 0),
+            "skipped": counts.get("skipped", 0),
+            "available": int(left or 0),
+        }
+
+    def overview(self) -> dict[str, Any]:
+        """Admin progress: tasks, labels wanted and given, and per-annotator counts and speed."""
+        with self.session() as s:
+            n_tasks = s.scalar(select(func.count()).select_from(Task)) or 0
+            wanted = s.scalar(select(func.sum(Task.overlap))) or 0
+            per_task = (
+                select(Annotation.task_id, func.count().label("n")).group_by(Annotation.task_id).subquery()
+            )
+            complete = s.scalar(
+                select(func.count()).select_from(Task).join(per_task, per_task.c.task_id == Task.id)
+                .where(per_task.c.n >= Task.overlap)
+            )  # fmt: skip
+            rows = s.execute(
+                select(User.name, Annotation.seconds)
+                .select_from(Annotation)
+                .join(User, User.id == Annotation.user_id)
+            ).all()
+            skipped = dict(
+                s.execute(
+                    select(User.name, func.count()).select_from(Assignment).join(User, User.id == Assignment.user_id)
+                    .where(Assignment.status == "skipped").group_by(User.name)
+                ).all()
+            )  # fmt: skip
+        per_user: dict[str, list[float]] = {}
+        for name, seconds in rows:
+            per_user.setdefault(name, []).append(seconds)
+        annotators = [
+            {"annotator": name, "labels": len(sec), "skipped": skipped.get(name, 0),
+             "median_seconds": round(statistics.median(sec), 1)}
+            for name, sec in sorted(per_user.items())
+        ]  # fmt: skip
+        return {"tasks": n_tasks, "complete_tasks": int(complete or 0), "labels": len(rows),
+                "labels_wanted": int(wanted), "annotators": annotators}  # fmt: skip
+
+    def labels(self) -> list[dict[str, Any]]:
+        """Every label with its task and annotator (admin only: the UI never shows this to annotators)."""
+        with self.session() as s:
+            rows = s.execute(
+                select(Annotation, User.name, Task).select_from(Annotation).join(User, User.id == Annotation.user_id)
+                .join(Task, Task.id == Annotation.task_id).order_by(Annotation.id)
+            ).all()  # fmt: skip
+            return [
+                {"task_id": a.task_id, "annotator": name, "ranks": list(a.ranks), "rationale": a.rationale,
+                 "seconds": a.seconds, "created_at": a.created_at.isoformat(), "prompt": t.prompt,
+                 "responses": list(t.responses), "images": list(t.images), "source": t.source,
+                 "external_id": t.external_id}
+                for a, name, t in rows
+            ]  # fmt: skip
+
+    def gold(self) -> dict[int, list[int]]:
+        with self.session() as s:
+            return {g.task_id: list(g.ranks) for g in s.scalars(select(Gold))}
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Leave transaction control to SQLAlchemy's "begin" hook, which issues BEGIN IMMEDIATE.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()

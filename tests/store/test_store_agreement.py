@@ -1,0 +1,76 @@
+"""Agreement statistics against published, hand-worked examples."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rlhfv.store.agreement import (
+    agreement_report,
+    cohen_kappa,
+    fleiss_kappa,
+    gold_accuracy,
+    krippendorff_alpha,
+    pair_labels,
+)
+
+
+def test_pair_labels_turn_a_ranking_into_all_implied_pairs_with_ties():
+    # ranks: response 2 best, 0 and 1 tied behind it.
+    assert pair_labels([1, 1, 0]) == {(0, 1): 2, (0, 2): 1, (1, 2): 1}
+    assert pair_labels([0, 1]) == {(0, 1): 0}
+
+
+def test_cohen_kappa_matches_the_textbook_two_by_two_table():
+    # 50 items: yes/yes 20, yes/no 5, no/yes 10, no/no 15.
+    # p_o = 35/50 = 0.7; rater a says yes 25/50, b says yes 30/50 -> p_e = .5*.6 + .5*.4 = 0.5
+    # kappa = (0.7 - 0.5) / (1 - 0.5) = 0.4
+    a = [1] * 20 + [1] * 5 + [0] * 10 + [0] * 15
+    b = [1] * 20 + [0] * 5 + [1] * 10 + [0] * 15
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+
+
+def test_fleiss_kappa_matches_fleiss_worked_example():
+    # The 10 subjects x 14 raters x 5 categories example (Fleiss 1971, as on Wikipedia): kappa = 0.210.
+    table = [
+        [0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7],
+    ]  # fmt: skip
+    units = [[c for c, n in enumerate(row) for _ in range(n)] for row in table]
+    assert fleiss_kappa(units) == pytest.approx(0.210, abs=5e-4)
+
+
+def test_krippendorff_alpha_matches_krippendorffs_nominal_example_with_missing_values():
+    # Krippendorff (2011), "Computing Krippendorff's alpha-reliability": 4 coders, 12 units, some
+    # values missing; nominal alpha = 0.743.
+    coders = [
+        [1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
+        [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3],
+        [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None],
+        [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None],
+    ]
+    units = [[c[u] for c in coders if c[u] is not None] for u in range(12)]
+    assert krippendorff_alpha(units) == pytest.approx(0.743, abs=5e-4)
+
+
+def test_perfect_agreement_scores_one_and_undefined_chance_gives_nan():
+    assert krippendorff_alpha([[0, 0], [1, 1], [2, 2]]) == pytest.approx(1.0)
+    assert fleiss_kappa([[0, 0, 0], [1, 1, 1]]) == pytest.approx(1.0)
+    assert math.isnan(cohen_kappa([1, 1], [1, 1]))
+
+
+def test_report_scores_each_annotator_pair_on_shared_units_and_gold_accuracy_per_annotator():
+    units = {
+        (1, 0, 1): {"ann": 0, "bob": 0, "cat": 1},
+        (2, 0, 1): {"ann": 1, "bob": 1},
+        (3, 0, 1): {"ann": 0, "cat": 0},
+    }
+    report = agreement_report(units)
+    pairs = {(p["a"], p["b"]): p for p in report["pairs"]}
+    assert pairs["ann", "bob"]["units"] == 2 and pairs["ann", "bob"]["cohen_kappa"] == pytest.approx(1.0)
+    assert pairs["bob", "cat"]["units"] == 1
+    assert report["units"] == 3
+    accuracy = {r["annotator"]: r for r in gold_accuracy(units, {1: [0, 1]})}
+    assert accuracy["ann"]["accuracy"] == 1.0 and accuracy["cat"]["accuracy"] == 0.0
+    assert "bob" in accuracy and accuracy["bob"]["gold_units"] == 1

@@ -1,0 +1,84 @@
+"""Snapshots: majority pairs in the GRM format (read back by rlhfv.data.preference) and TRL's format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from rlhfv.data.preference import read_preferences
+from rlhfv.store.export import export_snapshot, majority_pairs
+from rlhfv.store.ingest import import_jsonl
+from rlhfv.store.store import Store
+
+
+def label_all(store: Store, votes: dict[str, list[list[int]]]) -> None:
+    """votes[prompt] = ranks given by the 1st, 2nd, ... annotator."""
+    n = max(len(v) for v in votes.values())
+    users = [store.add_user(f"ann{i}", f"password-{i}").id for i in range(n)]
+    for k, user in enumerate(users):
+        while (view := store.next_task(user)) is not None:
+            ranks = votes[view.prompt][k] if k < len(votes[view.prompt]) else None
+            if ranks is None:
+                store.skip(user, view.id)
+            else:
+                store.submit(user, view.id, ranks, rationale=f"reason {k}")
+
+
+def test_majority_keeps_clear_winners_and_drops_ties_and_even_splits():
+    base = {"prompt": "p", "responses": ["r0", "r1", "r2"], "images": [], "source": ""}
+    rows = [
+        {**base, "task_id": 1, "ranks": [0, 1, 2]},
+        {**base, "task_id": 1, "ranks": [0, 2, 1]},
+        {**base, "task_id": 1, "ranks": [1, 1, 0]},
+    ]
+    prefs = {p.id: p for p in majority_pairs(rows)}
+    # pair (0,1): 0, 0, tie -> 0 wins; (0,2): 0, 0, 2 wins -> 0; (1,2): 1, 2, 2 -> 2 wins
+    assert prefs["t1-r0-r1"].responses == ["r0", "r1"] and prefs["t1-r0-r1"].preferred == 0
+    assert prefs["t1-r0-r2"].preferred == 0
+    assert prefs["t1-r1-r2"].preferred == 1
+    tied = [{**base, "task_id": 2, "ranks": [0, 0, 0]}, {**base, "task_id": 2, "ranks": [0, 0, 0]}]
+    split = [{**base, "task_id": 3, "ranks": [0, 1, 2]}, {**base, "task_id": 3, "ranks": [1, 0, 2]}]
+    assert [p.id for p in majority_pairs(tied + split)] == ["t3-r0-r2", "t3-r1-r2"]
+    assert majority_pairs(rows, min_labels=4) == []
+
+
+def test_snapshot_is_read_by_the_grm_reader_with_images_and_matches_trl_rows(tmp_path: Path):
+    store = Store(tmp_path / "store.db")
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (20, 20), (250, 0, 0)).save(tmp_path / "img" / "red.png")
+    rows = [
+        {"prompt": "Colour?", "images": ["red.png"], "responses": ["It is red.", "It is blue."]},
+        {"prompt": "Rank", "images": [], "responses": ["x", "y", "z"]},
+        {"prompt": "Tie", "images": [], "responses": ["same", "also same"]},
+    ]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    import_jsonl(store, tmp_path / "tasks.jsonl", tmp_path / "img", overlap=3)
+    label_all(store, {
+        "Colour?": [[0, 1], [0, 1], [1, 0]],   # A wins 2:1
+        "Rank": [[2, 1, 0], [2, 1, 0]],        # z > y > x; third annotator skips
+        "Tie": [[0, 0], [0, 0], [0, 1]],       # tie wins
+    })  # fmt: skip
+    snap = export_snapshot(store, tmp_path / "exports")
+    assert (snap.version, snap.pairs, snap.labels) == (1, 4, 8)
+    prefs, errors = read_preferences(snap.path / "preferences.jsonl")
+    assert errors == [] and len(prefs) == 4
+    colour = next(p for p in prefs if p.prompt == "Colour?")
+    assert colour.responses[colour.preferred] == "It is red."
+    assert Path(colour.images[0]).is_file() and Path(colour.images[0]).is_relative_to(snap.path)
+    winners = {(p.responses[p.preferred], p.responses[1 - p.preferred]) for p in prefs if p.prompt == "Rank"}
+    assert winners == {("y", "x"), ("z", "x"), ("z", "y")}
+    trl = [json.loads(line) for line in (snap.path / "trl.jsonl").read_text().splitlines()]
+    by_id = {p.id: p for p in prefs}
+    for row in trl:
+        pref = by_id[row["id"]]
+        assert row["chosen"][0]["content"][0]["text"] == pref.responses[pref.preferred]
+        assert row["rejected"][0]["content"][0]["text"] == pref.responses[1 - pref.preferred]
+        assert sum(c["type"] == "image" for c in row["prompt"][0]["content"]) == len(row["images"])
+    raw = [json.loads(line) for line in (snap.path / "labels.jsonl").read_text().splitlines()]
+    assert len(raw) == 8 and {r["rationale"] for r in raw} == {"reason 0", "reason 1", "reason 2"}
+    manifest = json.loads((snap.path / "manifest.json").read_text())
+    assert manifest["pairs"] == 4 and manifest["preferences_sha256"] == snap.sha256
+    again = export_snapshot(store, tmp_path / "exports")
+    assert again.version == 2 and again.sha256 == snap.sha256  # same labels, same content

@@ -1,0 +1,142 @@
+"""Users, assignment with overlap, labels, and the versioned schema."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy import create_engine
+
+from rlhfv.store.schema import SCHEMA_VERSION, SchemaError, migrate
+from rlhfv.store.store import NewTask, Store
+
+
+def annotators(store: Store, n: int) -> list[int]:
+    return [store.add_user(f"ann{i}", f"password-{i}").id for i in range(n)]
+
+
+def test_passwords_are_stored_as_salted_scrypt_hashes_and_checked(store, tmp_path):
+    store.add_user("alice", "correct horse", "admin")
+    store.add_user("bob", "correct horse")
+    assert store.authenticate("alice", "correct horse").role == "admin"
+    assert store.authenticate("alice", "wrong horse") is None
+    assert store.authenticate("nobody", "correct horse") is None
+    rows = sqlite3.connect(tmp_path / "store.db").execute("select password_hash from users").fetchall()
+    hashes = [r[0] for r in rows]
+    assert all(h.startswith("scrypt$") and "correct horse" not in h for h in hashes)
+    assert hashes[0] != hashes[1]  # same password, different salts
+    raw = (tmp_path / "store.db").read_bytes() + (tmp_path / "store.db-wal").read_bytes()
+    assert b"correct horse" not in raw
+
+
+def test_short_passwords_duplicate_names_and_unknown_roles_are_refused(store):
+    with pytest.raises(ValueError, match="at least 8"):
+        store.add_user("alice", "short")
+    store.add_user("alice", "long enough")
+    with pytest.raises(ValueError, match="already exists"):
+        store.add_user("alice", "long enough")
+    with pytest.raises(ValueError, match="role"):
+        store.add_user("carol", "long enough", role="root")
+
+
+def test_disabled_users_cannot_log_in_and_lose_their_session(store):
+    uid = store.add_user("alice", "long enough").id
+    store.update_user("alice", active=False)
+    assert store.authenticate("alice", "long enough") is None
+    assert store.user(uid) is None
+
+
+def test_each_task_gets_k_labels_from_distinct_people_and_nobody_sees_a_task_twice(store):
+    store.add_tasks([NewTask(f"p{i}", ["a", "b"]) for i in range(4)], overlap=2)
+    users = annotators(store, 3)
+    seen: dict[int, list[int]] = {u: [] for u in users}
+    for _ in range(10):
+        for u in users:
+            view = store.next_task(u)
+            if view is not None:
+                seen[u].append(view.id)
+                assert store.submit(u, view.id, [0, 1])
+    assert all(len(ids) == len(set(ids)) for ids in seen.values())
+    labels = store.labels()
+    assert len(labels) == 8  # 4 tasks x overlap 2
+    per_task = {}
+    for row in labels:
+        per_task.setdefault(row["task_id"], set()).add(row["annotator"])
+    assert all(len(names) == 2 for names in per_task.values())
+    assert store.overview()["complete_tasks"] == 4
+
+
+def test_an_open_task_is_offered_again_until_answered_and_a_double_submit_is_ignored(store):
+    store.add_tasks([NewTask("p", ["a", "b"]), NewTask("q", ["c", "d"])], overlap=1)
+    (u,) = annotators(store, 1)
+    first = store.next_task(u)
+    assert store.next_task(u).id == first.id  # a reload shows the same task
+    assert store.submit(u, first.id, [1, 0]) is True
+    assert store.submit(u, first.id, [0, 1]) is False
+    assert [r["ranks"] for r in store.labels()] == [[1, 0]]
+
+
+def test_skipped_tasks_never_come_back_to_that_person_but_go_to_others(store):
+    store.add_tasks([NewTask("p", ["a", "b"])], overlap=1)
+    u, v = annotators(store, 2)
+    view = store.next_task(u)
+    store.skip(u, view.id)
+    assert store.next_task(u) is None
+    assert store.next_task(v).id == view.id
+    assert store.user_progress(u) == {"labelled": 0, "skipped": 1, "available": 0}
+
+
+def test_a_user_cannot_label_a_task_not_given_to_them_or_give_bad_ranks(store):
+    store.add_tasks([NewTask("p", ["a", "b", "c"])], overlap=2)
+    u, v = annotators(store, 2)
+    view = store.next_task(u)
+    with pytest.raises(PermissionError):
+        store.submit(v, view.id, [0, 1, 2])
+    with pytest.raises(ValueError, match="3 integers"):
+        store.submit(u, view.id, [0, 1])
+    with pytest.raises(ValueError, match="3 integers"):
+        store.submit(u, view.id, [0, 1, 7])
+    assert store.labels() == []
+
+
+def test_a_stale_claim_frees_its_slot_after_the_lease(tmp_path):
+    store = Store(tmp_path / "s.db", lease_minutes=0)  # every claim is stale at once
+    store.add_tasks([NewTask("p", ["a", "b"])], overlap=1)
+    u, v = annotators(store, 2)
+    assert store.next_task(u) is not None
+    assert store.next_task(v) is not None  # u walked away; the slot went to v
+
+
+def test_display_order_is_shuffled_per_person_and_covers_every_response(store):
+    store.add_tasks([NewTask("p", ["a", "b", "c", "d"])], overlap=8)
+    orders = {tuple(store.next_task(u).shown_order) for u in annotators(store, 8)}
+    assert all(sorted(o) == [0, 1, 2, 3] for o in orders)
+    assert len(orders) > 1
+
+
+def test_reimporting_the_same_tasks_adds_nothing_and_gold_is_kept(store):
+    tasks = [NewTask("p", ["a", "b"], gold=[1, 0]), NewTask("q", ["c", "d"])]
+    assert store.add_tasks(tasks) == (2, 0)
+    assert store.add_tasks(tasks) == (0, 2)
+    assert list(store.gold().values()) == [[1, 0]]
+    with pytest.raises(ValueError, match="two responses"):
+        store.add_tasks([NewTask("r", ["only one"])])
+
+
+def test_an_old_database_is_migrated_and_a_newer_one_is_refused(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        assert migrate(conn, target=1) == [1]  # a database written by schema version 1
+    engine.dispose()
+    store = Store(tmp_path / "old.db")  # opening it applies the later steps
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("select value from meta").scalar() == str(SCHEMA_VERSION)
+        assert conn.exec_driver_sql("select count(*) from snapshots").scalar() == 0
+        mode = conn.exec_driver_sql("pragma journal_mode").scalar()
+        fk = conn.exec_driver_sql("pragma foreign_keys").scalar()
+    assert (mode, fk) == ("wal", 1)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("update meta set value = '99' where key = 'schema_version'")
+    store.close()
+    with pytest.raises(SchemaError, match="schema version 99"):
+        Store(tmp_path / "old.db")
