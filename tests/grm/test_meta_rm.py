@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from rlhfv.grm.meta_rm import MetaRM, load_meta_rm, meta_rm_loss, meta_rm_scores, save_meta_rm
@@ -9,6 +10,7 @@ from rlhfv.models.text_lm import tiny_text_lm
 from rlhfv.types import Prompt
 
 
+@pytest.mark.slow
 def test_meta_rm_fits_correctness_labels_and_round_trips(tmp_path):
     torch.manual_seed(0)
     meta = MetaRM(tiny_text_lm(seed=2))
