@@ -1,0 +1,94 @@
+"""Rewards backed by a generative reward model (Generative RLHF-V, arXiv 2505.18531).
+
+- `GRMJudge`: a pointwise GRM as the pairwise judge of the grouped-comparison reward
+  (`rlhfv.rewards.grouped.GroupedComparisonReward`): one `\\boxed{s1, s2}` judgement per pair,
+  all pairs of a rollout in batched `generate` calls.
+- `JudgeRuleReward`: the reward for training the GRM itself by RL on preference labels: GRLHF-V's
+  {0, 1} rule (§3.3) or SPCT's ±1 (Eq. 11). Ties and unparsable output count as wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from rlhfv.grm.parsing import parse_scores
+from rlhfv.grm.rules import grlhfv_reward, preferred_truth, spct_reward
+
+if TYPE_CHECKING:
+    from rlhfv.models.base import ChatModel
+    from rlhfv.rollout import Rollout
+    from rlhfv.types import Prompt
+
+RULES = ("grlhfv", "spct")
+
+
+class GRMJudge:
+    """Judge pairs of answers with a generative reward model.
+
+    Args:
+        model: The GRM (a ChatModel node, e.g. `rlhfv.models.base.load_model`).
+        max_new_tokens: Length limit of a judgement; a cut judgement has no box and scores None.
+        greedy: Argmax decoding (True) or sampling at `temperature`.
+        temperature: Sampling temperature when not greedy.
+        principles: Annotation principles for the 'w/ principles' prompt variant.
+        batch_size: Pairs per `generate` call.
+        device: "auto", "cpu" or "cuda".
+    """
+
+    def __init__(self, model: ChatModel, max_new_tokens: int = 96, greedy: bool = True, temperature: float = 1.0,
+                 principles: str | None = None, batch_size: int = 64, device: str = "auto"):
+        from rlhfv.training.run import pick_device
+
+        self.model = model
+        self.model.module.to(pick_device(device)).eval()
+        self.max_new_tokens, self.greedy, self.temperature = max_new_tokens, greedy, temperature
+        self.principles, self.batch_size = principles, batch_size
+        self.last_texts: list[str] = []
+
+    def __call__(self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]) -> list[tuple[float, float] | None]:
+        from rlhfv.grm.judge import JudgeItem, judge
+
+        items = [JudgeItem(p.text, [a, b], list(p.images)) for p, a, b in zip(prompts, first, second, strict=True)]
+        verdicts: list[tuple[float, float] | None] = []
+        self.last_texts = []
+        for start in range(0, len(items), self.batch_size):
+            for j in judge(self.model, items[start : start + self.batch_size], k=1, greedy=self.greedy,
+                           temperature=self.temperature, max_new_tokens=self.max_new_tokens, principles=self.principles):
+                scores = j.scores[0]
+                verdicts.append((scores[0], scores[1]) if scores is not None else None)
+                self.last_texts.append(j.texts[0])
+        return verdicts
+
+
+class JudgeRuleReward:
+    """Reward a judge's sampled judgements against the preference label.
+
+    The rollout's labels are the 0-based shown position of the preferred response
+    (`rlhfv.data.pairs.JudgeTask`).
+
+    Args:
+        rule: "grlhfv" ({0, 1}, the paper's GRM reward) or "spct" (±1).
+    """
+
+    def __init__(self, rule: str = "grlhfv"):
+        if rule not in RULES:
+            raise ValueError(f"rule = {rule!r}; choose one of {RULES}")
+        self.rule = rule
+        self.last_metrics: dict[str, float] = {}
+
+    def __call__(self, rollout: Rollout) -> torch.Tensor:
+        g = rollout.group_size
+        out, failures = [], 0
+        for i, text in enumerate(rollout.texts):
+            preferred = int(rollout.labels[i // g])
+            parsed = parse_scores(text, 2)
+            failures += not parsed.ok
+            if self.rule == "grlhfv":
+                out.append(grlhfv_reward(text, preferred))
+            else:
+                out.append(spct_reward(parsed.scores, preferred_truth(2, preferred)))
+        self.last_metrics = {"grm/parse_failure_rate": failures / max(1, len(rollout.texts))}
+        return torch.tensor(out, dtype=torch.float32)

@@ -1,0 +1,52 @@
+"""Judge examples map the label through the shown order; preference files load with their images."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from rlhfv.data.pairs import JudgeTask, PreferenceFile, ShapesPairs
+
+
+def test_judge_task_label_follows_the_shown_order():
+    pairs = ShapesPairs(40)
+    task = JudgeTask(pairs, seed=1)
+    labels = []
+    for i in range(40):
+        example = task[i]
+        shown_best = int(example.label)
+        preferred_text = pairs[i].responses[pairs[i].preferred]
+        assert f"[Response {shown_best + 1}]\n{preferred_text.strip()}\n" in example.prompt.text
+        labels.append(shown_best)
+    assert set(labels) == {0, 1}  # both positions occur
+
+
+def test_judge_task_target_satisfies_its_own_rule_and_a_reversed_verdict_does_not():
+    task = JudgeTask(ShapesPairs(6))
+    for i in range(6):
+        example = task[i]
+        assert task.is_correct(example.answer, example)
+        reversed_scores = [8, 8]
+        reversed_scores[int(example.label)] = 3
+        assert not task.is_correct(f"Scores: \\boxed{{{reversed_scores[0]}, {reversed_scores[1]}}}", example)
+        assert not task.is_correct("Scores: \\boxed{5, 5}", example)  # a tie is wrong
+        assert not task.is_correct("no scores at all", example)
+
+
+def test_preference_file_loads_images_and_skips_bad_rows(tmp_path):
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "ok.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    rows = [
+        {"prompt": "colour?", "responses": ["red", "blue"], "preferred": 0, "images": ["ok.png"]},
+        {"prompt": "colour?", "responses": ["red", "blue"], "preferred": 1, "images": ["broken.png"]},
+        {"prompt": "colour?", "responses": ["red"], "preferred": 0},
+        {"prompt": "text only", "responses": ["a", "b"], "preferred": 1},
+    ]
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
+    data = PreferenceFile(str(path))
+    assert len(data) == 2
+    assert data[0].prompt.images[0].size == (8, 8) and data[1].preferred == 1
+    fields = sorted(e.field for e in data.errors)
+    assert fields == ["<json>", "images", "responses"]

@@ -1,0 +1,62 @@
+"""GRM-backed rewards: the judge-training rule, and the reward-hacking monitors."""
+
+from __future__ import annotations
+
+import torch
+
+from rlhfv.rewards.grm import JudgeRuleReward
+from rlhfv.rewards.monitors import HackingMonitors, has_self_praise, strip_self_praise
+from rlhfv.types import Prompt
+
+
+class FakeRollout:
+    def __init__(self, texts, labels, group_size, prompts=None):
+        self.texts, self.labels, self.group_size = texts, labels, group_size
+        self.prompts = prompts or [Prompt(text=f"q{i}") for i in range(len(labels))]
+        self.completion_mask = torch.ones(len(texts), 4)
+
+    def __len__(self):
+        return len(self.texts)
+
+
+def test_judge_rule_reward_grlhfv_and_spct():
+    texts = ["Scores: \\boxed{6, 8}", "Scores: \\boxed{7, 7}", "garbage", "\\boxed{9, 2}"]
+    rollout = FakeRollout(texts, labels=["1", "0"], group_size=2)  # prompt 0 prefers shown #2, prompt 1 shown #1
+    assert JudgeRuleReward("grlhfv")(rollout).tolist() == [1.0, 0.0, 0.0, 1.0]
+    reward = JudgeRuleReward("spct")
+    assert reward(rollout).tolist() == [1.0, -1.0, -1.0, 1.0]
+    assert reward.last_metrics["grm/parse_failure_rate"] == 0.25
+
+
+def test_self_praise_is_found_and_stripped():
+    text = "The circle is red. This answer is accurate and complete. I am very confident."
+    assert has_self_praise(text)
+    assert strip_self_praise(text) == "The circle is red."
+    assert not has_self_praise("The red circle is to the left of the square.")
+
+
+class PraiseLovingJudge:
+    """Scores an answer 9 if it praises itself, else 5; prefers whatever is shown first on ties."""
+
+    def __call__(self, prompts, first, second):
+        return [(9.0 if has_self_praise(a) else 5.0, 9.0 if has_self_praise(b) else 5.0) for a, b in zip(first, second)]
+
+
+class Inner:
+    def __init__(self):
+        self.judge = PraiseLovingJudge()
+
+    def __call__(self, rollout):
+        return torch.zeros(len(rollout))
+
+
+def test_monitors_measure_praise_payoff_length_drift_and_position_bias():
+    texts = ["Red. This answer is correct.", "Blue.", "Red.", "Blue."]
+    monitors = HackingMonitors(Inner(), every=1, probe_pairs=8)
+    monitors(FakeRollout(texts, labels=["", ""], group_size=2))
+    m = monitors.last_metrics
+    # praised answer 9 vs stripped 5 → drop 4; only one of four completions praises itself
+    assert m["monitor/self_praise_drop"] == 4.0 and m["monitor/self_praise_rate"] == 0.25
+    assert m["monitor/length_drift"] == 1.0
+    # this judge is order-independent except on ties (5 vs 5 → no winner either way): no bias
+    assert m["monitor/position_bias"] == 0.0
