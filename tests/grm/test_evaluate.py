@@ -1,0 +1,118 @@
+"""`rlhfv eval grm`: metric arithmetic with scripted judges, batching, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlhfv.grm import evaluate
+from rlhfv.grm.evaluate import EvalItem, evaluate_grm
+from rlhfv.grm.judge import JudgeItem, Judgement
+from rlhfv.grm.parsing import ParsedScores
+from rlhfv.grm.voting import unshuffle_scores
+
+ITEMS = [
+    EvalItem(
+        JudgeItem(f"q{i}", ["good", "bad"] if i % 2 == 0 else ["bad", "good"]),
+        i % 2,
+        "even" if i % 2 == 0 else "odd",
+        str(i),
+    )
+    for i in range(6)
+]
+
+
+def scripted_judge(rule):
+    """A fake `judge` whose display-order scores come from rule(shown_responses, sample_index)."""
+
+    def fake(model, items, k=1, rng=None, orders=None, **kwargs):
+        out = []
+        for b, item in enumerate(items):
+            n = len(item.responses)
+            item_orders = [
+                list(orders[b][j]) if orders else (rng.sample(range(n), n) if rng else list(range(n)))
+                for j in range(k)
+            ]
+            shown = [[item.responses[o] for o in order] for order in item_orders]
+            parsed = [rule(s, j) for j, s in enumerate(shown)]
+            scores = [unshuffle_scores(p.scores, order) for p, order in zip(parsed, item_orders, strict=True)]
+            out.append(Judgement(["text"] * k, item_orders, parsed, scores, [True] * k))
+        return out
+
+    return fake
+
+
+def test_a_judge_that_knows_the_answer_scores_one_and_is_position_consistent(monkeypatch):
+    monkeypatch.setattr(
+        evaluate,
+        "judge",
+        scripted_judge(lambda shown, j: ParsedScores([9.0 if r == "good" else 2.0 for r in shown])),
+    )
+    m = evaluate_grm(None, ITEMS, ks=(1, 4), progress=False)["metrics"]
+    assert m["all"]["greedy/accuracy"]["mean"] == 1.0 and m["all"]["greedy/position_consistency"] == 1.0
+    assert (
+        m["all"]["voting@4/accuracy"]["mean"] == 1.0
+        and m["subset/odd"]["greedy/strict_accuracy"]["mean"] == 1.0
+    )
+
+
+def test_a_judge_that_always_prefers_the_first_shown_response_is_at_chance_and_inconsistent(monkeypatch):
+    monkeypatch.setattr(
+        evaluate, "judge", scripted_judge(lambda shown, j: ParsedScores([8.0] + [3.0] * (len(shown) - 1)))
+    )
+    m = evaluate_grm(None, ITEMS, ks=(), progress=False)["metrics"]["all"]
+    # Each item is judged in both orders: right once, wrong once → accuracy exactly 0.5.
+    assert m["greedy/accuracy"]["mean"] == 0.5 and m["greedy/position_consistency"] == 0.0
+
+
+def test_ties_and_parse_failures_earn_a_random_pick_and_are_counted(monkeypatch):
+    rule = lambda shown, j: ParsedScores([5.0, 5.0]) if j == 0 else ParsedScores(None, "no \\boxed{...}")  # noqa: E731
+    monkeypatch.setattr(evaluate, "judge", scripted_judge(rule))
+    result = evaluate_grm(None, ITEMS, ks=(2,), progress=False)
+    m = result["metrics"]["all"]
+    assert m["greedy/accuracy"]["mean"] == 0.5 and m["greedy/strict_accuracy"]["mean"] == 0.0
+    assert m["greedy/tie_rate"] == 1.0 and m["greedy/parse_failure_rate"] == 0.5
+    assert m["sampled/parse_failure_rate"] == 0.5
+    assert result["failure_reasons"]["no \\boxed{...}"] == 6
+
+
+def test_k_samples_of_a_judgement_share_one_generate_call():
+    from rlhfv.models.text_lm import tiny_text_lm
+
+    model = tiny_text_lm(seed=0)
+    calls = []
+    original = model.module.generate
+    model.module.generate = lambda **kw: calls.append(kw["input_ids"].shape[0]) or original(**kw)
+    result = evaluate_grm(
+        model, ITEMS[:2], ks=(1, 4), max_new_tokens=3, batch_size=8, greedy=False, progress=False
+    )
+    assert calls == [8]  # 2 items × 4 samples in one batched call, not 8 calls
+    assert result["metrics"]["all"]["sampled/parse_failure_rate"] == 1.0  # a random model never writes a box
+
+
+@pytest.mark.slow
+def test_cli_evaluates_llmbar_with_a_tiny_judge_and_writes_json(shared_data, tmp_path):
+    out = tmp_path / "r.json"
+    code = evaluate.main(
+        [
+            "grm",
+            "--model",
+            "tiny",
+            "--format",
+            "llmbar",
+            "--data",
+            str(shared_data / "llmbar/Natural/dataset.json"),
+            "--limit",
+            "3",
+            "--k",
+            "2",
+            "--max-new-tokens",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    results = json.loads(out.read_text())
+    assert code == 0 and results["items"] == 3 and "subset/Natural" in results["metrics"]
+    assert results["metrics"]["all"]["greedy/accuracy"]["mean"] == 0.5  # every parse fails → random picks
