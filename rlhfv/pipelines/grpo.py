@@ -33,6 +33,7 @@ from rlhfv.pipelines.sft import batch_indices
 from rlhfv.rewards import checked_rewards
 from rlhfv.rollout import Rollout, generate, sequence_logprobs
 from rlhfv.training import distributed
+from rlhfv.training.checkpoint import set_rng_state
 from rlhfv.training.metrics import truncate_metrics
 from rlhfv.training.run import pick_device, seed_everything, start_run
 from rlhfv.training.schedule import lr_schedule
@@ -211,6 +212,9 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         scheduler.load_state_dict(run.state["scheduler"])
         summary = dict(run.state["summary"])
         truncate_metrics(run.dir / "rollouts.jsonl", start_step)
+        set_rng_state(
+            run.state["rng"]
+        )  # again: builders above may have reseeded (sampling must continue exactly)
     elif held_out is not None:
         before = evaluate(policy, held_out, cfg, synced)
         summary = {"before/accuracy": before["eval/accuracy"]}

@@ -26,10 +26,12 @@ TINY = [
 ]
 
 
-def tiny_recipe(folder: Path, policy: dict | None = None) -> str:
+def tiny_recipe(folder: Path, policy: dict | None = None, drop_eval: bool = False) -> str:
     """grpo_shapes.yaml with its policy node replaced (overrides can merge keys, not drop them)."""
     cfg = OmegaConf.load(RECIPE)
     cfg.policy = policy or {"_component_": "rlhfv.models.hf_vlm.tiny_qwen2_vl", "seed": 0}
+    if drop_eval:
+        del cfg["eval_data"]
     path = folder / "grpo_tiny.yaml"
     OmegaConf.save(cfg, path)
     return str(path)
