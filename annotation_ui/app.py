@@ -32,8 +32,8 @@ def open_store(url: str, media: str | None) -> Store:
 def login(store: Store) -> None:
     st.title("rlhfv annotate")
     with st.form("login"):
-        name = st.text_input("User name")
-        password = st.text_input("Password", type="password")
+        name = st.text_input("User name", key="login-name")
+        password = st.text_input("Password", type="password", key="login-password")
         if st.form_submit_button("Log in"):
             user = store.authenticate(name, password)
             if user is None:

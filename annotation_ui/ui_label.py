@@ -50,8 +50,8 @@ def show_task(view: TaskView) -> None:
 
 
 def render(store: Store, user: UserInfo) -> None:
+    view = store.next_task(user.id)  # claim first: the open task is then counted once, as "to go"
     progress = store.user_progress(user.id)
-    view = store.next_task(user.id)
     done, left = progress["labelled"], progress["available"] + (view is not None)
     st.progress(
         done / max(done + left, 1), text=f"{done} labelled, {left} to go, {progress['skipped']} skipped"

@@ -1,0 +1,181 @@
+"""The app's pages through Streamlit's AppTest: login, labelling, role separation, admin pages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import APP
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from rlhfv.store.store import NewTask, Store
+
+
+def logged_in(name: str, password: str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.run()
+    at.text_input(key="login-name").input(name)
+    at.text_input(key="login-password").input(password)
+    next(b for b in at.button if b.label == "Log in").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def click(at: AppTest, label: str) -> AppTest:
+    next(b for b in at.button if b.label == label).click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_wrong_password_is_refused_without_saying_which_part_was_wrong(store: Store):
+    at = logged_in("ann", "not-her-password")
+    assert [e.value for e in at.error] == ["Unknown user name or wrong password."]
+    assert "user_id" not in at.session_state
+
+
+def test_an_annotator_sees_only_the_labelling_page(store: Store):
+    at = logged_in("ann", "ann-password")
+    assert at.radio(key="page").options == ["Label"]
+    admin = logged_in("boss", "boss-password")
+    assert (
+        "Export" in admin.radio(key="page").options
+        and "Training dashboard" in admin.radio(key="page").options
+    )
+
+
+@pytest.mark.parametrize("page", ["render_import", "render_progress", "render_export", "render_users"])
+def test_admin_pages_show_nothing_to_an_annotator_who_reaches_them(store: Store, page: str):
+    store.add_tasks([NewTask("secret prompt", ["a", "b"])], overlap=2)
+    bob = store.authenticate("bob", "bob-password")
+    store.submit(bob.id, store.next_task(bob.id).id, [0, 1], rationale="bob's private reason")
+    ann = store.authenticate("ann", "ann-password")
+    script = f"""
+import sys
+sys.path.insert(0, {str(APP.parent)!r})
+import ui_admin
+from rlhfv.store.store import Store, UserInfo
+ui_admin.{page}(Store({store.url!r}), UserInfo({ann.id}, "ann", "admin"))  # a forged role
+"""
+    at = AppTest.from_string(script, default_timeout=30).run()
+    assert [e.value for e in at.error] == ["This page is for admins only."]
+    assert not at.button and not at.dataframe and not at.metric
+
+
+def test_labelling_maps_the_shown_order_back_and_records_choice_rationale_and_time(store: Store):
+    store.add_tasks([NewTask("Which is red?", ["red", "blue"]), NewTask("Rank", ["x", "y", "z"])], overlap=1)
+    at = logged_in("ann", "ann-password")
+    assert "0 labelled, 2 to go" in at.get("progress")[0].proto.text
+    shown = [m.value for m in at.markdown if m.value in ("red", "blue")]
+    at.radio[0].set_value("A")
+    at.text_area[0].input("A says red")
+    click(at, "Submit")
+    label = store.labels()[0]
+    winner = label["responses"][label["ranks"].index(0)]
+    assert winner == shown[0]  # what was on the left won, whatever the stored order
+    assert label["rationale"] == "A says red" and label["seconds"] >= 0
+    # The ranking task: rank by position, then check the stored ranks name the same responses.
+    shown = [m.value for m in at.markdown if m.value in ("x", "y", "z")]
+    click(at, "Submit")
+    assert [e.value for e in at.error] == ["Give every response a rank first."]
+    for position, rank in enumerate([2, 1, 3]):
+        at.selectbox[position].set_value(rank)
+    click(at, "Submit")
+    ranks = store.labels()[1]["ranks"]
+    assert [ranks[["x", "y", "z"].index(text)] for text in shown] == [1, 0, 2]
+    assert any("Nothing left" in s.value for s in at.success)
+
+
+def test_skip_moves_on_and_the_task_does_not_return(store: Store):
+    store.add_tasks([NewTask("first", ["a", "b"]), NewTask("second", ["c", "d"])], overlap=1)
+    at = logged_in("ann", "ann-password")
+    before = [i.value for i in at.info]
+    click(at, "Skip")
+    after = [i.value for i in at.info]
+    assert before != after
+    at.radio[0].set_value("Tie")
+    click(at, "Submit")
+    assert store.labels()[0]["ranks"] == [0, 0]
+    assert store.user_progress(store.authenticate("ann", "ann-password").id)["skipped"] == 1
+
+
+def test_admin_imports_shapes_sees_agreement_exports_and_adds_a_user(store: Store, tmp_path: Path):
+    at = logged_in("boss", "boss-password")
+    at.radio(key="page").set_value("Import tasks").run()
+    at.number_input[0].set_value(2).run()  # overlap
+    click(at, "Import ShapesVQA gold items")
+    assert any("Added 20 tasks" in s.value for s in at.success)
+    for name in ("ann", "bob"):
+        user = store.authenticate(name, f"{name}-password")
+        while (view := store.next_task(user.id)) is not None:
+            store.submit(user.id, view.id, [0, 1])
+    at.radio(key="page").set_value("Progress & agreement").run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Labels"] == "40 / 40" and metrics["Units with 2+ labels"] == "20"
+    assert len(at.dataframe) >= 2  # per annotator, gold accuracy
+    at.radio(key="page").set_value("Export").run()
+    click(at, "Export snapshot")
+    assert (tmp_path / "exports" / "v1" / "preferences.jsonl").is_file()
+    at.radio(key="page").set_value("Users").run()
+    at.text_input[0].input("carol")
+    at.text_input[1].input("carol-password")
+    click(at, "Add")
+    assert store.authenticate("carol", "carol-password").role == "annotator"
+
+
+def test_oversized_and_oddly_named_uploads_are_refused_and_the_rest_imported(store: Store):
+    import sys
+
+    sys.path.insert(0, str(APP.parent))
+    import ui_admin
+
+    class Upload:
+        def __init__(self, name: str, data: bytes):
+            self.name, self.size, self._data = name, len(data), data
+
+        def getvalue(self) -> bytes:
+            return self._data
+
+    img = Path(store.media_dir.parent / "ok.png")
+    Image.new("RGB", (10, 10)).save(img)
+    rows = [{"prompt": "p", "images": ["ok.png"], "responses": ["a", "b"]},
+            {"prompt": "q", "images": ["big.png"], "responses": ["a", "b"]}]  # fmt: skip
+    task_file = Upload("tasks.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    uploads = [Upload("ok.png", img.read_bytes()), Upload("big.png", b"\0" * (2 * 2**20)), Upload("..", b"x")]
+    store_env = __import__("os").environ
+    store_env["RLHFV_MAX_UPLOAD_MB"] = "1"
+    try:
+        ui_admin.import_uploads(store, task_file, uploads, overlap=1)
+    finally:
+        del store_env["RLHFV_MAX_UPLOAD_MB"]
+    assert store.overview()["tasks"] == 1  # the row whose image was too big is skipped, not lost silently
+
+
+def write_run(run: Path) -> None:
+    run.mkdir(parents=True)
+    (run / "recipe.yaml").write_text("pipeline: x\n")
+    rows = [{"step": s, "loss/policy": 1.0 / s, "reward/mean": 0.1 * s, "grm/accuracy": 0.5 + 0.01 * s,
+             "monitor/length_drift": 0.02 * s, "monitor/position_bias": 0.1, "note": "text"} for s in range(1, 6)]  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "loss')
+    Image.new("RGB", (16, 16), (0, 0, 255)).save(run / "r0.png")
+    rollout = {"step": 5, "prompt": "What colour is it?", "images": ["r0.png"], "completions": ["blue", "red"],
+               "rewards": [0.9, 0.1], "judgments": [{"a": 0, "b": 1, "text": "The first is right.", "scores": [9, 2]}]}  # fmt: skip
+    (run / "rollouts.jsonl").write_text(json.dumps(rollout) + "\n")
+
+
+def test_dashboard_plots_each_metric_area_shows_monitors_and_queues_a_rollout(store: Store, tmp_path: Path):
+    write_run(tmp_path / "checkpoints" / "grm-run")
+    at = logged_in("boss", "boss-password")
+    at.radio(key="page").set_value("Training dashboard").run()
+    assert not at.exception, at.exception
+    headers = [h.value for h in at.subheader]
+    assert headers[0] == "Reward-hacking monitors" and {"grm", "loss", "reward"} <= set(headers)
+    assert {m.label for m in at.metric} == {"length_drift", "position_bias"}
+    assert len(at.get("vega_lite_chart")) == 4  # one chart per area; the text key "note" is not plotted
+    texts = [t.value for t in at.text]
+    assert "The first is right." in texts and "blue" in texts
+    assert len(at.get("image")) == 1
+    click(at, "Send to the label queue")
+    assert store.overview()["tasks"] == 1
+    assert any("Queued" in s.value for s in at.success)
