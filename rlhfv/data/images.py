@@ -38,5 +38,7 @@ def load_image(path: str | Path, root: str | Path | None = None, max_pixels: int
             return im.convert("RGB")
     except ImageError:
         raise
+    except Image.DecompressionBombError as e:  # PIL's own guard fires before ours for huge headers
+        raise ImageError(f"{p}: image is over the limit of {max_pixels} pixels ({e})") from e
     except Exception as e:  # PIL raises many types for broken files
         raise ImageError(f"{p}: not a readable image ({type(e).__name__}: {e})") from e

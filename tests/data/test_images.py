@@ -23,7 +23,7 @@ def png_header_only(path, width: int, height: int) -> None:
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     png_header_only(tmp_path / "bomb.png", 30000, 30000)
-    with pytest.raises(ImageError, match=r"bomb.png: image is 30000x30000 pixels, over the limit"):
+    with pytest.raises(ImageError, match=r"bomb.png: image .*over the limit"):
         load_image(tmp_path / "bomb.png")
 
 
