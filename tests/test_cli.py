@@ -1,0 +1,40 @@
+"""The command line: listing recipes and runs, and clear errors for bad recipes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rlhfv.cli import main as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ls_lists_recipes_with_purpose_and_runs_with_status(tmp_path, capsys):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "a.yaml").write_text("# Train something small.\npipeline: x\n")
+    run = tmp_path / "checkpoints" / "r1"
+    (run / "step_4").mkdir(parents=True)
+    (run / "recipe.yaml").write_text("{}")
+    done = tmp_path / "checkpoints" / "r2"
+    done.mkdir()
+    (done / "recipe.yaml").write_text("{}")
+    (done / "summary.json").write_text(json.dumps({}))
+    assert cli(["ls", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "recipes/a.yaml" in out and "Train something small." in out
+    assert "last checkpoint step 4" in out and "finished" in out
+
+
+def test_missing_recipe_is_an_error_naming_it(capsys):
+    assert cli(["validate", "nowhere.yaml"]) == 2
+    assert "recipe not found: nowhere.yaml" in capsys.readouterr().err
+
+
+def test_every_recipe_opens_with_a_purpose_and_its_command():
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        lines = path.read_text().splitlines()
+        assert lines[0].startswith("# ") and len(lines[0]) > 10, f"{path.name}: first line must state its purpose"
+        assert any(line.startswith("# rlhfv run ") or line.startswith("# torchrun") for line in lines[:4]), (
+            f"{path.name}: the opening comments must give the command that runs it"
+        )
