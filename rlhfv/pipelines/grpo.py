@@ -348,7 +348,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             "optim/lr": scheduler.get_last_lr()[0],
             "skipped/nonfinite": float(skipped),
         }
-        metrics = distributed.mean_across_processes(metrics)
+        metrics = {**distributed.mean_across_processes(metrics), "perf/processes": world}
         if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
             metrics.update(evaluate(policy, held_out, cfg, synced))
             summary["after/accuracy"] = metrics["eval/accuracy"]

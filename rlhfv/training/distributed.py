@@ -30,6 +30,12 @@ def init_distributed(device: torch.device) -> None:
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not torch.distributed.is_initialized():
         import deepspeed
 
+        if device.type == "cpu":
+            # DeepSpeed compiles a shared-memory all-reduce for CPU on first use (minutes of C++
+            # build); gloo alone is all the CPU path needs, so skip it.
+            import deepspeed.comm.torch as ds_comm
+
+            ds_comm.build_shm_op = lambda: None
         deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
