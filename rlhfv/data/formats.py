@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlhfv.config import ExistingPath
 from rlhfv.data.preference import PairwisePreference, RowError
 
 logger = logging.getLogger(__name__)
@@ -355,3 +356,44 @@ def load_preference_data(fmt: str, path: str | Path, **fields: str) -> tuple[lis
         for r in rows:
             r.source = r.source or Path(path).parent.name
     return rows, errors
+
+
+class PreferenceData:
+    """Preference items from any format above, images loaded: a recipe node for judge pipelines.
+
+    Yields `rlhfv.types.PreferencePair`s (a best-of-n row gives one with n responses).
+
+    Args:
+        format: A `load_preference_data` format name ("hh-rlhf", "llmbar", "rlaifv", …).
+        path: The data file.
+        limit: Keep a random subsample of this many items, fixed by `seed` (0: all).
+        seed: Seed of the subsample.
+    """
+
+    def __init__(self, format: str, path: ExistingPath, limit: int = 0, seed: int = 0):
+        import random
+
+        from rlhfv.data.images import load_image
+        from rlhfv.types import PreferencePair, Prompt
+
+        rows, self.errors = load_preference_data(format, path)
+        if limit and limit < len(rows):
+            rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), limit))]
+        self.pairs = [
+            PreferencePair(
+                Prompt(r.prompt, [load_image(p) for p in r.images]),
+                list(r.responses),
+                r.preferred,
+                r.id,
+                r.source,
+            )
+            for r in rows
+        ]
+        if not self.pairs:
+            raise ValueError(f"{path}: no usable preference items ({len(self.errors)} rows skipped)")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.pairs[index]

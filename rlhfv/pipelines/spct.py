@@ -1,0 +1,267 @@
+"""SPCT rejective fine-tuning: the cold start of DeepSeek-GRM (arXiv 2504.02495, §3.2, App. C).
+
+1. Sample N principle+critique judgements per preference item from a sampler GRM, each with the
+   responses in its own random order (and, optionally, one extra *hinted* sample per item whose
+   prompt names the best response).
+2. Reject every judgement that is incorrect by Eq. 10 (the preferred response must get a strictly
+   higher score than every other; unparsable output is incorrect). Reject all of an item's
+   judgements when all N non-hinted ones are correct: the item is too easy to teach anything.
+   A hinted judgement is kept only if correct, and is trained on the *unhinted* prompt.
+3. Supervised fine-tuning of the GRM on the kept (prompt, judgement) pairs.
+
+The second SPCT stage, rule-based online RL with the ±1 reward (Eq. 11), is the GRPO pipeline with
+`rlhfv.data.pairs.JudgeTask` data and `rlhfv.rewards.grm.JudgeRuleReward(rule="spct")`: see
+recipes/spct_rl_shapes.yaml.
+
+The sampled trajectories are written to `<run dir>/rft_trajectories.jsonl` (item index, display
+order, text, hinted flag) so a resumed run trains on exactly the same data without resampling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from rlhfv.config import RunConfig, component_field, instantiate
+from rlhfv.grm.judge import JudgeItem, judge
+from rlhfv.grm.parsing import parse_scores
+from rlhfv.grm.prompts import pointwise_prompt
+from rlhfv.grm.rules import preferred_truth, spct_correct
+from rlhfv.grm.voting import shown_index, shuffled_order, unshuffle_scores
+from rlhfv.models.base import ChatModel
+from rlhfv.pipelines.sft import batch_indices, sft_loss
+from rlhfv.training.run import start_run
+from rlhfv.training.schedule import lr_schedule
+from rlhfv.types import Example
+
+logger = logging.getLogger(__name__)
+
+TRAJECTORIES = "rft_trajectories.jsonl"
+
+
+@dataclass
+class SPCTConfig:
+    """Keys of an SPCT rejective fine-tuning recipe.
+
+    Attributes:
+        grm: The judge to fine-tune (model builder node returning a ChatModel).
+        sampler: The judge that samples trajectories (SPCT used a stronger pretrained model);
+            omit to sample from `grm` itself.
+        pairs: Data set node of `PreferencePair`s (prompt with images, responses, preferred).
+        samples_per_item: N_RFT non-hinted samples per item (SPCT: 3).
+        hinted: Also draw one hinted sample per item.
+        temperature, max_new_tokens: Sampling of judgements.
+        sample_batch_size: Rows per generate call while sampling.
+        principles: Optional annotation principles ('w/ principles' prompts).
+        score_low / score_high: The score range; scores outside it are clamped (as DeepSeek-GRM's card does).
+        steps, batch_size, grad_accum, warmup_steps, schedule, max_grad_norm: SFT on kept trajectories.
+    """
+
+    run: RunConfig = field(default_factory=RunConfig)
+    grm: dict[str, Any] = component_field({"_component_": "rlhfv.models.text_lm.tiny_text_lm"})
+    sampler: dict[str, Any] | None = None
+    pairs: dict[str, Any] = component_field({"_component_": "rlhfv.data.pairs.ShapesPairs"})
+    optimizer: dict[str, Any] = component_field({"_component_": "torch.optim.AdamW", "lr": 5e-6})
+    samples_per_item: int = 3
+    hinted: bool = True
+    temperature: float = 1.0
+    max_new_tokens: int = 256
+    sample_batch_size: int = 16
+    principles: str | None = None
+    score_low: float = 1.0
+    score_high: float = 10.0
+    steps: int = 100
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    max_grad_norm: float = 1.0
+    log_every: int = 10
+
+
+def rejective_sample(
+    sampler: ChatModel, pairs: Any, cfg: SPCTConfig, rng: random.Random
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Steps 1-2: sample, judge correctness (Eq. 10), keep the informative correct trajectories."""
+    n_samples, kept = cfg.samples_per_item, []
+    counts = {
+        "items": 0,
+        "too_easy": 0,
+        "no_correct": 0,
+        "samples": 0,
+        "correct": 0,
+        "parse_failures": 0,
+        "hinted_kept": 0,
+    }
+    per_call = max(1, cfg.sample_batch_size // n_samples)
+    score_range = (cfg.score_low, cfg.score_high)
+    for lo in tqdm(range(0, len(pairs), per_call), desc="rejective sampling"):
+        chunk = [(i, pairs[i]) for i in range(lo, min(lo + per_call, len(pairs)))]
+        items = [JudgeItem(p.prompt.text, list(p.responses), list(p.prompt.images)) for _, p in chunk]
+        judged = judge(
+            sampler,
+            items,
+            k=n_samples,
+            rng=rng,
+            temperature=cfg.temperature,
+            max_new_tokens=cfg.max_new_tokens,
+            principles=cfg.principles,
+            score_range=score_range,
+            clip=True,
+        )
+        hinted = hinted_samples(sampler, chunk, cfg, rng) if cfg.hinted else [None] * len(chunk)
+        for (index, pair), j, hint in zip(chunk, judged, hinted, strict=True):
+            truth = preferred_truth(len(pair.responses), pair.preferred)
+            correct = [spct_correct(s, truth) for s in j.scores]
+            counts["items"] += 1
+            counts["samples"] += n_samples
+            counts["correct"] += sum(correct)
+            counts["parse_failures"] += sum(not p.ok for p in j.parsed)
+            if all(correct):
+                counts["too_easy"] += 1
+                continue
+            rows = [
+                {"item": index, "order": o, "text": t, "hinted": False}
+                for o, t, c in zip(j.orders, j.texts, correct, strict=True)
+                if c
+            ]
+            if hint is not None:
+                rows.append(hint)
+                counts["hinted_kept"] += 1
+            counts["no_correct"] += not rows
+            kept += rows
+    stats = {
+        "rft/items": counts["items"],
+        "rft/items_too_easy": counts["too_easy"],
+        "rft/items_without_correct": counts["no_correct"],
+        "rft/sample_accuracy": counts["correct"] / max(1, counts["samples"]),
+        "rft/parse_failure_rate": counts["parse_failures"] / max(1, counts["samples"]),
+        "rft/hinted_kept": counts["hinted_kept"],
+        "rft/trajectories": len(kept),
+    }
+    return kept, stats
+
+
+def hinted_samples(
+    sampler: ChatModel, chunk: list[tuple[int, Any]], cfg: SPCTConfig, rng: random.Random
+) -> list[dict[str, Any] | None]:
+    """One hinted sample per item (the prompt names the best response); kept only if correct."""
+    from rlhfv.rollout import generate
+
+    orders = [shuffled_order(len(p.responses), rng) for _, p in chunk]
+    prompts = [
+        pointwise_prompt(
+            p.prompt.text,
+            [p.responses[o] for o in order],
+            p.prompt.images,
+            cfg.principles,
+            hint_best=shown_index(p.preferred, order),
+        )
+        for (_, p), order in zip(chunk, orders, strict=True)
+    ]
+    rollout = generate(
+        sampler, prompts, group_size=1, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature
+    )
+    out: list[dict[str, Any] | None] = []
+    for (index, p), order, text in zip(chunk, orders, rollout.texts, strict=True):
+        scores = unshuffle_scores(
+            parse_scores(text, len(p.responses), cfg.score_low, cfg.score_high, clip=True).scores, order
+        )
+        ok = spct_correct(scores, preferred_truth(len(p.responses), p.preferred))
+        out.append({"item": index, "order": order, "text": text, "hinted": True} if ok else None)
+    return out
+
+
+def trajectory_example(pairs: Any, row: dict[str, Any], principles: str | None) -> Example:
+    """A kept trajectory as an SFT example: the unhinted prompt in the sampled order → the judgement."""
+    pair = pairs[row["item"]]
+    shown = [pair.responses[o] for o in row["order"]]
+    return Example(
+        prompt=pointwise_prompt(pair.prompt.text, shown, pair.prompt.images, principles),
+        answer=row["text"],
+        task="judge",
+    )
+
+
+def main(cfg: SPCTConfig) -> dict[str, float]:
+    run = start_run(cfg)
+    grm: ChatModel = instantiate(cfg.grm)
+    pairs = instantiate(cfg.pairs)
+    trajectories_file = Path(run.dir) / TRAJECTORIES
+    summary: dict[str, float] = {}
+    if run.state is not None and trajectories_file.is_file():  # resume: same data, no resampling
+        kept = [json.loads(line) for line in trajectories_file.read_text().splitlines()]
+        summary = dict(run.state["summary"])
+    else:
+        sampler: ChatModel = instantiate(cfg.sampler) if cfg.sampler else grm
+        sampler.module.to(run.device).eval()
+        kept, stats = rejective_sample(sampler, pairs, cfg, random.Random(cfg.run.seed))
+        trajectories_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        summary.update(stats)
+        run.log(0, stats)
+        logger.info("rejective sampling kept %d trajectories: %s", len(kept), stats)
+        if sampler is not grm:
+            sampler.module.cpu()
+    if not kept:
+        raise RuntimeError(
+            f"rejective sampling kept no trajectory from {len(pairs)} items (sample accuracy "
+            f"{summary.get('rft/sample_accuracy', float('nan')):.3f}); use a stronger sampler, more samples_per_item or hinted: true"
+        )
+    examples = [trajectory_example(pairs, r, cfg.principles) for r in kept]
+
+    grm.module.to(run.device).train()
+    params = [p for p in grm.module.parameters() if p.requires_grad]
+    optimizer = instantiate(cfg.optimizer, params)
+    scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.schedule)
+    if run.state is not None:
+        grm.module.load_state_dict(run.state["model"])
+        optimizer.load_state_dict(run.state["optimizer"])
+        scheduler.load_state_dict(run.state["scheduler"])
+
+    def state() -> dict[str, Any]:
+        return {
+            "model": grm.module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "summary": summary,
+        }
+
+    bar = tqdm(
+        range(run.start_step + 1, cfg.steps + 1), initial=run.start_step, total=cfg.steps, desc="rft sft"
+    )
+    for step in bar:
+        started, loss_total = time.perf_counter(), 0.0
+        for micro in range(cfg.grad_accum):
+            indices = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum, len(examples), cfg.run.seed)
+            loss, _ = sft_loss(grm, [examples[i] for i in indices], run.device)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"step {step}: SFT loss is {loss.item()} (trajectories {indices[:4]}…)"
+                )
+            (loss / cfg.grad_accum).backward()
+            loss_total += loss.item() / cfg.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss_total:.3f}")
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            run.log(
+                step,
+                {
+                    "loss/sft": loss_total,
+                    "optim/grad_norm": float(grad_norm),
+                    "perf/step_s": time.perf_counter() - started,
+                },
+            )
+        summary["final_loss"] = loss_total
+        run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+    return run.finish(grm, summary)
