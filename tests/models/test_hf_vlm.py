@@ -13,6 +13,16 @@ from rlhfv.types import Prompt
 FAMILIES = ["tiny_qwen2_vl", "tiny_qwen2_5_vl", "tiny_llava", "tiny_idefics3"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models are dominated by per-op overhead; a second OpenMP thread only adds sync cost
+    (and on a shared 2-core machine it stalls: 40 training steps took 90 s with 2 threads, 3 s with 1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _prompts() -> list[Prompt]:
     # Different sizes and lengths: one image is not square, the second prompt is longer (padding).
     return [
@@ -73,6 +83,21 @@ def test_forward_with_appended_completion_keeps_prompt_logits_and_covers_every_t
     # Causal attention: appending tokens on the right must not change any prompt position.
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(full_logits[:, :P][real], prompt_logits[real], rtol=1e-4, atol=1e-4)
+
+
+def test_training_forward_reproduces_the_scores_seen_while_generating(family):
+    """Left-padded rows included: rollout log-probabilities must match what was sampled."""
+    _, model = family
+    batch = model.encoder(_prompts())
+    out = model.module.generate(
+        **batch, max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True
+    )
+    P = batch["input_ids"].shape[1]
+    scores = torch.stack(out.scores, dim=1)  # [B, T, V], after suppression of placeholders
+    with torch.no_grad():
+        logits = model.module(**_append(batch, out.sequences[:, P:])).logits[:, P - 1 : -1]  # [B, T, V]
+    finite = scores.isfinite()
+    torch.testing.assert_close(logits[finite], scores[finite], rtol=1e-4, atol=1e-4)
 
 
 def test_the_image_changes_the_logits(family):
