@@ -1,0 +1,274 @@
+"""ReasonGRM (arXiv 2506.16712): a reasoning judge that ends with `</think>` and `[[A]]`/`[[B]]`.
+
+Three stages; stages 1 and 3 are the GRPO pipeline with the pieces defined here:
+1. Zero-RL: GRPO with the outcome reward (`VerdictReward`) on questions the model sometimes, but
+   not always, gets right (`OutcomeFilter(keep="mixed")`: 0 < correct < K of K samples).
+2. R* selection + SFT (`main` below): sample G paths per question, keep those whose verdict is
+   right, score each by R* = P(reasoning | Q) · P(answer | Q, reasoning) under the sampling model,
+   keep the single best path per question and fine-tune on them.
+3. Hard-example GRPO: GRPO again on questions the SFT model does not always get right
+   (`OutcomeFilter(keep="not_all_correct")`; whether the paper also drops all-wrong ones is not
+   public, so "mixed" is available too).
+The outcome-reward tiers follow the authors' released reward function (the paper's exact RL
+reward is not public) and are recipe values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from rlhfv.config import RunConfig, component_field, instantiate
+from rlhfv.grm.parsing import parse_verdict
+from rlhfv.grm.prompts import verdict_prompt
+from rlhfv.grm.rstar import best_paths, mixed_outcome, path_scores
+from rlhfv.grm.rules import VerdictRewardTiers, verdict_reward
+from rlhfv.models.base import ChatModel
+from rlhfv.pipelines.sft import batch_indices, sft_loss
+from rlhfv.training.run import start_run
+from rlhfv.training.schedule import lr_schedule
+from rlhfv.types import Example
+
+logger = logging.getLogger(__name__)
+
+PATHS = "rstar_paths.jsonl"
+
+
+class VerdictTask:
+    """Preference pairs as A/B judging examples; the order is random per item (fixed by `seed`).
+
+    `label` is the better answer's letter; `is_correct` checks the last verdict after `</think>`.
+    """
+
+    def __init__(self, pairs: object, seed: int = 0):
+        self.pairs, self.seed = pairs, seed
+
+    def __len__(self) -> int:
+        return len(self.pairs)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Example:
+        pair = self.pairs[index]  # type: ignore[index]
+        swap = random.Random(self.seed * 1_000_003 + index).random() < 0.5
+        a, b = (pair.responses[1], pair.responses[0]) if swap else (pair.responses[0], pair.responses[1])
+        label = "A" if (pair.preferred == 0) != swap else "B"
+        return Example(
+            prompt=verdict_prompt(pair.prompt.text, a, b, pair.prompt.images),
+            answer="",
+            label=label,
+            task="verdict",
+        )
+
+    @staticmethod
+    def is_correct(text: str, example: Example) -> bool:
+        return parse_verdict(text).verdict == example.label
+
+
+class VerdictReward:
+    """ReasonGRM's tiered outcome reward for a rollout (see `rlhfv.grm.rules.verdict_reward`)."""
+
+    def __init__(
+        self,
+        exact: float = 1.0,
+        correct_with_extra: float = 0.1,
+        wrong: float = -0.9,
+        unfinished: float = -1.0,
+    ):
+        self.tiers = VerdictRewardTiers(exact, correct_with_extra, wrong, unfinished)
+
+    def __call__(self, rollout: Any) -> torch.Tensor:
+        g = rollout.group_size
+        rewards = [
+            verdict_reward(text, rollout.labels[i // g], bool(rollout.complete[i]), self.tiers)
+            for i, text in enumerate(rollout.texts)
+        ]
+        return torch.tensor(rewards, dtype=torch.float32)  # [N]
+
+
+def sample_outcomes(
+    model: ChatModel, task: Any, samples: int, max_new_tokens: int, temperature: float, batch_prompts: int
+) -> tuple[list[str], list[int]]:
+    """K sampled completions per question (prompt-major) and each question's correct count."""
+    from rlhfv.rollout import generate
+
+    texts: list[str] = []
+    counts: list[int] = []
+    for lo in tqdm(range(0, len(task), batch_prompts), desc=f"sampling {samples} per question"):
+        examples = [task[i] for i in range(lo, min(lo + batch_prompts, len(task)))]
+        rollout = generate(model, [e.prompt for e in examples], samples, max_new_tokens, temperature)
+        texts += rollout.texts
+        for b, e in enumerate(examples):
+            counts.append(sum(task.is_correct(t, e) for t in rollout.texts[b * samples : (b + 1) * samples]))
+    return texts, counts
+
+
+class OutcomeFilter:
+    """The questions of `task` worth RL: sampled K times by `model`, keep "mixed" (0 < c < K) or
+    "not_all_correct" (c < K). A recipe node wrapping any data set with `is_correct`."""
+
+    def __init__(
+        self,
+        task: object,
+        model: object,
+        samples: int = 4,
+        keep: str = "mixed",
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        batch_prompts: int = 8,
+    ):
+        if keep not in ("mixed", "not_all_correct"):
+            raise ValueError(f"OutcomeFilter keep = {keep!r}; choose 'mixed' or 'not_all_correct'")
+        self.task = task
+        model.module.eval()  # type: ignore[attr-defined]
+        _, counts = sample_outcomes(model, task, samples, max_new_tokens, temperature, batch_prompts)  # type: ignore[arg-type]
+        wanted = mixed_outcome(counts, samples) if keep == "mixed" else [c < samples for c in counts]
+        self.indices = [i for i, w in enumerate(wanted) if w]
+        logger.info(
+            "OutcomeFilter(%s): kept %d of %d questions (correct counts %s…)",
+            keep,
+            len(self.indices),
+            len(counts),
+            counts[:10],
+        )
+        if not self.indices:
+            raise ValueError(
+                f"OutcomeFilter(keep={keep!r}) kept none of {len(counts)} questions; correct counts: {counts[:20]}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Example:
+        return self.task[self.indices[index]]  # type: ignore[index]
+
+    def is_correct(self, text: str, example: Example) -> bool:
+        return self.task.is_correct(text, example)  # type: ignore[attr-defined]
+
+
+@dataclass
+class ReasonGRMConfig:
+    """Keys of the R*-selection + SFT stage.
+
+    Attributes:
+        model: The model fine-tuned on the selected paths (the code of the authors restarts from the base model).
+        scorer: The model that samples paths and scores R* (LRM-Zero); omit to use `model`.
+        task: Data set node of verdict examples (`VerdictTask`).
+        paths_per_question: G sampled paths per question (the authors: 16).
+        token_mean: "arith" (the paper's text) or "geom" (the authors' code) per-token mean in R*.
+    """
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: dict[str, Any] = component_field({"_component_": "rlhfv.models.text_lm.tiny_text_lm"})
+    scorer: dict[str, Any] | None = None
+    task: dict[str, Any] = component_field({"_component_": "rlhfv.pipelines.reasongrm.VerdictTask"})
+    optimizer: dict[str, Any] = component_field({"_component_": "torch.optim.AdamW", "lr": 5e-6})
+    paths_per_question: int = 16
+    token_mean: str = "arith"
+    temperature: float = 1.0
+    max_new_tokens: int = 512
+    batch_prompts: int = 4
+    steps: int = 100
+    batch_size: int = 8
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    max_grad_norm: float = 1.0
+    log_every: int = 10
+
+
+def select_paths(
+    scorer: ChatModel, task: Any, cfg: ReasonGRMConfig
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Sample G paths per question, keep the correct ones, return the best-R* path per question."""
+    texts, counts = sample_outcomes(
+        scorer, task, cfg.paths_per_question, cfg.max_new_tokens, cfg.temperature, cfg.batch_prompts
+    )
+    g = cfg.paths_per_question
+    candidates = [(i // g, t) for i, t in enumerate(texts) if task.is_correct(t, task[i // g])]
+    scores: list[float] = []
+    for lo in range(0, len(candidates), cfg.batch_prompts):
+        chunk = candidates[lo : lo + cfg.batch_prompts]
+        scores += path_scores(
+            scorer, [task[q].prompt for q, _ in chunk], [t for _, t in chunk], cfg.token_mean
+        ).tolist()
+    best = best_paths([q for q, _ in candidates], scores, [True] * len(candidates))
+    chosen = [{"question": q, "text": candidates[i][1], "r_star": scores[i]} for q, i in sorted(best.items())]
+    stats = {
+        "rstar/questions": len(task),
+        "rstar/path_accuracy": sum(counts) / max(1, len(texts)),
+        "rstar/questions_with_a_correct_path": len(chosen),
+        "rstar/mean_best_r_star": sum(c["r_star"] for c in chosen) / max(1, len(chosen)),
+    }
+    return chosen, stats
+
+
+def main(cfg: ReasonGRMConfig) -> dict[str, float]:
+    run = start_run(cfg)
+    model: ChatModel = instantiate(cfg.model)
+    task = instantiate(cfg.task)
+    paths_file = Path(run.dir) / PATHS
+    summary: dict[str, float] = {}
+    if run.state is not None and paths_file.is_file():  # resume: same selected paths
+        chosen = [json.loads(line) for line in paths_file.read_text().splitlines()]
+        summary = dict(run.state["summary"])
+    else:
+        scorer: ChatModel = instantiate(cfg.scorer) if cfg.scorer else model
+        scorer.module.to(run.device).eval()
+        chosen, stats = select_paths(scorer, task, cfg)
+        paths_file.write_text("".join(json.dumps(c) + "\n" for c in chosen))
+        summary.update(stats)
+        run.log(0, stats)
+    if not chosen:
+        raise RuntimeError(
+            f"no question of {len(task)} has a correct sampled path; sample more paths or start from a stronger model"
+        )
+    examples = [Example(prompt=task[c["question"]].prompt, answer=c["text"], task="verdict") for c in chosen]
+
+    model.module.to(run.device).train()
+    params = [p for p in model.module.parameters() if p.requires_grad]
+    optimizer = instantiate(cfg.optimizer, params)
+    scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.schedule)
+    if run.state is not None:
+        model.module.load_state_dict(run.state["model"])
+        optimizer.load_state_dict(run.state["optimizer"])
+        scheduler.load_state_dict(run.state["scheduler"])
+
+    def state() -> dict[str, Any]:
+        return {
+            "model": model.module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "summary": summary,
+        }
+
+    for step in tqdm(
+        range(run.start_step + 1, cfg.steps + 1), initial=run.start_step, total=cfg.steps, desc="R* sft"
+    ):
+        started = time.perf_counter()
+        indices = batch_indices(step, 0, cfg.batch_size, 1, len(examples), cfg.run.seed)
+        loss, _ = sft_loss(model, [examples[i] for i in indices], run.device)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {step}: SFT loss is {loss.item()}")
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            run.log(
+                step,
+                {
+                    "loss/sft": loss.item(),
+                    "optim/grad_norm": float(grad_norm),
+                    "perf/step_s": time.perf_counter() - started,
+                },
+            )
+        summary["final_loss"] = loss.item()
+        run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+    return run.finish(model, summary)

@@ -1,0 +1,103 @@
+"""ReasonGRM pieces: A/B task, tiered reward on rollouts, outcome filters, R*-selected SFT stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from rlhfv.cli import main as cli
+from rlhfv.pipelines import reasongrm
+from rlhfv.pipelines.reasongrm import OutcomeFilter, VerdictReward, VerdictTask
+from rlhfv.types import PreferencePair, Prompt
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Pairs:
+    def __init__(self, n: int):
+        self.pairs = [PreferencePair(Prompt(f"question {i}"), ["good", "bad"], 0, str(i)) for i in range(n)]
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        return self.pairs[i]
+
+
+def test_verdict_task_labels_follow_the_shuffled_position_of_the_better_answer():
+    task = VerdictTask(Pairs(20), seed=3)
+    labels = set()
+    for i in range(20):
+        e = task[i]
+        a_is_good = "[Answer A]\ngood" in e.prompt.text
+        assert e.label == ("A" if a_is_good else "B")
+        assert task.is_correct(f"thinking</think>[[{e.label}]]", e)
+        labels.add(e.label)
+    assert labels == {"A", "B"}  # both orders occur
+
+
+def test_verdict_reward_scores_a_rollout_with_configurable_tiers():
+    rollout = SimpleNamespace(
+        texts=["r</think>[[A]]", "r</think>so [[A]]", "r</think>[[B]]", "r</think>[[A]]"],
+        labels=["A", "B"],
+        complete=torch.tensor([True, True, True, False]),
+        group_size=2,
+    )
+    # Rows 0-1 have label A, rows 2-3 label B.
+    assert VerdictReward()(rollout).tolist() == pytest.approx([1.0, 0.1, 1.0, -1.0])
+    assert VerdictReward(wrong=-2.0, unfinished=-3.0)(rollout).tolist()[3] == -3.0
+
+
+def test_outcome_filter_keeps_mixed_or_not_all_correct_questions(monkeypatch):
+    counts = [0, 2, 4, 3]  # correct answers out of K = 4 for four questions
+    monkeypatch.setattr(reasongrm, "sample_outcomes", lambda *args: ([], counts))
+    model = SimpleNamespace(module=torch.nn.Linear(1, 1))
+    task = VerdictTask(Pairs(4))
+    assert OutcomeFilter(task, model, samples=4, keep="mixed").indices == [1, 3]
+    assert OutcomeFilter(task, model, samples=4, keep="not_all_correct").indices == [0, 1, 3]
+    with pytest.raises(ValueError, match="keep = 'some'"):
+        OutcomeFilter(task, model, keep="some")
+
+
+@pytest.mark.slow
+def test_rstar_stage_keeps_one_correct_path_per_question_and_trains(tmp_path, monkeypatch):
+    task = VerdictTask(Pairs(2), seed=0)
+    wrong = {"A": "B", "B": "A"}
+    texts = []
+    for q in range(2):  # G = 3 paths per question: two correct (short / long reasoning), one wrong
+        label = task[q].label
+        texts += [
+            f"ok</think>[[{label}]]",
+            f"the red circle is better</think>[[{label}]]",
+            f"x</think>[[{wrong[label]}]]",
+        ]
+    monkeypatch.setattr(reasongrm, "sample_outcomes", lambda *args: (texts, [2, 2]))
+    recipe = OmegaConf.load(ROOT / "recipes" / "reasongrm_hh.yaml").stages.rstar_sft
+    recipe.model = {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 1}
+    recipe.scorer = None
+    recipe.task = {"_component_": f"{__name__}.tiny_task"}
+    path = tmp_path / "rstar.yaml"
+    path.write_text("# tiny variant\n" + OmegaConf.to_yaml(recipe))
+    args = [
+        "run",
+        str(path),
+        f"run.dir={tmp_path / 'run'}",
+        "paths_per_question=3",
+        "steps=2",
+        "batch_size=2",
+        "log_every=1",
+    ]
+    assert cli(args) == 0
+    chosen = [json.loads(line) for line in (tmp_path / "run" / "rstar_paths.jsonl").read_text().splitlines()]
+    assert [c["question"] for c in chosen] == [0, 1]
+    assert all(task.is_correct(c["text"], task[c["question"]]) and 0 < c["r_star"] < 1 for c in chosen)
+    assert (tmp_path / "run" / "final" / "rlhfv_model.json").is_file()
+
+
+def tiny_task() -> VerdictTask:
+    return VerdictTask(Pairs(2), seed=0)
