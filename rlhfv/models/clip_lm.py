@@ -51,7 +51,8 @@ class ClipLM(nn.Module):
         super().__init__()
         if feature not in FEATURES:
             raise ValueError(f"feature={feature!r}; choose one of {FEATURES}")
-        self.vision_spec = vision_spec  # {"embed_dim", "vision_cfg", "quick_gelu"}: rebuilds the tower
+        # {"embed_dim", "vision_cfg", optional "quick_gelu", "preprocess_cfg"}: enough to rebuild the tower
+        self.vision_spec = vision_spec
         self.feature = feature
         self.image_token_id = image_token_id
         vision_cfg = {**vision_spec["vision_cfg"], "output_tokens": True}
@@ -76,9 +77,8 @@ class ClipLM(nn.Module):
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Pixels [I, 3, S, S] → LM-space image tokens [I, K, H]."""
         tower_trains = any(p.requires_grad for p in self.vision.parameters())
-        with torch.set_grad_enabled(
-            torch.is_grad_enabled() and tower_trains
-        ):  # a frozen tower keeps no graph
+        # A frozen tower keeps no autograd graph: its activations are not stored for backward.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and tower_trains):
             pooled, tokens = self.vision(pixel_values.to(self.vision.conv1.weight.dtype))  # [I, E], [I, N, W]
         if self.pooled_in is not None:
             tokens = torch.cat([self.pooled_in(pooled).unsqueeze(1), tokens], dim=1)  # [I, 1+N, W]
@@ -175,8 +175,15 @@ class ClipLM(nn.Module):
 class ClipLMEncoder:
     """Prompts → left-padded token ids with K placeholders per image, and normalized pixels."""
 
-    def __init__(self, tokenizer: Any, image_size: int, num_image_tokens: int, mean: Sequence[float],
-                 std: Sequence[float], dtype: torch.dtype = torch.float32):  # fmt: skip
+    def __init__(
+        self,
+        tokenizer: Any,
+        image_size: int,
+        num_image_tokens: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        dtype: torch.dtype = torch.float32,
+    ):
         import open_clip
 
         self.tokenizer = tokenizer
@@ -246,7 +253,7 @@ def _load_tower_weights(module: ClipLM, path: str) -> None:
 
         state = load_file(path)
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled objects
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, no code
         state = state.get("state_dict", state)
     visual = {
         k.removeprefix("module.").removeprefix("visual."): v for k, v in state.items() if "visual." in k

@@ -170,10 +170,16 @@ def load_hf_vlm(path: str, dtype: str = "float32", lora: dict[str, Any] | None =
             f"load_hf_vlm: {folder} is not a model folder (no config.json there); "
             "give a local folder written by save_pretrained or rlhfv.models.base.save_model"
         )
+    try:
+        module = AutoModelForImageTextToText.from_pretrained(
+            str(folder), dtype=torch_dtype(dtype), local_files_only=True
+        )
+    except ValueError as e:  # e.g. a text-only config: transformers names the class, not the folder
+        raise ValueError(
+            f"load_hf_vlm: {folder} does not hold an image-text-to-text model ({str(e).splitlines()[0]}); "
+            "for text-only models use rlhfv.models.text_lm.load_text_lm"
+        ) from e
     processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
-    module = AutoModelForImageTextToText.from_pretrained(
-        str(folder), dtype=torch_dtype(dtype), local_files_only=True
-    )
     return _chat_model(module.eval(), processor, dtype, lora)
 
 

@@ -155,9 +155,17 @@ def test_bf16_model_takes_bf16_pixels():
     assert model.module(**batch).logits.dtype == torch.bfloat16
 
 
-def test_load_hf_vlm_names_a_missing_folder(tmp_path):
+def test_load_hf_vlm_names_a_missing_folder_and_a_text_only_model(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     with pytest.raises(FileNotFoundError, match="no-such-model"):
         hf_vlm.load_hf_vlm(str(tmp_path / "no-such-model"))
+    config = LlamaConfig(
+        vocab_size=51, hidden_size=8, intermediate_size=14, num_hidden_layers=1, num_attention_heads=2
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "text-lm")
+    with pytest.raises(ValueError, match="text-lm does not hold an image-text-to-text model"):
+        hf_vlm.load_hf_vlm(str(tmp_path / "text-lm"))
 
 
 def test_bad_builder_arguments_are_named():
