@@ -6,6 +6,7 @@ way sees nothing unless the stored role is admin.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -47,7 +48,7 @@ def show_report(report: ingest.ImportReport) -> None:
         st.warning(f"{len(report.errors)} rows were skipped; everything else was imported.")
         st.dataframe(
             [{"line": e.line, "field": e.field, "problem": e.message} for e in report.errors],
-            use_container_width=True,
+            width="stretch",
         )
 
 
@@ -94,7 +95,9 @@ def render_import(store: Store, user: UserInfo) -> None:
             'One task per line: {"prompt": …, "images": ["a.jpg"], "responses": [≥2], "gold": 0 (optional)}'
         )
         task_file = st.file_uploader("Task file (.jsonl)", type=["jsonl", "json"])
-        image_files = st.file_uploader("Images", accept_multiple_files=True)
+        image_files = st.file_uploader(
+            "Images", type=["png", "jpg", "jpeg", "webp", "gif", "bmp"], accept_multiple_files=True
+        )
         if st.button("Import file", disabled=task_file is None):
             import_uploads(store, task_file, image_files or [], int(overlap))
     with runs_tab:
@@ -113,6 +116,10 @@ def render_import(store: Store, user: UserInfo) -> None:
             show_report(ingest.import_shapes(store, n=int(n), seed=int(seed), overlap=int(overlap)))
 
 
+def shown(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
 def render_progress(store: Store, user: UserInfo) -> None:
     if not require_admin(store, user):
         return
@@ -123,7 +130,7 @@ def render_progress(store: Store, user: UserInfo) -> None:
     cols[1].metric("Complete tasks", ov["complete_tasks"])
     cols[2].metric("Labels", f"{ov['labels']} / {ov['labels_wanted']}")
     cols[3].metric("Annotators", len(ov["annotators"]))
-    st.dataframe(ov["annotators"], use_container_width=True)
+    st.dataframe(ov["annotators"], width="stretch")
     labels = store.labels()
     units = units_from_labels(labels)
     report = agreement_report(units)
@@ -131,20 +138,23 @@ def render_progress(store: Store, user: UserInfo) -> None:
     st.caption("Over pairwise units (task, response i, response j) labelled i better / j better / tie.")
     cols = st.columns(3)
     cols[0].metric("Units with 2+ labels", report["units"])
-    cols[1].metric("Fleiss' κ", f"{report['fleiss_kappa']:.3f}")
-    cols[2].metric("Krippendorff's α", f"{report['krippendorff_alpha']:.3f}")
+    cols[1].metric("Fleiss' κ", shown(report["fleiss_kappa"]))
+    cols[2].metric("Krippendorff's α", shown(report["krippendorff_alpha"]))
+    st.caption("n/a: too few labels, or every label in one category (chance agreement is then 1).")
     if report["pairs"]:
         st.subheader("Cohen's κ per annotator pair")
-        st.dataframe(report["pairs"], use_container_width=True)
+        st.dataframe(
+            [{**p, "cohen_kappa": shown(p["cohen_kappa"])} for p in report["pairs"]], width="stretch"
+        )
     st.subheader("Accuracy on gold items")
     accuracy = gold_accuracy(units, store.gold())
-    st.dataframe(accuracy, use_container_width=True) if accuracy else st.caption("No gold item labelled yet.")
+    st.dataframe(accuracy, width="stretch") if accuracy else st.caption("No gold item labelled yet.")
     split = sorted({u[0] for u, votes in units.items() if len(set(votes.values())) > 1})
     st.subheader(f"Tasks with disagreement ({len(split)})")
     if split:
         rows = [r for r in labels if r["task_id"] in set(split[:200])]
         st.dataframe([{k: r[k] for k in ("task_id", "annotator", "ranks", "rationale")} for r in rows],
-                     use_container_width=True)  # fmt: skip
+                     width="stretch")  # fmt: skip
 
 
 def exports_root(store: Store) -> Path:
@@ -175,7 +185,7 @@ def render_users(store: Store, user: UserInfo) -> None:
     st.header("Users")
     st.dataframe(
         [{"name": u.name, "role": u.role, "active": u.active} for u in store.users()],
-        use_container_width=True,
+        width="stretch",
     )
     with st.form("add-user", clear_on_submit=True):
         st.subheader("Add a user")

@@ -33,14 +33,8 @@ def ranks_from_positions(position_ranks: list[int], shown_order: list[int]) -> l
     return ranks
 
 
-def show_task(view: TaskView) -> None:
-    if view.images:
-        cols = st.columns(min(len(view.images), 3))
-        for k, path in enumerate(view.images):
-            cols[k % len(cols)].image(str(path), use_container_width=True)
-    st.markdown("**Prompt**")
-    st.info(view.prompt)
-    per_row = 2 if len(view.shown_order) <= 2 else min(len(view.shown_order), 4)
+def show_responses(view: TaskView) -> None:
+    per_row = min(len(view.shown_order), 4)
     for start in range(0, len(view.shown_order), per_row):
         cols = st.columns(per_row)
         for k, index in enumerate(view.shown_order[start : start + per_row]):
@@ -49,13 +43,37 @@ def show_task(view: TaskView) -> None:
                 st.markdown(view.responses[index])
 
 
+def on_submit(store: Store, user: UserInfo, view: TaskView) -> None:
+    """Runs before the page is redrawn, so the next task appears in the same rerun."""
+    n, state = len(view.shown_order), st.session_state
+    if n == 2:
+        choice = state.get(f"choice-{view.id}")
+        if choice is None:
+            state["label_error"] = "Choose A, B or Tie first."
+            return
+        ranks = ranks_from_choice(choice, view.shown_order)
+    else:
+        position_ranks = [state.get(f"rank-{view.id}-{p}") for p in range(n)]
+        if None in position_ranks:
+            state["label_error"] = "Give every response a rank first."
+            return
+        ranks = ranks_from_positions(position_ranks, view.shown_order)
+    seconds = time.monotonic() - state.get("shown_at", time.monotonic())
+    store.submit(user.id, view.id, ranks, state.get(f"why-{view.id}", ""), seconds)
+    state["flash"] = "Saved."
+
+
+def on_skip(store: Store, user: UserInfo, view: TaskView) -> None:
+    store.skip(user.id, view.id)
+    st.session_state["flash"] = "Skipped."
+
+
 def render(store: Store, user: UserInfo) -> None:
     view = store.next_task(user.id)  # claim first: the open task is then counted once, as "to go"
     progress = store.user_progress(user.id)
     done, left = progress["labelled"], progress["available"] + (view is not None)
-    st.progress(
-        done / max(done + left, 1), text=f"{done} labelled, {left} to go, {progress['skipped']} skipped"
-    )
+    text = f"{done} labelled, {left} to go, {progress['skipped']} skipped"
+    st.progress(done / max(done + left, 1), text=text)
     if flash := st.session_state.pop("flash", None):
         st.toast(flash)
     if view is None:
@@ -63,41 +81,35 @@ def render(store: Store, user: UserInfo) -> None:
         return
     if st.session_state.get("task_id") != view.id:
         st.session_state["task_id"], st.session_state["shown_at"] = view.id, time.monotonic()
-    show_task(view)
+    # Images on the left, everything to read and decide on the right, so nothing scrolls away.
+    image_col, work_col = st.columns([2, 3]) if view.images else (None, st.container())
+    if image_col is not None:
+        with image_col:
+            for path in view.images:
+                st.image(str(path), width="stretch")
+    work_col.info(view.prompt)
+    with work_col:
+        show_responses(view)
     n = len(view.shown_order)
-    with st.form(f"label-{view.id}"):
+    with work_col, st.form(f"label-{view.id}"):
         if n == 2:
-            choice = st.radio("Which response is better?", ["A", "B", "Tie"], index=None, horizontal=True)
+            st.radio(
+                "Which response is better?",
+                ["A", "B", "Tie"],
+                index=None,
+                horizontal=True,
+                key=f"choice-{view.id}",
+            )
         else:
             st.write("Rank the responses: 1 is best; give two responses the same rank for a tie.")
             cols = st.columns(n)
-            position_ranks = [
-                cols[p].selectbox(
-                    f"Rank of {LETTERS[p]}", list(range(1, n + 1)), index=None, key=f"rank-{view.id}-{p}"
-                )
-                for p in range(n)
-            ]
-        rationale = st.text_area("Why? (optional)", max_chars=5000)
+            for p in range(n):
+                options = list(range(1, n + 1))
+                cols[p].selectbox(f"Rank of {LETTERS[p]}", options, index=None, key=f"rank-{view.id}-{p}")
+        st.text_area("Why? (optional)", max_chars=5000, height=80, key=f"why-{view.id}")
+        if error := st.session_state.pop("label_error", None):
+            st.error(error)
         submit_col, skip_col = st.columns([1, 6])
-        submitted = submit_col.form_submit_button("Submit", type="primary")
-        skipped = skip_col.form_submit_button("Skip")
-    if skipped:
-        store.skip(user.id, view.id)
-        st.session_state["flash"] = "Skipped."
-        st.rerun()
-    if submitted:
-        if n == 2 and choice is None:
-            st.error("Choose A, B or Tie first.")
-            return
-        if n > 2 and None in position_ranks:
-            st.error("Give every response a rank first.")
-            return
-        ranks = (
-            ranks_from_choice(choice, view.shown_order)
-            if n == 2
-            else ranks_from_positions(position_ranks, view.shown_order)
-        )
-        seconds = time.monotonic() - st.session_state.get("shown_at", time.monotonic())
-        store.submit(user.id, view.id, ranks, rationale, seconds)
-        st.session_state["flash"] = "Saved."
-        st.rerun()
+        args = (store, user, view)
+        submit_col.form_submit_button("Submit", type="primary", on_click=on_submit, args=args)
+        skip_col.form_submit_button("Skip", on_click=on_skip, args=args)

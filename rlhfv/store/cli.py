@@ -58,7 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store.close()
     command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),
                "--server.address", args.address, "--server.headless", "true",
-               "--server.maxUploadSize", str(args.max_upload_mb), "--browser.gatherUsageStats", "false"]  # fmt: skip
+               "--server.maxUploadSize", str(args.max_upload_mb), "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "minimal"]  # fmt: skip
     print(f"serving on http://{args.address}:{args.port} (database {env['RLHFV_DB']})")
     try:
         return subprocess.call(command, env=env)

@@ -90,8 +90,9 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            db_path = Path(url.split(":///", 1)[1])
+            db_path = Path(url.split(":///", 1)[1]).resolve()
             db_path.parent.mkdir(parents=True, exist_ok=True)
+            url = self.url = f"sqlite:///{db_path}"  # absolute, so the app's process finds the same file
             # Streamlit serves every browser session from threads of one process; each borrows a
             # connection only for one short transaction, so the pool may grow as needed.
             self.engine = create_engine(

@@ -8,9 +8,6 @@ import pytest
 
 from rlhfv.store.store import Store
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "annotation_ui" / "app.py"
-
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:

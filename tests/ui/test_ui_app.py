@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import APP
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from rlhfv.store.store import NewTask, Store
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "annotation_ui" / "app.py"
 
 
 def logged_in(name: str, password: str) -> AppTest:

@@ -13,9 +13,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from rlhfv.store.store import NewTask, Store
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "annotation_ui" / "app.py"
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -69,12 +71,23 @@ def test_an_annotator_logs_in_and_labels_three_tasks_in_chromium(tmp_path: Path)
             page.get_by_label("User name").fill("ann")
             page.get_by_label("Password", exact=True).fill("ann-password")
             page.get_by_role("button", name="Log in").click()
+            expect = sync_api.expect
             for i in range(3):
-                page.get_by_text(f"{i} labelled, {4 - i} to go").wait_for(timeout=30_000)
-                page.get_by_text("B", exact=True).click()
+                # Tasks come in id order here (one label each); wait until this one's form is drawn.
+                expect(page.get_by_text(f"Question {i}?")).to_be_visible(timeout=30_000)
+                expect(page.get_by_text(f"{i} labelled, {4 - i} to go")).to_be_visible()
+                idle = page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')
+                expect(idle).to_be_attached(timeout=30_000)  # interact only once the rerun has finished
+                form = page.get_by_test_id("stForm")
+                form.get_by_text("B", exact=True).click()
+                expect(form.get_by_role("radio", name="B", exact=True)).to_be_checked()
                 page.get_by_label("Why? (optional)").fill(f"reason {i}")
                 page.get_by_role("button", name="Submit").click()
-            page.get_by_text("3 labelled, 1 to go").wait_for(timeout=30_000)
+            try:
+                page.get_by_text("3 labelled, 1 to go").wait_for(timeout=30_000)
+            finally:
+                page.screenshot(path=str(tmp_path / "last.png"), full_page=True)
+                print(f"screenshot: {tmp_path / 'last.png'}")
             browser.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
