@@ -361,6 +361,7 @@ def tiny_idefics3(
         text_config=dict(model_type="llama", **_text_config(tok, hidden_size, num_layers, 3)),
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         scale_factor=2,  # pixel shuffle: 2×2 patches become one token
+        pad_token_id=tok.pad_token_id,  # the config's own default (128002) is outside a tiny vocabulary
     )
     processor = tf.Idefics3Processor(
         image_processor=tf.Idefics3ImageProcessor(
