@@ -30,11 +30,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the app exited with code {proc.returncode}: {proc.stdout.read()}")
+            raise RuntimeError(f"the app exited with code {proc.returncode}: {log.read_text()}")
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                 if r.read().strip() == b"ok":
@@ -49,21 +49,24 @@ def test_an_annotator_logs_in_and_labels_three_tasks_in_chromium(tmp_path: Path)
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    db = tmp_path / "store.db"
-    store = Store(db)
+    store = Store(tmp_path / "rlhfv_annotate" / "store.db")  # where `rlhfv annotate` looks by default
     store.add_user("ann", "ann-password")
     store.add_tasks(
         [NewTask(f"Question {i}?", [f"left answer {i}", f"right answer {i}"]) for i in range(4)], overlap=1
     )
     port = free_port()
-    env = dict(os.environ, RLHFV_ADMIN_PASSWORD="boss-password", PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "rlhfv.cli", "annotate", "--db", str(db), "--port", str(port),
-               "--address", "127.0.0.1", "--admin", "boss", "--runs", str(tmp_path)]  # fmt: skip
-    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLHFV_")}
+    env.update(RLHFV_ADMIN_PASSWORD="boss-password", PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "rlhfv.cli", "annotate", "--port", str(port), "--address", "127.0.0.1",
+               "--admin", "boss"]  # fmt: skip
+    log = tmp_path / "server.log"  # a file, not a pipe: a full pipe would stall the server
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            command, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc)
+        wait_healthy(url, proc, log)
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page()
