@@ -3,8 +3,10 @@
 Both the Streamlit app and the command line go through these methods; all SQL goes through the
 ORM with bound parameters. SQLite (the default, a single file) runs in WAL mode with foreign keys
 on, and every transaction starts with `BEGIN IMMEDIATE`, so claiming a task (read the free slots,
-write the assignment) cannot interleave with another session's claim. On PostgreSQL the claim
-locks the task row with `FOR UPDATE SKIP LOCKED` instead.
+write the assignment) cannot interleave with another session's claim. On PostgreSQL a claim first
+takes a transaction-scoped advisory lock, which serializes claims the same way (row locks alone
+are not enough there: a claim that counts the free slots from a snapshot taken just before
+another claim commits would over-fill a task; the concurrency test caught exactly that).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from rlhfv.store.schema import Annotation, Assignment, Gold, Task, User, migrate
 logger = logging.getLogger(__name__)
 
 ROLES = ("admin", "annotator")
+CLAIM_LOCK = 0x726C686676  # PostgreSQL advisory lock key for task claims ("rlhfv")
 DEFAULT_URL = "sqlite:///rlhfv_annotate/store.db"
 
 
@@ -212,6 +215,8 @@ class Store:
         it. Tasks closest to complete go first, so finished items (and agreement) accrue early.
         """
         with self.session() as s:
+            if not self.is_sqlite:
+                s.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
             open_ = s.scalar(
                 select(Assignment).where(Assignment.user_id == user_id, Assignment.status == "active")
             )
@@ -233,8 +238,6 @@ class Store:
                 .order_by(n.desc(), Task.id)
                 .limit(1)
             )
-            if not self.is_sqlite:
-                query = query.with_for_update(skip_locked=True, of=Task)
             task = s.scalar(query)
             if task is None:
                 return None
@@ -252,9 +255,9 @@ class Store:
     ) -> bool:
         """Record the user's label for a task they were given. False if it was already recorded."""
         with self.session() as s:
-            claim = s.scalar(
-                select(Assignment).where(Assignment.user_id == user_id, Assignment.task_id == task_id)
-            )
+            # FOR UPDATE (PostgreSQL) makes a concurrent double submit wait and then see "done".
+            mine = select(Assignment).where(Assignment.user_id == user_id, Assignment.task_id == task_id)
+            claim = s.scalar(mine.with_for_update())
             if claim is None:
                 raise PermissionError(f"task {task_id} was not given to user {user_id}")
             if claim.status == "done":

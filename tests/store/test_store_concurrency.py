@@ -1,7 +1,13 @@
-"""16 annotators labelling at once through the store's API (what the app's threads call)."""
+"""16 annotators labelling at once through the store's API (what the app's threads call).
+
+Runs on the default SQLite file, and on PostgreSQL too when RLHFV_TEST_POSTGRES_URL names an
+empty database (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/rlhfv_test; its tables are
+dropped first).
+"""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -11,10 +17,28 @@ import pytest
 
 from rlhfv.store.store import NewTask, Store
 
+POSTGRES = os.environ.get("RLHFV_TEST_POSTGRES_URL")
+
+
+def fresh_store(kind: str, tmp_path) -> Store:
+    if kind == "sqlite":
+        return Store(tmp_path / "store.db")
+    if not POSTGRES:
+        pytest.skip("set RLHFV_TEST_POSTGRES_URL to an empty PostgreSQL database to run this")
+    from sqlalchemy import create_engine
+
+    from rlhfv.store.schema import Base
+
+    engine = create_engine(POSTGRES)
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+    return Store(POSTGRES, media_dir=tmp_path / "media")
+
 
 @pytest.mark.slow
-def test_sixteen_concurrent_sessions_submit_2000_labels_none_lost_none_duplicated(tmp_path):
-    store = Store(tmp_path / "store.db")
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_sixteen_concurrent_sessions_submit_2000_labels_none_lost_none_duplicated(tmp_path, kind):
+    store = fresh_store(kind, tmp_path)
     overlap, n_tasks, n_users = 4, 500, 16  # 500 tasks x 4 labels = 2,000 labels
     store.add_tasks([NewTask(f"prompt {i}", [f"a{i}", f"b{i}", f"c{i}"]) for i in range(n_tasks)], overlap)
     users = [store.add_user(f"ann{i:02d}", f"password-{i}").id for i in range(n_users)]
@@ -54,4 +78,5 @@ def test_sixteen_concurrent_sessions_submit_2000_labels_none_lost_none_duplicate
     per_task = Counter(task for task, _ in stored)
     assert set(per_task.values()) == {overlap}
     assert sum(Counter(user for _, user in stored).values()) == 2000
-    print(f"2000 labels from {n_users} threads in {elapsed:.1f} s")
+    print(f"{kind}: 2000 labels from {n_users} threads in {elapsed:.1f} s")
+    store.close()
