@@ -8,8 +8,9 @@
     rlhfv annotate users list | add NAME | passwd NAME | disable NAME | enable NAME
 
 The database defaults to the SQLite file `rlhfv_annotate/store.db` (images in
-`rlhfv_annotate/media/`); `--db postgresql://...` uses PostgreSQL. Passwords are read from stdin
-with `--password-stdin`, typed at a prompt, or generated and printed once.
+`rlhfv_annotate/media/`); `--db postgresql+psycopg://user@host/db` uses PostgreSQL (with
+`pip install "psycopg[binary]"`). Passwords are read from stdin with `--password-stdin`, typed
+at a prompt, or generated and printed once.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", default=os.environ.get("RLHFV_DB", DEFAULT_URL), help="SQLite path or database URL"
     )
     common.add_argument("--media", default=None, help="image folder (default: 'media' beside a SQLite file)")
-    parser = argparse.ArgumentParser(prog="rlhfv annotate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="rlhfv annotate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", parents=[common], help="start the app (the default)")
     p.add_argument("--port", type=int, default=8501)

@@ -212,7 +212,9 @@ class Store:
         """The user's open task, or a newly claimed one they have never been given; None when done.
 
         A task is free while fewer than `overlap` people have labelled it or hold a live claim on
-        it. Tasks closest to complete go first, so finished items (and agreement) accrue early.
+        it; a claim older than the lease stops counting. Tasks closest to complete go first, so
+        finished items (and agreement) accrue early. A label submitted on a lapsed claim is still
+        kept (no one's work is thrown away), so a task can rarely end with more than k labels.
         """
         with self.session() as s:
             if not self.is_sqlite:
@@ -220,12 +222,23 @@ class Store:
             open_ = s.scalar(
                 select(Assignment).where(Assignment.user_id == user_id, Assignment.status == "active")
             )
-            if open_ is not None:
-                return self._view(s.get_one(Task, open_.task_id), open_)
             live = or_(Assignment.status == "done", Assignment.started_at > utcnow() - self.lease)
+            counted = (Assignment.status != "skipped") & live  # labels given plus claims still held
+            if open_ is not None:
+                task = s.get_one(Task, open_.task_id)
+                if open_.started_at > utcnow() - self.lease:
+                    return self._view(task, open_)
+                # Back after the lease ran out: keep the task if it still has room, else move on.
+                others = select(func.count()).where(
+                    Assignment.task_id == task.id, Assignment.id != open_.id, counted
+                )
+                if s.scalar(others) < task.overlap:
+                    open_.started_at = utcnow()
+                    return self._view(task, open_)
+                open_.status, open_.finished_at = "skipped", utcnow()
             taken = (
                 select(Assignment.task_id, func.count().label("n"))
-                .where(Assignment.status != "skipped", live)
+                .where(counted)
                 .group_by(Assignment.task_id)
                 .subquery()
             )

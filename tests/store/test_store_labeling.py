@@ -140,3 +140,15 @@ def test_an_old_database_is_migrated_and_a_newer_one_is_refused(tmp_path):
     store.close()
     with pytest.raises(SchemaError, match="schema version 99"):
         Store(tmp_path / "old.db")
+
+
+def test_someone_back_after_the_lease_keeps_a_task_with_room_and_moves_on_from_a_full_one(tmp_path):
+    store = Store(tmp_path / "s.db", lease_minutes=0)
+    store.add_tasks([NewTask("p", ["a", "b"]), NewTask("q", ["c", "d"])], overlap=1)
+    u, v = annotators(store, 2)
+    first = store.next_task(u)
+    assert store.next_task(u).id == first.id  # lapsed, but nobody else took it
+    taken = store.next_task(v)
+    assert taken.id == first.id  # u's lapsed claim no longer holds the slot
+    store.submit(v, taken.id, [0, 1])
+    assert store.next_task(u).id != first.id  # full now: u moves on instead of over-filling it
