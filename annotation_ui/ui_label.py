@@ -57,7 +57,7 @@ def on_submit(store: Store, user: UserInfo, view: TaskView) -> None:
         if None in position_ranks:
             state["label_error"] = "Give every response a rank first."
             return
-        ranks = ranks_from_positions(position_ranks, view.shown_order)
+        ranks = ranks_from_positions([int(r) for r in position_ranks if r is not None], view.shown_order)
     seconds = time.monotonic() - state.get("shown_at", time.monotonic())
     store.submit(user.id, view.id, ranks, state.get(f"why-{view.id}", ""), seconds)
     state["flash"] = "Saved."

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 Unit = tuple[int, int, int]  # (task id, i, j) with i < j
@@ -52,7 +52,8 @@ def cohen_kappa(a: list[int], b: list[int]) -> float:
 
 def fleiss_kappa(units: Iterable[list[int]]) -> float:
     """Fleiss' kappa over units, each given as the list of labels it received (units with < 2 skipped)."""
-    per_unit, totals = [], Counter()
+    per_unit: list[float] = []
+    totals: Counter[int] = Counter()
     for labels in units:
         m = len(labels)
         if m < 2:
@@ -68,18 +69,19 @@ def fleiss_kappa(units: Iterable[list[int]]) -> float:
     return math.nan if expected == 1 else (observed - expected) / (1 - expected)
 
 
-def krippendorff_alpha(units: Iterable[list[Hashable]]) -> float:
+def krippendorff_alpha(units: Iterable[Sequence[Hashable]]) -> float:
     """Krippendorff's alpha (nominal) from the labels each unit received; units with < 2 are unpairable."""
-    coincidence: Counter = Counter()  # o_ck
+    coincidence: dict[tuple[Hashable, Hashable], float] = {}  # o_ck
     for labels in units:
         m = len(labels)
         if m < 2:
             continue
         for x, y in itertools.permutations(range(m), 2):
-            coincidence[labels[x], labels[y]] += 1 / (m - 1)
-    marginals: Counter = Counter()  # n_c
+            pair = (labels[x], labels[y])
+            coincidence[pair] = coincidence.get(pair, 0.0) + 1 / (m - 1)
+    marginals: dict[Hashable, float] = {}  # n_c
     for (c, _), o in coincidence.items():
-        marginals[c] += o
+        marginals[c] = marginals.get(c, 0.0) + o
     n = sum(marginals.values())
     disagree = sum(o for (c, k), o in coincidence.items() if c != k)
     expected = sum(marginals[c] * marginals[k] for c, k in itertools.permutations(marginals, 2))
@@ -89,7 +91,7 @@ def krippendorff_alpha(units: Iterable[list[Hashable]]) -> float:
 
 
 def agreement_report(units: Ratings) -> dict[str, Any]:
-    """Cohen per annotator pair, Fleiss and Krippendorff over all units."""
+    """Cohen per annotator pair and each annotator's mean of it; Fleiss and Krippendorff over all units."""
     annotators = sorted({a for labels in units.values() for a in labels})
     pairs = []
     for a, b in itertools.combinations(annotators, 2):
@@ -97,12 +99,20 @@ def agreement_report(units: Ratings) -> dict[str, Any]:
         if shared:
             kappa = cohen_kappa([units[u][a] for u in shared], [units[u][b] for u in shared])
             pairs.append({"a": a, "b": b, "units": len(shared), "cohen_kappa": kappa})
+    per_annotator = []
+    for a in annotators:
+        kappas = [
+            p["cohen_kappa"] for p in pairs if a in (p["a"], p["b"]) and not math.isnan(p["cohen_kappa"])
+        ]
+        mean = sum(kappas) / len(kappas) if kappas else math.nan
+        per_annotator.append({"annotator": a, "partners": len(kappas), "mean_cohen_kappa": mean})
     lists = [list(labels.values()) for labels in units.values()]
     return {
         "units": sum(len(v) >= 2 for v in lists),
         "fleiss_kappa": fleiss_kappa(lists),
         "krippendorff_alpha": krippendorff_alpha(lists),
         "pairs": pairs,
+        "annotators": per_annotator,
     }
 
 

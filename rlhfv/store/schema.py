@@ -22,8 +22,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    insert,
     inspect,
     select,
+    update,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -120,7 +122,9 @@ class Snapshot(Base):
 
 
 def _create(*models: type[Base]) -> Callable[[Connection], None]:
-    return lambda conn: Base.metadata.create_all(conn, tables=[m.__table__ for m in models])
+    return lambda conn: Base.metadata.create_all(
+        conn, tables=[Base.metadata.tables[m.__tablename__] for m in models]
+    )
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
@@ -161,9 +165,7 @@ def migrate(conn: Connection, target: int = SCHEMA_VERSION) -> list[int]:
     if applied:
         values = {"key": "schema_version", "value": str(applied[-1])}
         if current == 0:
-            conn.execute(Meta.__table__.insert().values(**values))
+            conn.execute(insert(Meta).values(**values))
         else:
-            conn.execute(
-                Meta.__table__.update().where(Meta.key == "schema_version").values(value=values["value"])
-            )
+            conn.execute(update(Meta).where(Meta.key == "schema_version").values(value=values["value"]))
     return applied

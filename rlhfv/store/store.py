@@ -232,7 +232,7 @@ class Store:
                 others = select(func.count()).where(
                     Assignment.task_id == task.id, Assignment.id != open_.id, counted
                 )
-                if s.scalar(others) < task.overlap:
+                if (s.scalar(others) or 0) < task.overlap:
                     open_.started_at = utcnow()
                     return self._view(task, open_)
                 open_.status, open_.finished_at = "skipped", utcnow()
@@ -251,9 +251,10 @@ class Store:
                 .order_by(n.desc(), Task.id)
                 .limit(1)
             )
-            task = s.scalar(query)
-            if task is None:
+            free = s.scalar(query)
+            if free is None:
                 return None
+            task = free
             # Each person sees the responses in their own shuffled order, so left/right position
             # bias averages out over the k labels instead of favouring whichever came first.
             order = list(range(len(task.responses)))

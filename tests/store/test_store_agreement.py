@@ -71,6 +71,10 @@ def test_report_scores_each_annotator_pair_on_shared_units_and_gold_accuracy_per
     assert pairs["ann", "bob"]["units"] == 2 and pairs["ann", "bob"]["cohen_kappa"] == pytest.approx(1.0)
     assert pairs["bob", "cat"]["units"] == 1
     assert report["units"] == 3
+    # cat: kappa with ann over units 1 and 3 is (0.5 - 0.5) / (1 - 0.5) = 0; with bob, one unit where
+    # both are certain of different labels: p_o = 0, p_e = 0 -> kappa 0.
+    cat = next(r for r in report["annotators"] if r["annotator"] == "cat")
+    assert cat["partners"] == 2 and cat["mean_cohen_kappa"] == pytest.approx(0.0)
     accuracy = {r["annotator"]: r for r in gold_accuracy(units, {1: [0, 1]})}
     assert accuracy["ann"]["accuracy"] == 1.0 and accuracy["cat"]["accuracy"] == 0.0
     assert "bob" in accuracy and accuracy["bob"]["gold_units"] == 1
