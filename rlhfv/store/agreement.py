@@ -93,7 +93,7 @@ def krippendorff_alpha(units: Iterable[Sequence[Hashable]]) -> float:
 def agreement_report(units: Ratings) -> dict[str, Any]:
     """Cohen per annotator pair and each annotator's mean of it; Fleiss and Krippendorff over all units."""
     annotators = sorted({a for labels in units.values() for a in labels})
-    pairs = []
+    pairs: list[dict[str, Any]] = []
     for a, b in itertools.combinations(annotators, 2):
         shared = [u for u, labels in units.items() if a in labels and b in labels]
         if shared:
