@@ -87,6 +87,12 @@ def import_uploads(store: Store, task_file, image_files, overlap: int) -> None:
 def render_import(store: Store, user: UserInfo) -> None:
     if not require_admin(store, user):
         return
+    st.header("Guidelines for annotators")
+    with st.form("guidelines"):
+        text = st.text_area("Shown above every task (Markdown)", store.setting("guidelines"), height=120)
+        if st.form_submit_button("Save guidelines"):
+            store.set_setting("guidelines", text.strip())
+            st.success("Saved.")
     st.header("Import tasks")
     overlap = st.number_input("Labels per task (overlap)", min_value=1, max_value=20, value=3)
     jsonl_tab, runs_tab, shapes_tab = st.tabs(["JSONL + images", "Policy rollouts", "ShapesVQA"])

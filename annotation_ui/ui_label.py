@@ -79,6 +79,9 @@ def render(store: Store, user: UserInfo) -> None:
     if view is None:
         st.success("Nothing left for you to label. Thank you!")
         return
+    if guidelines := store.setting("guidelines"):
+        with st.expander("Guidelines", expanded=progress["labelled"] == 0):
+            st.markdown(guidelines)
     if st.session_state.get("task_id") != view.id:
         st.session_state["task_id"], st.session_state["shown_at"] = view.id, time.monotonic()
     # Images on the left, everything to read and decide on the right, so nothing scrolls away.

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rlhfv.store.auth import DUMMY_HASH, hash_password, verify_password
-from rlhfv.store.schema import Annotation, Assignment, Gold, Task, User, migrate, utcnow
+from rlhfv.store.schema import Annotation, Assignment, Gold, Meta, Task, User, migrate, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -291,6 +291,19 @@ class Store:
             )
             if claim is not None and claim.status == "active":
                 claim.status, claim.finished_at = "skipped", utcnow()
+
+    # --- project settings (the schema's key/value table) ------------------------------------
+
+    def setting(self, key: str, default: str = "") -> str:
+        with self.session() as s:
+            row = s.get(Meta, key)
+            return row.value if row is not None else default
+
+    def set_setting(self, key: str, value: str) -> None:
+        if key == "schema_version":
+            raise ValueError("schema_version is set by migrations only")
+        with self.session() as s:
+            s.merge(Meta(key=key, value=value))
 
     # --- reading back ----------------------------------------------------------------------
 

@@ -152,3 +152,12 @@ def test_someone_back_after_the_lease_keeps_a_task_with_room_and_moves_on_from_a
     assert taken.id == first.id  # u's lapsed claim no longer holds the slot
     store.submit(v, taken.id, [0, 1])
     assert store.next_task(u).id != first.id  # full now: u moves on instead of over-filling it
+
+
+def test_settings_round_trip_and_cannot_touch_the_schema_version(store):
+    assert store.setting("guidelines") == ""
+    store.set_setting("guidelines", "Prefer faithful answers.")
+    store.set_setting("guidelines", "Prefer faithful, short answers.")
+    assert store.setting("guidelines") == "Prefer faithful, short answers."
+    with pytest.raises(ValueError, match="migrations only"):
+        store.set_setting("schema_version", "1")

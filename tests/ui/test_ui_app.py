@@ -105,11 +105,18 @@ def test_skip_moves_on_and_the_task_does_not_return(store: Store):
 def test_admin_imports_shapes_sees_agreement_exports_and_adds_a_user(store: Store, tmp_path: Path):
     at = logged_in("boss", "boss-password")
     at.radio(key="page").set_value("Import tasks").run()
+    at.text_area[0].input("Prefer the answer that names the **right colour**.")
+    click(at, "Save guidelines")
     at.number_input[0].set_value(2).run()  # overlap
     click(at, "Import ShapesVQA gold items")
     assert any("Added 20 tasks" in s.value for s in at.success)
     for name in ("ann", "bob"):
         user = store.authenticate(name, f"{name}-password")
+        if name == "ann":
+            view = store.next_task(user.id)
+            ann = logged_in("ann", "ann-password")  # guidelines are shown to annotators
+            assert any("right colour" in m.value for m in ann.markdown)
+            store.submit(user.id, view.id, [0, 1])
         while (view := store.next_task(user.id)) is not None:
             store.submit(user.id, view.id, [0, 1])
     at.radio(key="page").set_value("Progress & agreement").run()
