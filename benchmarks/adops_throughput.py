@@ -20,7 +20,9 @@ import torch
 from omegaconf import OmegaConf
 
 
-def ours(env_id: str, steps: int, num_envs: int, num_steps: int, rnd: bool, seed: int) -> float:
+def ours(
+    env_id: str, steps: int, num_envs: int, num_steps: int, rnd: bool, seed: int, subproc: bool
+) -> float:
     from rlhfv.pipelines.adops_ppo import AdopsPPOConfig, main
 
     method = "RawIntrinsic" if rnd else "NoIntrinsic"
@@ -44,14 +46,15 @@ def ours(env_id: str, steps: int, num_envs: int, num_steps: int, rnd: bool, seed
         return steps / (time.perf_counter() - start)
 
 
-def sb3(env_id: str, steps: int, num_envs: int, num_steps: int, seed: int) -> float:
+def sb3(env_id: str, steps: int, num_envs: int, num_steps: int, seed: int, subproc: bool) -> float:
     from stable_baselines3 import PPO
-    from stable_baselines3.common.vec_env import DummyVecEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     from rlhfv.shaping.envs import make_env
 
     start = time.perf_counter()  # environment construction is inside the timing for both sides
-    envs = DummyVecEnv([lambda: make_env(env_id) for _ in range(num_envs)])
+    fns = [lambda: make_env(env_id) for _ in range(num_envs)]
+    envs = SubprocVecEnv(fns) if subproc else DummyVecEnv(fns)
     model = PPO(
         "MlpPolicy",
         envs,
@@ -75,13 +78,18 @@ def run() -> None:
     p.add_argument("--num-steps", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--subproc", action="store_true", help="environments in subprocesses on both sides")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    # Untimed warm-up: the first optimizer built in a process imports torch._dynamo (seconds).
+    a = (args.env, args.steps, args.num_envs, args.num_steps)
+    sb3(args.env, 1024, args.num_envs, args.num_steps, 0, args.subproc)
+    ours(args.env, 1024, args.num_envs, args.num_steps, True, 0, args.subproc)
     fps: dict[str, list[float]] = {"sb3_ppo": [], "ours_ppo": [], "ours_ppo_rnd": []}
     for r in range(args.repeats):
-        fps["sb3_ppo"].append(sb3(args.env, args.steps, args.num_envs, args.num_steps, r))
-        fps["ours_ppo"].append(ours(args.env, args.steps, args.num_envs, args.num_steps, False, r))
-        fps["ours_ppo_rnd"].append(ours(args.env, args.steps, args.num_envs, args.num_steps, True, r))
+        fps["sb3_ppo"].append(sb3(*a, r, args.subproc))
+        fps["ours_ppo"].append(ours(*a, False, r, args.subproc))
+        fps["ours_ppo_rnd"].append(ours(*a, True, r, args.subproc))
         print(json.dumps({k: round(v[-1]) for k, v in fps.items()}), flush=True)
     med = {k: statistics.median(v) for k, v in fps.items()}
     print(
@@ -92,6 +100,7 @@ def run() -> None:
                 "num_envs": args.num_envs,
                 "num_steps": args.num_steps,
                 "threads": args.threads,
+                "subproc_envs": args.subproc,
                 "runs": {k: [round(x) for x in v] for k, v in fps.items()},
                 "median_fps": {k: round(v) for k, v in med.items()},
                 "ratio_ours_ppo_over_sb3": round(med["ours_ppo"] / med["sb3_ppo"], 2),

@@ -292,12 +292,14 @@ class AdopsCompareConfig:
         methods: Name -> shaping node, e.g. `{adops: {_component_: rlhfv.shaping.methods.ADOPS}}`.
         seeds: Seeds to run each method with.
         final_fraction: The table's "final return" averages the episodes of this last fraction of frames.
+        workers: Runs trained at once, each in its own process (1: one after another, in this process).
     """
 
     train: AdopsPPOConfig = field(default_factory=AdopsPPOConfig)
     methods: dict[str, Any] = component_field()
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     final_fraction: float = 0.2
+    workers: int = 1
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -305,37 +307,55 @@ def compare(cfg: AdopsCompareConfig) -> dict[str, float]:
     if not cfg.methods:
         raise ValueError("methods is empty: name at least one shaping method to compare")
     run = start_run(cfg)
-    curves: dict[str, list[list[tuple[float, float]]]] = {}
+    start = time.time()
+    jobs: list[dict[str, Any]] = []  # resolved single-run configs still to train
     for name, node in cfg.methods.items():
         for seed in cfg.seeds:
             sub_dir = run.dir / str(name) / f"seed{seed}"
-            if not (sub_dir / "summary.json").exists():  # a finished run is reused on a rerun
-                sub = OmegaConf.merge(OmegaConf.structured(AdopsPPOConfig), cfg.train)
-                sub.shaping = node
-                sub.run = OmegaConf.merge(
-                    cfg.run,
-                    {
-                        "dir": str(sub_dir),
-                        "name": f"{name}/seed{seed}",
-                        "seed": int(seed),
-                        "resume": "overwrite",
-                    },
-                )
-                logger.info("compare: %s seed %d", name, seed)
-                main(sub)
-            rows = read_metrics(sub_dir / "metrics.jsonl")
-            curves.setdefault(str(name), []).append(
-                [
-                    (r["charts/frames"], r["charts/episodic_return"])
-                    for r in rows
-                    if "charts/episodic_return" in r
-                ]
+            if (sub_dir / "summary.json").exists():  # a finished run is reused on a rerun
+                continue
+            sub = OmegaConf.merge(OmegaConf.structured(AdopsPPOConfig), cfg.train)
+            sub.shaping = node
+            sub.run = OmegaConf.merge(
+                cfg.run,
+                {"dir": str(sub_dir), "name": f"{name}/seed{seed}", "seed": int(seed), "resume": "overwrite"},
             )
+            jobs.append(OmegaConf.to_container(sub, resolve=True))
+    if cfg.workers > 1 and len(jobs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # no forked torch or environment state
+        with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=context) as pool:
+            list(pool.map(_train_one, jobs, [True] * len(jobs)))
+    else:
+        for job in jobs:
+            _train_one(job)
+
+    curves: dict[str, list[list[tuple[float, float]]]] = {}
+    for name in cfg.methods:
+        for seed in cfg.seeds:
+            rows = read_metrics(run.dir / str(name) / f"seed{seed}" / "metrics.jsonl")
+            points = [
+                (r["charts/frames"], r["charts/episodic_return"])
+                for r in rows
+                if "charts/episodic_return" in r
+            ]
+            curves.setdefault(str(name), []).append(points)
     table = comparison_table(curves, cfg.final_fraction)
     (run.dir / "results.md").write_text(table_markdown(table, cfg))
     plot_curves(curves, run.dir / "returns.png", f"{cfg.train.env_id}: extrinsic return")
     summary = {f"{name}/final_return": row["final_mean"] for name, row in table.items()}
+    summary["wall_s"] = time.time() - start
     return run.finish(None, summary)
+
+
+def _train_one(job: dict[str, Any], single_thread: bool = False) -> None:
+    """One comparison run from its resolved config (also the entry point of pool workers)."""
+    if single_thread:  # workers share the cores; one thread each avoids oversubscription
+        torch.set_num_threads(1)
+    logger.info("compare: %s", job["run"]["name"])
+    main(OmegaConf.merge(OmegaConf.structured(AdopsPPOConfig), job))
 
 
 def comparison_table(
@@ -414,7 +434,8 @@ def plot_curves(curves: dict[str, list[list[tuple[float, float]]]], path: Path, 
     ax.set_xlabel("frames")
     ax.set_ylabel("episodic extrinsic return")
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
+    if ax.lines:
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

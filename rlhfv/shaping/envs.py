@@ -17,9 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from rlhfv.config import RecipeError
 
-class EnvSpecError(ValueError):
-    """The environment id is unknown or its spaces are ones the networks cannot take."""
+
+class EnvSpecError(RecipeError):
+    """The environment id is unknown or its spaces are ones the networks cannot take (a recipe
+    problem, so `rlhfv run` reports it as one, before any training)."""
 
 
 def _make_one(env_id: str, max_episode_frames: int) -> Any:
