@@ -89,7 +89,10 @@ def render(store: Store, user: UserInfo) -> None:
     if image_col is not None:
         with image_col:
             for path in view.images:
-                st.image(str(path), width="stretch")
+                if path.is_file():
+                    st.image(str(path), width="stretch")
+                else:  # the media folder lost a file: say so instead of failing the page
+                    st.warning(f"Image {path.name} is missing from the media folder; tell an admin.")
     work_col.info(view.prompt)
     with work_col:
         show_responses(view)
