@@ -227,7 +227,7 @@ def _tiny_qwen(
     _check_image_size(image_size, 24, f"tiny_qwen{version}_vl")
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
     special += ["<|image_pad|>", "<|video_pad|>"]
-    tok = _tiny_tokenizer(special, {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, 515)
+    tok = _tiny_tokenizer(special, {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, 800)
     ids = dict(zip(special, tok.convert_tokens_to_ids(special), strict=True))
     half = hidden_size // 3 // 2  # rotary pairs per head, shared by the time/height/width sections
     mrope = [half - 2 * (half // 3), half // 3, half // 3]
@@ -305,7 +305,7 @@ def tiny_llava(
     _check_image_size(image_size, 24, "tiny_llava")
     special = ["<unk>", "<s>", "</s>", "<image>"]
     roles = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<unk>"}
-    tok = _tiny_tokenizer(special, roles, 515)
+    tok = _tiny_tokenizer(special, roles, 800)
     patches = (image_size // 24) ** 2  # patch 24: a 96×96 image gives 16 patch tokens (CLS dropped)
     vision = tf.CLIPVisionConfig(
         hidden_size=32, intermediate_size=58, num_hidden_layers=2, num_attention_heads=2,
@@ -351,7 +351,7 @@ def tiny_idefics3(
     special = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>"]
     special += ["<global-img>"] + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
     roles = {"bos_token": "<|im_start|>", "eos_token": "<end_of_utterance>", "pad_token": "<|endoftext|>"}
-    tok = _tiny_tokenizer(special, roles, 615)
+    tok = _tiny_tokenizer(special, roles, 900)
     vision = dict(
         hidden_size=32, intermediate_size=58, num_hidden_layers=2, num_attention_heads=2,
         image_size=image_size, patch_size=12,

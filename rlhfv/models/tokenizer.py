@@ -39,8 +39,17 @@ The agent opened the door with the key, picked up the ball and reached the goal 
 
 
 def _corpus() -> list[str]:
-    """Sentences covering the words and answer phrasings of the shapes task, plus general text."""
+    """Sentences covering the words and answer phrasings of the shapes task, the judge prompt and
+    judgement of the generative reward model (so tiny GRMs see short sequences), plus general text."""
+    from rlhfv.data.pairs import JudgeTask
+    from rlhfv.data.shapes import FILLERS, TAILS
+    from rlhfv.grm.prompts import pointwise_prompt
+
     lines = GENERAL_TEXT.splitlines()
+    judge_prompt = pointwise_prompt("How many shapes are in the image?", ["There are 2 shapes.", "It is red."], [object()])
+    lines += judge_prompt.text.splitlines() * 3
+    lines += [JudgeTask(pairs=[]).target(best) for best in (0, 1)] * 3
+    lines += [f"{f}the answer is 3.{t}" for f in FILLERS for t in TAILS]
     for n, word in enumerate(NUMBERS):
         lines += [
             f"How many shapes are in the image? There are {n} shapes. The answer is {n}.",
