@@ -161,6 +161,27 @@ def render_progress(store: Store, user: UserInfo) -> None:
         rows = [r for r in labels if r["task_id"] in set(split[:200])]
         st.dataframe([{k: r[k] for k in ("task_id", "annotator", "ranks", "rationale")} for r in rows],
                      width="stretch")  # fmt: skip
+        adjudicate(store, split, labels)
+
+
+def adjudicate(store: Store, split: list[int], labels: list[dict]) -> None:
+    """Settle a disputed task: the answer becomes gold, so the export uses it and annotators are scored on it."""
+    st.subheader("Adjudicate")
+    task_id = st.selectbox("Task", split, key="adjudicate-task")
+    rows = [r for r in labels if r["task_id"] == task_id]
+    st.info(rows[0]["prompt"])
+    responses = rows[0]["responses"]
+    n = len(responses)
+    with st.form(f"adjudicate-{task_id}"):
+        cols = st.columns(n)
+        for i, text in enumerate(responses):
+            cols[i].markdown(f"**Response {i}**\n\n{text}")
+        ranks = [
+            cols[i].selectbox("Rank (1 = best)", range(1, n + 1), key=f"adj-{task_id}-{i}") for i in range(n)
+        ]
+        if st.form_submit_button("Save as the answer"):
+            store.set_gold(int(task_id), [r - 1 for r in ranks])
+            st.success(f"Task {task_id} now has a gold answer; exports use it.")
 
 
 def exports_root(store: Store) -> Path:

@@ -3,7 +3,8 @@
 `export_snapshot(store, out_root)` writes `out_root/v<N>/`:
 
 - `preferences.jsonl`: the GRM training format (`rlhfv.data.preference`), one row per pair of
-  responses whose majority label is a clear winner. A ranking over N responses yields all its
+  responses whose majority label is a clear winner (or whose gold answer, where a task has one,
+  says so). A ranking over N responses yields all its
   implied pairs; pairs that tie or split evenly carry no signal and are left out.
 - `trl.jsonl`: the same pairs in TRL's conversational preference format (`prompt`, `chosen`,
   `rejected` as message lists, `images` as paths), which `DPOTrainer` reads.
@@ -40,8 +41,15 @@ class SnapshotInfo:
     sha256: str
 
 
-def majority_pairs(labels: list[dict[str, Any]], min_labels: int = 1) -> list[PairwisePreference]:
-    """Aggregate label rows per task into pairwise preferences by majority over each pair."""
+def majority_pairs(
+    labels: list[dict[str, Any]], min_labels: int = 1, gold: dict[int, list[int]] | None = None
+) -> list[PairwisePreference]:
+    """Aggregate label rows per task into pairwise preferences by majority over each pair.
+
+    A task with a gold answer (a known item, or one an admin adjudicated) exports that answer
+    instead of the vote.
+    """
+    gold = gold or {}
     by_task: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in labels:
         by_task[row["task_id"]].append(row)
@@ -50,8 +58,8 @@ def majority_pairs(labels: list[dict[str, Any]], min_labels: int = 1) -> list[Pa
         if len(rows) < min_labels:
             continue
         votes: dict[tuple[int, int], Counter] = defaultdict(Counter)
-        for row in rows:
-            for pair, label in pair_labels(row["ranks"]).items():
+        for ranks in [gold[task_id]] if task_id in gold else [row["ranks"] for row in rows]:
+            for pair, label in pair_labels(ranks).items():
                 votes[pair][label] += 1
         first = rows[0]
         for (i, j), counts in sorted(votes.items()):
@@ -89,7 +97,7 @@ def export_snapshot(store: Store, out_root: str | Path, min_labels: int = 1) -> 
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     labels = store.labels()
-    prefs = majority_pairs(labels, min_labels)
+    prefs = majority_pairs(labels, min_labels, store.gold())
     with store.session() as s:  # holds the write lock, so two exports never share a number
         version = (s.scalar(select(func.max(Snapshot.version))) or 0) + 1
         target = out_root / f"v{version}"

@@ -384,6 +384,14 @@ class Store:
         with self.session() as s:
             return {g.task_id: list(g.ranks) for g in s.scalars(select(Gold))}
 
+    def set_gold(self, task_id: int, ranks: list[int]) -> None:
+        """Fix a task's answer: adjudicates a disagreement, and scores annotators on it from now on."""
+        with self.session() as s:
+            task = s.get(Task, task_id)
+            if task is None:
+                raise ValueError(f"no task {task_id}")
+            s.merge(Gold(task_id=task_id, ranks=check_ranks(ranks, len(task.responses))))
+
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     # Leave transaction control to SQLAlchemy's "begin" hook, which issues BEGIN IMMEDIATE.

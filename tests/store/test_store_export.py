@@ -82,3 +82,11 @@ def test_snapshot_is_read_by_the_grm_reader_with_images_and_matches_trl_rows(tmp
     assert manifest["pairs"] == 4 and manifest["preferences_sha256"] == snap.sha256
     again = export_snapshot(store, tmp_path / "exports")
     assert again.version == 2 and again.sha256 == snap.sha256  # same labels, same content
+
+
+def test_a_gold_answer_overrides_the_vote_in_the_export():
+    base = {"prompt": "p", "responses": ["r0", "r1"], "images": [], "source": ""}
+    rows = [{**base, "task_id": 4, "ranks": [0, 1]}, {**base, "task_id": 4, "ranks": [0, 1]}]
+    assert majority_pairs(rows)[0].preferred == 0
+    assert majority_pairs(rows, gold={4: [1, 0]})[0].preferred == 1  # adjudicated against the majority
+    assert majority_pairs(rows, gold={4: [0, 0]}) == []  # settled as a tie: no training signal

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from rlhfv.store.agreement import gold_accuracy, units_from_labels
 from rlhfv.store.store import NewTask, Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,3 +189,22 @@ def test_dashboard_plots_each_metric_area_shows_monitors_and_queues_a_rollout(st
     click(at, "Send to the label queue")
     assert store.overview()["tasks"] == 1
     assert any("Queued" in s.value for s in at.success)
+
+
+def test_admin_adjudicates_a_disputed_task_and_the_answer_becomes_gold(store: Store):
+    store.add_tasks([NewTask("Disputed", ["left", "right"])], overlap=2)
+    for name, ranks in (("ann", [0, 1]), ("bob", [1, 0])):
+        user = store.authenticate(name, f"{name}-password")
+        store.submit(user.id, store.next_task(user.id).id, ranks)
+    at = logged_in("boss", "boss-password")
+    at.radio(key="page").set_value("Progress & agreement").run()
+    assert any(h.value == "Tasks with disagreement (1)" for h in at.subheader)
+    task_id = store.labels()[0]["task_id"]
+    at.selectbox(key=f"adj-{task_id}-0").set_value(2)
+    at.selectbox(key=f"adj-{task_id}-1").set_value(1)
+    click(at, "Save as the answer")
+    assert store.gold() == {task_id: [1, 0]}
+    accuracy = {
+        r["annotator"]: r["accuracy"] for r in gold_accuracy(units_from_labels(store.labels()), store.gold())
+    }
+    assert accuracy == {"ann": 0.0, "bob": 1.0}
