@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -109,7 +110,10 @@ def export_snapshot(store: Store, out_root: str | Path, min_labels: int = 1) -> 
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "images").mkdir(parents=True)
         for name in sorted({n for row in labels for n in row["images"]}):
-            shutil.copyfile(store.media_dir / name, tmp / "images" / name)
+            try:  # media files never change (named by content), so snapshots can share them
+                os.link(store.media_dir / name, tmp / "images" / name)
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(store.media_dir / name, tmp / "images" / name)
         write_preferences(prefs, tmp / "preferences.jsonl")
         _write_jsonl(tmp / "trl.jsonl", [trl_row(p) for p in prefs])
         _write_jsonl(tmp / "labels.jsonl", labels)
