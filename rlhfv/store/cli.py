@@ -19,7 +19,6 @@ import argparse
 import getpass
 import os
 import secrets
-import subprocess
 import sys
 from pathlib import Path
 
@@ -61,11 +60,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                "--server.address", args.address, "--server.headless", "true",
                "--server.maxUploadSize", str(args.max_upload_mb), "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal"]  # fmt: skip
-    print(f"serving on http://{args.address}:{args.port} (database {env['RLHFV_DB']})")
-    try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        return 0
+    print(f"serving on http://{args.address}:{args.port} (database {env['RLHFV_DB']})", flush=True)
+    # Become the server rather than wrap it, so Ctrl-C and kill reach Streamlit and leave no orphan.
+    os.execve(sys.executable, command, env)
+    return 0  # not reached
 
 
 def cmd_import(args: argparse.Namespace) -> int:
