@@ -188,26 +188,62 @@ def sequence_logprobs(
     completion_ids: torch.Tensor,
     completion_mask: torch.Tensor,
     temperature: float = 1.0,
+    group_size: int = 1,
 ) -> torch.Tensor:
     """log π(token) of each completion token given the prompt and the tokens before it. [N, T].
 
     Only the logits of the completion positions are computed (`logits_to_keep` where the model
     takes it), and the log-softmax is taken as gathered logit − logsumexp, so no [N, T, V]
     log-probability tensor is kept for backward. Masked positions give 0.
+
+    With `group_size` G > 1 and rows that come in groups of G identical text-only prompts (a
+    rollout's layout), each prompt is run once and its KV cache shared by its G completions:
+    the prompt's share of the forward and backward work drops G-fold, with the same result.
     """
     module = policy.module if isinstance(policy, ChatModel) else policy
     t = completion_ids.shape[1]
-    input_ids = torch.cat([prompt_batch["input_ids"], completion_ids], dim=1)  # [N, P+T]
     attention = torch.cat(
         [prompt_batch["attention_mask"], completion_mask.to(prompt_batch["attention_mask"].dtype)], dim=1
-    )
-    vision = {k: v for k, v in prompt_batch.items() if k not in ("input_ids", "attention_mask")}
-    if _takes_logits_to_keep(module):
-        vision["logits_to_keep"] = t + 1
-    logits = module(input_ids=input_ids, attention_mask=attention, use_cache=False, **vision).logits
-    logits = logits[:, -t - 1 : -1, :].float() / temperature  # [N, T, V]: position t predicts token t
+    )  # [N, P+T]
+    text_only = set(prompt_batch) == {"input_ids", "attention_mask"}
+    if (
+        group_size > 1
+        and text_only
+        and completion_ids.shape[0] % group_size == 0
+        and _takes_logits_to_keep(module)
+    ):
+        logits = _shared_prompt_logits(module, prompt_batch, completion_ids, attention, group_size)
+    else:
+        input_ids = torch.cat([prompt_batch["input_ids"], completion_ids], dim=1)  # [N, P+T]
+        vision = {k: v for k, v in prompt_batch.items() if k not in ("input_ids", "attention_mask")}
+        if _takes_logits_to_keep(module):
+            vision["logits_to_keep"] = t + 1
+        logits = module(input_ids=input_ids, attention_mask=attention, use_cache=False, **vision).logits
+        logits = logits[:, -t - 1 : -1, :]  # [N, T, V]: position t predicts token t
+    logits = logits.float() / temperature
     picked = logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)  # [N, T]
     return (picked - torch.logsumexp(logits, dim=-1)) * completion_mask
+
+
+def _shared_prompt_logits(
+    module: torch.nn.Module,
+    prompt_batch: dict[str, torch.Tensor],
+    completion_ids: torch.Tensor,
+    attention: torch.Tensor,
+    group_size: int,
+) -> torch.Tensor:
+    """Logits [N, T, V] predicting each completion token, running each group's prompt once."""
+    prompt_ids = prompt_batch["input_ids"][::group_size]  # [N/G, P]
+    prompt_mask = prompt_batch["attention_mask"][::group_size]
+    out = module(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True, logits_to_keep=1)
+    first = out.logits[:, -1:, :].repeat_interleave(group_size, dim=0)  # [N, 1, V]: predicts token 0
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values  # transformers ≥ 5.2 calls it `cache`
+    cache.batch_repeat_interleave(group_size)  # [N/G, …] → [N, …]; gradients flow back to the prompt
+    key = "cache" if hasattr(out, "cache") else "past_key_values"
+    rest = module(
+        input_ids=completion_ids[:, :-1], attention_mask=attention[:, :-1], use_cache=True, **{key: cache}
+    )
+    return torch.cat([first, rest.logits], dim=1)  # [N, T, V]
 
 
 def _takes_logits_to_keep(module: torch.nn.Module) -> bool:

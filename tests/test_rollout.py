@@ -69,3 +69,19 @@ def test_sequence_logprobs_match_a_full_forward_pass_and_are_zero_where_masked()
     assert torch.allclose(lp, ref, atol=1e-5)
     assert (lp[r.completion_mask == 0] == 0).all()
     assert (lp[r.completion_mask == 1] < 0).all()
+
+
+def test_sharing_each_prompt_across_its_group_gives_the_same_logprobs_and_gradients():
+    policy = tiny_text_lm(seed=6)
+    torch.manual_seed(1)
+    prompts = [Prompt("Red?"), Prompt("How many shapes are there in this image, counting all of them?")]
+    r = generate(policy, prompts, group_size=3, max_new_tokens=6)
+    assert (r.prompt_batch["attention_mask"] == 0).any()  # left padding is part of the check
+    grads = []
+    for g in (1, 3):
+        policy.module.zero_grad()
+        lp = sequence_logprobs(policy, r.prompt_batch, r.completion_ids, r.completion_mask, 0.9, group_size=g)
+        (lp * torch.linspace(-1, 1, lp.numel()).view_as(lp)).sum().backward()
+        grads.append((lp.detach(), [p.grad.clone() for p in policy.module.parameters()]))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads[0][1], grads[1][1], strict=True))

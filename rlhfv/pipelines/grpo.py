@@ -61,6 +61,9 @@ class GRPOConfig:
         log_rollouts_every / log_rollouts_prompts: Write a few prompts' completions, rewards and
             judge verdicts to rollouts.jsonl (0: never).
         zero_stage: 0 (plain PyTorch), 2 or 3 (DeepSpeed ZeRO; launch with torchrun).
+        rollout_dtype: Precision of sampling only ("" = run.dtype). "bfloat16" samples under
+            bf16 autocast while training stays in run.dtype: about 1.4× faster sampling on CPUs
+            with avx512_bf16 or AMX, and on GPUs.
     """
 
     run: RunConfig = field(default_factory=RunConfig)
@@ -92,6 +95,7 @@ class GRPOConfig:
     eval_every: int = 0
     eval_batch_size: int = 32
     zero_stage: int = 0
+    rollout_dtype: str = ""
 
 
 def check_config(cfg: GRPOConfig) -> None:
@@ -107,6 +111,8 @@ def check_config(cfg: GRPOConfig) -> None:
         raise ValueError(
             f"micro_batch_size = {cfg.micro_batch_size} must divide prompts_per_step × group_size = {n}"
         )
+    if cfg.rollout_dtype not in ("", "float32", "bfloat16", "float16"):
+        raise ValueError(f"rollout_dtype = {cfg.rollout_dtype!r}; choose '', float32, bfloat16 or float16")
     if cfg.zero_stage and cfg.run.save_every:
         raise ValueError(
             "run.save_every > 0 with zero_stage > 0: resumable ZeRO checkpoints are not written yet; set run.save_every=0"
@@ -238,6 +244,15 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         dtype=getattr(torch, cfg.run.dtype),
         enabled=cfg.run.dtype != "float32" and engine is None,
     )
+    # Sampling may run in lower precision than training (as with a separate inference engine):
+    # with one update per batch the ratio is still exactly 1, the samples just come from a
+    # slightly perturbed policy (measured in benchmarks/grpo_results.md).
+    rollout_dtype = cfg.rollout_dtype or cfg.run.dtype
+    sample_autocast = torch.autocast(
+        device.type,
+        dtype=getattr(torch, rollout_dtype),
+        enabled=rollout_dtype != "float32" and engine is None,
+    )
     bar = tqdm(
         range(start_step + 1, cfg.steps + 1),
         initial=start_step,
@@ -252,7 +267,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         indices = batch_indices(step, rank, cfg.prompts_per_step, world, len(train), cfg.run.seed)
         examples = [train[i] for i in indices]
         module.eval()  # sampling: no dropout
-        with autocast:
+        with sample_autocast:
             rollout = generate(
                 policy,
                 [e.prompt for e in examples],
@@ -272,12 +287,21 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         mask = rollout.completion_mask  # [N, T]
         batch_tokens = float(mask.sum())
         chunks = [slice(s, s + micro) for s in range(0, n_rows, micro)]
+        shared = (
+            cfg.group_size if micro % cfg.group_size == 0 else 1
+        )  # micro-batches hold whole groups: share prompts
         # 4. log π_old and log π_ref per micro-batch, without grad
         old_lp: list[torch.Tensor | None] = [None] * len(chunks)
         ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
         with torch.no_grad(), autocast:
             for c, rows in enumerate(chunks):
-                args = (rollout.select(rows), rollout.completion_ids[rows], mask[rows], cfg.temperature)
+                args = (
+                    rollout.select(rows),
+                    rollout.completion_ids[rows],
+                    mask[rows],
+                    cfg.temperature,
+                    shared,
+                )
                 if cfg.updates_per_batch > 1:
                     old_lp[c] = sequence_logprobs(trainer, *args)
                 if cfg.kl_coef > 0:
@@ -291,8 +315,11 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                 with autocast:
                     lp = sequence_logprobs(
                         trainer,
-                        *(rollout.select(rows), rollout.completion_ids[rows], mask[rows]),
+                        rollout.select(rows),
+                        rollout.completion_ids[rows],
+                        mask[rows],
                         cfg.temperature,
+                        shared,
                     )
                 old = old_lp[c] if old_lp[c] is not None else lp.detach()
                 loss, metrics = grpo_loss(
