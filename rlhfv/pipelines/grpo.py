@@ -374,6 +374,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             "perf/tokens_per_s": batch_tokens / elapsed,
             "optim/lr": scheduler.get_last_lr()[0],
             "skipped/nonfinite": float(skipped),
+            **getattr(reward_fn, "last_metrics", {}),  # a reward's own diagnostics (monitors, parse failures)
         }
         metrics = {**distributed.mean_across_processes(metrics), "perf/processes": world}
         if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
