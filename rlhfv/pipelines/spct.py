@@ -265,3 +265,101 @@ def main(cfg: SPCTConfig) -> dict[str, float]:
         summary["final_loss"] = loss_total
         run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
     return run.finish(grm, summary)
+
+
+META_SAMPLES = "meta_rm_samples.jsonl"
+
+
+@dataclass
+class MetaRMConfig:
+    """Keys of a meta-RM training recipe (SPCT §4): BCE on the correctness of the GRM's own samples.
+
+    Attributes:
+        grm: The judge whose sampled judgements the meta-RM learns to grade.
+        meta_base: Language model under the meta-RM's scalar head.
+        pairs: Preference data set node. samples_per_item: Judgements sampled per item.
+        steps, batch_size: BCE training. The meta-RM is saved to `<run dir>/final`
+            (`rlhfv.grm.meta_rm.load_meta_rm`; `rlhfv eval grm --meta-rm` reads it).
+    """
+
+    run: RunConfig = field(default_factory=RunConfig)
+    grm: dict[str, Any] = component_field({"_component_": "rlhfv.models.base.load_model"})
+    meta_base: dict[str, Any] = component_field({"_component_": "rlhfv.models.text_lm.tiny_text_lm"})
+    pairs: dict[str, Any] = component_field({"_component_": "rlhfv.data.pairs.ShapesPairs"})
+    optimizer: dict[str, Any] = component_field({"_component_": "torch.optim.AdamW", "lr": 1e-5})
+    samples_per_item: int = 3
+    temperature: float = 0.5
+    max_new_tokens: int = 256
+    sample_batch_size: int = 16
+    principles: str | None = None
+    steps: int = 100
+    batch_size: int = 8
+    log_every: int = 10
+
+
+def meta_rm_main(cfg: MetaRMConfig) -> dict[str, float]:
+    from rlhfv.grm.meta_rm import MetaRM, meta_rm_loss, save_meta_rm
+
+    run = start_run(cfg)
+    pairs = instantiate(cfg.pairs)
+    samples_file = Path(run.dir) / META_SAMPLES
+    if samples_file.is_file():
+        rows = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    else:
+        grm: ChatModel = instantiate(cfg.grm)
+        grm.module.to(run.device).eval()
+        rows, rng, per_call = (
+            [],
+            random.Random(cfg.run.seed),
+            max(1, cfg.sample_batch_size // cfg.samples_per_item),
+        )
+        for lo in tqdm(range(0, len(pairs), per_call), desc="sampling judgements"):
+            chunk = [(i, pairs[i]) for i in range(lo, min(lo + per_call, len(pairs)))]
+            items = [JudgeItem(p.prompt.text, list(p.responses), list(p.prompt.images)) for _, p in chunk]
+            judged = judge(
+                grm,
+                items,
+                k=cfg.samples_per_item,
+                rng=rng,
+                temperature=cfg.temperature,
+                max_new_tokens=cfg.max_new_tokens,
+                principles=cfg.principles,
+            )
+            for (index, p), j in zip(chunk, judged, strict=True):
+                truth = preferred_truth(len(p.responses), p.preferred)
+                rows += [
+                    {"item": index, "order": o, "text": t, "correct": spct_correct(s, truth)}
+                    for o, t, s in zip(j.orders, j.texts, j.scores, strict=True)
+                ]
+        samples_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        grm.module.cpu()
+    positive = sum(r["correct"] for r in rows) / max(1, len(rows))
+    logger.info("meta-RM data: %d judgements, %.1f%% correct", len(rows), 100 * positive)
+    examples = [trajectory_example(pairs, r, cfg.principles) for r in rows]
+
+    meta = MetaRM(instantiate(cfg.meta_base)).to(run.device)
+    optimizer = instantiate(cfg.optimizer, [p for p in meta.parameters() if p.requires_grad])
+    if run.state is not None:
+        meta.load_state_dict(run.state["model"])
+        optimizer.load_state_dict(run.state["optimizer"])
+    summary: dict[str, float] = {"meta_rm/samples": len(rows), "meta_rm/positive_rate": positive}
+    meta.train()
+    for step in tqdm(
+        range(run.start_step + 1, cfg.steps + 1), initial=run.start_step, total=cfg.steps, desc="meta-RM"
+    ):
+        indices = batch_indices(step, 0, cfg.batch_size, 1, len(rows), cfg.run.seed)
+        loss, metrics = meta_rm_loss(
+            meta,
+            [examples[i].prompt for i in indices],
+            [rows[i]["text"] for i in indices],
+            [rows[i]["correct"] for i in indices],
+        )
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            run.log(step, metrics)
+        summary.update(metrics)
+        run.maybe_save(step, lambda: {"model": meta.state_dict(), "optimizer": optimizer.state_dict()})
+    save_meta_rm(meta, Path(run.dir) / "final")
+    return run.finish(None, summary)

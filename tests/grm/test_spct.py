@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from rlhfv.cli import main as cli
 from rlhfv.models.base import ChatModel
 from rlhfv.models.text_lm import tiny_text_lm
-from rlhfv.pipelines.spct import SPCTConfig, rejective_sample
+from rlhfv.pipelines.spct import SPCTConfig, rejective_sample, trajectory_example
 from rlhfv.types import PreferencePair, Prompt
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,3 +148,41 @@ def test_spct_rl_recipe_tiny_variant_runs_grpo_with_the_plus_minus_one_reward(tm
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     rewards = [r["reward/mean"] for r in rows if "reward/mean" in r]
     assert rewards == [-1.0]  # a random tiny judge never writes a box: every judgement earns −1
+
+
+@pytest.mark.slow
+def test_meta_rm_pipeline_learns_from_the_judges_own_samples_and_feeds_eval(tmp_path):
+    from rlhfv.grm.meta_rm import load_meta_rm, meta_rm_scores
+
+    recipe = OmegaConf.create(
+        {
+            "pipeline": "rlhfv.pipelines.spct.meta_rm_main",
+            "grm": {"_component_": f"{__name__}.scripted_sampler"},
+            "meta_base": {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 3},
+            "pairs": {"_component_": f"{__name__}.mixed_pairs"},
+            "optimizer": {"_component_": "torch.optim.AdamW", "lr": 0.01},
+            "samples_per_item": 4,
+            "steps": 25,
+            "batch_size": 8,
+            "log_every": 1,
+        }
+    )
+    path = tmp_path / "meta.yaml"
+    path.write_text("# tiny variant\n" + OmegaConf.to_yaml(recipe))
+    assert cli(["run", str(path), f"run.dir={tmp_path / 'run'}"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    # 'easy' items: every judgement right; 'impossible' items: every judgement unparsable, so wrong.
+    assert summary["meta_rm/positive_rate"] == 0.5
+    meta = load_meta_rm(str(tmp_path / "run" / "final"))
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "meta_rm_samples.jsonl").read_text().splitlines()
+    ]
+    prompts = [trajectory_example(mixed_pairs(), r, None).prompt for r in rows]  # as the meta-RM saw them
+    scores = meta_rm_scores(meta, prompts, [r["text"] for r in rows])
+    right = [s for s, r in zip(scores, rows, strict=True) if r["correct"]]
+    wrong = [s for s, r in zip(scores, rows, strict=True) if not r["correct"]]
+    assert min(right) > max(wrong)  # the trained head ranks every right judgement above every wrong one
+
+
+def mixed_pairs() -> Pairs:
+    return Pairs(["easy", "impossible"] * 2)
