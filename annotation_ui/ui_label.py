@@ -59,8 +59,8 @@ def on_submit(store: Store, user: UserInfo, view: TaskView) -> None:
             return
         ranks = ranks_from_positions([int(r) for r in position_ranks if r is not None], view.shown_order)
     seconds = time.monotonic() - state.get("shown_at", time.monotonic())
-    store.submit(user.id, view.id, ranks, state.get(f"why-{view.id}", ""), seconds)
-    state["flash"] = "Saved."
+    kept = store.submit(user.id, view.id, ranks, state.get(f"why-{view.id}", ""), seconds)
+    state["flash"] = "Saved." if kept else "Already saved from another tab; the first answer stands."
 
 
 def on_skip(store: Store, user: UserInfo, view: TaskView) -> None:
