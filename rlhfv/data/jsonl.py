@@ -1,4 +1,7 @@
-"""Supervised examples from a JSONL file: {"prompt": str, "answer": str, "images": [paths], "label": str}.
+"""Examples from a JSONL file: {"prompt": str, "answer": str, "images": [paths], "label": str}.
+
+`answer` is the SFT target; prompt-only files (RL prompts judged by a reward model) may leave it
+out when `require_answer` is false.
 
 Image paths are relative to `image_root` (default: the file's folder) and may not escape it.
 Malformed rows and unreadable images are reported by file, line and field, and skipped.
@@ -25,9 +28,11 @@ class JsonlExamples:
         path: The JSONL file.
         image_root: Folder image paths are relative to; defaults to the file's folder.
         limit: Keep at most this many rows (0: all).
+        require_answer: Refuse rows without an `answer` (SFT); false for RL prompt files.
     """
 
-    def __init__(self, path: ExistingPath, image_root: str | None = None, limit: int = 0):
+    def __init__(self, path: ExistingPath, image_root: str | None = None, limit: int = 0, require_answer: bool = True):
+        self.require_answer = require_answer
         self.path = Path(path)
         root = Path(image_root) if image_root else self.path.parent
         self.examples: list[Example] = []
@@ -56,7 +61,7 @@ class JsonlExamples:
             return fail("<json>", f"not valid JSON ({e.msg})")
         if not isinstance(row, dict):
             return fail("<row>", "expected a JSON object")
-        for field in ("prompt", "answer"):
+        for field in ("prompt", "answer") if self.require_answer else ("prompt",):
             if not isinstance(row.get(field), str) or not row[field].strip():
                 return fail(field, f"must be a non-empty string, got {row.get(field)!r:.60}")
         images = row.get("images", [])
@@ -69,7 +74,7 @@ class JsonlExamples:
             except ImageError as e:
                 return fail(f"images[{i}]", str(e))
         label = str(row.get("label", ""))
-        return Example(prompt=Prompt(text=row["prompt"], images=loaded), answer=row["answer"], label=label)
+        return Example(prompt=Prompt(text=row["prompt"], images=loaded), answer=str(row.get("answer", "")), label=label)
 
     @staticmethod
     def is_correct(text: str, example: Example) -> bool:

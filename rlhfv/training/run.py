@@ -69,6 +69,8 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in self.dir.glob(".tmp_step_*"):  # a save that was killed half-way
             shutil.rmtree(stale, ignore_errors=True)
+        if rc.cpu_threads > 0:
+            torch.set_num_threads(int(rc.cpu_threads))
         seed_everything(int(rc.seed))
         if ckpt is not None:
             self.start_step, self.state = load_checkpoint(ckpt)
