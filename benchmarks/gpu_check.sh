@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# GPU check: tiny quickstart (SFT), tiny grpo_shapes (GRPO from that SFT model) and the tiny GRPO-vs-TRL benchmark, on CUDA in bf16.
+# bash benchmarks/gpu_check.sh        (from a clone on a CUDA machine; needs PyPI only if .venv is absent; ~5 min on an H100)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# A fresh machine: the repo's own environment from PyPI. PYTHON may name an interpreter that already
+# has a CUDA torch (its packages stay visible); without network, point pip at a folder of wheels:
+# PIP_NO_INDEX=1 PIP_FIND_LINKS=/path/to/wheels bash benchmarks/gpu_check.sh
+if [ ! -x .venv/bin/python ]; then
+  "${PYTHON:-python3}" -m venv --system-site-packages .venv
+  .venv/bin/pip install -q --upgrade pip || true
+  .venv/bin/pip install -q -e '.[dev]'
+fi
+. .venv/bin/activate
+OUT="${OUT:-/tmp/rlhfv_gpu_check}"
+rm -rf "$OUT" && mkdir -p "$OUT"
+python - <<'PY'
+import torch
+assert torch.cuda.is_available(), "no CUDA device visible to torch"
+print("device:", torch.cuda.get_device_name(), "| torch", torch.__version__, "| bf16:", torch.cuda.is_bf16_supported())
+PY
+CUDA=(run.device=cuda run.dtype=bfloat16 run.resume=overwrite)
+
+echo "== 1. quickstart, tiny variant (SFT of a tiny Qwen2-VL on ShapesVQA) =="
+start=$SECONDS
+rlhfv run recipes/quickstart.yaml "${CUDA[@]}" run.dir="$OUT/quickstart" run.save_every=0 \
+  steps=150 train_data.size=2400 eval_data.size=100 eval_every=0 > "$OUT/quickstart.json"
+cat "$OUT/quickstart.json"; echo "quickstart: $((SECONDS - start)) s"
+
+echo "== 2. grpo_shapes, tiny variant (GRPO with the exact-answer reward from that SFT model) =="
+start=$SECONDS
+rlhfv run recipes/grpo_shapes.yaml "${CUDA[@]}" run.dir="$OUT/grpo_shapes" run.save_every=0 \
+  policy.path="$OUT/quickstart/final" steps=30 eval_data.size=100 eval_every=0 > "$OUT/grpo_shapes.json"
+cat "$OUT/grpo_shapes.json"; echo "grpo_shapes: $((SECONDS - start)) s"
+
+echo "== 3. GRPO benchmark, tiny model, rlhfv vs TRL on CUDA bf16 =="
+start=$SECONDS
+python benchmarks/grpo_vs_trl.py --models tiny --device cuda --dtype bfloat16 --steps 5 --warmup 2 | tee "$OUT/bench.txt"
+echo "benchmark: $((SECONDS - start)) s"
