@@ -42,10 +42,14 @@ def list_runs(root: Path, marker: str) -> list[Path]:
     return sorted(set(found))
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def show_report(report: ingest.ImportReport) -> None:
-    st.success(f"Added {report.added} tasks; {report.duplicates} were already there.")
+    st.success(f"Added {plural(report.added, 'task')}; {plural(report.duplicates, 'task')} already there.")
     if report.errors:
-        st.warning(f"{len(report.errors)} rows were skipped; everything else was imported.")
+        st.warning(f"Skipped {plural(len(report.errors), 'bad row')}; everything else was imported.")
         st.dataframe(
             [{"line": e.line, "field": e.field, "problem": e.message} for e in report.errors],
             width="stretch",

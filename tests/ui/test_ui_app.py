@@ -110,7 +110,7 @@ def test_admin_imports_shapes_sees_agreement_exports_and_adds_a_user(store: Stor
     click(at, "Save guidelines")
     at.number_input[0].set_value(2).run()  # overlap
     click(at, "Import ShapesVQA gold items")
-    assert any("Added 20 tasks" in s.value for s in at.success)
+    assert any("Added 20 tasks; 0 tasks already there." in s.value for s in at.success)
     for name in ("ann", "bob"):
         user = store.authenticate(name, f"{name}-password")
         if name == "ann":
@@ -134,32 +134,37 @@ def test_admin_imports_shapes_sees_agreement_exports_and_adds_a_user(store: Stor
     assert store.authenticate("carol", "carol-password").role == "annotator"
 
 
-def test_oversized_and_oddly_named_uploads_are_refused_and_the_rest_imported(store: Store):
-    import sys
-
-    sys.path.insert(0, str(APP.parent))
+def test_oversized_and_oddly_named_uploads_are_refused_with_a_message_and_the_rest_imported(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.syspath_prepend(str(APP.parent))
     import ui_admin
 
-    class Upload:
+    class Upload:  # what st.file_uploader hands back
         def __init__(self, name: str, data: bytes):
             self.name, self.size, self._data = name, len(data), data
 
         def getvalue(self) -> bytes:
             return self._data
 
-    img = Path(store.media_dir.parent / "ok.png")
+    shown: dict[str, list[str]] = {"error": [], "warning": [], "success": []}
+    for kind in shown:
+        monkeypatch.setattr(ui_admin.st, kind, lambda text, kind=kind: shown[kind].append(str(text)))
+    monkeypatch.setenv("RLHFV_MAX_UPLOAD_MB", "1")
+    img = store.media_dir.parent / "ok.png"
     Image.new("RGB", (10, 10)).save(img)
     rows = [{"prompt": "p", "images": ["ok.png"], "responses": ["a", "b"]},
             {"prompt": "q", "images": ["big.png"], "responses": ["a", "b"]}]  # fmt: skip
     task_file = Upload("tasks.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
     uploads = [Upload("ok.png", img.read_bytes()), Upload("big.png", b"\0" * (2 * 2**20)), Upload("..", b"x")]
-    store_env = __import__("os").environ
-    store_env["RLHFV_MAX_UPLOAD_MB"] = "1"
-    try:
-        ui_admin.import_uploads(store, task_file, uploads, overlap=1)
-    finally:
-        del store_env["RLHFV_MAX_UPLOAD_MB"]
-    assert store.overview()["tasks"] == 1  # the row whose image was too big is skipped, not lost silently
+    ui_admin.import_uploads(store, task_file, uploads, overlap=1)
+    assert store.overview()["tasks"] == 1
+    assert any("big.png is 2.0 MiB, over the 1 MiB upload limit" in e for e in shown["error"])
+    assert any("'..' is not a plain file name" in e for e in shown["error"])
+    assert shown["warning"] == ["Skipped 1 bad row; everything else was imported."]
+    shown["error"].clear()
+    ui_admin.import_uploads(store, Upload("huge.jsonl", b" " * (2 * 2**20)), [], overlap=1)
+    assert shown["error"] == ["huge.jsonl is 2.0 MiB, over the 1 MiB upload limit; not used."]
 
 
 def write_run(run: Path) -> None:
