@@ -124,6 +124,7 @@ def greedy_records(j: Judgement, e: EvalItem) -> dict[str, Any]:
         "ties": sum(winner(s) is None for s in parsed),
         "parsed": len(parsed),
         "consistent": None if len(parsed) < 2 else float(winners[0] is not None and winners[0] == winners[1]),
+        "texts": j.texts,
     }
 
 
@@ -239,11 +240,17 @@ def summarize(
                     m[f"meta@{k}/accuracy"] = mean_ci([r[f"meta@{k}"] for r in s])
             m["sampled/parse_failure_rate"] = sum(r["sample_failures"] for r in s) / (len(s) * max(ks))
         metrics[name] = m
+    examples = [  # a few raw judgements, to see what the judge actually writes
+        {"id": e.id, "preferred": e.preferred, "greedy_texts": r["greedy"]["texts"]}
+        for e, r in zip(items[:3], per_item[:3], strict=True)
+        if "greedy" in r
+    ]
     return {
         "items": len(items),
         "seconds": elapsed,
         "metrics": metrics,
         "failure_reasons": dict(failures.most_common(20)),
+        "examples": examples,
     }
 
 

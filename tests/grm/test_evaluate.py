@@ -75,6 +75,7 @@ def test_ties_and_parse_failures_earn_a_random_pick_and_are_counted(monkeypatch)
     assert m["greedy/tie_rate"] == 1.0 and m["greedy/parse_failure_rate"] == 0.5
     assert m["sampled/parse_failure_rate"] == 0.5
     assert result["failure_reasons"]["no \\boxed{...}"] == 6
+    assert len(result["examples"]) == 3 and result["examples"][0]["greedy_texts"] == ["text", "text"]
 
 
 def test_k_samples_of_a_judgement_share_one_generate_call():
