@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 class ShapesPairs:
     """ShapesVQA preference pairs (arguments as for `ShapesVQA`)."""
 
-    def __init__(self, size: int = 2000, split: str = "train", seed: int = 0, image_size: int = 96, max_shapes: int = 4):
-        self.vqa = ShapesVQA(size=size, split=split, seed=seed, image_size=image_size, max_shapes=max_shapes)
+    def __init__(self, size: int = 2000, split: str = "train", seed: int = 0, image_size: int = 96, max_shapes: int = 4,
+                 tasks: list[str] | None = None):
+        self.vqa = ShapesVQA(size=size, split=split, seed=seed, image_size=image_size, max_shapes=max_shapes, tasks=tasks)
 
     def __len__(self) -> int:
         return len(self.vqa)
