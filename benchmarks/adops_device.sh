@@ -9,11 +9,11 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 TQDM_DISAB
 OUT=${OUT:-/tmp/adops_out}
 mkdir -p "$OUT"
 { date -u; nproc; nvidia-smi -L; lscpu | grep "Model name"; python3 -c "import torch; print(torch.__version__, torch.cuda.is_available())"; } 2>&1 | tee "$OUT/machine.txt"
-timeout 150 python3 benchmarks/adops_throughput.py --steps 12288 --repeats 3 2>&1 | tail -n 26 | tee "$OUT/throughput.txt"
-timeout 100 python3 benchmarks/adops_throughput.py --steps 12288 --repeats 3 --subproc 2>&1 | tail -n 26 | tee "$OUT/throughput_subproc.txt"
-timeout 200 python3 -m rlhfv.cli run recipes/adops_montezuma.yaml num_envs=16 total_steps=16384 \
+timeout ${T_BENCH:-150} python3 benchmarks/adops_throughput.py --steps ${BENCH_STEPS:-12288} --repeats 3 2>&1 | tail -n 26 | tee "$OUT/throughput.txt"
+[ -z "$SKIP_SUBPROC" ] && timeout 100 python3 benchmarks/adops_throughput.py --steps 12288 --repeats 3 --subproc 2>&1 | tail -n 26 | tee "$OUT/throughput_subproc.txt"
+timeout ${T_MZ:-200} python3 -m rlhfv.cli run recipes/adops_montezuma.yaml num_envs=16 total_steps=16384 \
   run.dir=/tmp/mz > "$OUT/montezuma.log" 2>&1 &
-timeout 220 python3 -m rlhfv.cli run recipes/adops_minigrid.yaml workers=12 run.device=cpu run.dir=/tmp/cmp \
+timeout ${T_CMP:-220} python3 -m rlhfv.cli run recipes/adops_minigrid.yaml workers=${WORKERS:-12} run.device=cpu run.dir=/tmp/cmp \
   > "$OUT/compare.log" 2>&1
 wait
 cp /tmp/cmp/results.md /tmp/cmp/returns.png "$OUT/"

@@ -4,6 +4,7 @@ the Montezuma smoke run, and bad environments refused before training."""
 from pathlib import Path
 
 import pytest
+import torch
 
 from rlhfv.cli import main as cli
 from rlhfv.config import load_recipe
@@ -12,6 +13,15 @@ ROOT = Path(__file__).resolve().parents[2]
 MINIGRID = str(ROOT / "recipes" / "adops_minigrid.yaml")
 MONTEZUMA = str(ROOT / "recipes" / "adops_montezuma.yaml")
 METHODS = ["ppo", "rnd", "pbrs", "pbim", "grm_d1", "pies", "adops", "adopes"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny networks: one thread is faster, and two spin-wait for each other on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_adops_recipes_validate_and_name_every_method():
@@ -29,9 +39,17 @@ def test_a_misspelled_shaping_argument_is_caught_by_validation():
 
 @pytest.mark.slow
 def test_minigrid_comparison_tiny_variant_writes_table_and_plot(tmp_path):
-    # 8 envs × 64 steps × 4 rollouts per run: every env reaches DoorKey-5x5's 250-step limit.
-    args = ["run", MINIGRID, "train.total_steps=2048", "train.num_steps=64", "train.obs_norm_warmup_steps=2",
-            "seeds=[0]", f"run.dir={tmp_path}"]
+    # 4 envs × 64 steps × 4 rollouts per run: every env reaches DoorKey-5x5's 250-step limit.
+    args = [
+        "run",
+        MINIGRID,
+        "train.total_steps=1024",
+        "train.num_envs=4",
+        "train.num_steps=64",
+        "train.obs_norm_warmup_steps=2",
+        "seeds=[0]",
+        f"run.dir={tmp_path}",
+    ]
     assert cli(args) == 0
     table = (tmp_path / "results.md").read_text()
     for method in METHODS:
@@ -47,10 +65,21 @@ def test_minigrid_comparison_tiny_variant_writes_table_and_plot(tmp_path):
 
 @pytest.mark.slow
 def test_montezuma_recipe_smoke_runs_on_cpu(tmp_path):
-    args = ["run", MONTEZUMA, "num_envs=2", "num_steps=16", "total_steps=64", "async_envs=false",
-            "obs_norm_warmup_steps=2", "run.device=cpu", f"run.dir={tmp_path}"]
+    args = [
+        "run",
+        MONTEZUMA,
+        "num_envs=2",
+        "num_steps=16",
+        "total_steps=64",
+        "async_envs=false",
+        "obs_norm_warmup_steps=2",
+        "run.device=cpu",
+        f"run.dir={tmp_path}",
+    ]
     assert cli(args) == 0
-    assert '"charts/frames": 256' in (tmp_path / "metrics.jsonl").read_text()  # 2 rollouts × 32 steps × skip 4
+    assert (
+        '"charts/frames": 256' in (tmp_path / "metrics.jsonl").read_text()
+    )  # 2 rollouts × 32 steps × skip 4
 
 
 @pytest.mark.parametrize(

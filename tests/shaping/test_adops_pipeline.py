@@ -10,15 +10,27 @@ from rlhfv.training.metrics import read_metrics
 
 
 def config(tmp_path, **overrides):
-    base = {"env_id": "CartPole-v1", "num_envs": 4, "num_steps": 64, "hidden": 32, "rnd_dim": 16,
-            "obs_norm_warmup_steps": 2, "run": {"dir": str(tmp_path), "device": "cpu"}}
+    base = {
+        "env_id": "CartPole-v1",
+        "num_envs": 4,
+        "num_steps": 64,
+        "hidden": 32,
+        "rnd_dim": 16,
+        "obs_norm_warmup_steps": 2,
+        "run": {"dir": str(tmp_path), "device": "cpu"},
+    }
     return OmegaConf.merge(OmegaConf.structured(AdopsPPOConfig), base, overrides)
 
 
 @pytest.mark.slow
 def test_ppo_with_adops_learns_cartpole(tmp_path):
-    cfg = config(tmp_path, total_steps=12288, learning_rate=1e-3, ent_coef=0.0,
-                 shaping={"_component_": "rlhfv.shaping.methods.ADOPS"})
+    cfg = config(
+        tmp_path,
+        total_steps=12288,
+        learning_rate=1e-3,
+        ent_coef=0.0,
+        shaping={"_component_": "rlhfv.shaping.methods.ADOPS"},
+    )
     summary = main(cfg)
     rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "charts/episodic_return" in r]
     first = rows[0]["charts/episodic_return"]
