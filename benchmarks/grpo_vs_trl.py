@@ -191,6 +191,50 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def bf16_check(model_dir: str, args: argparse.Namespace) -> dict:
+    """How far bf16 sampling (rlhfv's `rollout_dtype: bfloat16`) moves the policy, and what it saves.
+
+    Samples B×G completions in float32 and again under bf16 autocast (same seed), and scores the
+    float32 samples with both precisions: mean and max |Δ log π| per token and the k3 estimate of
+    KL(π_fp32 || π_bf16) per token.
+    """
+    import torch
+
+    from rlhfv.models.text_lm import load_text_lm
+    from rlhfv.rollout import generate, sequence_logprobs
+    from rlhfv.types import Prompt
+
+    torch.set_num_threads(args.threads)
+    policy = load_text_lm(model_dir)
+    policy.module.eval()
+    prompts = [Prompt(q) for q in QUESTIONS[: args.prompts]]
+    timings = {}
+    for name, bf16 in (("fp32", False), ("bf16", True), ("fp32 again", False), ("bf16 again", True)):
+        torch.manual_seed(args.seed)
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            rollout = generate(policy, prompts, args.group_size, args.max_new_tokens)
+        timings[name] = time.perf_counter() - started
+    torch.manual_seed(args.seed)
+    rollout = generate(policy, prompts, args.group_size, args.max_new_tokens)
+    batch, ids, mask = rollout.prompt_batch, rollout.completion_ids, rollout.completion_mask
+    with torch.no_grad():
+        lp32 = sequence_logprobs(policy, batch, ids, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lp16 = sequence_logprobs(policy, batch, ids, mask)
+    keep = mask.bool()
+    delta = (lp16 - lp32)[keep]
+    log_ratio = -delta  # log π_fp32 − log π_bf16 on fp32 samples
+    return {
+        "sample_s_fp32": min(timings["fp32"], timings["fp32 again"]),
+        "sample_s_bf16": min(timings["bf16"], timings["bf16 again"]),
+        "mean_abs_dlogp": delta.abs().mean().item(),
+        "max_abs_dlogp": delta.abs().max().item(),
+        "k3_kl_per_token": (torch.exp(-log_ratio) - 1 + log_ratio).mean().item(),
+        "mean_logp_fp32": lp32[keep].mean().item(),
+    }
+
+
 def tiny_model_dir(tmp: Path) -> str:
     from rlhfv.models.base import save_model
     from rlhfv.models.text_lm import tiny_text_lm
@@ -272,6 +316,7 @@ def main() -> None:
         "--dtype", default="float32", choices=["float32", "bfloat16"], help="training precision, both"
     )
     p.add_argument("--rollout-dtype", default="", help="rlhfv only: sampling precision ('' = --dtype)")
+    p.add_argument("--bf16-check", action="store_true", help="only measure bf16 sampling's speed and drift")
     p.add_argument("--child", choices=["ours", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -290,6 +335,9 @@ def main() -> None:
         f"{args.device} ({isa}), {args.threads} threads, training {args.dtype}, "
         f"rlhfv sampling {args.rollout_dtype or args.dtype}"
     )
+    if args.bf16_check:
+        print(json.dumps(bf16_check(args.smollm2_dir, args), indent=2))
+        return
     results = {}
     with tempfile.TemporaryDirectory(prefix="grpo-bench-") as tmp:
         for name in args.models.split(","):
