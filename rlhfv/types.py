@@ -53,6 +53,8 @@ class PreferencePair:
         preferred: Index (0 or 1) of the better response.
         id: Stable identifier of the pair.
         source: Where the pair came from ("shapes", a file name, "annotate" …).
+        reference: A reference answer, where the data has one (ShapesVQA does); judge targets
+            for cold-start SFT then ground their analysis in it.
     """
 
     prompt: Prompt
@@ -60,3 +62,4 @@ class PreferencePair:
     preferred: int
     id: str = ""
     source: str = ""
+    reference: str = ""

@@ -97,15 +97,20 @@ class JudgeTask:
         shown = pair.responses[::-1] if swap else list(pair.responses)
         best = 1 - pair.preferred if swap else pair.preferred  # shown position of the preferred one
         prompt = pointwise_prompt(pair.prompt.text, shown, pair.prompt.images, self.principles)
-        return Example(prompt=prompt, answer=self.target(best), label=str(best), task="judge")
+        return Example(prompt=prompt, answer=self.target(best, pair.reference), label=str(best), task="judge")
 
-    def target(self, best: int) -> str:
-        """A short judgement in the output contract whose scores rank `best` first."""
+    def target(self, best: int, reference: str = "") -> str:
+        """A short judgement in the output contract whose scores rank `best` first.
+
+        With a reference answer the analysis first says what the image shows (the judge's own
+        reading, which a VLM that answers the question can produce), then compares.
+        """
         scores = [self.low, self.low]
         scores[best] = self.high
+        seen = f"In the image: {reference.strip()} " if reference else ""
         return (
             "Specific Criteria: the answer agrees with the image (80%); it is clear and direct (20%).\n"
-            f"Analysis: Response {best + 1} agrees with the image. Response {2 - best} does not.\n"
+            f"Analysis: {seen}Response {best + 1} agrees with the image. Response {2 - best} does not.\n"
             f"Scores: \\boxed{{{scores[0]}, {scores[1]}}}"
         )
 

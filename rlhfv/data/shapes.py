@@ -162,7 +162,7 @@ class ShapesVQA:
 
     def preference_pair(self, index: int) -> PreferencePair:
         """A correct answer against a plausible wrong one, in random order."""
-        image, question, label, _, wrong, task, rng = self._draw_item(index)
+        image, question, label, answer, wrong, task, rng = self._draw_item(index)
         good, bad = phrase(rng, task, label, question), phrase(rng, task, wrong, question)
         first_is_good = rng.random() < 0.5
         responses = [good, bad] if first_is_good else [bad, good]
@@ -172,6 +172,7 @@ class ShapesVQA:
             preferred=0 if first_is_good else 1,
             id=f"shapes-{self.split}-{self.seed}-{index}",
             source="shapes",
+            reference=answer,
         )
 
 

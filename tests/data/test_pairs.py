@@ -50,3 +50,10 @@ def test_preference_file_loads_images_and_skips_bad_rows(tmp_path):
     assert data[0].prompt.images[0].size == (8, 8) and data[1].preferred == 1
     fields = sorted(e.field for e in data.errors)
     assert fields == ["<json>", "images", "responses"]
+
+
+def test_shapes_judge_target_grounds_its_analysis_in_the_reference_answer():
+    pairs = ShapesPairs(5, tasks=["colour"])
+    example = JudgeTask(pairs)[2]
+    assert f"In the image: {pairs[2].reference}" in example.answer
+    assert "In the image" not in JudgeTask(pairs).target(0)  # data without a reference: plain analysis
