@@ -108,6 +108,7 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> dict:
     rows = [r for r in read_metrics(out_dir / "metrics.jsonl") if "perf/step_s" in r]
     return {
         "step_s": [r["perf/step_s"] for r in rows][args.warmup :],
+        "step_cpu_s": [r["perf/step_cpu_s"] for r in rows][args.warmup :],
         "completion_len": statistics.mean(r["completion/length_mean"] for r in rows),
         "peak_rss_mb": peak_rss_mb(),
         "peak_cuda_mb": peak_cuda_mb(),
@@ -125,14 +126,16 @@ def run_trl(args: argparse.Namespace, out_dir: Path) -> dict:
     n = args.prompts * args.group_size
     prompts = [[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}] for i in range(64)]
     times: list[float] = []
+    cpu_times: list[float] = []
     lengths: list[float] = []
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, *_, **__):
-            self.started = time.perf_counter()
+            self.started, self.cpu_started = time.perf_counter(), time.process_time()
 
         def on_step_end(self, *_, **__):
             times.append(time.perf_counter() - self.started)
+            cpu_times.append(time.process_time() - self.cpu_started)
 
         def on_log(self, _args, _state, _control, logs=None, **__):
             if logs and "completions/mean_length" in logs:
@@ -175,6 +178,7 @@ def run_trl(args: argparse.Namespace, out_dir: Path) -> dict:
     trainer.train()
     return {
         "step_s": times[args.warmup :],
+        "step_cpu_s": cpu_times[args.warmup :],
         "completion_len": statistics.mean(lengths) if lengths else float("nan"),
         "peak_rss_mb": peak_rss_mb(),
         "peak_cuda_mb": peak_cuda_mb(),
@@ -281,7 +285,8 @@ def compare(name: str, model_dir: str, args: argparse.Namespace) -> dict:
             runs[kind].append(launch(kind, model_dir, args))
             last = runs[kind][-1]
             print(
-                f"  {name} {kind}: median {statistics.median(last['step_s']):.2f} s/step over {len(last['step_s'])}, "
+                f"  {name} {kind}: median {statistics.median(last['step_s']):.2f} s/step "
+                f"({statistics.median(last['step_cpu_s']):.2f} CPU s/step) over {len(last['step_s'])}, "
                 f"peak {last['peak_rss_mb']:.0f} MB RSS / {last['peak_cuda_mb']:.0f} MB CUDA, mean completion {last['completion_len']:.1f} tokens",
                 flush=True,
             )
@@ -290,12 +295,14 @@ def compare(name: str, model_dir: str, args: argparse.Namespace) -> dict:
         steps = [s for r in results for s in r["step_s"]]
         summary[kind] = {
             "median_step_s": statistics.median(steps),
+            "median_step_cpu_s": statistics.median(s for r in results for s in r["step_cpu_s"]),
             "steps_per_s": 1.0 / statistics.median(steps),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
             "peak_cuda_mb": max(r["peak_cuda_mb"] for r in results),
             "completion_len": statistics.mean(r["completion_len"] for r in results),
         }
     summary["ratio"] = summary["ours"]["steps_per_s"] / summary["trl"]["steps_per_s"]
+    summary["cpu_ratio"] = summary["trl"]["median_step_cpu_s"] / summary["ours"]["median_step_cpu_s"]
     return summary
 
 
@@ -356,7 +363,7 @@ def main() -> None:
     for name, r in results.items():
         print(
             f"{name}: rlhfv {r['ours']['steps_per_s']:.3f} steps/s, TRL {r['trl']['steps_per_s']:.3f} steps/s, "
-            f"ratio {r['ratio']:.2f}x; peak memory rlhfv {r['ours']['peak_rss_mb']:.0f} MB, TRL {r['trl']['peak_rss_mb']:.0f} MB"
+            f"ratio {r['ratio']:.2f}x (CPU-time ratio {r['cpu_ratio']:.2f}x); peak memory rlhfv {r['ours']['peak_rss_mb']:.0f} MB, TRL {r['trl']['peak_rss_mb']:.0f} MB"
         )
 
 

@@ -262,7 +262,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
     )
     step = start_step
     for step in bar:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         # 1–2. prompts of this step and process, then G samples each
         indices = batch_indices(step, rank, cfg.prompts_per_step, world, len(train), cfg.run.seed)
         examples = [train[i] for i in indices]
@@ -370,6 +370,8 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             "completion/length_mean": lengths.mean().item(),
             "completion/incomplete_frac": (~rollout.complete).float().mean().item(),
             "perf/step_s": elapsed,
+            "perf/step_cpu_s": time.process_time()
+            - cpu_started,  # steadier than wall time on a shared machine
             "perf/sample_s": sampled - started,
             "perf/tokens_per_s": batch_tokens / elapsed,
             "optim/lr": scheduler.get_last_lr()[0],
