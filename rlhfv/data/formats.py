@@ -373,22 +373,22 @@ class PreferenceData:
     def __init__(self, format: str, path: ExistingPath, limit: int = 0, seed: int = 0):
         import random
 
-        from rlhfv.data.images import load_image
+        from rlhfv.data.images import ImageError, load_image
         from rlhfv.types import PreferencePair, Prompt
 
         rows, self.errors = load_preference_data(format, path)
         if limit and limit < len(rows):
             rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), limit))]
-        self.pairs = [
-            PreferencePair(
-                Prompt(r.prompt, [load_image(p) for p in r.images]),
-                list(r.responses),
-                r.preferred,
-                r.id,
-                r.source,
+        self.pairs = []
+        for r in rows:
+            try:
+                images = [load_image(p) for p in r.images]
+            except ImageError as e:  # one bad image loses its row, never the file
+                self.errors.append(RowError(str(path), 0, "images", f"item {r.id}: {e}"))
+                continue
+            self.pairs.append(
+                PreferencePair(Prompt(r.prompt, images), list(r.responses), r.preferred, r.id, r.source)
             )
-            for r in rows
-        ]
         if not self.pairs:
             raise ValueError(f"{path}: no usable preference items ({len(self.errors)} rows skipped)")
 

@@ -6,7 +6,8 @@ import json
 
 from PIL import Image
 
-from rlhfv.data.pairs import JudgeTask, PreferenceFile, ShapesPairs
+from rlhfv.data.formats import PreferenceData
+from rlhfv.data.pairs import JudgeTask, ShapesPairs
 
 
 def test_judge_task_label_follows_the_shown_order():
@@ -45,7 +46,7 @@ def test_preference_file_loads_images_and_skips_bad_rows(tmp_path):
     ]
     path = tmp_path / "prefs.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
-    data = PreferenceFile(str(path))
+    data = PreferenceData("jsonl", str(path))
     assert len(data) == 2
     assert data[0].prompt.images[0].size == (8, 8) and data[1].preferred == 1
     fields = sorted(e.field for e in data.errors)

@@ -32,7 +32,8 @@ def test_an_exported_snapshot_trains_the_grm_rl_stage_and_its_rollouts_come_back
         "train_data": {
             "_component_": "rlhfv.data.pairs.JudgeTask",
             "pairs": {
-                "_component_": "rlhfv.data.pairs.PreferenceFile",
+                "_component_": "rlhfv.data.formats.PreferenceData",
+                "format": "jsonl",
                 "path": str(snap.path / "preferences.jsonl"),
             },
         },
