@@ -105,10 +105,15 @@ def test_validate_command_exits_nonzero_and_names_the_key(tmp_path, capsys):
 
 
 def test_every_recipe_validates():
-    """Real-model recipes need the user's data files; tests/recipes validates them with stand-ins."""
+    """Real-model recipes need the user's data files (tests/recipes validates them with stand-ins);
+    recipes on ../shared/data need that folder, which a user's fresh clone does not have."""
+    shared_present = (ROOT.parent / "shared" / "data").is_dir()
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
-        if "_gpu" not in path.stem and "_lora" not in path.stem:
-            load_recipe(path)
+        if "_gpu" in path.stem or "_lora" in path.stem:
+            continue
+        if "../shared/" in path.read_text() and not shared_present:
+            continue
+        load_recipe(path)
 
 
 def test_instantiate_builds_nested_components_and_passes_runtime_args():
