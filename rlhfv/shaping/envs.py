@@ -87,7 +87,9 @@ def make_vector_env(
     """`num_envs` copies in one vector env, reset with seeds seed, seed+1, …"""
     import gymnasium as gym
 
-    make_env(env_id, max_episode_frames).close()  # fail here, in this process, on a bad id
+    probe = make_env(env_id, max_episode_frames)  # fail here, before starting N copies, on a bad id
+    check_spaces(env_id, probe.observation_space, probe.action_space)  # … or on spaces we cannot take
+    probe.close()
     fns = [lambda: _make_one(env_id, max_episode_frames) for _ in range(num_envs)]
     cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
     envs = cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)

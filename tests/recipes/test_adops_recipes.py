@@ -46,7 +46,8 @@ def test_minigrid_comparison_tiny_variant_writes_table_and_plot(tmp_path):
         "train.total_steps=1024",
         "train.num_envs=4",
         "train.num_steps=64",
-        "train.obs_norm_warmup_steps=2", "workers=1",
+        "train.obs_norm_warmup_steps=2",
+        "workers=1",
         "seeds=[0]",
         f"run.dir={tmp_path}",
     ]
