@@ -32,15 +32,30 @@ def main() -> None:
     out = Path(args.out)
     rows = []
     for n in args.ns:
-        stage = OmegaConf.merge(cfg.stages.policy_rl, {"group_size": n, "run": {"dir": str(out / f"n{n}"), "resume": "auto"}})
+        stage = OmegaConf.merge(
+            cfg.stages.policy_rl, {"group_size": n, "run": {"dir": str(out / f"n{n}"), "resume": "auto"}}
+        )
         started = time.perf_counter()
         summary = grpo_main(stage)
-        rows.append({"n": n, "before": summary["before/accuracy"], "after": summary["after/accuracy"],
-                     "gain": summary["after/accuracy"] - summary["before/accuracy"],
-                     "judge_calls_per_prompt": n * (n - 1) // 2, "minutes": (time.perf_counter() - started) / 60})
+        rows.append(
+            {
+                "n": n,
+                "before": summary["before/accuracy"],
+                "after": summary["after/accuracy"],
+                "gain": summary["after/accuracy"] - summary["before/accuracy"],
+                "judge_calls_per_prompt": n * (n - 1) // 2,
+                "minutes": (time.perf_counter() - started) / 60,
+            }
+        )
         print(json.dumps(rows[-1]))
-    table = ["| n | judge calls / prompt | accuracy before | after | gain | minutes |", "|---|---|---|---|---|---|"]
-    table += [f"| {r['n']} | {r['judge_calls_per_prompt']} | {r['before']:.3f} | {r['after']:.3f} | {r['gain']:+.3f} | {r['minutes']:.1f} |" for r in rows]
+    table = [
+        "| n | judge calls / prompt | accuracy before | after | gain | minutes |",
+        "|---|---|---|---|---|---|",
+    ]
+    table += [
+        f"| {r['n']} | {r['judge_calls_per_prompt']} | {r['before']:.3f} | {r['after']:.3f} | {r['gain']:+.3f} | {r['minutes']:.1f} |"
+        for r in rows
+    ]
     (out / "n_scaling.md").write_text("\n".join(table) + "\n")
     (out / "n_scaling.json").write_text(json.dumps(rows, indent=2))
     import matplotlib

@@ -32,7 +32,10 @@ def candidate_pairs(prompts: int, n: int):
     out_p, out_a, out_b = [], [], []
     for i in range(prompts):
         example = data[i]
-        answers = [phrase(rng, example.task, example.label if k % 2 == 0 else "2", example.prompt.text) for k in range(n)]
+        answers = [
+            phrase(rng, example.task, example.label if k % 2 == 0 else "2", example.prompt.text)
+            for k in range(n)
+        ]
         for a, b in itertools.combinations(range(n), 2):
             out_p.append(example.prompt)
             out_a.append(answers[a])
@@ -64,9 +67,13 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
     pairs = len(prompts)
     rate = {k: pairs / statistics.median(v) for k, v in times.items()}
-    agree = sum(a == b for a, b in zip(verdicts["batched"], verdicts["loop"])) / pairs
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {args.device}")
-    print(f"{args.prompts} prompts x C({args.n},2) = {pairs} comparisons, {args.max_new_tokens} new tokens max")
+    agree = sum(a == b for a, b in zip(verdicts["batched"], verdicts["loop"], strict=True)) / pairs
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {args.device}"
+    )
+    print(
+        f"{args.prompts} prompts x C({args.n},2) = {pairs} comparisons, {args.max_new_tokens} new tokens max"
+    )
     print(f"batched: {rate['batched']:.2f} comparisons/s   loop: {rate['loop']:.2f} comparisons/s")
     print(f"speed-up: {rate['batched'] / rate['loop']:.2f}x   (same verdicts on {agree:.0%} of pairs)")
 

@@ -52,7 +52,13 @@ def cmd_ls(root: str) -> int:
     print("runs:")
     for run in runs:
         steps = sorted(int(p.name[5:]) for p in run.glob("step_*") if p.name[5:].isdigit())
-        status = "finished" if (run / "summary.json").exists() else f"last checkpoint step {steps[-1]}" if steps else "no checkpoint"
+        status = (
+            "finished"
+            if (run / "summary.json").exists()
+            else f"last checkpoint step {steps[-1]}"
+            if steps
+            else "no checkpoint"
+        )
         print(f"  {run.as_posix():40s} {status}")
     return 0
 
@@ -63,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in DELEGATED:
         module = importlib.import_module(DELEGATED[argv[0]][0])
         return int(module.main(argv[1:]) or 0)
-    parser = argparse.ArgumentParser(prog="rlhfv", description="Multimodal RLHF with generative reward models")
+    parser = argparse.ArgumentParser(
+        prog="rlhfv", description="Multimodal RLHF with generative reward models"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "validate"):
         p = sub.add_parser(name, help=f"{name} a recipe; key=value pairs override recipe values")

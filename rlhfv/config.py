@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 COMPONENT = "_component_"
 
@@ -143,7 +143,7 @@ def _validate_stage(cfg: DictConfig, source: str, prefix: str) -> DictConfig:
 def _explain(e: OmegaConfBaseException, source: str, prefix: str, schema: type) -> str:
     key = getattr(e, "full_key", None) or "?"
     msg = str(e).splitlines()[0]
-    if "not in" in msg or "Key" in msg and "not" in msg:
+    if isinstance(e, ConfigKeyError):
         name = key.split(".")[-1]
         valid = [f.name for f in dataclasses.fields(schema)] + ["pipeline"]
         if "." in key:
@@ -198,15 +198,15 @@ def _validate_components(node: Any, source: str, path: str) -> None:
                 continue
             child = node._get_node(key)
             if child is not None and not OmegaConf.is_missing(node, key):
-                _validate_components(node[key] if not OmegaConf.is_interpolation(node, key) else None,
-                                     source, f"{path}{key}.")
+                _validate_components(
+                    node[key] if not OmegaConf.is_interpolation(node, key) else None, source, f"{path}{key}."
+                )
     elif isinstance(node, ListConfig):
         for i, item in enumerate(node):
             _validate_components(item, source, f"{path}{i}.")
 
 
 def _check_component(node: DictConfig, source: str, path: str) -> None:
-    key_path = path.rstrip(".")
     target = resolve_target(str(node[COMPONENT]), source, f"{path}{COMPONENT}")
     try:
         sig = inspect.signature(target)
@@ -228,7 +228,6 @@ def _check_component(node: DictConfig, source: str, path: str) -> None:
         if OmegaConf.is_interpolation(node, key):
             continue
         _check_value(node[key], hints.get(str(key)), source, f"{path}{key}")
-    del key_path
 
 
 def _check_value(value: Any, hint: Any, source: str, key: str) -> None:

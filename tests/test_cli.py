@@ -34,7 +34,9 @@ def test_missing_recipe_is_an_error_naming_it(capsys):
 def test_every_recipe_opens_with_a_purpose_and_its_command():
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
         lines = path.read_text().splitlines()
-        assert lines[0].startswith("# ") and len(lines[0]) > 10, f"{path.name}: first line must state its purpose"
+        assert lines[0].startswith("# ") and len(lines[0]) > 10, (
+            f"{path.name}: first line must state its purpose"
+        )
         assert any(line.startswith("# rlhfv run ") or line.startswith("# torchrun") for line in lines[:4]), (
             f"{path.name}: the opening comments must give the command that runs it"
         )

@@ -48,7 +48,10 @@ def test_wrong_type_names_key_and_value(tmp_path):
 
 def test_misspelled_component_argument_is_named(tmp_path):
     text = BASE.replace("size: 8", "sise: 8")
-    with pytest.raises(RecipeError, match=r"unknown key 'train_data.sise' for rlhfv.data.shapes.ShapesVQA; did you mean 'size'"):
+    with pytest.raises(
+        RecipeError,
+        match=r"unknown key 'train_data.sise' for rlhfv.data.shapes.ShapesVQA; did you mean 'size'",
+    ):
         load_recipe(write(tmp_path, text))
 
 
@@ -63,8 +66,10 @@ def test_unknown_component_is_named(tmp_path):
 
 
 def test_missing_data_file_is_named(tmp_path):
-    text = BASE.replace("{_component_: rlhfv.data.shapes.ShapesVQA, size: 8}",
-                        "{_component_: rlhfv.data.jsonl.JsonlExamples, path: /nope/data.jsonl}")
+    text = BASE.replace(
+        "{_component_: rlhfv.data.shapes.ShapesVQA, size: 8}",
+        "{_component_: rlhfv.data.jsonl.JsonlExamples, path: /nope/data.jsonl}",
+    )
     with pytest.raises(RecipeError, match=r"train_data.path = '/nope/data.jsonl': no such file"):
         load_recipe(write(tmp_path, text))
 

@@ -31,7 +31,9 @@ class JsonlExamples:
         require_answer: Refuse rows without an `answer` (SFT); false for RL prompt files.
     """
 
-    def __init__(self, path: ExistingPath, image_root: str | None = None, limit: int = 0, require_answer: bool = True):
+    def __init__(
+        self, path: ExistingPath, image_root: str | None = None, limit: int = 0, require_answer: bool = True
+    ):
         self.require_answer = require_answer
         self.path = Path(path)
         root = Path(image_root) if image_root else self.path.parent
@@ -74,7 +76,9 @@ class JsonlExamples:
             except ImageError as e:
                 return fail(f"images[{i}]", str(e))
         label = str(row.get("label", ""))
-        return Example(prompt=Prompt(text=row["prompt"], images=loaded), answer=str(row.get("answer", "")), label=label)
+        return Example(
+            prompt=Prompt(text=row["prompt"], images=loaded), answer=str(row.get("answer", "")), label=label
+        )
 
     @staticmethod
     def is_correct(text: str, example: Example) -> bool:

@@ -103,7 +103,9 @@ def read_preferences(path: str | Path) -> tuple[list[PairwisePreference], list[R
             if pref is None:
                 errors.append(RowError(str(path), lineno, bad_field, message))
                 continue
-            pref.images = [str((path.parent / p).resolve()) if not Path(p).is_absolute() else p for p in pref.images]
+            pref.images = [
+                str((path.parent / p).resolve()) if not Path(p).is_absolute() else p for p in pref.images
+            ]
             if not pref.id:
                 pref.id = f"{path.stem}-{lineno}"
             prefs.append(pref)

@@ -48,7 +48,7 @@ def _place_shapes(rng: random.Random, count: int, size: int, r: int) -> list[Sha
     combos = [(k, c) for k in SHAPES for c in COLOURS]
     rng.shuffle(combos)
     shapes = []
-    for (kind, colour), spot in zip(combos, rng.sample(range(9), count)):
+    for (kind, colour), spot in zip(combos, rng.sample(range(9), count), strict=False):
         row, col = divmod(spot, 3)
         x = col * cell + cell // 2 + rng.randint(-slack, slack)
         y = row * cell + cell // 2 + rng.randint(-slack, slack)
@@ -183,13 +183,17 @@ TAILS = ("", " I am fairly sure about this.", " That is my answer.", "")
 def phrase(rng: random.Random, task: str, label: str, question: str) -> str:
     """Say `label` the way a model might, with optional extra words."""
     if task == "count":
-        core = rng.choice([f"There are {label} shapes.", f"I count {label} shapes in the image.", f"{label}."])
+        core = rng.choice(
+            [f"There are {label} shapes.", f"I count {label} shapes in the image.", f"{label}."]
+        )
     elif task == "colour":
         kind = question.rsplit(" ", 1)[-1].rstrip("?")
         core = rng.choice([f"The {kind} is {label}.", f"It is {label}.", f"{label.capitalize()}."])
     else:
         subject = question.split(" to the ")[0].removeprefix("Is the ")
-        core = rng.choice([f"The {subject} is on the {label}.", f"It is to the {label}.", f"{label.capitalize()}."])
+        core = rng.choice(
+            [f"The {subject} is on the {label}.", f"It is to the {label}.", f"{label.capitalize()}."]
+        )
     filler = rng.choice(FILLERS)
     if filler:
         core = core[0].lower() + core[1:]

@@ -79,24 +79,33 @@ def sft_loss(model: ChatModel, examples: Sequence[Example], device: torch.device
 
 
 @torch.no_grad()
-def generate_answers(model: ChatModel, examples: Sequence[Example], device: torch.device, max_new_tokens: int) -> list[str]:
+def generate_answers(
+    model: ChatModel, examples: Sequence[Example], device: torch.device, max_new_tokens: int
+) -> list[str]:
     """Greedy answers, decoded without special tokens."""
     batch = to_device(model.encoder([e.prompt for e in examples]), device)
     out = model.module.generate(
-        **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=model.pad_token_id,
+        **batch,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=model.pad_token_id,
         eos_token_id=model.eos_token_id,
     )
     new = out[:, batch["input_ids"].shape[1] :]  # [N, T] generated part only
     return model.tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
-def evaluate_accuracy(model: ChatModel, dataset: Any, device: torch.device, batch_size: int, max_new_tokens: int) -> dict[str, float]:
+def evaluate_accuracy(
+    model: ChatModel, dataset: Any, device: torch.device, batch_size: int, max_new_tokens: int
+) -> dict[str, float]:
     """Held-out answer accuracy (overall and per task) with the data set's own `is_correct` rule."""
     model.module.eval()
     correct: dict[str, list[bool]] = {}
     for start in range(0, len(dataset), batch_size):
         examples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        for example, text in zip(examples, generate_answers(model, examples, device, max_new_tokens)):
+        for example, text in zip(
+            examples, generate_answers(model, examples, device, max_new_tokens), strict=True
+        ):
             correct.setdefault(example.task or "all", []).append(bool(dataset.is_correct(text, example)))
     model.module.train()
     every = [c for values in correct.values() for c in values]
@@ -136,7 +145,9 @@ def main(cfg: SFTConfig) -> dict[str, float]:
             "data_position": {"examples_seen": step * cfg.batch_size * cfg.grad_accum},
         }
 
-    autocast = torch.autocast(run.device.type, dtype=getattr(torch, run.dtype), enabled=run.dtype != "float32")
+    autocast = torch.autocast(
+        run.device.type, dtype=getattr(torch, run.dtype), enabled=run.dtype != "float32"
+    )
     bar = tqdm(range(run.start_step + 1, cfg.steps + 1), initial=run.start_step, total=cfg.steps, desc="sft")
     step = run.start_step
     for step in bar:
@@ -158,17 +169,29 @@ def main(cfg: SFTConfig) -> dict[str, float]:
         bar.set_postfix(loss=f"{loss_total:.3f}", tok_s=f"{tokens / elapsed:.0f}")
         metrics: dict[str, float] = {}
         if step % cfg.log_every == 0 or step == cfg.steps:
-            metrics = {"loss/sft": loss_total, "optim/grad_norm": float(grad_norm), "optim/lr": scheduler.get_last_lr()[0],
-                       "perf/tokens_per_s": tokens / elapsed}
+            metrics = {
+                "loss/sft": loss_total,
+                "optim/grad_norm": float(grad_norm),
+                "optim/lr": scheduler.get_last_lr()[0],
+                "perf/tokens_per_s": tokens / elapsed,
+            }
         if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
-            metrics.update(evaluate_accuracy(policy, held_out, run.device, cfg.eval_batch_size, cfg.max_new_tokens))
+            metrics.update(
+                evaluate_accuracy(policy, held_out, run.device, cfg.eval_batch_size, cfg.max_new_tokens)
+            )
         if metrics:
             run.log(step, metrics)
         if "eval/accuracy" in metrics:
-            summary.update({k.replace("eval/", "after/"): v for k, v in metrics.items() if k.startswith("eval/")})
+            summary.update(
+                {k.replace("eval/", "after/"): v for k, v in metrics.items() if k.startswith("eval/")}
+            )
         if step == cfg.steps:
             summary["final_loss"] = loss_total
         run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
     if held_out is not None and "after/accuracy" in summary:
-        logger.info("held-out accuracy: before %.3f, after %.3f", summary.get("before/accuracy", float("nan")), summary["after/accuracy"])
+        logger.info(
+            "held-out accuracy: before %.3f, after %.3f",
+            summary.get("before/accuracy", float("nan")),
+            summary["after/accuracy"],
+        )
     return run.finish(policy, summary)

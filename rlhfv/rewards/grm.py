@@ -38,8 +38,16 @@ class GRMJudge:
         device: "auto", "cpu" or "cuda".
     """
 
-    def __init__(self, model: ChatModel, max_new_tokens: int = 96, greedy: bool = True, temperature: float = 1.0,
-                 principles: str | None = None, batch_size: int = 64, device: str = "auto"):
+    def __init__(
+        self,
+        model: ChatModel,
+        max_new_tokens: int = 96,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        principles: str | None = None,
+        batch_size: int = 64,
+        device: str = "auto",
+    ):
         from rlhfv.training.run import pick_device
 
         self.model = model
@@ -48,15 +56,26 @@ class GRMJudge:
         self.principles, self.batch_size = principles, batch_size
         self.last_texts: list[str] = []
 
-    def __call__(self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]) -> list[tuple[float, float] | None]:
+    def __call__(
+        self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]
+    ) -> list[tuple[float, float] | None]:
         from rlhfv.grm.judge import JudgeItem, judge
 
-        items = [JudgeItem(p.text, [a, b], list(p.images)) for p, a, b in zip(prompts, first, second, strict=True)]
+        items = [
+            JudgeItem(p.text, [a, b], list(p.images)) for p, a, b in zip(prompts, first, second, strict=True)
+        ]
         verdicts: list[tuple[float, float] | None] = []
         self.last_texts = []
         for start in range(0, len(items), self.batch_size):
-            for j in judge(self.model, items[start : start + self.batch_size], k=1, greedy=self.greedy,
-                           temperature=self.temperature, max_new_tokens=self.max_new_tokens, principles=self.principles):
+            for j in judge(
+                self.model,
+                items[start : start + self.batch_size],
+                k=1,
+                greedy=self.greedy,
+                temperature=self.temperature,
+                max_new_tokens=self.max_new_tokens,
+                principles=self.principles,
+            ):
                 scores = j.scores[0]
                 verdicts.append((scores[0], scores[1]) if scores is not None else None)
                 self.last_texts.append(j.texts[0])

@@ -80,7 +80,9 @@ class HackingMonitors:
         if self.first_length is None:
             self.first_length = float(lengths.mean())
         self.last_metrics = {"monitor/length_drift": float(lengths.mean()) / max(self.first_length, 1e-6)}
-        self.last_metrics["monitor/self_praise_rate"] = sum(map(has_self_praise, rollout.texts)) / max(1, len(rollout))
+        self.last_metrics["monitor/self_praise_rate"] = sum(map(has_self_praise, rollout.texts)) / max(
+            1, len(rollout)
+        )
         if self.calls % self.every == 0:
             self.last_metrics.update(self.probe(rollout))
         self.calls += 1
@@ -91,8 +93,13 @@ class HackingMonitors:
         g = rollout.group_size
         pairs = [(b, i, j) for b in range(len(rollout.prompts)) for i in range(g) for j in range(i + 1, g)]
         pairs = self.rng.sample(pairs, min(self.probe_pairs, len(pairs)))
-        praised = [(b, i, j) for b in range(len(rollout.prompts)) for i in range(g) for j in range(g)
-                   if i != j and has_self_praise(rollout.texts[b * g + i])]
+        praised = [
+            (b, i, j)
+            for b in range(len(rollout.prompts))
+            for i in range(g)
+            for j in range(g)
+            if i != j and has_self_praise(rollout.texts[b * g + i])
+        ]
         praised = self.rng.sample(praised, min(self.probe_pairs, len(praised)))
         if not pairs and not praised:
             return {}
@@ -101,14 +108,19 @@ class HackingMonitors:
         jobs += [(b, text[b * g + j], text[b * g + i]) for b, i, j in pairs]  # swapped
         jobs += [(b, text[b * g + i], text[b * g + j]) for b, i, j in praised]  # with praise
         jobs += [(b, strip_self_praise(text[b * g + i]), text[b * g + j]) for b, i, j in praised]  # stripped
-        verdicts = self.judge([rollout.prompts[b] for b, _, _ in jobs], [a for _, a, _ in jobs], [c for _, _, c in jobs])
+        verdicts = self.judge(
+            [rollout.prompts[b] for b, _, _ in jobs], [a for _, a, _ in jobs], [c for _, _, c in jobs]
+        )
         n, m = len(pairs), len(praised)
         out: dict[str, float] = {}
         if n:
             flips = [verdict_winner(verdicts[k]) != swapped_winner(verdicts[n + k]) for k in range(n)]
             out["monitor/position_bias"] = sum(flips) / n
-        drops = [verdicts[2 * n + k][0] - verdicts[2 * n + m + k][0] for k in range(m)
-                 if verdicts[2 * n + k] is not None and verdicts[2 * n + m + k] is not None]
+        drops = [
+            verdicts[2 * n + k][0] - verdicts[2 * n + m + k][0]
+            for k in range(m)
+            if verdicts[2 * n + k] is not None and verdicts[2 * n + m + k] is not None
+        ]
         if drops:
             out["monitor/self_praise_drop"] = sum(drops) / len(drops)
         return out

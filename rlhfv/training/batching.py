@@ -14,10 +14,15 @@ import torch
 from rlhfv.models.base import ChatModel
 
 
-def tokenize_completions(model: ChatModel, texts: Sequence[str], add_eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def tokenize_completions(
+    model: ChatModel, texts: Sequence[str], add_eos: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded completion ids [N, T] and mask [N, T] (1 = real token), EOS appended."""
     tok = model.tokenizer
-    rows = [tok(t, add_special_tokens=False)["input_ids"] + ([model.eos_token_id] if add_eos else []) for t in texts]
+    rows = [
+        tok(t, add_special_tokens=False)["input_ids"] + ([model.eos_token_id] if add_eos else [])
+        for t in texts
+    ]
     width = max(1, max(len(r) for r in rows))
     ids = torch.full((len(rows), width), model.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -48,7 +53,9 @@ def completion_logprobs(
     vision = {k: v for k, v in prompt_batch.items() if k not in ("input_ids", "attention_mask")}
     logits = model.module(input_ids=input_ids, attention_mask=attention, **vision).logits  # [N, P+T, V]
     logits = logits[:, prompt_len - 1 : -1, :].float() / temperature  # [N, T, V]: position t predicts token t
-    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)  # [N, T]
+    logprobs = (
+        torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    )  # [N, T]
     return logprobs * completion_mask
 
 

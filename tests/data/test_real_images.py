@@ -19,13 +19,18 @@ def test_real_photos_train_and_generate_with_a_tiny_vlm(shared_data, tmp_path):
     source = shared_data / "rlaifv_example_images_prompts"
     rows = [json.loads(line) for line in (source / "detail_test_30_input.jsonl").read_text().splitlines()[:4]]
     # the three .jpg files that are really WebP are among the 30; pick them too if present
-    webp = [r for r in map(json.loads, (source / "detail_test_30_input.jsonl").read_text().splitlines())
-            if "Leptis_Magna" in r["image_path"]]
+    webp = [
+        r
+        for r in map(json.loads, (source / "detail_test_30_input.jsonl").read_text().splitlines())
+        if "Leptis_Magna" in r["image_path"]
+    ]
     path = tmp_path / "real.jsonl"
     with path.open("w") as f:
         for r in rows + webp:
             image = Path("imgs_detail") / Path(r["image_path"]).name
-            f.write(json.dumps({"prompt": r["question"], "answer": "A photo.", "images": [str(image)]}) + "\n")
+            f.write(
+                json.dumps({"prompt": r["question"], "answer": "A photo.", "images": [str(image)]}) + "\n"
+            )
     data = JsonlExamples(str(path), image_root=str(source))
     assert len(data) == len(rows) + len(webp) and not data.errors
     model = tiny_qwen2_vl()

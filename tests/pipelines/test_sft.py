@@ -18,8 +18,14 @@ from rlhfv.training.metrics import read_metrics
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "recipes" / "quickstart.yaml")
 TINY = [
-    "train_data.size=64", "eval_data.size=8", "batch_size=4", "eval_batch_size=8",
-    "warmup_steps=2", "log_every=1", "eval_every=0", "max_new_tokens=6",
+    "train_data.size=64",
+    "eval_data.size=8",
+    "batch_size=4",
+    "eval_batch_size=8",
+    "warmup_steps=2",
+    "log_every=1",
+    "eval_every=0",
+    "max_new_tokens=6",
 ]
 
 

@@ -25,7 +25,12 @@ def data_files(tmp_path: Path) -> tuple[Path, Path]:
         for i in range(6):
             pair = shapes.preference_pair(i)
             pair.prompt.images[0].save(tmp_path / f"{i}.png")
-            row = {"prompt": pair.prompt.text, "images": [f"{i}.png"], "responses": pair.responses, "preferred": pair.preferred}
+            row = {
+                "prompt": pair.prompt.text,
+                "images": [f"{i}.png"],
+                "responses": pair.responses,
+                "preferred": pair.preferred,
+            }
             pf.write(json.dumps(row) + "\n")
             qf.write(json.dumps({"prompt": pair.prompt.text, "images": [f"{i}.png"]}) + "\n")
     return prefs, prompts
@@ -37,7 +42,9 @@ def data_overrides(prefs: Path, prompts: Path) -> list[str]:
 
 @pytest.mark.parametrize("name", REAL)
 def test_real_model_recipe_validates_and_names_missing_data(name, tmp_path):
-    with pytest.raises(RecipeError, match=r"stages.grm_rl.train_data.pairs.path = 'data/preferences.jsonl': no such file"):
+    with pytest.raises(
+        RecipeError, match=r"stages.grm_rl.train_data.pairs.path = 'data/preferences.jsonl': no such file"
+    ):
         load_recipe(ROOT / "recipes" / name)
     cfg = load_recipe(ROOT / "recipes" / name, data_overrides(*data_files(tmp_path)))
     assert [n for n, _ in stages_of(cfg)] == ["grm_rl", "policy_rl"]
@@ -56,7 +63,9 @@ def test_lora_recipe_runs_with_tiny_qwen_models_of_the_same_architectures(tmp_pa
     policy.policy = {"_component_": "rlhfv.models.hf_vlm.tiny_qwen2_vl", "lora": {"r": 4, "alpha": 8}}
     grm.train_data.pairs.path, policy.train_data.path = str(prefs), str(prompts)
     for stage in (grm, policy):
-        stage.update({"steps": 1, "prompts_per_step": 2, "micro_batch_size": 0, "max_new_tokens": 6, "warmup_steps": 0})
+        stage.update(
+            {"steps": 1, "prompts_per_step": 2, "micro_batch_size": 0, "max_new_tokens": 6, "warmup_steps": 0}
+        )
     grm.group_size, policy.group_size = 2, 3
     policy.reward.reward.judge.model.dtype = "float32"
     policy.reward.reward.judge.max_new_tokens = 6
@@ -65,7 +74,10 @@ def test_lora_recipe_runs_with_tiny_qwen_models_of_the_same_architectures(tmp_pa
         summary = resolve_target(str(stage.pipeline))(stage)
         assert "final_reward" in summary
     assert (tmp_path / "run" / "policy_rl" / "final" / "rlhfv_model.json").is_file()
-    rows = [json.loads(line) for line in (tmp_path / "run" / "policy_rl" / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "policy_rl" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert any("monitor/length_drift" in r for r in rows)
 
 
@@ -73,15 +85,29 @@ def test_lora_recipe_runs_with_tiny_qwen_models_of_the_same_architectures(tmp_pa
 def test_flagship_tiny_variant_runs_every_stage(tmp_path):
     overrides = [
         f"run.dir={tmp_path}",
-        "stages.policy_sft.steps=2", "stages.policy_sft.train_data.size=16", "stages.policy_sft.eval_data.size=2",
-        "stages.policy_sft.batch_size=2", "stages.policy_sft.eval_every=0",
-        "stages.grm_sft.steps=1", "stages.grm_sft.batch_size=2", "stages.grm_sft.eval_data.pairs.size=2",
+        "stages.policy_sft.steps=2",
+        "stages.policy_sft.train_data.size=16",
+        "stages.policy_sft.eval_data.size=2",
+        "stages.policy_sft.batch_size=2",
+        "stages.policy_sft.eval_every=0",
+        "stages.grm_sft.steps=1",
+        "stages.grm_sft.batch_size=2",
+        "stages.grm_sft.eval_data.pairs.size=2",
         "stages.grm_sft.max_new_tokens=4",
-        "stages.grm_rl.steps=1", "stages.grm_rl.prompts_per_step=1", "stages.grm_rl.group_size=2",
-        "stages.grm_rl.max_new_tokens=4", "stages.grm_rl.eval_data.pairs.size=2", "stages.grm_rl.eval_every=0",
-        "stages.policy_rl.steps=1", "stages.policy_rl.prompts_per_step=1", "stages.policy_rl.group_size=3",
-        "stages.policy_rl.eval_data.size=2", "stages.policy_rl.eval_every=0", "stages.policy_rl.max_new_tokens=4",
-        "stages.policy_rl.reward.reward.judge.max_new_tokens=4", "stages.policy_rl.reward.every=1",
+        "stages.grm_rl.steps=1",
+        "stages.grm_rl.prompts_per_step=1",
+        "stages.grm_rl.group_size=2",
+        "stages.grm_rl.max_new_tokens=4",
+        "stages.grm_rl.eval_data.pairs.size=2",
+        "stages.grm_rl.eval_every=0",
+        "stages.policy_rl.steps=1",
+        "stages.policy_rl.prompts_per_step=1",
+        "stages.policy_rl.group_size=3",
+        "stages.policy_rl.eval_data.size=2",
+        "stages.policy_rl.eval_every=0",
+        "stages.policy_rl.max_new_tokens=4",
+        "stages.policy_rl.reward.reward.judge.max_new_tokens=4",
+        "stages.policy_rl.reward.every=1",
         "stages.policy_rl.log_rollouts_every=1",
     ]
     assert cli(["run", str(ROOT / "recipes" / "grlhfv_shapes.yaml"), *overrides]) == 0
@@ -89,6 +115,10 @@ def test_flagship_tiny_variant_runs_every_stage(tmp_path):
         assert json.loads((tmp_path / stage / "summary.json").read_text())
     row = json.loads((tmp_path / "policy_rl" / "rollouts.jsonl").read_text().splitlines()[0])
     assert len(row["completions"]) == len(row["rewards"]) == 3
-    assert len(row["judgments"]) <= 3  # C(3,2) pairs at most: completions cut by the length limit are not judged
-    metrics = [json.loads(line) for line in (tmp_path / "policy_rl" / "metrics.jsonl").read_text().splitlines()]
+    assert (
+        len(row["judgments"]) <= 3
+    )  # C(3,2) pairs at most: completions cut by the length limit are not judged
+    metrics = [
+        json.loads(line) for line in (tmp_path / "policy_rl" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert any("monitor/self_praise_rate" in m for m in metrics)

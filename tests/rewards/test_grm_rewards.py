@@ -21,7 +21,9 @@ class FakeRollout:
 
 def test_judge_rule_reward_grlhfv_and_spct():
     texts = ["Scores: \\boxed{6, 8}", "Scores: \\boxed{7, 7}", "garbage", "\\boxed{9, 2}"]
-    rollout = FakeRollout(texts, labels=["1", "0"], group_size=2)  # prompt 0 prefers shown #2, prompt 1 shown #1
+    rollout = FakeRollout(
+        texts, labels=["1", "0"], group_size=2
+    )  # prompt 0 prefers shown #2, prompt 1 shown #1
     assert JudgeRuleReward("grlhfv")(rollout).tolist() == [1.0, 0.0, 0.0, 1.0]
     reward = JudgeRuleReward("spct")
     assert reward(rollout).tolist() == [1.0, -1.0, -1.0, 1.0]
@@ -39,7 +41,10 @@ class PraiseLovingJudge:
     """Scores an answer 9 if it praises itself, else 5; prefers whatever is shown first on ties."""
 
     def __call__(self, prompts, first, second):
-        return [(9.0 if has_self_praise(a) else 5.0, 9.0 if has_self_praise(b) else 5.0) for a, b in zip(first, second)]
+        return [
+            (9.0 if has_self_praise(a) else 5.0, 9.0 if has_self_praise(b) else 5.0)
+            for a, b in zip(first, second, strict=True)
+        ]
 
 
 class Inner:
