@@ -12,7 +12,6 @@ import math
 
 import torch
 from torch import nn
-from torch.distributions import Categorical
 
 
 def _layer(i: int, o: int, gain: float = math.sqrt(2)) -> nn.Linear:
@@ -80,13 +79,11 @@ class Agent(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample (or score the given) actions: (action, logprob, entropy, V_E, V_I), each [B]."""
         a, c = self._bodies(obs)
-        dist = Categorical(logits=self.logits(a))
+        # Categorical by hand: torch.distributions re-validates and re-normalises on every call,
+        # which is a visible share of a rollout step with networks this small.
+        logp_all = torch.log_softmax(self.logits(a), dim=-1)  # [B, A]
         if action is None:
-            action = dist.sample()
-        return (
-            action,
-            dist.log_prob(action),
-            dist.entropy(),
-            self.v_ext(c).squeeze(-1),
-            self.v_int(c).squeeze(-1),
-        )
+            action = torch.multinomial(logp_all.exp(), 1).squeeze(-1)
+        logprob = logp_all.gather(-1, action[:, None]).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        return action, logprob, entropy, self.v_ext(c).squeeze(-1), self.v_int(c).squeeze(-1)

@@ -102,3 +102,17 @@ def test_minigrid_and_montezuma_get_the_standard_preprocessing():
         ended, steps = terminated or truncated, steps + 1
     assert steps <= 100
     env.close()
+
+
+def test_agent_samples_actions_in_proportion_to_its_policy():
+    torch.manual_seed(0)
+    agent = Agent((3,), n_actions=3, hidden=8)
+    with torch.no_grad():
+        agent.logits.bias.copy_(torch.log(torch.tensor([0.6, 0.3, 0.1])))
+        agent.logits.weight.zero_()
+        action, logprob, entropy, _, _ = agent.act(torch.zeros(20000, 3))
+    freq = torch.bincount(action, minlength=3).float() / 20000
+    assert torch.allclose(freq, torch.tensor([0.6, 0.3, 0.1]), atol=0.02)
+    assert torch.allclose(logprob[action == 0], torch.log(torch.tensor(0.6)))
+    # H = −(0.6 ln 0.6 + 0.3 ln 0.3 + 0.1 ln 0.1) = 0.8979
+    assert entropy[0].item() == pytest.approx(0.8979, abs=1e-4)
