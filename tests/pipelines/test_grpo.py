@@ -87,3 +87,24 @@ def test_one_grpo_step_changes_the_policy_weights(tmp_path):
     after = load_checkpoint(tmp_path / "run" / "step_1")[1]["model"]
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed, "no parameter moved"
+
+
+def test_grouped_comparison_reward_runs_in_the_pipeline_and_its_verdicts_reach_rollouts_jsonl(tmp_path):
+    reward = [
+        "reward._component_=rlhfv.rewards.grouped.GroupedComparisonReward",
+        "reward.judge._component_=rlhfv.rewards.grouped.FormatJudge",
+        "reward.both_orders=true",
+        "stop_strings=[e]",  # a common letter: random completions end early, so most are complete
+        "max_new_tokens=12",
+    ]
+    text = {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 0}
+    rows = run(tmp_path, "steps=1", "run.save_every=0", *reward, policy=text)
+    assert "reward/mean" in rows[-1]
+    lines = [json.loads(x) for x in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    judged = [j for line in lines for j in line["judgments"]]
+    assert judged, "no complete pair was judged"
+    # each ordered pair of complete completions judged once, the judge's text kept; both orders present
+    for line in lines:
+        pairs = {(j["a"], j["b"]) for j in line["judgments"]}
+        assert len(pairs) == len(line["judgments"]) and all((b, a) in pairs for a, b in pairs)
+    assert all(j["text"].startswith("Scores: \\boxed{") and len(j["scores"]) == 2 for j in judged)
