@@ -19,16 +19,20 @@ class ExactAnswerReward:
     Args:
         matcher: Dotted path of `f(text, label) -> bool`. The default is ShapesVQA's rule: the
             text names the label and no competing answer of the same kind.
+        require_complete: Give 0 to a completion cut by the length limit, right or not (otherwise
+            nothing stops completions from growing past the limit).
     """
 
-    def __init__(self, matcher: str = "rlhfv.data.shapes.answer_matches"):
+    def __init__(self, matcher: str = "rlhfv.data.shapes.answer_matches", require_complete: bool = False):
         self.matcher = resolve_target(matcher, key="reward.matcher")
+        self.require_complete = require_complete
 
     def __call__(self, rollout: Rollout) -> torch.Tensor:
         g = rollout.group_size
-        return torch.tensor(
-            [float(self.matcher(text, rollout.labels[i // g])) for i, text in enumerate(rollout.texts)]
+        right = torch.tensor(
+            [float(self.matcher(t, rollout.labels[i // g])) for i, t in enumerate(rollout.texts)]
         )
+        return right * rollout.complete.cpu().float() if self.require_complete else right
 
 
 class FormatReward:

@@ -30,6 +30,17 @@ def test_exact_answer_reward_uses_the_label_of_each_prompt():
     assert ExactAnswerReward()(r).tolist() == [1.0, 0.0, 1.0, 0.0]
 
 
+def test_exact_answer_reward_can_refuse_answers_cut_by_the_length_limit():
+    r = rollout(
+        ["It is red.", "It is red and", "3", "3 3"],
+        2,
+        labels=["red", "3"],
+        complete=[True, False, True, False],
+    )
+    assert ExactAnswerReward(require_complete=True)(r).tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert ExactAnswerReward()(r).tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
 def test_format_reward_wants_a_complete_short_single_line():
     r = rollout(["Red.", "one two three four five", "a\nb", "Red."], 2, complete=[True, True, True, False])
     assert FormatReward(max_words=4)(r).tolist() == [1.0, 0.0, 0.0, 0.0]
