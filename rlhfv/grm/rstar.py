@@ -75,7 +75,7 @@ def path_scores(
     Returns:
         R* per completion. Shape [N].
     """
-    from rlhfv.training.batching import completion_logprobs
+    from rlhfv.rollout import sequence_logprobs
 
     tok = model.tokenizer
     rows, split = [], []
@@ -96,5 +96,5 @@ def path_scores(
     reasoning_mask = (positions < torch.tensor(split)[:, None]).long() * mask  # [N, T]
     device = next(model.module.parameters()).device
     batch = {k: v.to(device) for k, v in model.encoder(list(prompts)).items()}
-    logprobs = completion_logprobs(model, batch, ids.to(device), mask.to(device)).cpu()  # [N, T]
+    logprobs = sequence_logprobs(model, batch, ids.to(device), mask.to(device)).cpu()  # [N, T]
     return r_star(logprobs, reasoning_mask, mask - reasoning_mask, token_mean)

@@ -29,11 +29,12 @@ from tqdm import tqdm
 from rlhfv.algorithms.grpo import GRPOLossConfig, group_advantages, grpo_loss
 from rlhfv.config import RunConfig, component_field, instantiate
 from rlhfv.models.base import ChatModel
-from rlhfv.pipelines.sft import batch_indices
 from rlhfv.rewards import checked_rewards
 from rlhfv.rollout import Rollout, generate, sequence_logprobs
 from rlhfv.training import distributed
+from rlhfv.training.batching import batch_indices
 from rlhfv.training.checkpoint import set_rng_state
+from rlhfv.training.evaluation import evaluate_accuracy
 from rlhfv.training.metrics import truncate_metrics
 from rlhfv.training.run import pick_device, seed_everything, start_run
 from rlhfv.training.schedule import lr_schedule
@@ -127,21 +128,6 @@ def reference_context(policy_module: torch.nn.Module, reference: torch.nn.Module
     return nullcontext()
 
 
-@torch.no_grad()
-def evaluate(policy: ChatModel, dataset: Any, cfg: GRPOConfig, synced: bool) -> dict[str, float]:
-    """Greedy held-out accuracy with the data set's own `is_correct` rule."""
-    policy.module.eval()
-    correct: list[bool] = []
-    for start in range(0, len(dataset), cfg.eval_batch_size):
-        examples = [dataset[i] for i in range(start, min(start + cfg.eval_batch_size, len(dataset)))]
-        r = generate(
-            policy, [e.prompt for e in examples], 1, cfg.max_new_tokens, greedy=True, synced_gpus=synced
-        )
-        correct += [bool(dataset.is_correct(t, e)) for t, e in zip(r.texts, examples, strict=True)]
-    policy.module.train()
-    return {"eval/accuracy": sum(correct) / max(1, len(correct))}
-
-
 def write_rollouts(run_dir: Any, step: int, rollout: Rollout, rewards: torch.Tensor, prompts: int) -> None:
     """Append the first `prompts` prompts of a rollout to rollouts.jsonl (images as PNG files)."""
     g = rollout.group_size
@@ -222,7 +208,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             run.state["rng"]
         )  # again: builders above may have reseeded (sampling must continue exactly)
     elif held_out is not None:
-        before = evaluate(policy, held_out, cfg, synced)
+        before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
         summary = {"before/accuracy": before["eval/accuracy"]}
         if run is not None:
             run.log(0, before)
@@ -380,7 +366,9 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         }
         metrics = {**distributed.mean_across_processes(metrics), "perf/processes": world}
         if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
-            metrics.update(evaluate(policy, held_out, cfg, synced))
+            metrics.update(
+                evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
+            )
             summary["after/accuracy"] = metrics["eval/accuracy"]
         if run is None:
             continue

@@ -32,7 +32,7 @@ from rlhfv.grm.prompts import verdict_prompt
 from rlhfv.grm.rstar import best_paths, mixed_outcome, path_scores
 from rlhfv.grm.rules import VerdictRewardTiers, verdict_reward
 from rlhfv.models.base import ChatModel
-from rlhfv.pipelines.sft import batch_indices, sft_loss
+from rlhfv.training.batching import batch_indices, sft_loss
 from rlhfv.training.run import start_run
 from rlhfv.training.schedule import lr_schedule
 from rlhfv.types import Example

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +17,10 @@ from tqdm import tqdm
 
 from rlhfv.config import RunConfig, component_field, instantiate
 from rlhfv.models.base import ChatModel
-from rlhfv.training.batching import completion_logprobs, to_device, tokenize_completions
+from rlhfv.training.batching import batch_indices, sft_loss
+from rlhfv.training.evaluation import evaluate_accuracy
 from rlhfv.training.run import start_run
 from rlhfv.training.schedule import lr_schedule
-from rlhfv.types import Example
 
 logger = logging.getLogger(__name__)
 
@@ -57,64 +56,6 @@ class SFTConfig:
     max_new_tokens: int = 24
 
 
-def batch_indices(step: int, micro: int, batch_size: int, grad_accum: int, size: int, seed: int) -> list[int]:
-    """Data indices of micro-batch `micro` of step `step` (1-based): a fresh permutation per epoch."""
-    start = ((step - 1) * grad_accum + micro) * batch_size
-    out = []
-    for position in range(start, start + batch_size):
-        epoch, offset = divmod(position, size)
-        order = torch.randperm(size, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        out.append(int(order[offset]))
-    return out
-
-
-def sft_loss(model: ChatModel, examples: Sequence[Example], device: torch.device) -> tuple[torch.Tensor, int]:
-    """Mean answer-token cross-entropy, and the number of answer tokens."""
-    prompts = to_device(model.encoder([e.prompt for e in examples]), device)
-    ids, mask = tokenize_completions(model, [e.answer for e in examples])
-    ids, mask = ids.to(device), mask.to(device)
-    logprobs = completion_logprobs(model, prompts, ids, mask)  # [N, T]
-    tokens = int(mask.sum())
-    return -logprobs.sum() / max(tokens, 1), tokens
-
-
-@torch.no_grad()
-def generate_answers(
-    model: ChatModel, examples: Sequence[Example], device: torch.device, max_new_tokens: int
-) -> list[str]:
-    """Greedy answers, decoded without special tokens."""
-    batch = to_device(model.encoder([e.prompt for e in examples]), device)
-    out = model.module.generate(
-        **batch,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=model.pad_token_id,
-        eos_token_id=model.eos_token_id,
-    )
-    new = out[:, batch["input_ids"].shape[1] :]  # [N, T] generated part only
-    return model.tokenizer.batch_decode(new, skip_special_tokens=True)
-
-
-def evaluate_accuracy(
-    model: ChatModel, dataset: Any, device: torch.device, batch_size: int, max_new_tokens: int
-) -> dict[str, float]:
-    """Held-out answer accuracy (overall and per task) with the data set's own `is_correct` rule."""
-    model.module.eval()
-    correct: dict[str, list[bool]] = {}
-    for start in range(0, len(dataset), batch_size):
-        examples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        for example, text in zip(
-            examples, generate_answers(model, examples, device, max_new_tokens), strict=True
-        ):
-            correct.setdefault(example.task or "all", []).append(bool(dataset.is_correct(text, example)))
-    model.module.train()
-    every = [c for values in correct.values() for c in values]
-    metrics = {"eval/accuracy": sum(every) / max(1, len(every))}
-    if len(correct) > 1:
-        metrics.update({f"eval/accuracy_{task}": sum(v) / len(v) for task, v in sorted(correct.items())})
-    return metrics
-
-
 def main(cfg: SFTConfig) -> dict[str, float]:
     run = start_run(cfg)
     policy: ChatModel = instantiate(cfg.policy)
@@ -131,7 +72,7 @@ def main(cfg: SFTConfig) -> dict[str, float]:
         scheduler.load_state_dict(run.state["scheduler"])
         summary = dict(run.state["summary"])
     elif held_out is not None:
-        before = evaluate_accuracy(policy, held_out, run.device, cfg.eval_batch_size, cfg.max_new_tokens)
+        before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens)
         summary = {k.replace("eval/", "before/"): v for k, v in before.items()}
         run.log(0, before)
         logger.info("held-out accuracy before training: %.3f", before["eval/accuracy"])
@@ -176,9 +117,7 @@ def main(cfg: SFTConfig) -> dict[str, float]:
                 "perf/tokens_per_s": tokens / elapsed,
             }
         if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
-            metrics.update(
-                evaluate_accuracy(policy, held_out, run.device, cfg.eval_batch_size, cfg.max_new_tokens)
-            )
+            metrics.update(evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens))
         if metrics:
             run.log(step, metrics)
         if "eval/accuracy" in metrics:

@@ -37,7 +37,7 @@ from rlhfv.grm.prompts import pointwise_prompt
 from rlhfv.grm.rules import preferred_truth, spct_correct
 from rlhfv.grm.voting import shown_index, shuffled_order, unshuffle_scores
 from rlhfv.models.base import ChatModel
-from rlhfv.pipelines.sft import batch_indices, sft_loss
+from rlhfv.training.batching import batch_indices, sft_loss
 from rlhfv.training.run import start_run
 from rlhfv.training.schedule import lr_schedule
 from rlhfv.types import Example

@@ -1,8 +1,7 @@
-"""Prompt + completion batches and the per-token log-probabilities of completions.
+"""Batches for training on reference answers: which examples, their completion tensors, their loss.
 
-Prompts come left-padded from a model's encoder ([N, P]); completions are right-padded ([N, T]).
-Putting them side by side gives one [N, P+T] sequence per row whose completion always starts at
-column P, so the completion's logits are the slice [P-1, P+T-1) of the model output.
+Prompts come left-padded from a model's encoder ([N, P]); completions are right-padded ([N, T]), so
+side by side every row's completion starts at column P (`rlhfv.rollout.sequence_logprobs` scores them).
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ from collections.abc import Sequence
 import torch
 
 from rlhfv.models.base import ChatModel
+from rlhfv.rollout import sequence_logprobs
+from rlhfv.types import Example
 
 
 def tokenize_completions(
@@ -32,32 +33,26 @@ def tokenize_completions(
     return ids, mask
 
 
-def completion_logprobs(
-    model: ChatModel,
-    prompt_batch: dict[str, torch.Tensor],
-    completion_ids: torch.Tensor,
-    completion_mask: torch.Tensor,
-    temperature: float = 1.0,
-) -> torch.Tensor:
-    """Log-probability of each completion token under the model. Shape [N, T] (0 where masked).
-
-    Args:
-        prompt_batch: The encoder's output (left-padded prompts + vision tensors), on the model's device.
-        completion_ids: [N, T] right-padded completion tokens.
-        completion_mask: [N, T], 1 for real tokens.
-        temperature: Logits are divided by it (match the sampling temperature for RL ratios).
-    """
-    prompt_len = prompt_batch["input_ids"].shape[1]
-    input_ids = torch.cat([prompt_batch["input_ids"], completion_ids], dim=1)  # [N, P+T]
-    attention = torch.cat([prompt_batch["attention_mask"], completion_mask], dim=1)  # [N, P+T]
-    vision = {k: v for k, v in prompt_batch.items() if k not in ("input_ids", "attention_mask")}
-    logits = model.module(input_ids=input_ids, attention_mask=attention, **vision).logits  # [N, P+T, V]
-    logits = logits[:, prompt_len - 1 : -1, :].float() / temperature  # [N, T, V]: position t predicts token t
-    logprobs = (
-        torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
-    )  # [N, T]
-    return logprobs * completion_mask
-
-
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def batch_indices(step: int, micro: int, batch_size: int, grad_accum: int, size: int, seed: int) -> list[int]:
+    """Data indices of micro-batch `micro` of step `step` (1-based): a fresh permutation per epoch."""
+    start = ((step - 1) * grad_accum + micro) * batch_size
+    out = []
+    for position in range(start, start + batch_size):
+        epoch, offset = divmod(position, size)
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        out.append(int(order[offset]))
+    return out
+
+
+def sft_loss(model: ChatModel, examples: Sequence[Example], device: torch.device) -> tuple[torch.Tensor, int]:
+    """Mean answer-token cross-entropy, and the number of answer tokens."""
+    prompts = to_device(model.encoder([e.prompt for e in examples]), device)
+    ids, mask = tokenize_completions(model, [e.answer for e in examples])
+    ids, mask = ids.to(device), mask.to(device)
+    logprobs = sequence_logprobs(model, prompts, ids, mask)  # [N, T]
+    tokens = int(mask.sum())
+    return -logprobs.sum() / max(tokens, 1), tokens

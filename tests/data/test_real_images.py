@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rlhfv.data.jsonl import JsonlExamples
-from rlhfv.pipelines.sft import generate_answers, sft_loss
+from rlhfv.rollout import generate
+from rlhfv.training.batching import sft_loss
 
 
 @pytest.mark.slow
@@ -38,7 +39,7 @@ def test_real_photos_train_and_generate_with_a_tiny_vlm(shared_data, tmp_path):
     loss, tokens = sft_loss(model, examples, torch.device("cpu"))
     assert torch.isfinite(loss) and tokens > 0
     loss.backward()
-    assert len(generate_answers(model, examples[:2], torch.device("cpu"), max_new_tokens=4)) == 2
+    assert len(generate(model, [e.prompt for e in examples[:2]], 1, max_new_tokens=4, greedy=True).texts) == 2
 
 
 def test_rows_with_escaping_missing_or_corrupt_images_are_reported_and_skipped(tmp_path):
