@@ -32,7 +32,7 @@ from rlhfv.grm.prompts import verdict_prompt
 from rlhfv.grm.rstar import best_paths, mixed_outcome, path_scores
 from rlhfv.grm.rules import VerdictRewardTiers, verdict_reward
 from rlhfv.models.base import ChatModel
-from rlhfv.training.batching import batch_indices, sft_loss
+from rlhfv.training.batching import sft_update
 from rlhfv.training.run import start_run
 from rlhfv.training.schedule import lr_schedule
 from rlhfv.types import Example
@@ -251,24 +251,19 @@ def main(cfg: ReasonGRMConfig) -> dict[str, float]:
         range(run.start_step + 1, cfg.steps + 1), initial=run.start_step, total=cfg.steps, desc="R* sft"
     ):
         started = time.perf_counter()
-        indices = batch_indices(step, 0, cfg.batch_size, 1, len(examples), cfg.run.seed)
-        loss, _ = sft_loss(model, [examples[i] for i in indices], run.device)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {step}: SFT loss is {loss.item()}")
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        done = sft_update(
+            model, examples, step, params, optimizer, scheduler, batch_size=cfg.batch_size, grad_accum=1,
+            seed=cfg.run.seed, max_grad_norm=cfg.max_grad_norm, device=run.device,
+        )  # fmt: skip
         if step % cfg.log_every == 0 or step == cfg.steps:
             run.log(
                 step,
                 {
-                    "loss/sft": loss.item(),
-                    "optim/grad_norm": float(grad_norm),
+                    "loss/sft": done.loss,
+                    "optim/grad_norm": done.grad_norm,
                     "perf/step_s": time.perf_counter() - started,
                 },
             )
-        summary["final_loss"] = loss.item()
+        summary["final_loss"] = done.loss
         run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
     return run.finish(model, summary)

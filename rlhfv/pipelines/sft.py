@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from rlhfv.config import RunConfig, component_field, instantiate
 from rlhfv.models.base import ChatModel
-from rlhfv.training.batching import batch_indices, sft_loss
+from rlhfv.training.batching import sft_update
 from rlhfv.training.evaluation import evaluate_accuracy
 from rlhfv.training.run import start_run
 from rlhfv.training.schedule import lr_schedule
@@ -92,20 +92,13 @@ def main(cfg: SFTConfig) -> dict[str, float]:
     bar = tqdm(range(run.start_step + 1, cfg.steps + 1), initial=run.start_step, total=cfg.steps, desc="sft")
     step = run.start_step
     for step in bar:
-        started, loss_total, tokens = time.perf_counter(), 0.0, 0
-        for micro in range(cfg.grad_accum):
-            indices = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum, len(train), cfg.run.seed)
-            with autocast:
-                loss, n_tokens = sft_loss(policy, [train[i] for i in indices], run.device)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"step {step}: SFT loss is {loss.item()} (examples {indices[:4]}…)")
-            (loss / cfg.grad_accum).backward()
-            loss_total += loss.item() / cfg.grad_accum
-            tokens += n_tokens
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        started = time.perf_counter()
+        done = sft_update(
+            policy, train, step, params, optimizer, scheduler, batch_size=cfg.batch_size,
+            grad_accum=cfg.grad_accum, seed=cfg.run.seed, max_grad_norm=cfg.max_grad_norm,
+            device=run.device, autocast=autocast,
+        )  # fmt: skip
+        loss_total, tokens, grad_norm = done.loss, done.tokens, done.grad_norm
         elapsed = time.perf_counter() - started
         bar.set_postfix(loss=f"{loss_total:.3f}", tok_s=f"{tokens / elapsed:.0f}")
         metrics: dict[str, float] = {}

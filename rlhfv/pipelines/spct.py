@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from rlhfv.config import RunConfig, component_field, instantiate
@@ -37,7 +36,7 @@ from rlhfv.grm.prompts import pointwise_prompt
 from rlhfv.grm.rules import preferred_truth, spct_correct
 from rlhfv.grm.voting import shown_index, shuffled_order, unshuffle_scores
 from rlhfv.models.base import ChatModel
-from rlhfv.training.batching import batch_indices, sft_loss
+from rlhfv.training.batching import batch_indices, sft_update
 from rlhfv.training.run import start_run
 from rlhfv.training.schedule import lr_schedule
 from rlhfv.types import Example
@@ -238,20 +237,12 @@ def main(cfg: SPCTConfig) -> dict[str, float]:
         range(run.start_step + 1, cfg.steps + 1), initial=run.start_step, total=cfg.steps, desc="rft sft"
     )
     for step in bar:
-        started, loss_total = time.perf_counter(), 0.0
-        for micro in range(cfg.grad_accum):
-            indices = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum, len(examples), cfg.run.seed)
-            loss, _ = sft_loss(grm, [examples[i] for i in indices], run.device)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"step {step}: SFT loss is {loss.item()} (trajectories {indices[:4]}…)"
-                )
-            (loss / cfg.grad_accum).backward()
-            loss_total += loss.item() / cfg.grad_accum
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        started = time.perf_counter()
+        done = sft_update(
+            grm, examples, step, params, optimizer, scheduler, batch_size=cfg.batch_size,
+            grad_accum=cfg.grad_accum, seed=cfg.run.seed, max_grad_norm=cfg.max_grad_norm, device=run.device,
+        )  # fmt: skip
+        loss_total, grad_norm = done.loss, done.grad_norm
         bar.set_postfix(loss=f"{loss_total:.3f}")
         if step % cfg.log_every == 0 or step == cfg.steps:
             run.log(

@@ -7,6 +7,9 @@ side by side every row's completion starts at column P (`rlhfv.rollout.sequence_
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -56,3 +59,48 @@ def sft_loss(model: ChatModel, examples: Sequence[Example], device: torch.device
     logprobs = sequence_logprobs(model, prompts, ids, mask)  # [N, T]
     tokens = int(mask.sum())
     return -logprobs.sum() / max(tokens, 1), tokens
+
+
+@dataclass
+class SFTStep:
+    """What one supervised optimizer step did."""
+
+    loss: float  # mean answer-token cross-entropy over the step's examples
+    grad_norm: float  # before clipping
+    tokens: int  # answer tokens trained on
+
+
+def sft_update(
+    model: ChatModel,
+    dataset: Any,
+    step: int,
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    *,
+    batch_size: int,
+    grad_accum: int,
+    seed: int,
+    max_grad_norm: float,
+    device: torch.device,
+    autocast: Any = None,
+) -> SFTStep:
+    """One optimizer step of supervised training on the step's deterministic batch (`batch_indices`).
+
+    Raises FloatingPointError naming the step and examples when the loss is not finite.
+    """
+    loss_total, tokens = 0.0, 0
+    for micro in range(grad_accum):
+        indices = batch_indices(step, micro, batch_size, grad_accum, len(dataset), seed)
+        with autocast if autocast is not None else nullcontext():
+            loss, n_tokens = sft_loss(model, [dataset[i] for i in indices], device)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {step}: SFT loss is {loss.item()} (examples {indices[:4]}…)")
+        (loss / grad_accum).backward()
+        loss_total += loss.item() / grad_accum
+        tokens += n_tokens
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return SFTStep(loss_total, float(grad_norm), tokens)
