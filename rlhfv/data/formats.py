@@ -21,16 +21,14 @@ Formats (`FORMATS`):
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rlhfv.config import ExistingPath
-from rlhfv.data.preference import PairwisePreference, RowError
+from rlhfv.data.preference import PairwisePreference, RowError, read_rows
 
 logger = logging.getLogger(__name__)
 
@@ -55,28 +53,6 @@ class RowProblem(ValueError):
     def __init__(self, field_name: str, message: str):
         super().__init__(message)
         self.field = field_name
-
-
-def read_rows(path: Path) -> Iterator[tuple[int, Any, str]]:
-    """Yield (line, decoded row, "") or (line, None, JSON error) for .json / .jsonl (optionally .gz)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        if path.name.removesuffix(".gz").endswith(".json"):
-            try:
-                rows = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
-            if not isinstance(rows, list):
-                raise ValueError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
-            yield from ((i, row, "") for i, row in enumerate(rows, start=1))
-            return
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line), ""
-            except json.JSONDecodeError as e:
-                yield lineno, None, f"not valid JSON ({e.msg})"
 
 
 def load_rows(path: str | Path, convert: Callable[[dict], list]) -> tuple[list, list[RowError]]:

@@ -9,13 +9,13 @@ Malformed rows and unreadable images are reported by file, line and field, and s
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from rlhfv.config import ExistingPath
 from rlhfv.data.images import ImageError, load_image
-from rlhfv.data.preference import RowError
+from rlhfv.data.preference import RowError, read_rows
 from rlhfv.types import Example, Prompt
 
 logger = logging.getLogger(__name__)
@@ -39,10 +39,8 @@ class JsonlExamples:
         root = Path(image_root) if image_root else self.path.parent
         self.examples: list[Example] = []
         self.errors: list[RowError] = []
-        for lineno, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            example = self._parse(line, lineno, root)
+        for lineno, row, json_error in read_rows(self.path):
+            example = self._parse(row, json_error, lineno, root)
             if example is not None:
                 self.examples.append(example)
             if limit and len(self.examples) >= limit:
@@ -53,14 +51,12 @@ class JsonlExamples:
             raise ValueError(f"{self.path}: no usable rows ({len(self.errors)} malformed)")
         logger.info("%s: %d examples, %d rows skipped", self.path, len(self.examples), len(self.errors))
 
-    def _parse(self, line: str, lineno: int, root: Path) -> Example | None:
+    def _parse(self, row: Any, json_error: str, lineno: int, root: Path) -> Example | None:
         def fail(field: str, message: str) -> None:
             self.errors.append(RowError(str(self.path), lineno, field, message))
 
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            return fail("<json>", f"not valid JSON ({e.msg})")
+        if json_error:
+            return fail("<json>", json_error)
         if not isinstance(row, dict):
             return fail("<row>", "expected a JSON object")
         for field in ("prompt", "answer") if self.require_answer else ("prompt",):

@@ -12,11 +12,14 @@ the single definition of the format: the annotation app's export and every GRM p
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,28 @@ class RowError:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: field '{self.field}': {self.message}"
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, Any, str]]:
+    """Yield (line, decoded row, "") or (line, None, JSON error) for .json / .jsonl (optionally .gz)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        if path.name.removesuffix(".gz").endswith(".json"):
+            try:
+                rows = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
+            if not isinstance(rows, list):
+                raise ValueError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
+            yield from ((i, row, "") for i, row in enumerate(rows, start=1))
+            return
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line), ""
+            except json.JSONDecodeError as e:
+                yield lineno, None, f"not valid JSON ({e.msg})"
 
 
 def parse_preference(row: object) -> tuple[PairwisePreference | None, str, str]:
@@ -90,25 +115,20 @@ def read_preferences(path: str | Path) -> tuple[list[PairwisePreference], list[R
         raise FileNotFoundError(f"preference file not found: {path}")
     prefs: list[PairwisePreference] = []
     errors: list[RowError] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                errors.append(RowError(str(path), lineno, "<json>", f"not valid JSON ({e.msg})"))
-                continue
-            pref, bad_field, message = parse_preference(row)
-            if pref is None:
-                errors.append(RowError(str(path), lineno, bad_field, message))
-                continue
-            pref.images = [
-                str((path.parent / p).resolve()) if not Path(p).is_absolute() else p for p in pref.images
-            ]
-            if not pref.id:
-                pref.id = f"{path.stem}-{lineno}"
-            prefs.append(pref)
+    for lineno, row, json_error in read_rows(path):
+        if json_error:
+            errors.append(RowError(str(path), lineno, "<json>", json_error))
+            continue
+        pref, bad_field, message = parse_preference(row)
+        if pref is None:
+            errors.append(RowError(str(path), lineno, bad_field, message))
+            continue
+        pref.images = [
+            str((path.parent / p).resolve()) if not Path(p).is_absolute() else p for p in pref.images
+        ]
+        if not pref.id:
+            pref.id = f"{path.stem}-{lineno}"
+        prefs.append(pref)
     for e in errors:
         logger.warning("skipped %s", e)
     if errors:
