@@ -33,10 +33,9 @@ from rlhfv.rewards import checked_rewards
 from rlhfv.rollout import Rollout, generate, sequence_logprobs
 from rlhfv.training import distributed
 from rlhfv.training.batching import batch_indices
-from rlhfv.training.checkpoint import set_rng_state
 from rlhfv.training.evaluation import evaluate_accuracy
 from rlhfv.training.metrics import truncate_metrics
-from rlhfv.training.run import pick_device, seed_everything, start_run
+from rlhfv.training.run import pick_device, seed_everything, start_run, training_state
 from rlhfv.training.schedule import lr_schedule
 
 logger = logging.getLogger(__name__)
@@ -199,14 +198,8 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
     start_step = run.start_step if run else 0
     summary: dict[str, float] = {}
     if run is not None and run.state is not None:
-        module.load_state_dict(run.state["model"])
-        optimizer.load_state_dict(run.state["optimizer"])
-        scheduler.load_state_dict(run.state["scheduler"])
-        summary = dict(run.state["summary"])
+        summary = run.restore(module, optimizer, scheduler)
         truncate_metrics(run.dir / "rollouts.jsonl", start_step)
-        set_rng_state(
-            run.state["rng"]
-        )  # again: builders above may have reseeded (sampling must continue exactly)
     elif held_out is not None:
         before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
         summary = {"before/accuracy": before["eval/accuracy"]}
@@ -217,13 +210,8 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         (run.dir / "rollouts.jsonl").unlink()
 
     def state() -> dict[str, Any]:
-        return {
-            "model": module.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "summary": summary,
-            "data_position": {"prompts_seen": step * cfg.prompts_per_step * world},
-        }
+        seen = {"prompts_seen": step * cfg.prompts_per_step * world}
+        return training_state(module, optimizer, scheduler, summary, data_position=seen)
 
     autocast = torch.autocast(
         device.type,

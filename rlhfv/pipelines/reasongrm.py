@@ -33,7 +33,7 @@ from rlhfv.grm.rstar import best_paths, mixed_outcome, path_scores
 from rlhfv.grm.rules import VerdictRewardTiers, verdict_reward
 from rlhfv.models.base import ChatModel
 from rlhfv.training.batching import sft_update
-from rlhfv.training.run import start_run
+from rlhfv.training.run import start_run, training_state
 from rlhfv.training.schedule import lr_schedule
 from rlhfv.types import Example
 
@@ -235,17 +235,10 @@ def main(cfg: ReasonGRMConfig) -> dict[str, float]:
     optimizer = instantiate(cfg.optimizer, params)
     scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.schedule)
     if run.state is not None:
-        model.module.load_state_dict(run.state["model"])
-        optimizer.load_state_dict(run.state["optimizer"])
-        scheduler.load_state_dict(run.state["scheduler"])
+        summary.update(run.restore(model.module, optimizer, scheduler))
 
     def state() -> dict[str, Any]:
-        return {
-            "model": model.module.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "summary": summary,
-        }
+        return training_state(model.module, optimizer, scheduler, summary)
 
     for step in tqdm(
         range(run.start_step + 1, cfg.steps + 1), initial=run.start_step, total=cfg.steps, desc="R* sft"

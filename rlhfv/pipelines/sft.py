@@ -19,7 +19,7 @@ from rlhfv.config import RunConfig, component_field, instantiate
 from rlhfv.models.base import ChatModel
 from rlhfv.training.batching import sft_update
 from rlhfv.training.evaluation import evaluate_accuracy
-from rlhfv.training.run import start_run
+from rlhfv.training.run import start_run, training_state
 from rlhfv.training.schedule import lr_schedule
 
 logger = logging.getLogger(__name__)
@@ -67,10 +67,7 @@ def main(cfg: SFTConfig) -> dict[str, float]:
     scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.schedule)
     summary: dict[str, float] = {}
     if run.state is not None:
-        policy.module.load_state_dict(run.state["model"])
-        optimizer.load_state_dict(run.state["optimizer"])
-        scheduler.load_state_dict(run.state["scheduler"])
-        summary = dict(run.state["summary"])
+        summary = run.restore(policy.module, optimizer, scheduler)
     elif held_out is not None:
         before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens)
         summary = {k.replace("eval/", "before/"): v for k, v in before.items()}
@@ -78,13 +75,8 @@ def main(cfg: SFTConfig) -> dict[str, float]:
         logger.info("held-out accuracy before training: %.3f", before["eval/accuracy"])
 
     def state() -> dict[str, Any]:
-        return {
-            "model": policy.module.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "summary": summary,
-            "data_position": {"examples_seen": step * cfg.batch_size * cfg.grad_accum},
-        }
+        seen = {"examples_seen": step * cfg.batch_size * cfg.grad_accum}
+        return training_state(policy.module, optimizer, scheduler, summary, data_position=seen)
 
     autocast = torch.autocast(
         run.device.type, dtype=getattr(torch, run.dtype), enabled=run.dtype != "float32"

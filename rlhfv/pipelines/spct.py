@@ -37,7 +37,7 @@ from rlhfv.grm.rules import preferred_truth, spct_correct
 from rlhfv.grm.voting import shown_index, shuffled_order, unshuffle_scores
 from rlhfv.models.base import ChatModel
 from rlhfv.training.batching import batch_indices, sft_update
-from rlhfv.training.run import start_run
+from rlhfv.training.run import start_run, training_state
 from rlhfv.training.schedule import lr_schedule
 from rlhfv.types import Example
 
@@ -221,17 +221,10 @@ def main(cfg: SPCTConfig) -> dict[str, float]:
     optimizer = instantiate(cfg.optimizer, params)
     scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.schedule)
     if run.state is not None:
-        grm.module.load_state_dict(run.state["model"])
-        optimizer.load_state_dict(run.state["optimizer"])
-        scheduler.load_state_dict(run.state["scheduler"])
+        summary.update(run.restore(grm.module, optimizer, scheduler))
 
     def state() -> dict[str, Any]:
-        return {
-            "model": grm.module.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "summary": summary,
-        }
+        return training_state(grm.module, optimizer, scheduler, summary)
 
     bar = tqdm(
         range(run.start_step + 1, cfg.steps + 1), initial=run.start_step, total=cfg.steps, desc="rft sft"

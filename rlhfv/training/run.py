@@ -79,6 +79,16 @@ class Run:
         (self.dir / "recipe.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         self.metrics = MetricsLogger(self.dir, bool(rc.tensorboard), self.start_step if ckpt else None)
 
+    def restore(self, module: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+        """Load model, optimizer and scheduler from the checkpoint being resumed, set every RNG
+        again (model builders reseed after `start_run` restored them), and return the saved summary."""
+        assert self.state is not None, "restore() is for resumed runs"
+        module.load_state_dict(self.state["model"])
+        optimizer.load_state_dict(self.state["optimizer"])
+        scheduler.load_state_dict(self.state["scheduler"])
+        set_rng_state(self.state["rng"])
+        return dict(self.state.get("summary", {}))
+
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         self.metrics.log(step, metrics)
 
@@ -98,6 +108,19 @@ class Run:
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         self.metrics.close()
         return summary
+
+
+def training_state(
+    module: torch.nn.Module, optimizer: Any, scheduler: Any, summary: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """What a training checkpoint holds besides the RNG states (see `Run.restore`)."""
+    return {
+        "model": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "summary": summary,
+        **extra,
+    }
 
 
 def start_run(cfg: DictConfig) -> Run:
