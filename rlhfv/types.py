@@ -17,11 +17,14 @@ class Prompt:
         text: The user's question or instruction.
         images: Images placed before the text, in order (may be empty for text-only models).
         system: Optional system message.
+        prefill: Text the assistant's reply starts with; generation continues it (used to force
+            a judge's score line, `rlhfv.grm.judge.force_scores`).
     """
 
     text: str
     images: list[Image.Image] = field(default_factory=list)
     system: str | None = None
+    prefill: str = ""
 
 
 @dataclass

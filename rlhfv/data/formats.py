@@ -334,6 +334,35 @@ def load_preference_data(fmt: str, path: str | Path, **fields: str) -> tuple[lis
     return rows, errors
 
 
+SPLITS = ("all", "train", "test")
+
+
+def select_rows(
+    rows: list, split: str = "all", test_fraction: float = 0.2, limit: int = 0, seed: int = 0
+) -> list:
+    """A fixed train/test split of a file's rows, then an optional random subsample.
+
+    The split is a seeded permutation of row positions (seed 0, independent of `seed`), so the
+    same file always splits the same way and the two parts never share a row; `limit` then keeps
+    that many rows of the part, drawn with `seed`. Rows keep their file order.
+    """
+    import random
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    keep = list(range(len(rows)))
+    if split != "all":
+        order = keep[:]
+        random.Random(0).shuffle(order)
+        n_test = round(len(rows) * test_fraction)
+        keep = sorted(order[:n_test] if split == "test" else order[n_test:])
+    if limit and limit < len(keep):
+        keep = sorted(random.Random(seed).sample(keep, limit))
+    return [rows[i] for i in keep]
+
+
 class PreferenceData:
     """Preference items from any format above, images loaded: a recipe node for judge pipelines.
 
@@ -342,19 +371,26 @@ class PreferenceData:
     Args:
         format: A `load_preference_data` format name ("hh-rlhf", "llmbar", "rlaifv", …).
         path: The data file.
-        limit: Keep a random subsample of this many items, fixed by `seed` (0: all).
+        split: "all", or the "train" / "test" part of the file's fixed split (`select_rows`).
+        test_fraction: Share of the rows in the test part.
+        limit: Keep a random subsample of this many items of the part, fixed by `seed` (0: all).
         seed: Seed of the subsample.
     """
 
-    def __init__(self, format: str, path: ExistingPath, limit: int = 0, seed: int = 0):
-        import random
-
+    def __init__(
+        self,
+        format: str,
+        path: ExistingPath,
+        limit: int = 0,
+        seed: int = 0,
+        split: str = "all",
+        test_fraction: float = 0.2,
+    ):
         from rlhfv.data.images import ImageError, load_image
         from rlhfv.types import PreferencePair, Prompt
 
         rows, self.errors = load_preference_data(format, path)
-        if limit and limit < len(rows):
-            rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), limit))]
+        rows = select_rows(rows, split, test_fraction, limit, seed)
         self.pairs = []
         for r in rows:
             try:

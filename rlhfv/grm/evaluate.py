@@ -4,7 +4,8 @@ Reports, overall and per subset:
 - greedy accuracy, judged twice per item (responses as stored and reversed), with ties and parse
   failures credited as a random pick (1/n, SPCT's shuffle-then-argmax tie-break); the strict
   Eq.-10 accuracy (ties and failures wrong); position consistency (same winner in both orders);
-  parse-failure and tie rates, and why parses failed;
+  parse-failure and tie rates, and why parses failed; with `--force-scores`
+  (`rlhfv.grm.judge.force_scores`), the share of judgements whose score line was forced;
 - voting@k for each k (k sampled judgements, each in its own random order, scores summed);
 - meta-RM@k when a meta-RM is given (only the top k/2 samples by meta score vote).
 Accuracies carry 95% normal-approximation confidence intervals. Results go to a JSON file.
@@ -124,6 +125,7 @@ def greedy_records(j: Judgement, e: EvalItem) -> dict[str, Any]:
         "ties": sum(winner(s) is None for s in parsed),
         "parsed": len(parsed),
         "consistent": None if len(parsed) < 2 else float(winners[0] is not None and winners[0] == winners[1]),
+        "forced": sum(j.forced),
         "texts": j.texts,
     }
 
@@ -140,6 +142,7 @@ def evaluate_grm(
     principles: str | None = None,
     greedy: bool = True,
     progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Run the evaluation described in the module docstring; return the results dictionary."""
     from tqdm import tqdm
@@ -148,7 +151,7 @@ def evaluate_grm(
     per_item: list[dict[str, Any]] = [{} for _ in items]
     failures: Counter[str] = Counter()
     start = time.perf_counter()
-    common = {"max_new_tokens": max_new_tokens, "principles": principles}
+    common: dict[str, Any] = {"max_new_tokens": max_new_tokens, "principles": principles, "force": force}
     if greedy:  # two rows per item (stored order, reversed), batch_size rows per generate call
         step = max(1, batch_size // 2)
         bar = tqdm(range(0, len(items), step), desc="greedy", disable=not progress)
@@ -180,6 +183,7 @@ def evaluate_grm(
                 failures.update(f"sampled: {p.error}" for p in j.parsed if not p.ok)
                 rec = {f"voting@{k}": pick_credit(vote(j.scores[:k], n), e.preferred) for k in ks}
                 rec["sample_failures"] = sum(not p.ok for p in j.parsed)
+                rec["sample_forced"] = sum(j.forced)
                 if meta is not None:
                     from rlhfv.grm.meta_rm import meta_rm_scores
                     from rlhfv.grm.prompts import pointwise_prompt
@@ -228,6 +232,7 @@ def summarize(
             m["greedy/parse_failure_rate"] = sum(len(r["failures"]) for r in g) / (
                 2 * len(g)
             )  # two judgements per item
+            m["greedy/forced_rate"] = sum(r["forced"] for r in g) / (2 * len(g))
             m["greedy/tie_rate"] = sum(r["ties"] for r in g) / max(1, sum(r["parsed"] for r in g))
             m["greedy/position_consistency"] = (
                 sum(consistent) / len(consistent) if consistent else float("nan")
@@ -239,6 +244,7 @@ def summarize(
                 if with_meta:
                     m[f"meta@{k}/accuracy"] = mean_ci([r[f"meta@{k}"] for r in s])
             m["sampled/parse_failure_rate"] = sum(r["sample_failures"] for r in s) / (len(s) * max(ks))
+            m["sampled/forced_rate"] = sum(r["sample_forced"] for r in s) / (len(s) * max(ks))
         metrics[name] = m
     examples = [  # a few raw judgements, to see what the judge actually writes
         {"id": e.id, "preferred": e.preferred, "greedy_texts": r["greedy"]["texts"]}
@@ -277,6 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--split",
+        default="all",
+        choices=["all", "train", "test"],
+        help="evaluate one part of the file's fixed split (rlhfv.data.formats.select_rows)",
+    )
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of the rows in the test part")
+    p.add_argument(
         "--k", type=int, nargs="*", default=[1, 4, 8], help="voting@k values; none to skip sampling"
     )
     p.add_argument("--no-greedy", action="store_true", help="skip the greedy two-order pass")
@@ -285,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8, help="generated rows per generate() call")
     p.add_argument("--meta-rm", help="meta-RM folder (rlhfv.grm.meta_rm.save_meta_rm) for meta@k")
     p.add_argument("--principles", help="the 'w/ principles' prompt variant: principles text")
+    p.add_argument(
+        "--force-scores",
+        action="store_true",
+        help="append 'Scores: \\boxed{' to judgements without a box and let the judge finish it (rlhfv.grm.judge)",
+    )
     p.add_argument("--dtype", default="float32")
     p.add_argument("--out", help="write the results JSON here")
     args = parser.parse_args(argv)
@@ -294,14 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not args.data:
             parser.error("--data is required unless --format shapes")
-        from rlhfv.data.formats import load_preference_data
+        from rlhfv.data.formats import load_preference_data, select_rows
 
         rows, errors = load_preference_data(args.format, args.data)
         if errors:
             print(f"{args.data}: skipped {len(errors)} malformed rows (first: {errors[0]})")
-        if args.limit and args.limit < len(rows):
-            rows = [rows[i] for i in sorted(random.Random(args.seed).sample(range(len(rows)), args.limit))]
-        items = items_from_rows(rows)
+        items = items_from_rows(select_rows(rows, args.split, args.test_fraction, args.limit, args.seed))
     model = build_judge(args.model, args.dtype)
     meta = None
     if args.meta_rm:
@@ -319,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         meta,
         args.principles,
         greedy=not args.no_greedy,
+        force=args.force_scores,
     )
     results["config"] = {k: v for k, v in vars(args).items() if k != "what"}
     text = json.dumps(results, indent=2)

@@ -3,16 +3,24 @@
 The k samples of one judgement are generated together: each sample shows the responses in its own
 random order (SPCT's per-sample shuffle), so the k prompts differ only in order and go through one
 `generate` call alongside the other items' samples; never k separate calls.
+
+Score forcing (`force_scores`, off by default): a judge too small to have learned the output
+contract (SmolLM2-135M writes "Scores: 1." and carries on) gives no parsable sample at all, so
+SPCT's rejective fine-tuning has nothing to keep. Forcing appends the score line's opening,
+`Scores: \\boxed{`, to every judgement without a box and lets the judge write the numbers (a second,
+short generate call over just those rows). The forced text is what the judge is credited with and
+what RFT trains on, so the format is learned from the judge's own analyses. Evaluation reports the
+forced rate so forced and free-running figures are never confused.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from rlhfv.grm.parsing import ParsedScores, parse_scores
+from rlhfv.grm.parsing import ParsedScores, last_boxed, parse_scores
 from rlhfv.grm.prompts import pointwise_prompt
 from rlhfv.grm.voting import shuffled_order, unshuffle_scores
 
@@ -20,6 +28,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from rlhfv.models.base import ChatModel
+    from rlhfv.types import Prompt
 
 
 @dataclass
@@ -40,6 +49,7 @@ class Judgement:
             original response orders[j][p]). parsed: Parse result per sample, in display order.
         scores: Per sample, the scores in the ORIGINAL response order, or None when unparsable.
         complete: Whether each sample ended by itself (not cut by the length limit).
+        forced: Whether each sample's score line was forced (`force_scores`).
     """
 
     texts: list[str]
@@ -47,6 +57,43 @@ class Judgement:
     parsed: list[ParsedScores]
     scores: list[list[float] | None]
     complete: list[bool]
+    forced: list[bool] = field(default_factory=list)  # empty: none forced
+
+
+FORCED_SCORE_LINE = "\nScores: \\boxed{"
+FORCED_TOKENS = 16  # enough for "s1, ..., s_n}" with a handful of responses
+
+
+def force_scores(
+    model: ChatModel,
+    prompts: Sequence[Prompt],
+    texts: Sequence[str],
+    greedy: bool,
+    temperature: float,
+) -> tuple[list[str], list[bool]]:
+    """Texts without a `\\boxed{...}` get the score line's opening appended and continued.
+
+    Returns the (possibly extended) texts and which of them were forced. One generate call over
+    the rows that need it; rows with a box are returned unchanged.
+    """
+    from rlhfv.rollout import generate
+
+    todo = [i for i, t in enumerate(texts) if last_boxed(t) is None]
+    out, forced = list(texts), [False] * len(texts)
+    if not todo:
+        return out, forced
+    heads = [texts[i].rstrip() + FORCED_SCORE_LINE for i in todo]
+    continued = generate(
+        model,
+        [replace(prompts[i], prefill=head) for i, head in zip(todo, heads, strict=True)],
+        group_size=1,
+        max_new_tokens=FORCED_TOKENS,
+        temperature=temperature,
+        greedy=greedy,
+    )
+    for i, head, tail in zip(todo, heads, continued.texts, strict=True):
+        out[i], forced[i] = head + tail, True
+    return out, forced
 
 
 def judge(
@@ -61,6 +108,7 @@ def judge(
     principles: str | None = None,
     score_range: tuple[float, float] | None = (1.0, 10.0),
     clip: bool = True,
+    force: bool = False,
 ) -> list[Judgement]:
     """Judge every item k times in ONE batched generate call (B·k rows).
 
@@ -71,6 +119,7 @@ def judge(
         temperature: Sampling temperature (SPCT uses 0.5 for inference-time scaling).
         principles: The 'w/ principles' prompt variant.
         score_range, clip: Allowed scores and whether to clamp into them (DeepSeek-GRM clamps to [1, 10]).
+        force: Force a score line onto samples without one (module docstring).
     """
     from rlhfv.rollout import generate
 
@@ -91,18 +140,22 @@ def judge(
     rollout = generate(
         model, prompts, group_size=1, max_new_tokens=max_new_tokens, temperature=temperature, greedy=greedy
     )
+    texts, forced = list(rollout.texts), [False] * len(prompts)
+    if force:
+        texts, forced = force_scores(model, prompts, texts, greedy, temperature)
     low, high = score_range if score_range else (None, None)
     out = []
     for b, item in enumerate(items):
         rows = range(b * k, (b + 1) * k)
-        parsed = [parse_scores(rollout.texts[r], len(item.responses), low, high, clip) for r in rows]
+        parsed = [parse_scores(texts[r], len(item.responses), low, high, clip) for r in rows]
         out.append(
             Judgement(
-                texts=[rollout.texts[r] for r in rows],
+                texts=[texts[r] for r in rows],
                 orders=[all_orders[r] for r in rows],
                 parsed=parsed,
                 scores=[unshuffle_scores(p.scores, all_orders[r]) for p, r in zip(parsed, rows, strict=True)],
                 complete=[bool(rollout.complete[r]) for r in rows],
+                forced=[forced[r] for r in rows],
             )
         )
     return out

@@ -202,6 +202,7 @@ class ClipLMEncoder:
             messages.append({"role": "user", "content": content})
             texts.append(
                 self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                + p.prefill
             )
         batch = self.tokenizer(
             texts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt"

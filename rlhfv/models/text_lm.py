@@ -43,6 +43,7 @@ class TextPromptEncoder:
     def __call__(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
         texts = [
             self.tokenizer.apply_chat_template(self.messages(p), tokenize=False, add_generation_prompt=True)
+            + p.prefill
             for p in prompts
         ]
         # The template already holds every special token; adding a BOS again would double it.

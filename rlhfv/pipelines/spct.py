@@ -59,6 +59,8 @@ class SPCTConfig:
         hinted: Also draw one hinted sample per item.
         temperature, max_new_tokens: Sampling of judgements.
         sample_batch_size: Rows per generate call while sampling.
+        force_scores: Force the score line onto samples that lack one (`rlhfv.grm.judge`); for a
+            sampler too small to follow the output contract, so that RFT has correct samples to keep.
         principles: Optional annotation principles ('w/ principles' prompts).
         score_low / score_high: The score range; scores outside it are clamped (as DeepSeek-GRM's card does).
         steps, batch_size, grad_accum, warmup_steps, schedule, max_grad_norm: SFT on kept trajectories.
@@ -74,6 +76,7 @@ class SPCTConfig:
     temperature: float = 1.0
     max_new_tokens: int = 256
     sample_batch_size: int = 16
+    force_scores: bool = False
     principles: str | None = None
     score_low: float = 1.0
     score_high: float = 10.0
@@ -115,6 +118,7 @@ def rejective_sample(
             principles=cfg.principles,
             score_range=score_range,
             clip=True,
+            force=cfg.force_scores,
         )
         hinted = hinted_samples(sampler, chunk, cfg, rng) if cfg.hinted else [None] * len(chunk)
         for (index, pair), j, hint in zip(chunk, judged, hinted, strict=True):
@@ -153,6 +157,7 @@ def hinted_samples(
     sampler: ChatModel, chunk: list[tuple[int, Any]], cfg: SPCTConfig, rng: random.Random
 ) -> list[dict[str, Any] | None]:
     """One hinted sample per item (the prompt names the best response); kept only if correct."""
+    from rlhfv.grm.judge import force_scores
     from rlhfv.rollout import generate
 
     orders = [shuffled_order(len(p.responses), rng) for _, p in chunk]
@@ -169,8 +174,11 @@ def hinted_samples(
     rollout = generate(
         sampler, prompts, group_size=1, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature
     )
+    texts = rollout.texts
+    if cfg.force_scores:
+        texts, _ = force_scores(sampler, prompts, texts, greedy=False, temperature=cfg.temperature)
     out: list[dict[str, Any] | None] = []
-    for (index, p), order, text in zip(chunk, orders, rollout.texts, strict=True):
+    for (index, p), order, text in zip(chunk, orders, texts, strict=True):
         scores = unshuffle_scores(
             parse_scores(text, len(p.responses), cfg.score_low, cfg.score_high, clip=True).scores, order
         )
@@ -275,6 +283,7 @@ class MetaRMConfig:
     temperature: float = 0.5
     max_new_tokens: int = 256
     sample_batch_size: int = 16
+    force_scores: bool = False
     principles: str | None = None
     steps: int = 100
     batch_size: int = 8
@@ -308,6 +317,7 @@ def meta_rm_main(cfg: MetaRMConfig) -> dict[str, float]:
                 temperature=cfg.temperature,
                 max_new_tokens=cfg.max_new_tokens,
                 principles=cfg.principles,
+                force=cfg.force_scores,
             )
             for (index, p), j in zip(chunk, judged, strict=True):
                 truth = preferred_truth(len(p.responses), p.preferred)

@@ -155,3 +155,20 @@ def test_rewardbench_and_generic_field_mapping(tmp_path):
     assert [(e.line, e.field) for e in errors] == [(2, "img")]
     with pytest.raises(ValueError, match="unknown data format 'csv'"):
         load_preference_data("csv", path)
+
+
+def test_the_fixed_split_is_disjoint_complete_stable_and_subsampled_within_its_part():
+    from rlhfv.data.formats import select_rows
+
+    rows = list(range(100))
+    train, test = select_rows(rows, "train"), select_rows(rows, "test")
+    assert len(test) == 20 and len(train) == 80
+    assert sorted(train + test) == rows  # disjoint and complete
+    assert select_rows(rows, "test") == test  # the same file always splits the same way
+    assert len(select_rows(rows, "test", test_fraction=0.5)) == 50
+    sub = select_rows(rows, "test", limit=5, seed=1)
+    assert len(sub) == 5 and set(sub) <= set(test) and sub == sorted(sub)
+    with pytest.raises(ValueError, match="split must be one of"):
+        select_rows(rows, "dev")
+    with pytest.raises(ValueError, match="test_fraction"):
+        select_rows(rows, "test", test_fraction=1.5)

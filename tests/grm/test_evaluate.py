@@ -117,3 +117,35 @@ def test_cli_evaluates_llmbar_with_a_tiny_judge_and_writes_json(shared_data, tmp
     results = json.loads(out.read_text())
     assert code == 0 and results["items"] == 3 and "subset/Natural" in results["metrics"]
     assert results["metrics"]["all"]["greedy/accuracy"]["mean"] == 0.5  # every parse fails → random picks
+
+
+def test_forcing_appends_the_score_line_to_judgements_without_one_and_is_reported():
+    from rlhfv.grm.judge import FORCED_SCORE_LINE, judge
+    from rlhfv.models.text_lm import tiny_text_lm
+
+    model = tiny_text_lm(seed=0)
+    calls = []
+    original = model.module.generate
+    model.module.generate = lambda **kw: calls.append(kw["input_ids"].shape[0]) or original(**kw)
+    plain = judge(model, [ITEMS[0].item], k=2, greedy=True, max_new_tokens=3)[0]
+    forced = judge(model, [ITEMS[0].item], k=2, greedy=True, max_new_tokens=3, force=True)[0]
+    assert plain.forced == [False, False] and all("\\boxed{" not in t for t in plain.texts)
+    assert forced.forced == [True, True]
+    for before, after in zip(plain.texts, forced.texts, strict=True):  # greedy: same free-running start
+        assert after.startswith(before.rstrip() + FORCED_SCORE_LINE)
+    assert calls == [2, 2, 2]  # the forced continuation is one extra call over both rows
+
+    result = evaluate_grm(
+        model, ITEMS[:2], ks=(2,), max_new_tokens=3, batch_size=4, progress=False, force=True
+    )
+    assert result["metrics"]["all"]["greedy/forced_rate"] == 1.0
+    assert result["metrics"]["all"]["sampled/forced_rate"] == 1.0
+
+
+def test_a_prefill_starts_the_assistant_turn():
+    from rlhfv.models.text_lm import tiny_text_lm
+    from rlhfv.types import Prompt
+
+    model = tiny_text_lm(seed=0)
+    ids = model.encoder([Prompt("which is better?", prefill="Scores: \\boxed{")])["input_ids"][0]
+    assert model.tokenizer.decode(ids).endswith("assistant\nScores: \\boxed{")
