@@ -173,3 +173,22 @@ def test_bad_builder_arguments_are_named():
         hf_vlm.tiny_llava(image_size=100)
     with pytest.raises(ValueError, match="rank"):
         hf_vlm.tiny_llava(lora={"rank": 4})
+
+
+def test_prefill_starts_the_assistant_turn_after_the_images(family):
+    name, model = family
+    prompts = _prompts()
+    plain = model.encoder(prompts)["input_ids"]
+    prompts[0].prefill = prompts[1].prefill = "Scores: \\boxed{"
+    filled = model.encoder(prompts)["input_ids"]
+    tokenizer = model.encoder.processor.tokenizer
+    assert tokenizer.decode(filled[0]).endswith("Scores: \\boxed{")
+    assert filled.shape[1] > plain.shape[1]
+
+
+@pytest.mark.parametrize("name", ["tiny_qwen2_vl", "tiny_qwen2_5_vl"])
+def test_qwen_kv_heads_sets_how_many_heads_have_their_own_keys(name):
+    model = getattr(hf_vlm, name)(seed=0, kv_heads=3)
+    assert model.module.config.text_config.num_key_value_heads == 3
+    out = model.module.generate(**model.encoder(_prompts()), max_new_tokens=2, do_sample=False)
+    assert out.shape[0] == 2
