@@ -10,7 +10,7 @@ it 0, and the length limit, not the model, chose where it stops.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,7 @@ def generate(
     labels: Sequence[str] | None = None,
     greedy: bool = False,
     synced_gpus: bool = False,
+    allowed_tokens: Callable[[int, torch.Tensor], list[int]] | None = None,
 ) -> Rollout:
     """Sample `group_size` completions for every prompt, batched, with the KV cache.
 
@@ -100,6 +101,8 @@ def generate(
         greedy: Argmax decoding (evaluation).
         synced_gpus: Keep generating until every process is done (needed under ZeRO-3, where
             each forward pass gathers parameters from all processes).
+        allowed_tokens: Constrained decoding: (row, ids generated so far [t]) → the token ids that
+            may come next (e.g. `rlhfv.grm.judge.ScoreLineGrammar`).
     """
     rows = [p for p in prompts for _ in range(group_size)]  # prompt-major: b·G + k
     device = next(policy.module.parameters()).device
@@ -111,6 +114,9 @@ def generate(
     )
     if stop_strings:
         sampling.update(stop_strings=list(stop_strings), tokenizer=policy.tokenizer)
+    if allowed_tokens is not None:
+        width = batch["input_ids"].shape[1]
+        sampling["prefix_allowed_tokens_fn"] = lambda row, ids: allowed_tokens(row, ids[width:])
     out = policy.module.generate(
         **batch,
         max_new_tokens=max_new_tokens,

@@ -7,24 +7,30 @@ random order (SPCT's per-sample shuffle), so the k prompts differ only in order 
 Score forcing (`force_scores`, off by default): a judge too small to have learned the output
 contract (SmolLM2-135M writes "Scores: 1." and carries on) gives no parsable sample at all, so
 SPCT's rejective fine-tuning has nothing to keep. Forcing appends the score line's opening,
-`Scores: \\boxed{`, to every judgement without a box and lets the judge write the numbers (a second,
-short generate call over just those rows). The forced text is what the judge is credited with and
+`Scores: \\boxed{`, to every judgement without a box and lets the judge write the numbers in a
+second, short generate call over just those rows, constrained to a well-formed line (n whole
+numbers in the score range, then `}`; `ScoreLineGrammar`): left free after the opening, SmolLM2
+copied `s1, s2` from the instructions, wrote one number or ran on (93% of forced lines unparsable
+on 30 LLMBar items). The forced text is what the judge is credited with and
 what RFT trains on, so the format is learned from the judge's own analyses. Evaluation reports the
 forced rate so forced and free-running figures are never confused.
 """
 
 from __future__ import annotations
 
+import math
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rlhfv.grm.parsing import ParsedScores, last_boxed, parse_scores
 from rlhfv.grm.prompts import pointwise_prompt
 from rlhfv.grm.voting import shuffled_order, unshuffle_scores
 
 if TYPE_CHECKING:
+    import torch
     from PIL import Image
 
     from rlhfv.models.base import ChatModel
@@ -61,17 +67,77 @@ class Judgement:
 
 
 FORCED_SCORE_LINE = "\nScores: \\boxed{"
-FORCED_TOKENS = 16  # enough for "s1, ..., s_n}" with a handful of responses
+SCORE_LINE_CHARS = set("0123456789, }")
+_score_tokens: dict[int, list[tuple[int, str]]] = {}  # id(tokenizer) -> tokens a score line can use
+
+
+class ScoreLineGrammar:
+    """Constrains generation to `s_1, ..., s_n}` (whole numbers in [low, high]), then EOS.
+
+    `rlhfv.rollout.generate`'s `allowed_tokens`: given a row and the ids it has generated, it
+    returns the tokens that keep the text a prefix of a valid score line (counts[row] scores).
+    The judge still chooses every number itself; only tokens that would break the line are masked.
+    """
+
+    def __init__(self, tokenizer: Any, counts: Sequence[int], low: int, high: int, eos: int):
+        self.tokenizer, self.counts, self.low, self.high, self.eos = tokenizer, list(counts), low, high, eos
+        key = id(tokenizer)
+        if key not in _score_tokens:
+            pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+            _score_tokens[key] = [
+                (i, piece) for i, piece in enumerate(pieces) if piece and set(piece) <= SCORE_LINE_CHARS
+            ]
+        self.candidates = _score_tokens[key]
+
+    def valid(self, text: str, n: int) -> bool:
+        """Whether `text` is a prefix of (or, ending in "}", exactly) a score line for n scores."""
+        complete = text.endswith("}")
+        body = text[:-1] if complete else text
+        if "}" in body or not re.fullmatch(r"(\d+, ?)*\d*", body):
+            return False
+        numbers = body.split(",")
+        if len(numbers) > n or (complete and (len(numbers) != n or not numbers[-1].strip())):
+            return False
+        for position, number in enumerate(numbers):
+            digits = number.strip()
+            finished = complete or position < len(numbers) - 1
+            if digits and not (self.allowed(digits) if finished else self.extendable(digits)):
+                return False
+        return True
+
+    def allowed(self, digits: str) -> bool:
+        return (digits == "0" or digits[0] != "0") and self.low <= int(digits) <= self.high
+
+    def extendable(self, digits: str) -> bool:
+        """Whether some allowed number is written `digits` + more digits (or `digits` itself)."""
+        if digits[0] == "0":
+            return self.allowed(digits)
+        for extra in range(len(str(self.high)) - len(digits) + 1):
+            first = int(digits) * 10**extra
+            if first <= self.high and first + 10**extra - 1 >= self.low:
+                return True
+        return False
+
+    def __call__(self, row: int, generated: torch.Tensor) -> list[int]:
+        text = self.tokenizer.decode(generated.tolist(), skip_special_tokens=True)
+        n = self.counts[row]
+        if text.endswith("}") or not self.valid(text, n):
+            return [self.eos]
+        allowed = [i for i, piece in self.candidates if self.valid(text + piece, n)]
+        return allowed or [self.eos]
 
 
 def force_scores(
     model: ChatModel,
     prompts: Sequence[Prompt],
     texts: Sequence[str],
+    counts: Sequence[int],
     greedy: bool,
     temperature: float,
+    score_range: tuple[float, float] | None = (1.0, 10.0),
 ) -> tuple[list[str], list[bool]]:
-    """Texts without a `\\boxed{...}` get the score line's opening appended and continued.
+    """Texts without a `\\boxed{...}` get the score line's opening appended, and the judge writes
+    the scores under `ScoreLineGrammar` (counts[i] scores for row i).
 
     Returns the (possibly extended) texts and which of them were forced. One generate call over
     the rows that need it; rows with a box are returned unchanged.
@@ -83,13 +149,18 @@ def force_scores(
     if not todo:
         return out, forced
     heads = [texts[i].rstrip() + FORCED_SCORE_LINE for i in todo]
+    rows = [replace(prompts[i], prefill=head) for i, head in zip(todo, heads, strict=True)]
+    low, high = (math.ceil(score_range[0]), math.floor(score_range[1])) if score_range else (0, 10**6)
+    grammar = ScoreLineGrammar(model.tokenizer, [counts[i] for i in todo], low, high, model.eos_token_id)
+    longest = max(counts[i] for i in todo) * (len(str(high)) + 2) + 2
     continued = generate(
         model,
-        [replace(prompts[i], prefill=head) for i, head in zip(todo, heads, strict=True)],
+        rows,
         group_size=1,
-        max_new_tokens=FORCED_TOKENS,
+        max_new_tokens=longest,
         temperature=temperature,
         greedy=greedy,
+        allowed_tokens=grammar,
     )
     for i, head, tail in zip(todo, heads, continued.texts, strict=True):
         out[i], forced[i] = head + tail, True
@@ -142,7 +213,8 @@ def judge(
     )
     texts, forced = list(rollout.texts), [False] * len(prompts)
     if force:
-        texts, forced = force_scores(model, prompts, texts, greedy, temperature)
+        counts = [len(item.responses) for item in items for _ in range(k)]
+        texts, forced = force_scores(model, prompts, texts, counts, greedy, temperature, score_range)
     low, high = score_range if score_range else (None, None)
     out = []
     for b, item in enumerate(items):

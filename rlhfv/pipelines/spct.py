@@ -176,7 +176,9 @@ def hinted_samples(
     )
     texts = rollout.texts
     if cfg.force_scores:
-        texts, _ = force_scores(sampler, prompts, texts, greedy=False, temperature=cfg.temperature)
+        counts = [len(p.responses) for _, p in chunk]
+        score_range = (cfg.score_low, cfg.score_high)
+        texts, _ = force_scores(sampler, prompts, texts, counts, False, cfg.temperature, score_range)
     out: list[dict[str, Any] | None] = []
     for (index, p), order, text in zip(chunk, orders, texts, strict=True):
         scores = unshuffle_scores(

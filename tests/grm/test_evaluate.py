@@ -134,6 +134,8 @@ def test_forcing_appends_the_score_line_to_judgements_without_one_and_is_reporte
     for before, after in zip(plain.texts, forced.texts, strict=True):  # greedy: same free-running start
         assert after.startswith(before.rstrip() + FORCED_SCORE_LINE)
     assert calls == [2, 2, 2]  # the forced continuation is one extra call over both rows
+    # the grammar makes a random model's forced line parse: two whole scores in 1..10
+    assert all(p.ok and all(1 <= x <= 10 and x == int(x) for x in p.scores) for p in forced.parsed)
 
     result = evaluate_grm(
         model, ITEMS[:2], ks=(2,), max_new_tokens=3, batch_size=4, progress=False, force=True
@@ -149,3 +151,19 @@ def test_a_prefill_starts_the_assistant_turn():
     model = tiny_text_lm(seed=0)
     ids = model.encoder([Prompt("which is better?", prefill="Scores: \\boxed{")])["input_ids"][0]
     assert model.tokenizer.decode(ids).endswith("assistant\nScores: \\boxed{")
+
+
+def test_the_score_line_grammar_accepts_exactly_the_well_formed_lines():
+    from rlhfv.grm.judge import ScoreLineGrammar
+    from rlhfv.models.text_lm import tiny_text_lm
+
+    tokenizer = tiny_text_lm(seed=0).tokenizer
+    grammar = ScoreLineGrammar(tokenizer, [2], 1, 10, eos=0)
+    for prefix in ["", "1", "10", "7,", "7, ", "7, 1", "7, 10", "7, 10}", "3,4}"]:
+        assert grammar.valid(prefix, 2), prefix
+    for bad in ["0", "11", "01", "7}", "7, 3, ", "7, 3, 1", "7,, 3", "7, 0}", "a", " 7", "7, 3}}", "7, 3} "]:
+        assert not grammar.valid(bad, 2), bad
+    ids = tokenizer("7, 3}", add_special_tokens=False)["input_ids"]
+    import torch
+
+    assert grammar(0, torch.tensor(ids)) == [0]  # a finished line allows only EOS
