@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -68,7 +69,7 @@ class Judgement:
 
 FORCED_SCORE_LINE = "\nScores: \\boxed{"
 SCORE_LINE_CHARS = set("0123456789, }")
-_score_tokens: dict[int, list[tuple[int, str]]] = {}  # id(tokenizer) -> tokens a score line can use
+_score_tokens: weakref.WeakKeyDictionary[Any, list[tuple[int, str]]] = weakref.WeakKeyDictionary()
 
 
 class ScoreLineGrammar:
@@ -81,13 +82,12 @@ class ScoreLineGrammar:
 
     def __init__(self, tokenizer: Any, counts: Sequence[int], low: int, high: int, eos: int):
         self.tokenizer, self.counts, self.low, self.high, self.eos = tokenizer, list(counts), low, high, eos
-        key = id(tokenizer)
-        if key not in _score_tokens:
+        if tokenizer not in _score_tokens:  # the tokens a score line can use, found once per tokenizer
             pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-            _score_tokens[key] = [
+            _score_tokens[tokenizer] = [
                 (i, piece) for i, piece in enumerate(pieces) if piece and set(piece) <= SCORE_LINE_CHARS
             ]
-        self.candidates = _score_tokens[key]
+        self.candidates = _score_tokens[tokenizer]
 
     def valid(self, text: str, n: int) -> bool:
         """Whether `text` is a prefix of (or, ending in "}", exactly) a score line for n scores."""
