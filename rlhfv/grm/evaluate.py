@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--force-scores",
         action="store_true",
-        help="append 'Scores: \\boxed{' to judgements without a box and let the judge finish it (rlhfv.grm.judge)",
+        help="append 'Scores: \\boxed{' to judgements without a box; the judge writes the scores under a grammar (rlhfv.grm.judge)",
     )
     p.add_argument("--dtype", default="float32")
     p.add_argument("--out", help="write the results JSON here")
