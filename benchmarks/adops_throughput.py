@@ -32,6 +32,7 @@ def ours(
             {
                 "env_id": env_id,
                 "num_envs": num_envs,
+                "async_envs": subproc,
                 "num_steps": num_steps,
                 "total_steps": steps,
                 "update_epochs": 4,
