@@ -46,7 +46,9 @@ def _corpus() -> list[str]:
     from rlhfv.grm.prompts import pointwise_prompt
 
     lines = GENERAL_TEXT.splitlines()
-    judge_prompt = pointwise_prompt("How many shapes are in the image?", ["There are 2 shapes.", "It is red."], [object()])
+    judge_prompt = pointwise_prompt(
+        "How many shapes are in the image?", ["There are 2 shapes.", "It is red."], [object()]
+    )
     lines += judge_prompt.text.splitlines() * 3
     lines += [JudgeTask(pairs=[]).target(best) for best in (0, 1)] * 3
     lines += [f"{f}the answer is 3.{t}" for f in FILLERS for t in TAILS]
