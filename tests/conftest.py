@@ -11,8 +11,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RLHFV_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-# Tiny models gain nothing from a second thread and stall on one when the cores are busy.
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts on one torch thread and leaves the count as it found it (pipelines set
+    `run.cpu_threads`). Tiny models are dominated by per-op overhead: a second OpenMP thread only
+    adds sync cost, and on a busy 2-core machine two threads spin-wait for each other (40 training
+    steps took 90 s with 2 threads, 3 s with 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rows, errors = load_preference_data(args.format, args.data)
         if errors:
-            print(f"{args.data}: skipped {len(errors)} malformed rows (first: {errors[0]})")
+            logger.warning("%s: skipped %d malformed rows (first: %s)", args.data, len(errors), errors[0])
         items = items_from_rows(select_rows(rows, args.split, args.test_fraction, args.limit, args.seed))
     model = build_judge(args.model, args.dtype)
     meta = None

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlhfv.grm.parsing import ParsedScores, last_boxed, parse_scores
 from rlhfv.grm.prompts import pointwise_prompt
-from rlhfv.grm.voting import shuffled_order, unshuffle_scores
+from rlhfv.grm.voting import shown_index, shuffled_order, unshuffle_scores
 
 if TYPE_CHECKING:
     import torch
@@ -180,6 +180,7 @@ def judge(
     score_range: tuple[float, float] | None = (1.0, 10.0),
     clip: bool = True,
     force: bool = False,
+    hints: Sequence[int] | None = None,
 ) -> list[Judgement]:
     """Judge every item k times in ONE batched generate call (B·k rows).
 
@@ -191,6 +192,8 @@ def judge(
         principles: The 'w/ principles' prompt variant.
         score_range, clip: Allowed scores and whether to clamp into them (DeepSeek-GRM clamps to [1, 10]).
         force: Force a score line onto samples without one (module docstring).
+        hints: Hinted sampling (SPCT rejective fine-tuning): per item, the original index of the
+            best response; every sample's prompt names where it is shown.
     """
     from rlhfv.rollout import generate
 
@@ -207,7 +210,8 @@ def judge(
             )
             all_orders.append(order)
             shown = [item.responses[i] for i in order]
-            prompts.append(pointwise_prompt(item.question, shown, item.images, principles))
+            hint = shown_index(hints[b], order) if hints is not None else None
+            prompts.append(pointwise_prompt(item.question, shown, item.images, principles, hint))
     rollout = generate(
         model, prompts, group_size=1, max_new_tokens=max_new_tokens, temperature=temperature, greedy=greedy
     )

@@ -31,10 +31,9 @@ from tqdm import tqdm
 
 from rlhfv.config import RunConfig, component_field, instantiate
 from rlhfv.grm.judge import JudgeItem, judge
-from rlhfv.grm.parsing import parse_scores
 from rlhfv.grm.prompts import pointwise_prompt
 from rlhfv.grm.rules import preferred_truth, spct_correct
-from rlhfv.grm.voting import shown_index, shuffled_order, unshuffle_scores
+from rlhfv.grm.voting import shuffled_order
 from rlhfv.models.base import ChatModel
 from rlhfv.training.batching import batch_indices, sft_update
 from rlhfv.training.run import start_run, training_state
@@ -157,35 +156,23 @@ def hinted_samples(
     sampler: ChatModel, chunk: list[tuple[int, Any]], cfg: SPCTConfig, rng: random.Random
 ) -> list[dict[str, Any] | None]:
     """One hinted sample per item (the prompt names the best response); kept only if correct."""
-    from rlhfv.grm.judge import force_scores
-    from rlhfv.rollout import generate
-
-    orders = [shuffled_order(len(p.responses), rng) for _, p in chunk]
-    prompts = [
-        pointwise_prompt(
-            p.prompt.text,
-            [p.responses[o] for o in order],
-            p.prompt.images,
-            cfg.principles,
-            hint_best=shown_index(p.preferred, order),
-        )
-        for (_, p), order in zip(chunk, orders, strict=True)
-    ]
-    rollout = generate(
-        sampler, prompts, group_size=1, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature
+    orders = [[shuffled_order(len(p.responses), rng)] for _, p in chunk]
+    judged = judge(
+        sampler,
+        [JudgeItem(p.prompt.text, list(p.responses), list(p.prompt.images)) for _, p in chunk],
+        orders=orders,
+        temperature=cfg.temperature,
+        max_new_tokens=cfg.max_new_tokens,
+        principles=cfg.principles,
+        score_range=(cfg.score_low, cfg.score_high),
+        clip=True,
+        force=cfg.force_scores,
+        hints=[p.preferred for _, p in chunk],
     )
-    texts = rollout.texts
-    if cfg.force_scores:
-        counts = [len(p.responses) for _, p in chunk]
-        score_range = (cfg.score_low, cfg.score_high)
-        texts, _ = force_scores(sampler, prompts, texts, counts, False, cfg.temperature, score_range)
     out: list[dict[str, Any] | None] = []
-    for (index, p), order, text in zip(chunk, orders, texts, strict=True):
-        scores = unshuffle_scores(
-            parse_scores(text, len(p.responses), cfg.score_low, cfg.score_high, clip=True).scores, order
-        )
-        ok = spct_correct(scores, preferred_truth(len(p.responses), p.preferred))
-        out.append({"item": index, "order": order, "text": text, "hinted": True} if ok else None)
+    for (index, p), j in zip(chunk, judged, strict=True):
+        ok = spct_correct(j.scores[0], preferred_truth(len(p.responses), p.preferred))
+        out.append({"item": index, "order": j.orders[0], "text": j.texts[0], "hinted": True} if ok else None)
     return out
 
 

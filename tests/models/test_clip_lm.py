@@ -12,16 +12,6 @@ from rlhfv.models.clip_lm import CHATML_TEMPLATE, build_clip_lm, load_clip_lm, t
 from rlhfv.types import Prompt
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are dominated by per-op overhead; a second OpenMP thread only adds sync cost
-    (and on a shared 2-core machine it stalls: 40 training steps took 90 s with 2 threads, 3 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _prompts() -> list[Prompt]:
     return [
         Prompt("How many shapes are there?", [Image.new("RGB", (96, 96), (220, 40, 40))]),

@@ -13,16 +13,6 @@ from rlhfv.types import Prompt
 FAMILIES = ["tiny_qwen2_vl", "tiny_qwen2_5_vl", "tiny_llava", "tiny_idefics3"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are dominated by per-op overhead; a second OpenMP thread only adds sync cost
-    (and on a shared 2-core machine it stalls: 40 training steps took 90 s with 2 threads, 3 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _prompts() -> list[Prompt]:
     # Different sizes and lengths: one image is not square, the second prompt is longer (padding).
     return [

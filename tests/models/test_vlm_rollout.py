@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from rlhfv.config import resolve_target
 from rlhfv.data.shapes import ShapesVQA
 from rlhfv.rollout import generate, sequence_logprobs
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are dominated by per-op overhead; a second OpenMP thread only adds sync cost."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ the Montezuma smoke run, and bad environments refused before training."""
 from pathlib import Path
 
 import pytest
-import torch
 
 from rlhfv.cli import main as cli
 from rlhfv.config import load_recipe
@@ -13,15 +12,6 @@ ROOT = Path(__file__).resolve().parents[2]
 MINIGRID = str(ROOT / "recipes" / "adops_minigrid.yaml")
 MONTEZUMA = str(ROOT / "recipes" / "adops_montezuma.yaml")
 METHODS = ["ppo", "rnd", "pbrs", "pbim", "grm_d1", "pies", "adops", "adopes"]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny networks: one thread is faster, and two spin-wait for each other on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_adops_recipes_validate_and_name_every_method():
