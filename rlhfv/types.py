@@ -58,6 +58,8 @@ class PreferencePair:
         source: Where the pair came from ("shapes", a file name, "annotate" …).
         reference: A reference answer, where the data has one (ShapesVQA does); judge targets
             for cold-start SFT then ground their analysis in it.
+        answers: The short answer each response gives ("3", "red"), in the stored order, where the
+            data knows them (ShapesVQA does); `JudgeTask(analysis="compare")` quotes them.
     """
 
     prompt: Prompt
@@ -66,3 +68,4 @@ class PreferencePair:
     id: str = ""
     source: str = ""
     reference: str = ""
+    answers: list[str] = field(default_factory=list)

@@ -49,6 +49,23 @@ class JudgeTask:
         shuffle: Show the responses in random order (True) or as stored.
         principles: Optional annotation principles for the 'w/ principles' prompt variant.
         high / low: Scores of the preferred / other response in the SFT target.
+        analysis: How the SFT target's analysis reaches its verdict.
+            "verdict": it says what the image shows (the pair's reference answer, if any), then
+            which response agrees ("Response 2 agrees with the image. Response 1 does not.").
+            "compare": one sentence per response that quotes its short answer next to what the
+            image shows, then the verdict ("Response 1 says 3, the image shows 4: wrong."); needs
+            pairs that know each response's short answer (`PreferencePair.answers`, ShapesVQA).
+            The two values to compare then stand a few tokens apart, which a small judge learns;
+            with "verdict" our tiny judges stayed at chance (BENCHMARKS.md).
+        compact: Show the request and responses without the judge instructions
+            (`pointwise_prompt(compact=True)`): a curriculum's first stage. A tiny judge learned the
+            comparison within a few hundred steps on short prompts and not in thousands on the full
+            255-token prompt; learned short, it carries over to the full prompt (BENCHMARKS.md).
+        ties: Share of items (for SFT) that show one of the two responses twice, with equal
+            verdicts and scores in the target and `label` "tie" (`is_correct`: two equal scores).
+            A grouped-comparison judge meets many pairs that say the same thing; trained on
+            strict pairs only, a tiny judge split those by position (position bias 0.63-0.88).
+            SFT data only: the RL rule needs a preferred response (`JudgeRuleReward` refuses ties).
     """
 
     def __init__(
@@ -59,9 +76,16 @@ class JudgeTask:
         principles: str | None = None,
         high: int = 8,
         low: int = 3,
+        analysis: str = "verdict",
+        compact: bool = False,
+        ties: float = 0.0,
     ):
+        if analysis not in ("verdict", "compare"):
+            raise ValueError(f"JudgeTask.analysis must be 'verdict' or 'compare', got {analysis!r}")
+        if not 0.0 <= ties <= 1.0:
+            raise ValueError(f"JudgeTask.ties is a share of items in [0, 1], got {ties!r}")
         self.pairs, self.seed, self.shuffle, self.principles = pairs, seed, shuffle, principles
-        self.high, self.low = high, low
+        self.high, self.low, self.analysis, self.compact, self.ties = high, low, analysis, compact, ties
 
     def __len__(self) -> int:
         return len(self.pairs)  # type: ignore[arg-type]
@@ -70,30 +94,74 @@ class JudgeTask:
         from rlhfv.grm.prompts import pointwise_prompt
 
         pair: PreferencePair = self.pairs[index]  # type: ignore[index]
-        swap = self.shuffle and random.Random(self.seed * 1_000_003 + index).random() < 0.5
-        shown = pair.responses[::-1] if swap else list(pair.responses)
-        best = 1 - pair.preferred if swap else pair.preferred  # shown position of the preferred one
-        prompt = pointwise_prompt(pair.prompt.text, shown, pair.prompt.images, self.principles)
-        return Example(prompt=prompt, answer=self.target(best, pair.reference), label=str(best), task="judge")
+        rng = random.Random(self.seed * 1_000_003 + index)
+        swap = self.shuffle and rng.random() < 0.5
+        order = [1, 0] if swap else [0, 1]  # stored index of each shown response
+        tie = self.ties > 0 and rng.random() < self.ties
+        if tie:
+            order = [rng.randrange(2)] * 2
+        right = [i == pair.preferred for i in order]
+        prompt = pointwise_prompt(
+            pair.prompt.text,
+            [pair.responses[i] for i in order],
+            pair.prompt.images,
+            self.principles,
+            compact=self.compact,
+        )
+        compared = None
+        if self.analysis == "compare":
+            if len(pair.answers) != len(pair.responses):
+                raise ValueError(
+                    f"JudgeTask(analysis='compare') needs each response's short answer; pair "
+                    f"{pair.id or index!r} has answers={pair.answers!r} (ShapesPairs provides them)"
+                )
+            compared = ([pair.answers[i] for i in order], pair.answers[pair.preferred])
+        answer = self.target(right, pair.reference, compared)
+        return Example(
+            prompt=prompt, answer=answer, label="tie" if tie else str(right.index(True)), task="judge"
+        )
 
-    def target(self, best: int, reference: str = "") -> str:
-        """A short judgement in the output contract whose scores rank `best` first.
+    def target(
+        self, right: int | list[bool], reference: str = "", compared: tuple[list[str], str] | None = None
+    ) -> str:
+        """A short judgement in the output contract: `right` says which shown responses are right
+        (an int: the only right one), and the scores follow.
 
         With a reference answer the analysis first says what the image shows (the judge's own
-        reading, which a VLM that answers the question can produce), then compares.
+        reading, which a VLM that answers the question can produce), then compares. With
+        `compared` = (each shown response's short answer, the right short answer) it writes the
+        "compare" analysis instead.
         """
-        scores = [self.low, self.low]
-        scores[best] = self.high
-        seen = f"In the image: {reference.strip()} " if reference else ""
+        if isinstance(right, int):
+            right = [i == right for i in range(2)]
+        scores = [self.high if r else self.low for r in right]
+        if compared is not None:
+            said, truth = compared
+            analysis = " ".join(
+                f"Response {i + 1} says {s}, the image shows {truth}: {'right' if r else 'wrong'}."
+                for i, (s, r) in enumerate(zip(said, right, strict=True))
+            )
+        else:
+            seen = f"In the image: {reference.strip()} " if reference else ""
+            if all(right) or not any(right):
+                analysis = f"{seen}{'Both responses agree' if all(right) else 'Neither response agrees'} with the image."
+            else:
+                best = right.index(True)
+                analysis = f"{seen}Response {best + 1} agrees with the image. Response {2 - best} does not."
         return (
             "Specific Criteria: the answer agrees with the image (80%); it is clear and direct (20%).\n"
-            f"Analysis: {seen}Response {best + 1} agrees with the image. Response {2 - best} does not.\n"
+            f"Analysis: {analysis}\n"
             f"Scores: \\boxed{{{scores[0]}, {scores[1]}}}"
         )
 
     @staticmethod
     def is_correct(text: str, example: Example) -> bool:
-        """GRLHF-V's rule: the preferred response gets the strictly higher of exactly two scores."""
-        from rlhfv.grm.rules import grlhfv_reward
+        """GRLHF-V's rule: the preferred response gets the strictly higher of exactly two scores
+        (for a "tie" item: exactly two equal scores)."""
+        from rlhfv.grm.rules import grlhfv_reward, parse_scores
+
+        if example.label == "tie":
+            parsed = parse_scores(text, 2)
+            return parsed.ok and parsed.scores[0] == parsed.scores[1]
 
         return grlhfv_reward(text, int(example.label)) == 1.0

@@ -167,6 +167,7 @@ class ShapesVQA:
         first_is_good = rng.random() < 0.5
         responses = [good, bad] if first_is_good else [bad, good]
         return PreferencePair(
+            answers=[label, wrong] if first_is_good else [wrong, label],
             prompt=Prompt(text=question, images=[image]),
             responses=responses,
             preferred=0 if first_is_good else 1,

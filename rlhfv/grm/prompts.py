@@ -49,6 +49,7 @@ def pointwise_prompt(
     images: Sequence[Image.Image] = (),
     principles: str | None = None,
     hint_best: int | None = None,
+    compact: bool = False,
 ) -> Prompt:
     """The pointwise judge prompt for n ≥ 1 responses.
 
@@ -59,24 +60,31 @@ def pointwise_prompt(
         principles: The 'w/ principles' variant: annotation principles the criteria must follow.
         hint_best: Hinted sampling (SPCT rejective fine-tuning): the 0-based index, in the order
             shown, of the best response, told to the judge.
+        compact: Leave out the instructions (and principles): only the request and the responses.
+            A curriculum stage for small judges, which learn to compare faster in a short context
+            (`JudgeTask(compact=True)`); the output contract is then taught by the targets alone.
     """
     n = len(responses)
     if n < 1:
         raise ValueError("pointwise_prompt needs at least one response")
-    text = POINTWISE_INSTRUCTIONS.format(
-        image_note=" (with the image(s) shown above)" if images else "",
-        n=n,
-        plural="" if n == 1 else "s",
-        slots=", ".join(f"s{i + 1}" for i in range(n)),
+    text = (
+        ""
+        if compact
+        else POINTWISE_INSTRUCTIONS.format(
+            image_note=" (with the image(s) shown above)" if images else "",
+            n=n,
+            plural="" if n == 1 else "s",
+            slots=", ".join(f"s{i + 1}" for i in range(n)),
+        )
     )
-    if principles:
+    if principles and not compact:
         text += PRINCIPLES_NOTE.format(principles=principles.strip())
     parts = [text, f"\n[User request]\n{question.strip()}\n[End of user request]"]
     for i, response in enumerate(responses, start=1):
         parts.append(f"\n[Response {i}]\n{response.strip()}\n[End of Response {i}]")
     if hint_best is not None:
         parts.append(HINT_NOTE.format(best=hint_best + 1))
-    return Prompt(text="\n".join(parts), images=list(images))
+    return Prompt(text="\n".join(parts).lstrip("\n"), images=list(images))
 
 
 def verdict_prompt(question: str, answer_a: str, answer_b: str, images: Sequence[Image.Image] = ()) -> Prompt:

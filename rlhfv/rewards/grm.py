@@ -100,6 +100,11 @@ class JudgeRuleReward:
 
     def __call__(self, rollout: Rollout) -> torch.Tensor:
         g = rollout.group_size
+        if "tie" in rollout.labels:
+            raise ValueError(
+                "JudgeRuleReward needs a preferred response per item; the data has 'tie' items "
+                "(JudgeTask(ties=...) is for SFT data only, set ties: 0 for the RL stage)"
+            )
         out, failures = [], 0
         for i, text in enumerate(rollout.texts):
             preferred = int(rollout.labels[i // g])

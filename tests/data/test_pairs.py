@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from rlhfv.data.formats import PreferenceData
@@ -58,3 +59,35 @@ def test_shapes_judge_target_grounds_its_analysis_in_the_reference_answer():
     example = JudgeTask(pairs)[2]
     assert f"In the image: {pairs[2].reference}" in example.answer
     assert "In the image" not in JudgeTask(pairs).target(0)  # data without a reference: plain analysis
+
+
+def test_compare_analysis_quotes_each_shown_answer_next_to_the_right_one():
+    pairs = ShapesPairs(30)
+    task = JudgeTask(pairs, seed=1, analysis="compare")
+    for i in range(30):
+        pair, example = pairs[i], task[i]
+        best = int(example.label)
+        truth = pair.answers[pair.preferred]
+        assert task.is_correct(example.answer, example)
+        for shown in range(2):
+            verdict = "right" if shown == best else "wrong"
+            said = truth if shown == best else pair.answers[1 - pair.preferred]
+            assert f"Response {shown + 1} says {said}, the image shows {truth}: {verdict}." in example.answer
+            assert f"[Response {shown + 1}]" in example.prompt.text
+
+
+def test_compare_analysis_needs_short_answers_and_unknown_styles_are_refused(tmp_path):
+    rows = [{"prompt": "colour?", "responses": ["red", "blue"], "preferred": 0}]
+    (tmp_path / "p.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(ValueError, match="short answer"):
+        JudgeTask(PreferenceData("jsonl", str(tmp_path / "p.jsonl")), analysis="compare")[0]
+    with pytest.raises(ValueError, match="'verdict' or 'compare'"):
+        JudgeTask(ShapesPairs(2), analysis="quote")
+
+
+def test_compact_judge_prompt_keeps_request_and_responses_only():
+    pairs = ShapesPairs(3)
+    full, compact = JudgeTask(pairs)[0], JudgeTask(pairs, compact=True)[0]
+    assert compact.prompt.text.startswith("[User request]") and "Scores:" not in compact.prompt.text
+    assert full.prompt.text.endswith(compact.prompt.text) and full.answer == compact.answer
+    assert compact.prompt.images == full.prompt.images

@@ -90,6 +90,10 @@ def test_flagship_tiny_variant_runs_every_stage(tmp_path):
         "stages.policy_sft.eval_data.size=2",
         "stages.policy_sft.batch_size=2",
         "stages.policy_sft.eval_every=0",
+        "stages.grm_warmup.steps=1",
+        "stages.grm_warmup.batch_size=2",
+        "stages.grm_warmup.eval_data.pairs.size=2",
+        "stages.grm_warmup.max_new_tokens=4",
         "stages.grm_sft.steps=1",
         "stages.grm_sft.batch_size=2",
         "stages.grm_sft.eval_data.pairs.size=2",
@@ -111,7 +115,7 @@ def test_flagship_tiny_variant_runs_every_stage(tmp_path):
         "stages.policy_rl.log_rollouts_every=1",
     ]
     assert cli(["run", str(ROOT / "recipes" / "grlhfv_shapes.yaml"), *overrides]) == 0
-    for stage in ("policy_sft", "grm_sft", "grm_rl", "policy_rl"):
+    for stage in ("policy_sft", "grm_warmup", "grm_sft", "grm_rl", "policy_rl"):
         assert json.loads((tmp_path / stage / "summary.json").read_text())
     row = json.loads((tmp_path / "policy_rl" / "rollouts.jsonl").read_text().splitlines()[0])
     assert len(row["completions"]) == len(row["rewards"]) == 3
