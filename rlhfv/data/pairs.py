@@ -12,13 +12,23 @@
 from __future__ import annotations
 
 import random
+import re
 
 from rlhfv.data.shapes import ShapesVQA
 from rlhfv.types import Example, PreferencePair
 
+HEDGES = ("I am not sure.", "I cannot tell from the image.", "It is hard to say.")
+
 
 class ShapesPairs:
-    """ShapesVQA preference pairs (arguments as for `ShapesVQA`)."""
+    """ShapesVQA preference pairs (other arguments as for `ShapesVQA`).
+
+    Args:
+        non_answers: Share of pairs whose worse response answers nothing: it echoes the question's
+            subject ("The yellow circle.") or hedges ("I am not sure."); its short answer is
+            "nothing". A judge that never saw such responses scored them as right, and a policy
+            trained on that judge learned to give them (BENCHMARKS.md, the n-scaling run).
+    """
 
     def __init__(
         self,
@@ -28,16 +38,28 @@ class ShapesPairs:
         image_size: int = 96,
         max_shapes: int = 4,
         tasks: list[str] | None = None,
+        non_answers: float = 0.0,
     ):
+        if not 0.0 <= non_answers <= 1.0:
+            raise ValueError(f"ShapesPairs.non_answers is a share of pairs in [0, 1], got {non_answers!r}")
         self.vqa = ShapesVQA(
             size=size, split=split, seed=seed, image_size=image_size, max_shapes=max_shapes, tasks=tasks
         )
+        self.non_answers = non_answers
 
     def __len__(self) -> int:
         return len(self.vqa)
 
     def __getitem__(self, index: int) -> PreferencePair:
-        return self.vqa.preference_pair(index)
+        pair = self.vqa.preference_pair(index)
+        rng = random.Random(self.vqa.seed * 7_919 + index * 31 + 5)
+        if self.non_answers and rng.random() < self.non_answers:
+            worse = 1 - pair.preferred
+            subject = re.search(r"\bthe ((?:\w+ )?\w+?)(?: to the| in the| is|\?)", pair.prompt.text)
+            echo = f"The {subject.group(1)}." if subject else HEDGES[0]
+            pair.responses[worse] = rng.choice([echo, echo, *HEDGES])
+            pair.answers[worse] = "nothing"
+        return pair
 
 
 class JudgeTask:

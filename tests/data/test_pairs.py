@@ -9,6 +9,7 @@ from PIL import Image
 
 from rlhfv.data.formats import PreferenceData
 from rlhfv.data.pairs import JudgeTask, ShapesPairs
+from rlhfv.data.shapes import mentioned
 
 
 def test_judge_task_label_follows_the_shown_order():
@@ -91,3 +92,23 @@ def test_compact_judge_prompt_keeps_request_and_responses_only():
     assert compact.prompt.text.startswith("[User request]") and "Scores:" not in compact.prompt.text
     assert full.prompt.text.endswith(compact.prompt.text) and full.answer == compact.answer
     assert compact.prompt.images == full.prompt.images
+
+
+def test_non_answer_pairs_replace_only_the_worse_response_and_keep_the_rest():
+    plain, mixed = ShapesPairs(40), ShapesPairs(40, non_answers=0.5)
+    replaced = 0
+    for i in range(40):
+        a, b = plain[i], mixed[i]
+        assert (a.prompt.text, a.preferred, a.responses[a.preferred]) == (
+            b.prompt.text,
+            b.preferred,
+            b.responses[b.preferred],
+        )
+        if b.answers[1 - b.preferred] == "nothing":
+            replaced += 1
+            assert not mentioned(b.responses[1 - b.preferred], b.answers[b.preferred])  # it answers nothing
+        else:
+            assert a == b
+    assert 5 < replaced < 35
+    with pytest.raises(ValueError, match="non_answers"):
+        ShapesPairs(4, non_answers=2.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from rlhfv.rewards.grm import JudgeRuleReward
@@ -28,6 +29,8 @@ def test_judge_rule_reward_grlhfv_and_spct():
     reward = JudgeRuleReward("spct")
     assert reward(rollout).tolist() == [1.0, -1.0, -1.0, 1.0]
     assert reward.last_metrics["grm/parse_failure_rate"] == 0.25
+    with pytest.raises(ValueError, match="ties: 0"):  # tie items (JudgeTask(ties=...)) are SFT-only
+        JudgeRuleReward("grlhfv")(FakeRollout(texts, labels=["1", "tie"], group_size=2))
 
 
 def test_self_praise_is_found_and_stripped():
