@@ -18,6 +18,7 @@ from rlhfv.data.shapes import ShapesVQA
 from rlhfv.types import Example, PreferencePair
 
 HEDGES = ("I am not sure.", "I cannot tell from the image.", "It is hard to say.")
+SUBJECT = re.compile(r"\bthe ((?:\w+ )?\w+?)(?: to the| in the| is|\?)")  # "the yellow circle" in a question
 
 
 class ShapesPairs:
@@ -52,10 +53,12 @@ class ShapesPairs:
 
     def __getitem__(self, index: int) -> PreferencePair:
         pair = self.vqa.preference_pair(index)
+        if not self.non_answers:
+            return pair
         rng = random.Random(self.vqa.seed * 7_919 + index * 31 + 5)
-        if self.non_answers and rng.random() < self.non_answers:
+        if rng.random() < self.non_answers:
             worse = 1 - pair.preferred
-            subject = re.search(r"\bthe ((?:\w+ )?\w+?)(?: to the| in the| is|\?)", pair.prompt.text)
+            subject = SUBJECT.search(pair.prompt.text)
             echo = f"The {subject.group(1)}." if subject else HEDGES[0]
             pair.responses[worse] = rng.choice([echo, echo, *HEDGES])
             pair.answers[worse] = "nothing"
