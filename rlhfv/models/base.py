@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,26 @@ def load_model(path: str, dtype: str = "float32") -> ChatModel:
     loader = json.loads(card.read_text())["loader"]
     module_name, _, fn_name = loader.rpartition(".")
     return getattr(importlib.import_module(module_name), fn_name)(str(folder), dtype=dtype)
+
+
+def freeze_parameters(module: torch.nn.Module, patterns: list[str], key: str = "freeze") -> int:
+    """Stop training every parameter whose name matches one of the regular expressions (searched
+    anywhere in the name, e.g. "visual" for a Qwen2-VL vision tower, "^model\\.language_model"
+    for its LM). Returns how many tensors were frozen. A pattern that matches no parameter is an
+    error naming the recipe `key`, since a typo there would silently train everything."""
+    names = [n for n, _ in module.named_parameters()]
+    frozen = 0
+    for pattern in patterns:
+        regex = re.compile(pattern)
+        hits = [n for n in names if regex.search(n)]
+        if not hits:
+            shown = ", ".join(names[:3] + ["…"] + names[-2:]) if len(names) > 5 else ", ".join(names)
+            raise ValueError(f"{key}: pattern {pattern!r} matches no parameter name (names look like: {shown})")
+        for name, param in module.named_parameters():
+            if regex.search(name) and param.requires_grad:
+                param.requires_grad_(False)
+                frozen += 1
+    return frozen
 
 
 def torch_dtype(name: str) -> torch.dtype:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from rlhfv.algorithms.grpo import GRPOLossConfig, group_advantages, grpo_loss
 from rlhfv.config import RunConfig, component_field, instantiate
-from rlhfv.models.base import ChatModel
+from rlhfv.models.base import ChatModel, freeze_parameters
 from rlhfv.rewards import checked_rewards
 from rlhfv.rollout import Rollout, generate, sequence_logprobs
 from rlhfv.training import distributed
@@ -64,6 +64,8 @@ class GRPOConfig:
         rollout_dtype: Precision of sampling only ("" = run.dtype). "bfloat16" samples under
             bf16 autocast while training stays in run.dtype: about 1.4× faster sampling on CPUs
             with avx512_bf16 or AMX, and on GPUs.
+        freeze: Regular expressions; parameters whose names match one are not trained (e.g.
+            ["visual"] keeps a Qwen2-VL vision tower fixed).
     """
 
     run: RunConfig = field(default_factory=RunConfig)
@@ -96,6 +98,7 @@ class GRPOConfig:
     eval_batch_size: int = 32
     zero_stage: int = 0
     rollout_dtype: str = ""
+    freeze: list[str] = field(default_factory=list)
 
 
 def check_config(cfg: GRPOConfig) -> None:
@@ -175,6 +178,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         seed_everything(cfg.run.seed + rank)
     policy: ChatModel = instantiate(cfg.policy)
     module = policy.module.to(device).train()
+    freeze_parameters(module, cfg.freeze)
     is_lora = hasattr(module, "disable_adapter")
     reference = None
     if cfg.kl_coef > 0 and not is_lora:  # kl_coef 0: no reference at all; LoRA: adapters off

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from rlhfv.config import RunConfig, component_field, instantiate
-from rlhfv.models.base import ChatModel
+from rlhfv.models.base import ChatModel, freeze_parameters
 from rlhfv.training.batching import sft_update
 from rlhfv.training.evaluation import evaluate_accuracy
 from rlhfv.training.run import start_run, training_state
@@ -37,6 +37,7 @@ class SFTConfig:
         schedule: "constant", "cosine" or "linear" after `warmup_steps` of linear warm-up.
         eval_every: Evaluate held-out accuracy every this many steps (0: only before and after).
         max_new_tokens: Generation length for evaluation.
+        freeze: Regular expressions; parameters whose names match one are not trained.
     """
 
     run: RunConfig = field(default_factory=RunConfig)
@@ -54,12 +55,14 @@ class SFTConfig:
     eval_every: int = 0
     eval_batch_size: int = 32
     max_new_tokens: int = 24
+    freeze: list[str] = field(default_factory=list)
 
 
 def main(cfg: SFTConfig) -> dict[str, float]:
     run = start_run(cfg)
     policy: ChatModel = instantiate(cfg.policy)
     policy.module.to(run.device).train()
+    freeze_parameters(policy.module, cfg.freeze)
     train = instantiate(cfg.train_data)
     held_out = instantiate(cfg.eval_data) if cfg.eval_data else None
     params = [p for p in policy.module.parameters() if p.requires_grad]

@@ -81,12 +81,28 @@ def test_one_grpo_step_changes_the_policy_weights(tmp_path):
         "reward.function=tests.pipelines.test_grpo.text_length",
     ]
     run(tmp_path, "steps=1", "optimizer.lr=0.01", *reward)
+    changed = moved_parameters(tmp_path)
+    assert any("language_model" in k for k in changed) and any("visual" in k for k in changed)
+
+
+def test_frozen_parameters_do_not_move_and_a_pattern_matching_nothing_is_named(tmp_path):
+    reward = [
+        "reward._component_=rlhfv.rewards.rules.CallableReward",
+        "reward.function=tests.pipelines.test_grpo.text_length",
+    ]
+    run(tmp_path, "steps=1", "optimizer.lr=0.01", "freeze=[visual]", *reward)
+    changed = moved_parameters(tmp_path)
+    assert changed and not any("visual" in k for k in changed)
+    with pytest.raises(ValueError, match="freeze: pattern 'vision_tower' matches no parameter"):
+        cli(["run", tiny_recipe(tmp_path), *TINY, f"run.dir={tmp_path / 'run2'}", "freeze=[vision_tower]"])
+
+
+def moved_parameters(tmp_path) -> list[str]:
     from rlhfv.models.hf_vlm import tiny_qwen2_vl
 
     before = tiny_qwen2_vl(seed=0).module.state_dict()
     after = load_checkpoint(tmp_path / "run" / "step_1")[1]["model"]
-    changed = [k for k in before if not torch.equal(before[k], after[k])]
-    assert changed, "no parameter moved"
+    return [k for k in before if not torch.equal(before[k], after[k])]
 
 
 def test_grouped_comparison_reward_runs_in_the_pipeline_and_its_verdicts_reach_rollouts_jsonl(tmp_path):
