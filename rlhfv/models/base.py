@@ -92,18 +92,20 @@ def freeze_parameters(module: torch.nn.Module, patterns: list[str], key: str = "
     anywhere in the name, e.g. "visual" for a Qwen2-VL vision tower, "^model\\.language_model"
     for its LM). Returns how many tensors were frozen. A pattern that matches no parameter is an
     error naming the recipe `key`, since a typo there would silently train everything."""
-    names = [n for n, _ in module.named_parameters()]
+    params = dict(module.named_parameters())
     frozen = 0
     for pattern in patterns:
         regex = re.compile(pattern)
-        hits = [n for n in names if regex.search(n)]
+        hits = [p for name, p in params.items() if regex.search(name)]
         if not hits:
+            names = list(params)
             shown = ", ".join(names[:3] + ["…"] + names[-2:]) if len(names) > 5 else ", ".join(names)
-            raise ValueError(f"{key}: pattern {pattern!r} matches no parameter name (names look like: {shown})")
-        for name, param in module.named_parameters():
-            if regex.search(name) and param.requires_grad:
-                param.requires_grad_(False)
-                frozen += 1
+            raise ValueError(
+                f"{key}: pattern {pattern!r} matches no parameter name (names look like: {shown})"
+            )
+        frozen += sum(p.requires_grad for p in hits)
+        for p in hits:
+            p.requires_grad_(False)
     return frozen
 
 
