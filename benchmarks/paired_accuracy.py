@@ -1,0 +1,94 @@
+"""Is model B more accurate than model A on held-out ShapesVQA, beyond evaluation noise?
+
+Both models answer the same test questions greedily; the difference in accuracy gets a paired
+bootstrap 95% interval (resampling questions, both models together) and an exact two-sided
+McNemar p-value (only the questions the two models disagree on count), overall and per family.
+
+    python benchmarks/paired_accuracy.py --before <run>/policy_sft/final --after <run>/final --size 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+
+import torch
+
+
+def answers_right(path: str, size: int, seed: int, batch_size: int = 50) -> tuple[list[str], list[bool]]:
+    from rlhfv.data.shapes import ShapesVQA
+    from rlhfv.models.base import load_model
+    from rlhfv.rollout import generate
+
+    model = load_model(path)
+    model.module.eval()
+    data = ShapesVQA(size=size, split="test", seed=seed)
+    tasks, right = [], []
+    for start in range(0, size, batch_size):
+        examples = [data[i] for i in range(start, min(size, start + batch_size))]
+        texts = generate(model, [e.prompt for e in examples], 1, 24, greedy=True).texts
+        tasks += [e.task for e in examples]
+        right += [data.is_correct(t, e) for t, e in zip(texts, examples, strict=True)]
+    return tasks, right
+
+
+def mcnemar_p(gained: int, lost: int) -> float:
+    """Exact two-sided binomial test of `gained` vs `lost` discordant questions (p = 1/2)."""
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(gained, lost) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def compare(a: list[bool], b: list[bool], draws: int = 2000, seed: int = 0) -> dict[str, float]:
+    n = len(a)
+    rng = random.Random(seed)
+    diffs = []
+    for _ in range(draws):
+        idx = [rng.randrange(n) for _ in range(n)]
+        diffs.append(sum(b[i] - a[i] for i in idx) / n)
+    diffs.sort()
+    gained = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
+    lost = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    return {
+        "n": n,
+        "before": sum(a) / n,
+        "after": sum(b) / n,
+        "diff": (sum(b) - sum(a)) / n,
+        "ci_low": diffs[int(0.025 * draws)],
+        "ci_high": diffs[int(0.975 * draws) - 1],
+        "gained": gained,
+        "lost": lost,
+        "mcnemar_p": mcnemar_p(gained, lost),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, help="model folder (a run's final/)")
+    parser.add_argument("--after", required=True)
+    parser.add_argument("--size", type=int, default=600, help="test questions")
+    parser.add_argument("--seed", type=int, default=0, help="ShapesVQA test seed")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tasks, a = answers_right(args.before, args.size, args.seed)
+    _, b = answers_right(args.after, args.size, args.seed)
+    rows = {"all": compare(a, b)}
+    for task in sorted(set(tasks)):
+        keep = [i for i, t in enumerate(tasks) if t == task]
+        rows[task] = compare([a[i] for i in keep], [b[i] for i in keep])
+    print(f"{'':9} {'n':>4} {'before':>7} {'after':>7} {'diff':>7}  95% CI           McNemar p")
+    for name, r in rows.items():
+        print(
+            f"{name:9} {r['n']:>4} {r['before']:7.3f} {r['after']:7.3f} {r['diff']:+7.3f}  "
+            f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]  {r['mcnemar_p']:.2g}"
+        )
+    print(json.dumps({"before": args.before, "after": args.after, "seed": args.seed, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
