@@ -9,7 +9,12 @@ failure visible while it happens:
 - `monitor/self_praise_drop`: for completions with praise, how much the judge's score for the
   completion falls when the praise is stripped and the same pair is judged again (> 0: the judge
   pays for praise);
-- `monitor/position_bias`: share of judged pairs whose winner changes when the order is swapped.
+- `monitor/position_bias`: share of judged pairs whose winner changes when the order is swapped;
+- `monitor/judge_agreement` (only with a `reference_check` and labelled prompts): of the judged
+  pairs where the rule says exactly one answer is right, the share the judge gives to that one.
+  This is the judge's accuracy on the policy's own answers, which can differ a lot from its
+  accuracy on a preference data set: a judge that reads the image by echoing the answers it is
+  shown approves a group that is wrong together. `monitor/judge_decisive_pairs` counts them.
 """
 
 from __future__ import annotations
@@ -64,10 +69,23 @@ class HackingMonitors:
         every: Measure on every this many rollouts (the probes cost extra judge calls).
         probe_pairs: At most this many pairs (and praised completions) are re-judged per probe.
         seed: Seeds the choice of probed pairs.
+        reference_check: Dotted path of `f(answer, label) -> bool` (e.g.
+            `rlhfv.data.shapes.answer_matches`) for `monitor/judge_agreement`; it only watches,
+            the reward stays the judge's.
     """
 
-    def __init__(self, reward: Any, every: int = 5, probe_pairs: int = 8, seed: int = 0):
+    def __init__(
+        self,
+        reward: Any,
+        every: int = 5,
+        probe_pairs: int = 8,
+        seed: int = 0,
+        reference_check: str | None = None,
+    ):
+        from rlhfv.config import resolve_target
+
         self.reward, self.every, self.probe_pairs = reward, every, probe_pairs
+        self.check = resolve_target(reference_check, key="reference_check") if reference_check else None
         self.judge = reward.judge
         self.rng = random.Random(seed)
         self.calls = 0
@@ -83,10 +101,28 @@ class HackingMonitors:
         self.last_metrics["monitor/self_praise_rate"] = sum(map(has_self_praise, rollout.texts)) / max(
             1, len(rollout)
         )
+        if self.check is not None:
+            self.last_metrics.update(self.agreement(rollout))
         if self.calls % self.every == 0:
             self.last_metrics.update(self.probe(rollout))
         self.calls += 1
         return rewards
+
+    def agreement(self, rollout: Rollout) -> dict[str, float]:
+        """How often the judge's winner is the rule's right answer, over pairs with exactly one."""
+        g, agreed, decisive = rollout.group_size, 0, 0
+        for b, (label, verdicts) in enumerate(zip(rollout.labels, rollout.judgments, strict=False)):
+            if not label:
+                continue
+            right = [bool(self.check(rollout.texts[b * g + k], label)) for k in range(g)]
+            for v in verdicts:
+                i, j = v["a"], v["b"]
+                if right[i] != right[j]:
+                    decisive += 1
+                    agreed += verdict_winner(v["scores"]) == (0 if right[i] else 1)
+        if not decisive:
+            return {"monitor/judge_decisive_pairs": 0.0}
+        return {"monitor/judge_agreement": agreed / decisive, "monitor/judge_decisive_pairs": float(decisive)}
 
     def probe(self, rollout: Rollout) -> dict[str, float]:
         """Re-judge some pairs swapped (position bias) and some praised answers stripped."""

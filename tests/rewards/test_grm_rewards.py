@@ -68,3 +68,42 @@ def test_monitors_measure_praise_payoff_length_drift_and_position_bias():
     assert m["monitor/length_drift"] == 1.0
     # this judge is order-independent except on ties (5 vs 5 → no winner either way): no bias
     assert m["monitor/position_bias"] == 0.0
+
+
+class JudgedGroups(Inner):
+    """Writes the verdicts a grouped-comparison reward would leave on the rollout."""
+
+    def __init__(self, verdicts):
+        super().__init__()
+        self.verdicts = verdicts
+
+    def __call__(self, rollout):
+        rollout.judgments = [
+            [{"a": i, "b": j, "scores": s} for (i, j), s in group] for group in self.verdicts
+        ]
+        return torch.zeros(len(rollout))
+
+
+def test_judge_agreement_counts_only_pairs_the_rule_decides():
+    # prompt 0 (label red): answers red, blue, red; prompt 1 (label 3): both wrong
+    texts = [
+        "The circle is red.",
+        "The circle is blue.",
+        "It is red.",
+        "There are 2.",
+        "There are 4.",
+        "Four.",
+    ]
+    verdicts = [
+        [((0, 1), [8, 3]), ((0, 2), [3, 8]), ((1, 2), [8, 3])],  # agrees, (both right: skipped), disagrees
+        [((0, 1), [8, 3]), ((0, 2), [5, 5]), ((1, 2), [3, 8])],  # neither pair is decisive
+    ]
+    monitors = HackingMonitors(
+        JudgedGroups(verdicts), every=100, reference_check="rlhfv.data.shapes.answer_matches"
+    )
+    monitors.calls = 1  # skip the probes
+    monitors(FakeRollout(texts, labels=["red", "3"], group_size=3))
+    assert monitors.last_metrics["monitor/judge_agreement"] == 0.5
+    assert monitors.last_metrics["monitor/judge_decisive_pairs"] == 2.0
+    with pytest.raises(ValueError, match="reference_check"):
+        HackingMonitors(Inner(), reference_check="rlhfv.data.shapes.no_such_check")
