@@ -22,10 +22,18 @@ DELEGATED = {
 }
 
 
-def cmd_run(recipe: str, overrides: list[str]) -> int:
+def cmd_run(recipe: str, overrides: list[str], only: str | None = None) -> int:
     cfg = load_recipe(recipe, overrides)
+    stages = stages_of(cfg)
+    if only:
+        wanted = [s.strip() for s in only.split(",") if s.strip()]
+        names = [n for n, _ in stages]
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise RecipeError(f"{recipe}: --stages names {unknown}; the recipe's stages are {names}")
+        stages = [(n, s) for n, s in stages if n in wanted]
     results = {}
-    for name, stage in stages_of(cfg):
+    for name, stage in stages:
         pipeline = resolve_target(str(stage.pipeline), recipe, "pipeline")
         label = f"stage '{name}'" if name else str(stage.pipeline)
         logging.getLogger("rlhfv").info("running %s in %s", label, stage.run.dir)
@@ -77,14 +85,24 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=f"{name} a recipe; key=value pairs override recipe values")
         p.add_argument("recipe")
         p.add_argument("overrides", nargs="*", help="e.g. run.seed=1 steps=50")
+    run_parser = sub.choices["run"]
+    run_parser.add_argument(
+        "--stages",
+        help="multi-stage recipes: run only these stages (comma-separated, in recipe order); "
+        "paths to other stages' outputs must then exist or be overridden",
+    )
     p = sub.add_parser("ls", help="list recipes and runs")
     p.add_argument("--root", default=".")
     for name, (_, text) in DELEGATED.items():
         sub.add_parser(name, help=text)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "run" or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # key=value overrides after --stages
+        args.overrides += extra
     try:
         if args.command == "run":
-            return cmd_run(args.recipe, args.overrides)
+            return cmd_run(args.recipe, args.overrides, args.stages)
         if args.command == "validate":
             return cmd_validate(args.recipe, args.overrides)
         return cmd_ls(args.root)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from rlhfv.cli import main as cli
+from rlhfv.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,3 +42,27 @@ def test_every_recipe_opens_with_a_purpose_and_its_command():
         assert any(line.startswith("# rlhfv run ") or line.startswith("# torchrun") for line in lines[:4]), (
             f"{path.name}: the opening comments must give the command that runs it"
         )
+
+
+@dataclasses.dataclass
+class NoteConfig:
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    word: str = ""
+
+
+def note(cfg: NoteConfig) -> dict[str, str]:
+    """A stage that only writes its word into its run folder."""
+    Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.run.dir) / "word.txt").write_text(cfg.word)
+    return {"word": cfg.word}
+
+
+def test_run_stages_runs_only_the_named_stages_and_refuses_unknown_names(tmp_path, capsys):
+    stage = "{pipeline: tests.test_cli.note, word: %s}"
+    recipe = tmp_path / "two.yaml"
+    recipe.write_text(f"stages:\n  first: {stage % 'a'}\n  second: {stage % 'b'}\n")
+    assert cli(["run", str(recipe), "--stages", "second", f"run.dir={tmp_path / 'out'}"]) == 0
+    assert (tmp_path / "out" / "second" / "word.txt").read_text() == "b"
+    assert not (tmp_path / "out" / "first").exists()
+    assert cli(["run", str(recipe), f"run.dir={tmp_path / 'out'}", "--stages", "third"]) == 2
+    assert "--stages names ['third']; the recipe's stages are ['first', 'second']" in capsys.readouterr().err
