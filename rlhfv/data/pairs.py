@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import re
 
-from rlhfv.data.shapes import COLOURS, ShapesVQA, phrase
+from rlhfv.data.shapes import ShapesVQA
 from rlhfv.types import Example, PreferencePair
 
 HEDGES = ("I am not sure.", "I cannot tell from the image.", "It is hard to say.")
@@ -91,12 +91,6 @@ class JudgeTask:
             A grouped-comparison judge meets many pairs that say the same thing; trained on
             strict pairs only, a tiny judge split those by position (position bias 0.63-0.88).
             SFT data only: the RL rule needs a preferred response (`JudgeRuleReward` refuses ties).
-        wrong_pairs: Share of items (for SFT, "compare" analysis, ShapesVQA counts and colours)
-            whose right response is replaced by a second, different wrong answer: both are
-            scored low and `label` is "tie". In preference pairs one response is always right, so
-            a judge can read the image by picking whichever of the two answers fits better; on a
-            policy's own answers, which are often wrong together, that judge approved wrong
-            answers (`monitor/judge_agreement` 0.56). These items make it read the image itself.
     """
 
     def __init__(
@@ -110,20 +104,13 @@ class JudgeTask:
         analysis: str = "verdict",
         compact: bool = False,
         ties: float = 0.0,
-        wrong_pairs: float = 0.0,
     ):
         if analysis not in ("verdict", "compare"):
             raise ValueError(f"JudgeTask.analysis must be 'verdict' or 'compare', got {analysis!r}")
-        for name, share in (("ties", ties), ("wrong_pairs", wrong_pairs)):
-            if not 0.0 <= share <= 1.0:
-                raise ValueError(f"JudgeTask.{name} is a share of items in [0, 1], got {share!r}")
-        if wrong_pairs and analysis != "compare":
-            raise ValueError(
-                "JudgeTask.wrong_pairs needs analysis='compare' (the short answers of ShapesPairs)"
-            )
+        if not 0.0 <= ties <= 1.0:
+            raise ValueError(f"JudgeTask.ties is a share of items in [0, 1], got {ties!r}")
         self.pairs, self.seed, self.shuffle, self.principles = pairs, seed, shuffle, principles
         self.high, self.low, self.analysis, self.compact, self.ties = high, low, analysis, compact, ties
-        self.wrong_pairs = wrong_pairs
 
     def __len__(self) -> int:
         return len(self.pairs)  # type: ignore[arg-type]
@@ -138,17 +125,10 @@ class JudgeTask:
         tie = self.ties > 0 and rng.random() < self.ties
         if tie:
             order = [rng.randrange(2)] * 2
-        responses, answers = list(pair.responses), list(pair.answers)
-        both_wrong = False
-        if not tie and self.wrong_pairs > 0 and rng.random() < self.wrong_pairs:
-            other = second_wrong_answer(rng, pair)
-            if other is not None:  # left/right has no second wrong answer
-                responses[pair.preferred], answers[pair.preferred] = other
-                both_wrong = True
-        right = [i == pair.preferred and not both_wrong for i in order]
+        right = [i == pair.preferred for i in order]
         prompt = pointwise_prompt(
             pair.prompt.text,
-            [responses[i] for i in order],
+            [pair.responses[i] for i in order],
             pair.prompt.images,
             self.principles,
             compact=self.compact,
@@ -160,10 +140,11 @@ class JudgeTask:
                     f"JudgeTask(analysis='compare') needs each response's short answer; pair "
                     f"{pair.id or index!r} has answers={pair.answers!r} (ShapesPairs provides them)"
                 )
-            compared = ([answers[i] for i in order], pair.answers[pair.preferred])
+            compared = ([pair.answers[i] for i in order], pair.answers[pair.preferred])
         answer = self.target(right, pair.reference, compared)
-        label = "tie" if tie or both_wrong else str(right.index(True))
-        return Example(prompt=prompt, answer=answer, label=label, task="judge")
+        return Example(
+            prompt=prompt, answer=answer, label="tie" if tie else str(right.index(True)), task="judge"
+        )
 
     def target(
         self, right: int | list[bool], reference: str = "", compared: tuple[list[str], str] | None = None
@@ -209,19 +190,3 @@ class JudgeTask:
             return parsed.ok and parsed.scores[0] == parsed.scores[1]
 
         return grlhfv_reward(text, int(example.label)) == 1.0
-
-
-def second_wrong_answer(rng: random.Random, pair: PreferencePair) -> tuple[str, str] | None:
-    """A ShapesVQA answer (response text, short answer) that is neither right nor the pair's wrong
-    one; None where the question has only two answers (left/right) or the pair is not ShapesVQA's."""
-    if len(pair.answers) != 2:
-        return None
-    truth, wrong = pair.answers[pair.preferred], pair.answers[1 - pair.preferred]
-    if truth.isdigit():
-        task, vocabulary = "count", [str(n) for n in range(1, 5)]
-    elif truth in COLOURS:
-        task, vocabulary = "colour", list(COLOURS)
-    else:
-        return None
-    label = rng.choice([v for v in vocabulary if v not in (truth, wrong)])
-    return phrase(rng, task, label, pair.prompt.text), label
