@@ -200,10 +200,13 @@ def bf16_check(model_dir: str, args: argparse.Namespace) -> dict:
 
     Samples B×G completions in float32 and again under bf16 autocast (same seed), and scores the
     float32 samples with both precisions: mean and max |Δ log π| per token and the k3 estimate of
-    KL(π_fp32 || π_bf16) per token.
+    KL(π_fp32 || π_bf16) per token. For bf16 training (`run.dtype: bfloat16`) it also takes the
+    GRPO policy gradient of those samples (benchmark reward, group advantages) in both precisions:
+    their cosine and the relative size of their difference.
     """
     import torch
 
+    from rlhfv.algorithms.grpo import group_advantages
     from rlhfv.models.text_lm import load_text_lm
     from rlhfv.rollout import generate, sequence_logprobs
     from rlhfv.types import Prompt
@@ -226,6 +229,17 @@ def bf16_check(model_dir: str, args: argparse.Namespace) -> dict:
         lp32 = sequence_logprobs(policy, batch, ids, mask)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             lp16 = sequence_logprobs(policy, batch, ids, mask)
+    advantages = group_advantages(torch.tensor(vowel_share(None, rollout.texts)), args.group_size).unsqueeze(
+        1
+    )  # [N, 1]
+    grads = []
+    for bf16 in (False, True):
+        policy.module.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            lp = sequence_logprobs(policy, batch, ids, mask)
+        (-(advantages * lp).sum() / mask.sum()).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in policy.module.parameters() if p.grad is not None]))
+    g32, g16 = grads[0].double(), grads[1].double()
     keep = mask.bool()
     delta = (lp16 - lp32)[keep]
     log_ratio = -delta  # log π_fp32 − log π_bf16 on fp32 samples
@@ -236,6 +250,8 @@ def bf16_check(model_dir: str, args: argparse.Namespace) -> dict:
         "max_abs_dlogp": delta.abs().max().item(),
         "k3_kl_per_token": (torch.exp(-log_ratio) - 1 + log_ratio).mean().item(),
         "mean_logp_fp32": lp32[keep].mean().item(),
+        "grad_cosine_fp32_bf16": (g32 @ g16 / (g32.norm() * g16.norm())).item(),
+        "grad_rel_diff": ((g16 - g32).norm() / g32.norm()).item(),
     }
 
 
@@ -323,7 +339,11 @@ def main() -> None:
         "--dtype", default="float32", choices=["float32", "bfloat16"], help="training precision, both"
     )
     p.add_argument("--rollout-dtype", default="", help="rlhfv only: sampling precision ('' = --dtype)")
-    p.add_argument("--bf16-check", action="store_true", help="only measure bf16 sampling's speed and drift")
+    p.add_argument(
+        "--bf16-check",
+        action="store_true",
+        help="only measure bf16: sampling speed and drift, training-gradient agreement",
+    )
     p.add_argument("--child", choices=["ours", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = p.parse_args()
