@@ -29,8 +29,9 @@ cat "$OUT/quickstart.json"; echo "quickstart: $((SECONDS - start)) s"
 
 echo "== 2. grpo_shapes, tiny variant (GRPO with the exact-answer reward from that SFT model) =="
 start=$SECONDS
-rlhfv run recipes/grpo_shapes.yaml "${CUDA[@]}" run.dir="$OUT/grpo_shapes" run.save_every=0 \
-  policy.path="$OUT/quickstart/final" steps=30 eval_data.size=100 eval_every=0 > "$OUT/grpo_shapes.json"
+rlhfv run recipes/grpo_shapes.yaml --stages grpo "${CUDA[@]}" run.dir="$OUT/grpo_shapes" run.save_every=0 \
+  stages.grpo.policy.path="$OUT/quickstart/final" stages.grpo.steps=30 stages.grpo.eval_data.size=100 \
+  stages.grpo.eval_every=0 > "$OUT/grpo_shapes.json"
 cat "$OUT/grpo_shapes.json"; echo "grpo_shapes: $((SECONDS - start)) s"
 
 echo "== 3. GRPO benchmark, tiny model, rlhfv vs TRL on CUDA bf16 =="

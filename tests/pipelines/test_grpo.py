@@ -27,8 +27,11 @@ TINY = [
 
 
 def tiny_recipe(folder: Path, policy: dict | None = None, drop_eval: bool = False) -> str:
-    """grpo_shapes.yaml with its policy node replaced (overrides can merge keys, not drop them)."""
-    cfg = OmegaConf.load(RECIPE)
+    """grpo_shapes.yaml's GRPO stage alone, with its policy node replaced (overrides can merge
+    keys, not drop them)."""
+    recipe = OmegaConf.load(RECIPE)
+    cfg = recipe.stages.grpo
+    cfg.run = recipe.run
     cfg.policy = policy or {"_component_": "rlhfv.models.hf_vlm.tiny_qwen2_vl", "seed": 0}
     if drop_eval:
         del cfg["eval_data"]
