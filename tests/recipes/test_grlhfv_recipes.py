@@ -126,3 +126,4 @@ def test_flagship_tiny_variant_runs_every_stage(tmp_path):
         json.loads(line) for line in (tmp_path / "policy_rl" / "metrics.jsonl").read_text().splitlines()
     ]
     assert any("monitor/self_praise_rate" in m for m in metrics)
+    assert any("monitor/judge_decisive_pairs" in m for m in metrics)  # the agreement monitor ran
