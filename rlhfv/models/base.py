@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from typing import Any, Protocol
 import torch
 
 from rlhfv.types import Prompt
+
+logger = logging.getLogger(__name__)
 
 MODEL_CARD = "rlhfv_model.json"
 
@@ -106,6 +109,8 @@ def freeze_parameters(module: torch.nn.Module, patterns: list[str], key: str = "
         frozen += sum(p.requires_grad for p in hits)
         for p in hits:
             p.requires_grad_(False)
+    if patterns:
+        logger.info("%s: %d of %d parameter tensors frozen", key, frozen, len(params))
     return frozen
 
 
