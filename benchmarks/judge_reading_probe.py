@@ -17,7 +17,7 @@ import torch
 
 from rlhfv.data.pairs import JudgeTask, ShapesPairs
 from rlhfv.models.base import load_model
-from rlhfv.rollout import generate
+from rlhfv.training.evaluation import graded_answers
 
 SENTENCE = re.compile(r"says (\w+), the image shows (\w+): (right|wrong)")
 
@@ -30,20 +30,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     judge = load_model(args.model)
-    judge.module.eval()
     task = JudgeTask(
         ShapesPairs(size=args.pairs, split="test", seed=3), analysis="compare", compact=args.compact
     )
     examples = [task[i] for i in range(args.pairs)]
-    texts: list[str] = []
-    for lo in range(0, len(examples), 20):
-        chunk = examples[lo : lo + 20]
-        texts += generate(
-            judge, [e.prompt for e in chunk], group_size=1, max_new_tokens=80, greedy=True
-        ).texts
+    graded = graded_answers(judge, task, batch_size=20, max_new_tokens=80)
     right = reading = quotes = consistent = sentences = 0
-    for example, text in zip(examples, texts, strict=True):
-        right += task.is_correct(text, example)
+    for example, (_, text, correct) in zip(examples, graded, strict=True):
+        right += correct
         want, got = SENTENCE.findall(example.answer), SENTENCE.findall(text)
         if len(got) != 2:
             continue

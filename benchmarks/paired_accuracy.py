@@ -20,18 +20,10 @@ import torch
 def answers_right(path: str, size: int, seed: int, batch_size: int = 50) -> tuple[list[str], list[bool]]:
     from rlhfv.data.shapes import ShapesVQA
     from rlhfv.models.base import load_model
-    from rlhfv.rollout import generate
+    from rlhfv.training.evaluation import graded_answers
 
-    model = load_model(path)
-    model.module.eval()
-    data = ShapesVQA(size=size, split="test", seed=seed)
-    tasks, right = [], []
-    for start in range(0, size, batch_size):
-        examples = [data[i] for i in range(start, min(size, start + batch_size))]
-        texts = generate(model, [e.prompt for e in examples], 1, 24, greedy=True).texts
-        tasks += [e.task for e in examples]
-        right += [data.is_correct(t, e) for t, e in zip(texts, examples, strict=True)]
-    return tasks, right
+    graded = graded_answers(load_model(path), ShapesVQA(size=size, split="test", seed=seed), batch_size, 24)
+    return [task for task, _, _ in graded], [right for _, _, right in graded]
 
 
 def mcnemar_p(gained: int, lost: int) -> float:
