@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from rlhfv.models.base import ChatModel
-from rlhfv.types import Prompt
+from rlhfv.types import READING_SLOT, Prompt
 
 
 @dataclass
@@ -36,6 +36,9 @@ class Rollout:
         group_size: G.
         judgments: Filled by judge-based rewards: per prompt, the pairwise verdicts
             `{"a": i, "b": j, "text": str, "scores": [sa, sb] | None}` (for the dashboard).
+        reading: For prompts with a `Prompt.reading`: the rollout of those readings (row i's
+            reading went into row i's prompt; `prompt_batch` holds the filled-in prompts). Its
+            tokens are the first part of each row's output, and GRPO trains them with the rest.
     """
 
     prompts: list[Prompt]
@@ -47,6 +50,7 @@ class Rollout:
     complete: torch.Tensor
     group_size: int
     judgments: list[list[dict[str, Any]]] = field(default_factory=list)
+    reading: Rollout | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -87,8 +91,13 @@ def generate(
     greedy: bool = False,
     synced_gpus: bool = False,
     allowed_tokens: Callable[[int, torch.Tensor], list[int]] | None = None,
+    reading_tokens: int = 32,
 ) -> Rollout:
     """Sample `group_size` completions for every prompt, batched, with the KV cache.
+
+    Prompts with a `reading` are answered in two passes: first each row's reading (sampled like
+    the rest, or greedy; greedy readings of the same reading prompt are generated once), which
+    then fills the row's `READING_SLOT`, then the row itself.
 
     Args:
         policy: Any builder's ChatModel (text or vision-language).
@@ -103,8 +112,12 @@ def generate(
             each forward pass gathers parameters from all processes).
         allowed_tokens: Constrained decoding: (row, ids generated so far [t]) → the token ids that
             may come next (e.g. `rlhfv.grm.judge.ScoreLineGrammar`).
+        reading_tokens: Length limit of a reading.
     """
     rows = [p for p in prompts for _ in range(group_size)]  # prompt-major: b·G + k
+    reading = None
+    if any(p.reading is not None for p in prompts):
+        rows, reading = _read_first(policy, rows, reading_tokens, temperature, top_p, greedy, synced_gpus)
     device = next(policy.module.parameters()).device
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in policy.encoder(rows).items()}
     sampling: dict[str, Any] = (
@@ -143,7 +156,62 @@ def generate(
         texts=texts,
         complete=complete,
         group_size=group_size,
+        reading=reading,
     )
+
+
+def _read_first(
+    policy: ChatModel,
+    rows: list[Prompt],
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    greedy: bool,
+    synced_gpus: bool,
+) -> tuple[list[Prompt], Rollout]:
+    """Generate every row's reading and put it into the row's prompt (see `Prompt.reading`).
+
+    Returns the filled rows and a rollout of the readings, one row per row (a reading prompt
+    shared by several rows is generated once when greedy).
+    """
+    missing = [i for i, p in enumerate(rows) if p.reading is None]
+    if missing:
+        raise ValueError(
+            f"rows {missing[:5]} have no Prompt.reading while others do; a batch reads first for all rows or none"
+        )
+    if greedy:  # one generation per distinct reading prompt
+        distinct: dict[int, tuple[int, Prompt]] = {}
+        for p in rows:
+            distinct.setdefault(id(p.reading), (len(distinct), p.reading))  # type: ignore[arg-type]
+        prompts = [r for _, r in distinct.values()]
+        done = generate(policy, prompts, 1, max_new_tokens, greedy=True, synced_gpus=synced_gpus)
+        pick = [distinct[id(p.reading)][0] for p in rows]
+    else:
+        done = generate(
+            policy, [p.reading for p in rows], 1, max_new_tokens, temperature, top_p, synced_gpus=synced_gpus
+        )
+        pick = list(range(len(rows)))
+    index = torch.tensor(pick, device=done.completion_ids.device)
+    readings = Rollout(
+        prompts=[p.reading for p in rows],  # type: ignore[misc]
+        labels=[""] * len(rows),
+        prompt_batch={k: _take(k, v, pick, done.prompt_batch) for k, v in done.prompt_batch.items()},
+        completion_ids=done.completion_ids[index],
+        completion_mask=done.completion_mask[index],
+        texts=[done.texts[i] for i in pick],
+        complete=done.complete[index],
+        group_size=1,
+    )
+    filled = [
+        replace(p, text=p.text.replace(READING_SLOT, text.strip()), reading=None)
+        for p, text in zip(rows, readings.texts, strict=True)
+    ]
+    return filled, readings
+
+
+def _take(key: str, value: torch.Tensor, pick: list[int], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Rows `pick` (in that order, repeats allowed) of one prompt tensor (see `_rows`)."""
+    return torch.cat([_rows(key, value, slice(i, i + 1), batch) for i in pick])
 
 
 def completion_ends(

@@ -19,12 +19,19 @@ class Prompt:
         system: Optional system message.
         prefill: Text the assistant's reply starts with; generation continues it (used to force
             a judge's score line, `rlhfv.grm.judge.force_scores`).
+        reading: A prompt the model answers first, on its own; its answer replaces `READING_SLOT`
+            in `text` before the model sees `text` (`rlhfv.rollout.generate`). A judge thus reads
+            the image before the responses are shown to it (`rlhfv.grm.prompts.pointwise_prompt`).
     """
 
     text: str
     images: list[Image.Image] = field(default_factory=list)
     system: str | None = None
     prefill: str = ""
+    reading: Prompt | None = None
+
+
+READING_SLOT = "\x00reading\x00"  # where a prompt's `reading` answer goes (`Prompt.reading`)
 
 
 @dataclass

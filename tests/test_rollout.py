@@ -85,3 +85,26 @@ def test_sharing_each_prompt_across_its_group_gives_the_same_logprobs_and_gradie
         grads.append((lp.detach(), [p.grad.clone() for p in policy.module.parameters()]))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads[0][1], grads[1][1], strict=True))
+
+
+def test_prompts_with_a_reading_are_answered_in_two_passes_and_keep_the_reading_rollout():
+    import pytest
+
+    from rlhfv.types import READING_SLOT
+
+    policy = tiny_text_lm(seed=1)
+    question = Prompt("How many shapes are there?")
+    judged = [Prompt(f"Judge these. Mine: {READING_SLOT} End.", reading=question) for _ in range(2)]
+    greedy = generate(policy, judged, group_size=2, max_new_tokens=4, greedy=True)
+    alone = generate(policy, [question], group_size=1, max_new_tokens=32, greedy=True)
+    assert greedy.reading is not None and greedy.reading.texts == alone.texts * 4  # one reading, reused
+    filled = generate(policy, [Prompt(f"Judge these. Mine: {alone.texts[0].strip()} End.")], 1, 4, greedy=True)
+    assert greedy.texts == filled.texts * 4  # the second pass saw the slot filled in
+    torch.manual_seed(0)
+    sampled = generate(policy, judged[:1], group_size=3, max_new_tokens=4)
+    reading = sampled.reading
+    assert reading.completion_ids.shape[0] == 3 and len(set(reading.texts)) > 1  # each row reads on its own
+    logprobs = sequence_logprobs(policy, reading.select(slice(0, 3)), reading.completion_ids, reading.completion_mask)
+    assert (logprobs[reading.completion_mask == 0] == 0).all() and (logprobs[reading.completion_mask == 1] < 0).all()
+    with pytest.raises(ValueError, match="no Prompt.reading"):
+        generate(policy, [judged[0], question], group_size=1, max_new_tokens=2)

@@ -14,11 +14,21 @@ from __future__ import annotations
 import random
 import re
 
-from rlhfv.data.shapes import ShapesVQA
-from rlhfv.types import Example, PreferencePair
+from rlhfv.data.shapes import ShapesVQA, answer_matches
+from rlhfv.grm.prompts import pointwise_prompt
+from rlhfv.types import READING_SLOT, Example, PreferencePair
 
 HEDGES = ("I am not sure.", "I cannot tell from the image.", "It is hard to say.")
 SUBJECT = re.compile(r"\bthe ((?:\w+ )?\w+?)(?: to the| in the| is|\?)")  # "the yellow circle" in a question
+
+
+def replace_answer(sentence: str, answer: str, other: str) -> str:
+    """`sentence` with its last mention of `answer` (a whole word) replaced by `other`."""
+    hits = list(re.finditer(rf"\b{re.escape(answer)}\b", sentence, re.IGNORECASE))
+    if not hits:
+        return f"{other}."
+    last = hits[-1]
+    return sentence[: last.start()] + other + sentence[last.end() :]
 
 
 class ShapesPairs:
@@ -91,6 +101,18 @@ class JudgeTask:
             A grouped-comparison judge meets many pairs that say the same thing; trained on
             strict pairs only, a tiny judge split those by position (position bias 0.63-0.88).
             SFT data only: the RL rule needs a preferred response (`JudgeRuleReward` refuses ties).
+        reading: Whether the prompt shows the judge's own answer to the question after the
+            responses (`pointwise_prompt(reading=...)`; needs analysis "compare"). "none": no.
+            "given": the pair's reference answer is shown (SFT: the judge learns to compare the
+            responses with its answer). "self": the judge writes it first, before it sees the
+            responses (`Prompt.reading`; evaluation and RL). The target's "the image shows X" is
+            the answer shown, and its verdicts follow it.
+        misread: With reading "given": share of items whose shown answer is the worse response's
+            (a misreading); the target's verdicts follow the misreading, so the judge learns to
+            take its verdict from its own answer and not from which response looks right.
+        reading_items: Share of items that are the reading itself: the question alone, answered
+            with the reference (`task` "reading"), so the judge keeps answering the question
+            as well as it did before judge training.
     """
 
     def __init__(
@@ -104,47 +126,73 @@ class JudgeTask:
         analysis: str = "verdict",
         compact: bool = False,
         ties: float = 0.0,
+        reading: str = "none",
+        misread: float = 0.0,
+        reading_items: float = 0.0,
     ):
         if analysis not in ("verdict", "compare"):
             raise ValueError(f"JudgeTask.analysis must be 'verdict' or 'compare', got {analysis!r}")
-        if not 0.0 <= ties <= 1.0:
-            raise ValueError(f"JudgeTask.ties is a share of items in [0, 1], got {ties!r}")
+        for name, share in (("ties", ties), ("misread", misread), ("reading_items", reading_items)):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"JudgeTask.{name} is a share of items in [0, 1], got {share!r}")
+        if reading not in ("none", "given", "self"):
+            raise ValueError(f"JudgeTask.reading must be 'none', 'given' or 'self', got {reading!r}")
+        if reading != "none" and analysis != "compare":
+            raise ValueError(f"JudgeTask(reading={reading!r}) needs analysis='compare' (the verdicts quote the answer)")
+        if misread and reading != "given":
+            raise ValueError("JudgeTask.misread applies to reading='given' only")
         self.pairs, self.seed, self.shuffle, self.principles = pairs, seed, shuffle, principles
         self.high, self.low, self.analysis, self.compact, self.ties = high, low, analysis, compact, ties
+        self.reading, self.misread, self.reading_items = reading, misread, reading_items
 
     def __len__(self) -> int:
         return len(self.pairs)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> Example:
-        from rlhfv.grm.prompts import pointwise_prompt
-
         pair: PreferencePair = self.pairs[index]  # type: ignore[index]
         rng = random.Random(self.seed * 1_000_003 + index)
+        if self.reading_items and rng.random() < self.reading_items:
+            if not pair.reference or len(pair.answers) != len(pair.responses):
+                raise ValueError(f"JudgeTask.reading_items needs pairs with a reference answer; pair {pair.id or index!r} has none")
+            truth = pair.answers[pair.preferred]
+            return Example(prompt=pair.prompt, answer=pair.reference, label=truth, task="reading")
         swap = self.shuffle and rng.random() < 0.5
         order = [1, 0] if swap else [0, 1]  # stored index of each shown response
         tie = self.ties > 0 and rng.random() < self.ties
         if tie:
             order = [rng.randrange(2)] * 2
-        right = [i == pair.preferred for i in order]
-        prompt = pointwise_prompt(
-            pair.prompt.text,
-            [pair.responses[i] for i in order],
-            pair.prompt.images,
-            self.principles,
-            compact=self.compact,
-        )
         compared = None
+        shown_reading: str | None = None
+        right = [i == pair.preferred for i in order]
         if self.analysis == "compare":
             if len(pair.answers) != len(pair.responses):
                 raise ValueError(
                     f"JudgeTask(analysis='compare') needs each response's short answer; pair "
                     f"{pair.id or index!r} has answers={pair.answers!r} (ShapesPairs provides them)"
                 )
-            compared = ([pair.answers[i] for i in order], pair.answers[pair.preferred])
-        answer = self.target(right, pair.reference, compared)
-        return Example(
-            prompt=prompt, answer=answer, label="tie" if tie else str(right.index(True)), task="judge"
+            seen = pair.answers[pair.preferred]
+            if self.reading == "given":
+                shown_reading = pair.reference
+                misread = pair.answers[1 - pair.preferred]
+                if self.misread and rng.random() < self.misread and misread != "nothing":
+                    shown_reading, seen = replace_answer(pair.reference, seen, misread), misread
+                right = [pair.answers[i] == seen for i in order]
+            compared = ([pair.answers[i] for i in order], seen)
+        if self.reading == "self":
+            shown_reading = READING_SLOT
+        prompt = pointwise_prompt(
+            pair.prompt.text,
+            [pair.responses[i] for i in order],
+            pair.prompt.images,
+            self.principles,
+            compact=self.compact,
+            reading=shown_reading,
         )
+        if self.reading == "self":
+            prompt.reading = pair.prompt
+        answer = self.target(right, pair.reference, compared)
+        label = "tie" if right[0] == right[1] else str(right.index(True))
+        return Example(prompt=prompt, answer=answer, label=label, task="judge")
 
     def target(
         self, right: int | list[bool], reference: str = "", compared: tuple[list[str], str] | None = None
@@ -185,6 +233,8 @@ class JudgeTask:
         (for a "tie" item: exactly two equal scores)."""
         from rlhfv.grm.rules import grlhfv_reward, parse_scores
 
+        if example.task == "reading":
+            return answer_matches(text, example.label)
         if example.label == "tie":
             parsed = parse_scores(text, 2)
             return parsed.ok and parsed.scores[0] == parsed.scores[1]

@@ -143,15 +143,25 @@ def evaluate_grm(
     greedy: bool = True,
     progress: bool = True,
     force: bool = False,
+    reading: bool = False,
 ) -> dict[str, Any]:
-    """Run the evaluation described in the module docstring; return the results dictionary."""
+    """Run the evaluation described in the module docstring; return the results dictionary.
+
+    `reading`: the judge answers each question itself before it sees the responses
+    (`rlhfv.grm.judge.judge(reading=True)`), for judges trained with `JudgeTask(reading=...)`.
+    """
     from tqdm import tqdm
 
     rng = random.Random(seed)
     per_item: list[dict[str, Any]] = [{} for _ in items]
     failures: Counter[str] = Counter()
     start = time.perf_counter()
-    common: dict[str, Any] = {"max_new_tokens": max_new_tokens, "principles": principles, "force": force}
+    common: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "principles": principles,
+        "force": force,
+        "reading": reading,
+    }
     if greedy:  # two rows per item (stored order, reversed), batch_size rows per generate call
         step = max(1, batch_size // 2)
         bar = tqdm(range(0, len(items), step), desc="greedy", disable=not progress)
@@ -303,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="append 'Scores: \\boxed{' to judgements without a box; the judge writes the scores under a grammar (rlhfv.grm.judge)",
     )
+    p.add_argument(
+        "--reading",
+        action="store_true",
+        help="the judge answers each question itself before it sees the responses (judges trained with JudgeTask(reading=...))",
+    )
     p.add_argument("--dtype", default="float32")
     p.add_argument("--out", help="write the results JSON here")
     args = parser.parse_args(argv)
@@ -336,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         args.principles,
         greedy=not args.no_greedy,
         force=args.force_scores,
+        reading=args.reading,
     )
     results["config"] = {k: v for k, v in vars(args).items() if k != "what"}
     text = json.dumps(results, indent=2)

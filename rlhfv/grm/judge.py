@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 from rlhfv.grm.parsing import ParsedScores, last_boxed, parse_scores
 from rlhfv.grm.prompts import pointwise_prompt
 from rlhfv.grm.voting import shown_index, shuffled_order, unshuffle_scores
+from rlhfv.types import READING_SLOT, Prompt
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
     from rlhfv.models.base import ChatModel
-    from rlhfv.types import Prompt
 
 
 @dataclass
@@ -181,6 +181,7 @@ def judge(
     clip: bool = True,
     force: bool = False,
     hints: Sequence[int] | None = None,
+    reading: bool = False,
 ) -> list[Judgement]:
     """Judge every item k times in ONE batched generate call (B·k rows).
 
@@ -194,10 +195,14 @@ def judge(
         force: Force a score line onto samples without one (module docstring).
         hints: Hinted sampling (SPCT rejective fine-tuning): per item, the original index of the
             best response; every sample's prompt names where it is shown.
+        reading: The judge first answers each item's question itself, before it sees the
+            responses, and its answer is shown after them (`pointwise_prompt(reading=...)`); items
+            with the same question and images share one reading when greedy.
     """
     from rlhfv.rollout import generate
 
     prompts, all_orders = [], []
+    readings: dict[tuple[Any, ...], Prompt] = {}
     for b, item in enumerate(items):
         n = len(item.responses)
         for j in range(k):
@@ -211,7 +216,13 @@ def judge(
             all_orders.append(order)
             shown = [item.responses[i] for i in order]
             hint = shown_index(hints[b], order) if hints is not None else None
-            prompts.append(pointwise_prompt(item.question, shown, item.images, principles, hint))
+            prompt = pointwise_prompt(
+                item.question, shown, item.images, principles, hint, reading=READING_SLOT if reading else None
+            )
+            if reading:
+                key = (item.question, *map(id, item.images))
+                prompt.reading = readings.setdefault(key, Prompt(item.question, list(item.images)))
+            prompts.append(prompt)
     rollout = generate(
         model, prompts, group_size=1, max_new_tokens=max_new_tokens, temperature=temperature, greedy=greedy
     )

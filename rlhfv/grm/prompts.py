@@ -31,6 +31,7 @@ POINTWISE_INSTRUCTIONS = (
     "3. Finish with a single line of the form 'Scores: \\boxed{{{slots}}}' holding one whole number "
     "from 1 (useless or harmful) to 10 (excellent) per response, in the order the responses appear."
 )
+READING_BLOCK = "\n[Your own answer, written before you saw the responses]\n{reading}\n[End of your answer]"
 PRINCIPLES_NOTE = "\nWhen you choose your criteria, follow these principles:\n{principles}"
 HINT_NOTE = "\nThe best response is: Response {best}"
 
@@ -50,6 +51,7 @@ def pointwise_prompt(
     principles: str | None = None,
     hint_best: int | None = None,
     compact: bool = False,
+    reading: str | None = None,
 ) -> Prompt:
     """The pointwise judge prompt for n ≥ 1 responses.
 
@@ -63,6 +65,11 @@ def pointwise_prompt(
         compact: Leave out the instructions (and principles): only the request and the responses.
             A curriculum stage for small judges, which learn to compare faster in a short context
             (`JudgeTask(compact=True)`); the output contract is then taught by the targets alone.
+        reading: The judge's own answer to the request, shown after the responses (last, next to
+            where the judgement starts). Pass `rlhfv.types.READING_SLOT` and set the returned
+            prompt's `reading` to have the judge write it itself, before it sees the responses
+            (`judge(..., reading=True)`): a judge that reads the image with the responses in view
+            tends to read it as they do (BENCHMARKS.md, "The judge on the policy's own answers").
     """
     n = len(responses)
     if n < 1:
@@ -82,6 +89,8 @@ def pointwise_prompt(
     parts = [text, f"\n[User request]\n{question.strip()}\n[End of user request]"]
     for i, response in enumerate(responses, start=1):
         parts.append(f"\n[Response {i}]\n{response.strip()}\n[End of Response {i}]")
+    if reading is not None:
+        parts.append(READING_BLOCK.format(reading=reading.strip()))
     if hint_best is not None:
         parts.append(HINT_NOTE.format(best=hint_best + 1))
     return Prompt(text="\n".join(parts).lstrip("\n"), images=list(images))

@@ -150,6 +150,8 @@ def write_rollouts(run_dir: Any, step: int, rollout: Rollout, rewards: torch.Ten
                 "rewards": rewards[b * g : (b + 1) * g].tolist(),
                 "judgments": rollout.judgments[b] if b < len(rollout.judgments) else [],
             }
+            if rollout.reading is not None:  # what each output wrote first, before the prompt's slot
+                row["readings"] = rollout.reading.texts[b * g : (b + 1) * g]
             f.write(json.dumps(row) + "\n")
 
 
@@ -263,11 +265,17 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         rewards = checked_rewards(reward_fn, rollout)  # [N]
         advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards).to(device)  # [N]
         mask = rollout.completion_mask  # [N, T]
-        batch_tokens = float(mask.sum())
+        reading = rollout.reading  # the first part of each output, written from its own prompt
+        if reading is not None and (cfg.updates_per_batch > 1 or cfg.kl_coef > 0):
+            raise ValueError(
+                "prompts with a reading (JudgeTask(reading='self')) train with updates_per_batch 1 and kl_coef 0 only"
+            )
+        # token_mean over whole outputs: a reading's tokens count with the rest of its output's
+        batch_tokens = float(mask.sum()) + (float(reading.completion_mask.sum()) if reading is not None else 0.0)
         chunks = [slice(s, s + micro) for s in range(0, n_rows, micro)]
         shared = (
-            cfg.group_size if micro % cfg.group_size == 0 else 1
-        )  # micro-batches hold whole groups: share prompts
+            cfg.group_size if micro % cfg.group_size == 0 and reading is None else 1
+        )  # micro-batches hold whole groups: share prompts (rows with readings differ)
         # 4. log π_old and log π_ref per micro-batch, without grad
         old_lp: list[torch.Tensor | None] = [None] * len(chunks)
         ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
@@ -303,6 +311,27 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                 loss, metrics = grpo_loss(
                     lp, old, advantages[rows], mask[rows], loss_cfg, ref_lp[c], batch_tokens, n_rows
                 )
+                if reading is not None:
+                    with autocast:
+                        lp_read = sequence_logprobs(
+                            trainer,
+                            reading.select(rows),
+                            reading.completion_ids[rows],
+                            reading.completion_mask[rows],
+                            cfg.temperature,
+                        )
+                    read_loss, _ = grpo_loss(
+                        lp_read,
+                        lp_read.detach(),
+                        advantages[rows],
+                        reading.completion_mask[rows],
+                        loss_cfg,
+                        None,
+                        batch_tokens,
+                        n_rows,
+                    )
+                    loss = loss + read_loss
+                    metrics["loss/policy"] += read_loss.item()
                 if not torch.isfinite(loss):
                     cause = nonfinite_cause(lp, old, ref_lp[c], advantages[rows])
                     if (

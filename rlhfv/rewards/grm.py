@@ -36,6 +36,9 @@ class GRMJudge:
         principles: Annotation principles for the 'w/ principles' prompt variant.
         batch_size: Pairs per `generate` call.
         device: "auto", "cpu" or "cuda".
+        reading: The judge answers each question itself before it sees the answers to compare
+            (`rlhfv.grm.judge.judge(reading=True)`); for judges trained with
+            `JudgeTask(reading=...)`.
     """
 
     def __init__(
@@ -47,13 +50,14 @@ class GRMJudge:
         principles: str | None = None,
         batch_size: int = 64,
         device: str = "auto",
+        reading: bool = False,
     ):
         from rlhfv.training.run import pick_device
 
         self.model = model
         self.model.module.to(pick_device(device)).eval()
         self.max_new_tokens, self.greedy, self.temperature = max_new_tokens, greedy, temperature
-        self.principles, self.batch_size = principles, batch_size
+        self.principles, self.batch_size, self.reading = principles, batch_size, reading
         self.last_texts: list[str] = []
 
     def __call__(
@@ -75,6 +79,7 @@ class GRMJudge:
                 temperature=self.temperature,
                 max_new_tokens=self.max_new_tokens,
                 principles=self.principles,
+                reading=self.reading,
             ):
                 scores = j.scores[0]
                 verdicts.append((scores[0], scores[1]) if scores is not None else None)

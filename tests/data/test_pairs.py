@@ -112,3 +112,48 @@ def test_non_answer_pairs_replace_only_the_worse_response_and_keep_the_rest():
     assert 5 < replaced < 35
     with pytest.raises(ValueError, match="non_answers"):
         ShapesPairs(4, non_answers=2.0)
+
+
+def test_given_reading_is_shown_last_and_the_verdicts_follow_it_even_when_it_is_a_misreading():
+    pairs = ShapesPairs(60, seed=2)
+    task = JudgeTask(pairs, analysis="compare", reading="given", misread=0.4)
+    misread = 0
+    for i in range(60):
+        example, pair = task[i], pairs[i]
+        assert example.prompt.text.endswith("[End of your answer]") and example.prompt.reading is None
+        shown = example.prompt.text.rsplit("written before you saw the responses]\n", 1)[1].split("\n")[0]
+        (answer,) = mentioned(shown, pair.answers[pair.preferred])  # the reading names one answer
+        right_one = int(example.label)
+        assert task.is_correct(example.answer, example)
+        assert f"the image shows {answer}: right" in example.answer
+        if answer != pair.answers[pair.preferred]:  # a misreading: the worse response is credited
+            misread += 1
+            assert answer == pair.answers[1 - pair.preferred]
+            assert f"[Response {right_one + 1}]\n{pair.responses[1 - pair.preferred].strip()}\n" in example.prompt.text
+    assert 10 < misread < 40
+
+
+def test_self_reading_leaves_a_slot_that_the_question_alone_fills_and_reading_items_are_graded_as_answers():
+    from rlhfv.types import READING_SLOT
+
+    pairs = ShapesPairs(40, seed=2)
+    example = JudgeTask(pairs, analysis="compare", reading="self")[0]
+    assert READING_SLOT in example.prompt.text
+    assert example.prompt.reading.text == pairs[0].prompt.text  # the question alone, no responses
+    assert len(example.prompt.reading.images) == 1
+    task = JudgeTask(pairs, analysis="compare", reading="given", reading_items=0.5)
+    readings = [task[i] for i in range(40) if task[i].task == "reading"]
+    assert 8 < len(readings) < 32
+    for r in readings:
+        assert READING_SLOT not in r.prompt.text and "[Response" not in r.prompt.text
+        assert task.is_correct(r.answer, r) and not task.is_correct("I cannot tell.", r)
+
+
+def test_reading_options_refuse_what_cannot_work():
+    pairs = ShapesPairs(4)
+    with pytest.raises(ValueError, match="analysis='compare'"):
+        JudgeTask(pairs, reading="given")
+    with pytest.raises(ValueError, match="misread"):
+        JudgeTask(pairs, analysis="compare", reading="self", misread=0.2)
+    with pytest.raises(ValueError, match="reading must be"):
+        JudgeTask(pairs, analysis="compare", reading="yes")

@@ -167,3 +167,24 @@ def test_the_score_line_grammar_accepts_exactly_the_well_formed_lines():
     import torch
 
     assert grammar(0, torch.tensor(ids)) == [0]  # a finished line allows only EOS
+
+
+def test_a_reading_judge_answers_each_question_once_before_it_sees_the_responses():
+    """`reading=True`: one greedy reading per distinct question and image (shared by both orders of
+    an item), then the judgements, whose prompts show that reading after the responses."""
+    from rlhfv.grm.judge import judge
+    from rlhfv.models.text_lm import tiny_text_lm
+
+    model = tiny_text_lm(seed=0)
+    seen = []
+    original = model.module.generate
+    model.module.generate = lambda **kw: seen.append(kw["input_ids"].shape[0]) or original(**kw)
+    items = [JudgeItem("How many?", ["2.", "3."]), JudgeItem("What colour?", ["red.", "blue."])]
+    orders = [[[0, 1], [1, 0]]] * 2
+    judged = judge(model, items, k=2, orders=orders, greedy=True, max_new_tokens=3, reading=True)
+    assert seen == [2, 4]  # two readings (one per question), then 2 items × 2 orders
+    assert len(judged) == 2 and all(len(j.texts) == 2 for j in judged)
+    seen.clear()
+    evals = [EvalItem(item, 0, "all", str(i)) for i, item in enumerate(items)]
+    result = evaluate_grm(model, evals, ks=(), max_new_tokens=3, progress=False, reading=True)
+    assert seen == [2, 4] and result["items"] == 2

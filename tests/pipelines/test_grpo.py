@@ -127,3 +127,23 @@ def test_grouped_comparison_reward_runs_in_the_pipeline_and_its_verdicts_reach_r
         pairs = {(j["a"], j["b"]) for j in line["judgments"]}
         assert len(pairs) == len(line["judgments"]) and all((b, a) in pairs for a, b in pairs)
     assert all(j["text"].startswith("Scores: \\boxed{") and len(j["scores"]) == 2 for j in judged)
+
+
+def test_a_judge_that_reads_first_trains_on_its_readings_too_and_logs_them(tmp_path):
+    """GRM RL with `JudgeTask(reading='self')`: each sampled judgement starts with the judge's own
+    answer to the question, written from the question alone; GRPO credits both parts."""
+    recipe = tiny_recipe(tmp_path, drop_eval=True)
+    cfg = OmegaConf.load(recipe)
+    cfg.train_data = {
+        "_component_": "rlhfv.data.pairs.JudgeTask",
+        "analysis": "compare",
+        "reading": "self",
+        "pairs": {"_component_": "rlhfv.data.pairs.ShapesPairs", "size": 16},
+    }
+    cfg.reward = {"_component_": "rlhfv.rewards.grm.JudgeRuleReward"}
+    OmegaConf.save(cfg, recipe)
+    assert cli(["run", recipe, *TINY[2:], "eval_every=0", "steps=1", "run.save_every=0", f"run.dir={tmp_path / 'run'}"]) == 0
+    line = json.loads((tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()[0])
+    assert len(line["readings"]) == len(line["completions"]) == 3
+    with pytest.raises(ValueError, match="updates_per_batch 1 and kl_coef 0"):
+        cli(["run", recipe, *TINY[2:], "steps=1", "updates_per_batch=2", f"run.dir={tmp_path / 'run2'}"])
