@@ -16,10 +16,59 @@ import re
 
 from rlhfv.data.shapes import ShapesVQA, answer_matches
 from rlhfv.grm.prompts import pointwise_prompt
-from rlhfv.types import READING_SLOT, Example, PreferencePair
+from rlhfv.types import READING_SLOT, Example, PreferencePair, Prompt
 
 HEDGES = ("I am not sure.", "I cannot tell from the image.", "It is hard to say.")
 SUBJECT = re.compile(r"\bthe ((?:\w+ )?\w+?)(?: to the| in the| is|\?)")  # "the yellow circle" in a question
+
+
+class ComparisonDrill:
+    """The equality test at the heart of the "compare" analysis, drilled on a one-word prompt.
+
+    Each item's target is one "compare" sentence, "Response 2 says 3, the image shows 4: wrong.",
+    with the two values drawn at random (equal half the time) behind the prompt "Compare.".
+    A tiny judge from random weights learned this test in ~600 steps behind a short prompt and
+    not in 2000 behind the 255-token judge prompt; learned short, it carried over to the long
+    prompt in 200-400 steps (`benchmarks/judge_context_toy.py`). So a judge curriculum starts here.
+
+    Args:
+        size: Number of items (each is a pure function of seed and index).
+        values: The short answers to draw from (ShapesVQA's counts, colours and sides, and
+            "nothing" for non-answers).
+        verdict_only: The sentence up to the verdict is the prompt's prefill and the target is
+            the verdict alone: for evaluation, where greedy decoding would otherwise choose the
+            values too (and could make every test an easy one).
+    """
+
+    VALUES = ("1", "2", "3", "4", "red", "green", "blue", "yellow", "left", "right", "nothing")
+
+    def __init__(
+        self, size: int = 10_000, seed: int = 0, values: list[str] | None = None, verdict_only: bool = False
+    ):
+        self.size, self.seed, self.values = size, seed, list(values or self.VALUES)
+        self.verdict_only = verdict_only
+        if len(self.values) < 2:
+            raise ValueError(f"ComparisonDrill needs at least two values, got {self.values!r}")
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> Example:
+        if not 0 <= index < self.size:
+            raise IndexError(index)
+        rng = random.Random(self.seed * 1_000_033 + index)
+        shown = rng.choice(self.values)
+        said = shown if rng.random() < 0.5 else rng.choice([v for v in self.values if v != shown])
+        verdict = "right" if said == shown else "wrong"
+        head = f"Response {rng.randint(1, 2)} says {said}, the image shows {shown}:"
+        if self.verdict_only:
+            return Example(Prompt("Compare.", prefill=head), f" {verdict}.", label=verdict, task="drill")
+        return Example(Prompt("Compare."), f"{head} {verdict}.", label=verdict, task="drill")
+
+    @staticmethod
+    def is_correct(text: str, example: Example) -> bool:
+        """The text's verdict (the word after its last colon, or all of it) is the item's."""
+        return text.rsplit(":", 1)[-1].strip().rstrip(".") == example.label
 
 
 def replace_answer(sentence: str, answer: str, other: str) -> str:

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from rlhfv.data.formats import PreferenceData
-from rlhfv.data.pairs import JudgeTask, ShapesPairs
+from rlhfv.data.pairs import ComparisonDrill, JudgeTask, ShapesPairs
 from rlhfv.data.shapes import mentioned
 
 
@@ -157,3 +157,18 @@ def test_reading_options_refuse_what_cannot_work():
         JudgeTask(pairs, analysis="compare", reading="self", misread=0.2)
     with pytest.raises(ValueError, match="reading must be"):
         JudgeTask(pairs, analysis="compare", reading="yes")
+
+
+def test_comparison_drill_targets_say_right_exactly_when_the_two_values_are_equal():
+    drill, graded = ComparisonDrill(200, seed=4), ComparisonDrill(200, seed=4, verdict_only=True)
+    equal = 0
+    for i in range(200):
+        item, item_graded = drill[i], graded[i]
+        said, shown = item.answer.split(" says ")[1].split(", the image shows ")
+        shown = shown.split(":")[0]
+        assert item.label == ("right" if said == shown else "wrong") and item.answer.endswith(f"{item.label}.")
+        equal += said == shown
+        assert item_graded.prompt.prefill + item_graded.answer == item.answer  # same sentence, verdict as target
+        assert drill.is_correct(item_graded.answer, item_graded)
+        assert not drill.is_correct(" right." if item.label == "wrong" else " wrong.", item_graded)
+    assert 70 < equal < 130
