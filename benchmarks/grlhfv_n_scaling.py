@@ -3,7 +3,9 @@
 Runs the `policy_rl` stage of a finished GRLHF-V recipe once per n (the group size G = n), from
 the same SFT policy and with the same trained GRM, and records held-out accuracy before and after.
 Each run sees the same number of prompts; larger n costs n(n-1)/2 judge calls per prompt.
-Writes `n_scaling.md` (table) and `n_scaling.png` (plot) into the output folder.
+Writes `n_scaling.md` (table) and `n_scaling.png` (plot) into the output folder, from every n
+run there so far: several invocations with different `--ns` and the same `--out` (e.g. one per
+core) add up to one table.
 
     python benchmarks/grlhfv_n_scaling.py --recipe recipes/grlhfv_shapes.yaml --ns 2 3 5 7
 """
@@ -30,24 +32,25 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_recipe(args.recipe, args.overrides)
     out = Path(args.out)
-    rows = []
     for n in args.ns:
         stage = OmegaConf.merge(
             cfg.stages.policy_rl, {"group_size": n, "run": {"dir": str(out / f"n{n}"), "resume": "auto"}}
         )
         started = time.perf_counter()
         summary = grpo_main(stage)
-        rows.append(
-            {
-                "n": n,
-                "before": summary["before/accuracy"],
-                "after": summary["after/accuracy"],
-                "gain": summary["after/accuracy"] - summary["before/accuracy"],
-                "judge_calls_per_prompt": n * (n - 1) // 2,
-                "minutes": (time.perf_counter() - started) / 60,
-            }
-        )
-        print(json.dumps(rows[-1]))
+        row = {
+            "n": n,
+            "before": summary["before/accuracy"],
+            "after": summary["after/accuracy"],
+            "gain": summary["after/accuracy"] - summary["before/accuracy"],
+            "judge_calls_per_prompt": n * (n - 1) // 2,
+            "minutes": (time.perf_counter() - started) / 60,
+        }
+        (out / f"n{n}" / "n_scaling_row.json").write_text(json.dumps(row) + "\n")
+        print(json.dumps(row))
+    rows = sorted(
+        (json.loads(p.read_text()) for p in out.glob("n*/n_scaling_row.json")), key=lambda r: r["n"]
+    )
     table = [
         "| n | judge calls / prompt | accuracy before | after | gain | minutes |",
         "|---|---|---|---|---|---|",
