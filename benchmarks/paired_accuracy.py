@@ -5,6 +5,12 @@ bootstrap 95% interval (resampling questions, both models together) and an exact
 McNemar p-value (only the questions the two models disagree on count), overall and per family.
 
     python benchmarks/paired_accuracy.py --before <run>/policy_sft/final --after <run>/final --size 600
+
+`--judge` compares two judges instead: held-out ShapesPairs (test split, seed 3 as in the recipes)
+judged with the "compare" analysis, each judge writing its own answer first (`reading: self`); an
+item counts as right when the preferred response gets the strictly higher score.
+
+    python benchmarks/paired_accuracy.py --judge --before <run>/grm_sft/final --after <run>/grm_rl/final
 """
 
 from __future__ import annotations
@@ -17,12 +23,20 @@ import random
 import torch
 
 
-def answers_right(path: str, size: int, seed: int, batch_size: int = 50) -> tuple[list[str], list[bool]]:
+def answers_right(
+    path: str, size: int, seed: int, judge: bool = False, batch_size: int = 50
+) -> tuple[list[str], list[bool]]:
+    from rlhfv.data.pairs import JudgeTask, ShapesPairs
     from rlhfv.data.shapes import ShapesVQA
     from rlhfv.models.base import load_model
     from rlhfv.training.evaluation import graded_answers
 
-    graded = graded_answers(load_model(path), ShapesVQA(size=size, split="test", seed=seed), batch_size, 24)
+    if judge:
+        pairs = ShapesPairs(size=size, split="test", seed=seed)
+        data, tokens = JudgeTask(pairs, analysis="compare", reading="self"), 80
+    else:
+        data, tokens = ShapesVQA(size=size, split="test", seed=seed), 24
+    graded = graded_answers(load_model(path), data, batch_size, tokens)
     return [task for task, _, _ in graded], [right for _, _, right in graded]
 
 
@@ -63,14 +77,17 @@ def main() -> None:
     parser.add_argument("--before", required=True, help="model folder (a run's final/)")
     parser.add_argument("--after", required=True)
     parser.add_argument("--size", type=int, default=600, help="test questions")
-    parser.add_argument("--seed", type=int, default=0, help="ShapesVQA test seed")
+    parser.add_argument("--seed", type=int, help="test data seed (default 0; with --judge 3)")
+    parser.add_argument("--judge", action="store_true", help="compare two judges on preference pairs")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    tasks, a = answers_right(args.before, args.size, args.seed)
-    _, b = answers_right(args.after, args.size, args.seed)
+    if args.seed is None:
+        args.seed = 3 if args.judge else 0
+    tasks, a = answers_right(args.before, args.size, args.seed, args.judge)
+    _, b = answers_right(args.after, args.size, args.seed, args.judge)
     rows = {"all": compare(a, b)}
-    for task in sorted(set(tasks)):
+    for task in sorted(set(tasks)) if len(set(tasks)) > 1 else []:
         keep = [i for i, t in enumerate(tasks) if t == task]
         rows[task] = compare([a[i] for i in keep], [b[i] for i in keep])
     print(f"{'':9} {'n':>4} {'before':>7} {'after':>7} {'diff':>7}  95% CI           McNemar p")

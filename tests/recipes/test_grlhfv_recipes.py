@@ -90,6 +90,9 @@ def test_flagship_tiny_variant_runs_every_stage(tmp_path):
         "stages.policy_sft.eval_data.size=2",
         "stages.policy_sft.batch_size=2",
         "stages.policy_sft.eval_every=0",
+        "stages.grm_drill.steps=1",
+        "stages.grm_drill.batch_size=2",
+        "stages.grm_drill.eval_data.size=2",
         "stages.grm_warmup.steps=1",
         "stages.grm_warmup.batch_size=2",
         "stages.grm_warmup.eval_data.pairs.size=2",
@@ -98,12 +101,17 @@ def test_flagship_tiny_variant_runs_every_stage(tmp_path):
         "stages.grm_sft.batch_size=2",
         "stages.grm_sft.eval_data.pairs.size=2",
         "stages.grm_sft.max_new_tokens=4",
+        "stages.grm_refine.steps=1",
+        "stages.grm_refine.batch_size=2",
+        "stages.grm_refine.eval_data.pairs.size=2",
+        "stages.grm_refine.max_new_tokens=4",
         "stages.grm_rl.steps=1",
         "stages.grm_rl.prompts_per_step=1",
         "stages.grm_rl.group_size=2",
         "stages.grm_rl.max_new_tokens=4",
         "stages.grm_rl.eval_data.pairs.size=2",
         "stages.grm_rl.eval_every=0",
+        "stages.grm_rl.log_rollouts_every=1",
         "stages.policy_rl.steps=1",
         "stages.policy_rl.prompts_per_step=1",
         "stages.policy_rl.group_size=3",
@@ -115,8 +123,10 @@ def test_flagship_tiny_variant_runs_every_stage(tmp_path):
         "stages.policy_rl.log_rollouts_every=1",
     ]
     assert cli(["run", str(ROOT / "recipes" / "grlhfv_shapes.yaml"), *overrides]) == 0
-    for stage in ("policy_sft", "grm_warmup", "grm_sft", "grm_rl", "policy_rl"):
+    for stage in ("policy_sft", "grm_drill", "grm_warmup", "grm_sft", "grm_refine", "grm_rl", "policy_rl"):
         assert json.loads((tmp_path / stage / "summary.json").read_text())
+    judge_row = json.loads((tmp_path / "grm_rl" / "rollouts.jsonl").read_text().splitlines()[0])
+    assert len(judge_row["readings"]) == 2  # the GRM wrote its own answer before each judgement
     row = json.loads((tmp_path / "policy_rl" / "rollouts.jsonl").read_text().splitlines()[0])
     assert len(row["completions"]) == len(row["rewards"]) == 3
     assert (
