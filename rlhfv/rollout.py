@@ -179,29 +179,28 @@ def _read_first(
         raise ValueError(
             f"rows {missing[:5]} have no Prompt.reading while others do; a batch reads first for all rows or none"
         )
-    if greedy:  # one generation per distinct reading prompt
+    if greedy:  # one generation per distinct reading prompt, then one row per row
         distinct: dict[int, tuple[int, Prompt]] = {}
         for p in rows:
             distinct.setdefault(id(p.reading), (len(distinct), p.reading))  # type: ignore[arg-type]
         prompts = [r for _, r in distinct.values()]
         done = generate(policy, prompts, 1, max_new_tokens, greedy=True, synced_gpus=synced_gpus)
         pick = [distinct[id(p.reading)][0] for p in rows]
-    else:
-        done = generate(
+        index = torch.tensor(pick, device=done.completion_ids.device)
+        readings = Rollout(
+            prompts=[p.reading for p in rows],  # type: ignore[misc]
+            labels=[""] * len(rows),
+            prompt_batch={k: _take(k, v, pick, done.prompt_batch) for k, v in done.prompt_batch.items()},
+            completion_ids=done.completion_ids[index],
+            completion_mask=done.completion_mask[index],
+            texts=[done.texts[i] for i in pick],
+            complete=done.complete[index],
+            group_size=1,
+        )
+    else:  # every row samples its own reading
+        readings = generate(
             policy, [p.reading for p in rows], 1, max_new_tokens, temperature, top_p, synced_gpus=synced_gpus
         )
-        pick = list(range(len(rows)))
-    index = torch.tensor(pick, device=done.completion_ids.device)
-    readings = Rollout(
-        prompts=[p.reading for p in rows],  # type: ignore[misc]
-        labels=[""] * len(rows),
-        prompt_batch={k: _take(k, v, pick, done.prompt_batch) for k, v in done.prompt_batch.items()},
-        completion_ids=done.completion_ids[index],
-        completion_mask=done.completion_mask[index],
-        texts=[done.texts[i] for i in pick],
-        complete=done.complete[index],
-        group_size=1,
-    )
     filled = [
         replace(p, text=p.text.replace(READING_SLOT, text.strip()), reading=None)
         for p, text in zip(rows, readings.texts, strict=True)

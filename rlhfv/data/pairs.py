@@ -211,7 +211,7 @@ class JudgeTask:
         if tie:
             order = [rng.randrange(2)] * 2
         compared = None
-        shown_reading: str | None = None
+        shown_reading = READING_SLOT if self.reading == "self" else None  # "self": filled in by generate
         right = [i == pair.preferred for i in order]
         if self.analysis == "compare":
             if len(pair.answers) != len(pair.responses):
@@ -227,8 +227,6 @@ class JudgeTask:
                     shown_reading, seen = replace_answer(pair.reference, seen, misread), misread
                 right = [pair.answers[i] == seen for i in order]
             compared = ([pair.answers[i] for i in order], seen)
-        if self.reading == "self":
-            shown_reading = READING_SLOT
         prompt = pointwise_prompt(
             pair.prompt.text,
             [pair.responses[i] for i in order],
