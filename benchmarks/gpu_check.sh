@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU check: tiny quickstart (SFT), tiny grpo_shapes (GRPO from that SFT model) and the tiny GRPO-vs-TRL benchmark, on CUDA in bf16.
+# GPU check: tiny sft_shapes (SFT), tiny grpo_shapes (GRPO from that SFT model), the quickstart (the Generative RLHF-V
+# flagship) with every stage cut short, and the tiny GRPO-vs-TRL benchmark, on CUDA in bf16.
 # bash benchmarks/gpu_check.sh        (from a clone on a CUDA machine; needs PyPI only if .venv is absent; ~5 min on an H100)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,20 +22,29 @@ print("device:", torch.cuda.get_device_name(), "| torch", torch.__version__, "| 
 PY
 CUDA=(run.device=cuda run.dtype=bfloat16 run.resume=overwrite)
 
-echo "== 1. quickstart, tiny variant (SFT of a tiny Qwen2-VL on ShapesVQA) =="
+echo "== 1. sft_shapes, tiny variant (SFT of a tiny Qwen2-VL on ShapesVQA) =="
 start=$SECONDS
-rlhfv run recipes/quickstart.yaml "${CUDA[@]}" run.dir="$OUT/quickstart" run.save_every=0 \
-  steps=150 train_data.size=2400 eval_data.size=100 eval_every=0 > "$OUT/quickstart.json"
-cat "$OUT/quickstart.json"; echo "quickstart: $((SECONDS - start)) s"
+rlhfv run recipes/sft_shapes.yaml "${CUDA[@]}" run.dir="$OUT/sft_shapes" run.save_every=0 \
+  steps=150 train_data.size=2400 eval_data.size=100 eval_every=0 > "$OUT/sft_shapes.json"
+cat "$OUT/sft_shapes.json"; echo "sft_shapes: $((SECONDS - start)) s"
 
 echo "== 2. grpo_shapes, tiny variant (GRPO with the exact-answer reward from that SFT model) =="
 start=$SECONDS
 rlhfv run recipes/grpo_shapes.yaml --stages grpo "${CUDA[@]}" run.dir="$OUT/grpo_shapes" run.save_every=0 \
-  stages.grpo.policy.path="$OUT/quickstart/final" stages.grpo.steps=30 stages.grpo.eval_data.size=100 \
+  stages.grpo.policy.path="$OUT/sft_shapes/final" stages.grpo.steps=30 stages.grpo.eval_data.size=100 \
   stages.grpo.eval_every=0 > "$OUT/grpo_shapes.json"
 cat "$OUT/grpo_shapes.json"; echo "grpo_shapes: $((SECONDS - start)) s"
 
-echo "== 3. GRPO benchmark, tiny model, rlhfv vs TRL on CUDA bf16 =="
+echo "== 3. quickstart (Generative RLHF-V: policy SFT, GRM SFT curriculum, GRM RL, policy RL), every stage cut short =="
+start=$SECONDS
+SHORT=()
+for s in policy_sft grm_drill grm_warmup grm_sft grm_refine; do SHORT+=("stages.$s.steps=40"); done
+rlhfv run recipes/quickstart.yaml "${CUDA[@]}" run.dir="$OUT/quickstart" run.save_every=0 "${SHORT[@]}" \
+  stages.grm_rl.steps=4 stages.policy_rl.steps=4 stages.grm_refine.eval_data.pairs.size=50 \
+  stages.grm_rl.eval_data.pairs.size=50 stages.policy_rl.eval_data.size=100 > "$OUT/quickstart.json"
+echo "quickstart (short): $((SECONDS - start)) s"
+
+echo "== 4. GRPO benchmark, tiny model, rlhfv vs TRL on CUDA bf16 =="
 start=$SECONDS
 python benchmarks/grpo_vs_trl.py --models tiny --device cuda --dtype bfloat16 --steps 5 --warmup 2 | tee "$OUT/bench.txt"
 echo "benchmark: $((SECONDS - start)) s"

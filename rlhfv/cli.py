@@ -39,7 +39,31 @@ def cmd_run(recipe: str, overrides: list[str], only: str | None = None) -> int:
         logging.getLogger("rlhfv").info("running %s in %s", label, stage.run.dir)
         results[name or "result"] = pipeline(stage)
     print(json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2, default=str))
+    if len(results) > 1:
+        for line in accuracy_table(results):
+            logging.getLogger("rlhfv").info(line)
     return 0
+
+
+def accuracy_table(results: dict[str, dict[str, float]]) -> list[str]:
+    """One line per stage that measured held-out accuracy: before -> after, and per task family.
+
+    A multi-stage recipe's stages each log theirs as they finish; this repeats them together at
+    the end, where a user reads them (the GRM's stages score judgements, the policy's answers)."""
+    lines = ["held-out accuracy by stage (before -> after):"]
+    width = max(map(len, results))
+    for name, summary in results.items():
+        if not isinstance(summary, dict) or "after/accuracy" not in summary:
+            continue
+        before = summary.get("before/accuracy")
+        start = f"{before:.3f}" if isinstance(before, float | int) else "  -  "
+        families = sorted(k.split("_", 1)[1] for k in summary if k.startswith("after/accuracy_"))
+        detail = ", ".join(
+            f"{f} {summary.get(f'before/accuracy_{f}', float('nan')):.2f} -> {summary[f'after/accuracy_{f}']:.2f}"
+            for f in families
+        ) if len(families) > 1 else ""
+        lines.append(f"  {name:<{width}}  {start} -> {summary['after/accuracy']:.3f}" + (f"  ({detail})" if detail else ""))
+    return lines if len(lines) > 1 else []
 
 
 def cmd_validate(recipe: str, overrides: list[str]) -> int:

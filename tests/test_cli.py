@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from rlhfv.cli import accuracy_table
 from rlhfv.cli import main as cli
 from rlhfv.config import RunConfig
 
@@ -66,3 +67,21 @@ def test_run_stages_runs_only_the_named_stages_and_refuses_unknown_names(tmp_pat
     assert not (tmp_path / "out" / "first").exists()
     assert cli(["run", str(recipe), f"run.dir={tmp_path / 'out'}", "--stages", "third"]) == 2
     assert "--stages names ['third']; the recipe's stages are ['first', 'second']" in capsys.readouterr().err
+
+
+def test_accuracy_table_lines_up_each_stage_before_and_after():
+    results = {
+        "policy_sft": {"before/accuracy": 0.0, "after/accuracy": 0.63, "before/accuracy_count": 0.0,
+                       "after/accuracy_count": 0.67, "before/accuracy_colour": 0.0, "after/accuracy_colour": 0.76},
+        "grm_sft": {"before/accuracy": 0.31, "after/accuracy": 0.695, "after/accuracy_judge": 0.695},
+        "grm_rl": {"after/accuracy": 0.7},  # resumed after its evaluation before training
+        "export": {"rows": 12},  # a stage without held-out accuracy is left out
+    }
+    lines = accuracy_table(results)
+    assert lines[0].startswith("held-out accuracy by stage")
+    assert lines[1].split() == ["policy_sft", "0.000", "->", "0.630", "(colour", "0.00", "->", "0.76,",
+                                "count", "0.00", "->", "0.67)"]
+    assert lines[2].split() == ["grm_sft", "0.310", "->", "0.695"]  # one family: no detail
+    assert lines[3].split() == ["grm_rl", "-", "->", "0.700"]
+    assert len(lines) == 4
+    assert accuracy_table({"a": {"rows": 1}, "b": {}}) == []

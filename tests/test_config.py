@@ -10,7 +10,7 @@ from rlhfv.cli import main as cli
 from rlhfv.config import RecipeError, instantiate, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
+SFT_RECIPE = ROOT / "recipes" / "sft_shapes.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -104,7 +104,7 @@ def test_broken_interpolation_fails_before_work(tmp_path):
 
 
 def test_validate_command_exits_nonzero_and_names_the_key(tmp_path, capsys):
-    path = write(tmp_path, QUICKSTART.read_text().replace("batch_size:", "bach_size:"))
+    path = write(tmp_path, SFT_RECIPE.read_text().replace("batch_size:", "bach_size:"))
     assert cli(["validate", str(path)]) != 0
     assert "bach_size" in capsys.readouterr().err
 

@@ -208,7 +208,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         truncate_metrics(run.dir / "rollouts.jsonl", start_step)
     elif held_out is not None:
         before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
-        summary = {"before/accuracy": before["eval/accuracy"]}
+        summary = {k.replace("eval/", "before/"): v for k, v in before.items() if k.startswith("eval/accuracy")}
         if run is not None:
             run.log(0, before)
             logger.info("held-out accuracy before GRPO: %.3f", before["eval/accuracy"])
@@ -390,7 +390,9 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             metrics.update(
                 evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
             )
-            summary["after/accuracy"] = metrics["eval/accuracy"]
+            summary.update(
+                {k.replace("eval/", "after/"): v for k, v in metrics.items() if k.startswith("eval/accuracy")}
+            )
         if run is None:
             continue
         bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", loss=f"{metrics.get('loss/policy', 0):.3f}")

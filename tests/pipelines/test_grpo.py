@@ -11,7 +11,7 @@ from rlhfv.training.metrics import read_metrics
 
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "grpo_shapes.yaml")
 
-# The tiny variant: a random tiny Qwen2-VL instead of the quickstart checkpoint, a few steps.
+# The tiny variant: a random tiny Qwen2-VL instead of an SFT checkpoint, a few steps.
 TINY = [
     "train_data.size=64",
     "eval_data.size=4",

@@ -1,4 +1,4 @@
-"""SFT: the quickstart's tiny variant learns, and a SIGKILLed run resumes step for step."""
+"""SFT: the SFT recipe's tiny variant learns, and a SIGKILLed run resumes step for step."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rlhfv.cli import main as cli
 from rlhfv.training.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICKSTART = str(ROOT / "recipes" / "quickstart.yaml")
+SFT_RECIPE = str(ROOT / "recipes" / "sft_shapes.yaml")
 TINY = [
     "train_data.size=64",
     "eval_data.size=8",
@@ -30,7 +30,7 @@ TINY = [
 
 
 def run_cli(run_dir: Path, *extra: str) -> subprocess.Popen:
-    args = [sys.executable, "-m", "rlhfv.cli", "run", QUICKSTART, *TINY, f"run.dir={run_dir}", *extra]
+    args = [sys.executable, "-m", "rlhfv.cli", "run", SFT_RECIPE, *TINY, f"run.dir={run_dir}", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -66,17 +66,17 @@ def test_sigkilled_run_resumes_with_identical_metrics(tmp_path):
 
 
 def test_existing_run_is_not_overwritten_without_being_asked(tmp_path, capsys):
-    args = ["run", QUICKSTART, *TINY, "steps=2", "run.save_every=1", f"run.dir={tmp_path}"]
+    args = ["run", SFT_RECIPE, *TINY, "steps=2", "run.save_every=1", f"run.dir={tmp_path}"]
     assert cli(args) == 0
     with pytest.raises(RuntimeError, match="run.resume=auto"):
         cli(args + ["run.resume=never"])
 
 
 @pytest.mark.slow
-def test_quickstart_tiny_variant_lowers_the_loss_and_saves_a_loadable_model(tmp_path):
+def test_sft_recipe_tiny_variant_lowers_the_loss_and_saves_a_loadable_model(tmp_path):
     from rlhfv.models.base import load_model
 
-    args = ["run", QUICKSTART, *TINY, "steps=30", "train_data.size=200", f"run.dir={tmp_path}"]
+    args = ["run", SFT_RECIPE, *TINY, "steps=30", "train_data.size=200", f"run.dir={tmp_path}"]
     assert cli(args) == 0
     losses = [r["loss/sft"] for r in read_metrics(tmp_path / "metrics.jsonl") if "loss/sft" in r]
     assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5

@@ -82,7 +82,9 @@ def test_lora_recipe_runs_with_tiny_qwen_models_of_the_same_architectures(tmp_pa
 
 
 @pytest.mark.slow
-def test_flagship_tiny_variant_runs_every_stage(tmp_path):
+def test_quickstart_is_the_flagship_and_its_tiny_variant_runs_every_stage(tmp_path, caplog):
+    quickstart = ROOT / "recipes" / "quickstart.yaml"
+    assert quickstart.resolve() == (ROOT / "recipes" / "grlhfv_shapes.yaml").resolve()
     overrides = [
         f"run.dir={tmp_path}",
         "stages.policy_sft.steps=2",
@@ -122,7 +124,10 @@ def test_flagship_tiny_variant_runs_every_stage(tmp_path):
         "stages.policy_rl.reward.every=1",
         "stages.policy_rl.log_rollouts_every=1",
     ]
-    assert cli(["run", str(ROOT / "recipes" / "grlhfv_shapes.yaml"), *overrides]) == 0
+    with caplog.at_level("INFO", logger="rlhfv"):
+        assert cli(["run", str(quickstart), *overrides]) == 0
+    table = caplog.text[caplog.text.index("held-out accuracy by stage") :]
+    assert "grm_rl" in table and "policy_rl" in table  # the GRM's and the policy's, before -> after
     for stage in ("policy_sft", "grm_drill", "grm_warmup", "grm_sft", "grm_refine", "grm_rl", "policy_rl"):
         assert json.loads((tmp_path / stage / "summary.json").read_text())
     judge_row = json.loads((tmp_path / "grm_rl" / "rollouts.jsonl").read_text().splitlines()[0])
