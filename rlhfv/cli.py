@@ -57,12 +57,15 @@ def accuracy_table(results: dict[str, dict[str, float]]) -> list[str]:
             continue
         before = summary.get("before/accuracy")
         start = f"{before:.3f}" if isinstance(before, float | int) else "  -  "
+        line = f"  {name:<{width}}  {start} -> {summary['after/accuracy']:.3f}"
         families = sorted(k.split("_", 1)[1] for k in summary if k.startswith("after/accuracy_"))
-        detail = ", ".join(
-            f"{f} {summary.get(f'before/accuracy_{f}', float('nan')):.2f} -> {summary[f'after/accuracy_{f}']:.2f}"
-            for f in families
-        ) if len(families) > 1 else ""
-        lines.append(f"  {name:<{width}}  {start} -> {summary['after/accuracy']:.3f}" + (f"  ({detail})" if detail else ""))
+        if len(families) > 1:  # one family (a judge's "judge") says nothing the total does not
+            changes = (
+                f"{f} {summary.get(f'before/accuracy_{f}', float('nan')):.2f} -> {summary[f'after/accuracy_{f}']:.2f}"
+                for f in families
+            )
+            line += f"  ({', '.join(changes)})"
+        lines.append(line)
     return lines if len(lines) > 1 else []
 
 

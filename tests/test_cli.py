@@ -71,16 +71,34 @@ def test_run_stages_runs_only_the_named_stages_and_refuses_unknown_names(tmp_pat
 
 def test_accuracy_table_lines_up_each_stage_before_and_after():
     results = {
-        "policy_sft": {"before/accuracy": 0.0, "after/accuracy": 0.63, "before/accuracy_count": 0.0,
-                       "after/accuracy_count": 0.67, "before/accuracy_colour": 0.0, "after/accuracy_colour": 0.76},
+        "policy_sft": {
+            "before/accuracy": 0.0,
+            "after/accuracy": 0.63,
+            "before/accuracy_count": 0.0,
+            "after/accuracy_count": 0.67,
+            "before/accuracy_colour": 0.0,
+            "after/accuracy_colour": 0.76,
+        },
         "grm_sft": {"before/accuracy": 0.31, "after/accuracy": 0.695, "after/accuracy_judge": 0.695},
         "grm_rl": {"after/accuracy": 0.7},  # resumed after its evaluation before training
         "export": {"rows": 12},  # a stage without held-out accuracy is left out
     }
     lines = accuracy_table(results)
     assert lines[0].startswith("held-out accuracy by stage")
-    assert lines[1].split() == ["policy_sft", "0.000", "->", "0.630", "(colour", "0.00", "->", "0.76,",
-                                "count", "0.00", "->", "0.67)"]
+    assert lines[1].split() == [
+        "policy_sft",
+        "0.000",
+        "->",
+        "0.630",
+        "(colour",
+        "0.00",
+        "->",
+        "0.76,",
+        "count",
+        "0.00",
+        "->",
+        "0.67)",
+    ]
     assert lines[2].split() == ["grm_sft", "0.310", "->", "0.695"]  # one family: no detail
     assert lines[3].split() == ["grm_rl", "-", "->", "0.700"]
     assert len(lines) == 4
