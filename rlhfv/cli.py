@@ -82,6 +82,8 @@ def cmd_ls(root: str) -> int:
     for path in recipes:
         first = path.read_text().splitlines()[:1]
         purpose = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        if path.is_symlink():  # quickstart.yaml names the flagship recipe
+            purpose = f"(= {path.readlink().as_posix()}) {purpose}"
         print(f"  {path.as_posix():40s} {purpose}")
     runs = sorted(p.parent for p in Path(root, "checkpoints").glob("**/recipe.yaml"))
     print("runs:")

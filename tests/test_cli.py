@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ls_lists_recipes_with_purpose_and_runs_with_status(tmp_path, capsys):
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "a.yaml").write_text("# Train something small.\npipeline: x\n")
+    (tmp_path / "recipes" / "quick.yaml").symlink_to("a.yaml")
     run = tmp_path / "checkpoints" / "r1"
     (run / "step_4").mkdir(parents=True)
     (run / "recipe.yaml").write_text("{}")
@@ -26,6 +27,7 @@ def test_ls_lists_recipes_with_purpose_and_runs_with_status(tmp_path, capsys):
     assert cli(["ls", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "recipes/a.yaml" in out and "Train something small." in out
+    assert "recipes/quick.yaml" in out and "(= a.yaml) Train something small." in out
     assert "last checkpoint step 4" in out and "finished" in out
 
 
