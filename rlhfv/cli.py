@@ -32,16 +32,16 @@ def cmd_run(recipe: str, overrides: list[str], only: str | None = None) -> int:
         if unknown:
             raise RecipeError(f"{recipe}: --stages names {unknown}; the recipe's stages are {names}")
         stages = [(n, s) for n, s in stages if n in wanted]
-    results = {}
+    results, log = {}, logging.getLogger("rlhfv")
     for name, stage in stages:
         pipeline = resolve_target(str(stage.pipeline), recipe, "pipeline")
         label = f"stage '{name}'" if name else str(stage.pipeline)
-        logging.getLogger("rlhfv").info("running %s in %s", label, stage.run.dir)
+        log.info("running %s in %s", label, stage.run.dir)
         results[name or "result"] = pipeline(stage)
     print(json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2, default=str))
     if len(results) > 1:
         for line in accuracy_table(results):
-            logging.getLogger("rlhfv").info(line)
+            log.info(line)
     return 0
 
 
@@ -53,10 +53,10 @@ def accuracy_table(results: dict[str, dict[str, float]]) -> list[str]:
     lines = ["held-out accuracy by stage (before -> after):"]
     width = max(map(len, results))
     for name, summary in results.items():
-        if not isinstance(summary, dict) or "after/accuracy" not in summary:
+        if "after/accuracy" not in summary:
             continue
         before = summary.get("before/accuracy")
-        start = f"{before:.3f}" if isinstance(before, float | int) else "  -  "
+        start = "  -  " if before is None else f"{before:.3f}"
         line = f"  {name:<{width}}  {start} -> {summary['after/accuracy']:.3f}"
         families = sorted(k.split("_", 1)[1] for k in summary if k.startswith("after/accuracy_"))
         if len(families) > 1:  # one family (a judge's "judge") says nothing the total does not

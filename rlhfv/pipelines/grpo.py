@@ -33,7 +33,7 @@ from rlhfv.rewards import checked_rewards
 from rlhfv.rollout import Rollout, generate, sequence_logprobs
 from rlhfv.training import distributed
 from rlhfv.training.batching import batch_indices
-from rlhfv.training.evaluation import evaluate_accuracy
+from rlhfv.training.evaluation import accuracy_summary, evaluate_accuracy
 from rlhfv.training.metrics import truncate_metrics
 from rlhfv.training.run import pick_device, seed_everything, start_run, training_state
 from rlhfv.training.schedule import lr_schedule
@@ -208,7 +208,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         truncate_metrics(run.dir / "rollouts.jsonl", start_step)
     elif held_out is not None:
         before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
-        summary = {k.replace("eval/", "before/"): v for k, v in before.items() if k.startswith("eval/accuracy")}
+        summary = accuracy_summary(before, "before")
         if run is not None:
             run.log(0, before)
             logger.info("held-out accuracy before GRPO: %.3f", before["eval/accuracy"])
@@ -390,9 +390,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             metrics.update(
                 evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
             )
-            summary.update(
-                {k.replace("eval/", "after/"): v for k, v in metrics.items() if k.startswith("eval/accuracy")}
-            )
+            summary.update(accuracy_summary(metrics, "after"))
         if run is None:
             continue
         bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", loss=f"{metrics.get('loss/policy', 0):.3f}")

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from rlhfv.config import RunConfig, component_field, instantiate
 from rlhfv.models.base import ChatModel, freeze_parameters
 from rlhfv.training.batching import sft_update
-from rlhfv.training.evaluation import evaluate_accuracy
+from rlhfv.training.evaluation import accuracy_summary, evaluate_accuracy
 from rlhfv.training.run import start_run, training_state
 from rlhfv.training.schedule import lr_schedule
 
@@ -73,7 +73,7 @@ def main(cfg: SFTConfig) -> dict[str, float]:
         summary = run.restore(policy.module, optimizer, scheduler)
     elif held_out is not None:
         before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens)
-        summary = {k.replace("eval/", "before/"): v for k, v in before.items()}
+        summary = accuracy_summary(before, "before")
         run.log(0, before)
         logger.info("held-out accuracy before training: %.3f", before["eval/accuracy"])
 
@@ -109,9 +109,7 @@ def main(cfg: SFTConfig) -> dict[str, float]:
         if metrics:
             run.log(step, metrics)
         if "eval/accuracy" in metrics:
-            summary.update(
-                {k.replace("eval/", "after/"): v for k, v in metrics.items() if k.startswith("eval/")}
-            )
+            summary.update(accuracy_summary(metrics, "after"))
         if step == cfg.steps:
             summary["final_loss"] = loss_total
         run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)

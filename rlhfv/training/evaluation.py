@@ -50,3 +50,9 @@ def evaluate_accuracy(
     if len(correct) > 1:
         metrics.update({f"eval/accuracy_{task}": sum(v) / len(v) for task, v in sorted(correct.items())})
     return metrics
+
+
+def accuracy_summary(metrics: dict[str, float], moment: str) -> dict[str, float]:
+    """The held-out accuracy entries of `metrics` ("eval/accuracy", "eval/accuracy_<task>") under
+    the run summary's names for `moment` ("before" or "after" training)."""
+    return {f"{moment}/{k[len('eval/') :]}": v for k, v in metrics.items() if k.startswith("eval/accuracy")}
