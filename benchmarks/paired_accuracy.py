@@ -11,6 +11,10 @@ judged with the "compare" analysis, each judge writing its own answer first (`re
 item counts as right when the preferred response gets the strictly higher score.
 
     python benchmarks/paired_accuracy.py --judge --before <run>/grm_sft/final --after <run>/grm_rl/final
+
+With `--sampled-from <policy>` the judges meet that policy's own answers instead (test questions,
+one answer the checker accepts against one it rejects: `rlhfv.data.pairs.SampledPairs`), as in
+grouped comparison. `--tasks count,colour` keeps those question families only.
 """
 
 from __future__ import annotations
@@ -23,19 +27,28 @@ import random
 import torch
 
 
-def answers_right(
-    path: str, size: int, seed: int, judge: bool = False, batch_size: int = 50
-) -> tuple[list[str], list[bool]]:
-    from rlhfv.data.pairs import JudgeTask, ShapesPairs
+def held_out_items(
+    size: int, seed: int, judge: bool, tasks: list[str] | None, sampled_from: str | None
+) -> tuple[object, int]:
+    """The held-out items both models are graded on, and the tokens an answer may take."""
+    from rlhfv.data.pairs import JudgeTask, SampledPairs, ShapesPairs
     from rlhfv.data.shapes import ShapesVQA
+    from rlhfv.models.base import load_model
+
+    if not judge:
+        return ShapesVQA(size=size, split="test", seed=seed, tasks=tasks), 24
+    if sampled_from:
+        questions = ShapesVQA(size=size, split="test", seed=seed, tasks=tasks)
+        pairs: object = SampledPairs(load_model(sampled_from), questions, seed=seed)
+    else:
+        pairs = ShapesPairs(size=size, split="test", seed=seed, tasks=tasks)
+    return JudgeTask(pairs, analysis="compare", reading="self"), 80
+
+
+def answers_right(path: str, data: object, tokens: int, batch_size: int = 50) -> tuple[list[str], list[bool]]:
     from rlhfv.models.base import load_model
     from rlhfv.training.evaluation import graded_answers
 
-    if judge:
-        pairs = ShapesPairs(size=size, split="test", seed=seed)
-        data, tokens = JudgeTask(pairs, analysis="compare", reading="self"), 80
-    else:
-        data, tokens = ShapesVQA(size=size, split="test", seed=seed), 24
     graded = graded_answers(load_model(path), data, batch_size, tokens)
     return [task for task, _, _ in graded], [right for _, _, right in graded]
 
@@ -79,13 +92,22 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=600, help="test questions")
     parser.add_argument("--seed", type=int, help="test data seed (default 0; with --judge 3)")
     parser.add_argument("--judge", action="store_true", help="compare two judges on preference pairs")
+    parser.add_argument(
+        "--sampled-from", help="with --judge: pairs of this policy's own answers (its model folder)"
+    )
+    parser.add_argument("--tasks", help="question families to keep, comma-separated (default: all)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if args.sampled_from and not args.judge:
+        parser.error("--sampled-from needs --judge")
     torch.set_num_threads(args.threads)
     if args.seed is None:
         args.seed = 3 if args.judge else 0
-    tasks, a = answers_right(args.before, args.size, args.seed, args.judge)
-    _, b = answers_right(args.after, args.size, args.seed, args.judge)
+    data, tokens = held_out_items(
+        args.size, args.seed, args.judge, args.tasks.split(",") if args.tasks else None, args.sampled_from
+    )
+    tasks, a = answers_right(args.before, data, tokens)
+    _, b = answers_right(args.after, data, tokens)
     rows = {"all": compare(a, b)}
     for task in sorted(set(tasks)) if len(set(tasks)) > 1 else []:
         keep = [i for i, t in enumerate(tasks) if t == task]
@@ -96,7 +118,11 @@ def main() -> None:
             f"{name:9} {r['n']:>4} {r['before']:7.3f} {r['after']:7.3f} {r['diff']:+7.3f}  "
             f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]  {r['mcnemar_p']:.2g}"
         )
-    print(json.dumps({"before": args.before, "after": args.after, "seed": args.seed, "rows": rows}))
+    print(
+        json.dumps(
+            {"before": args.before, "after": args.after, "seed": args.seed, "tasks": args.tasks, "rows": rows}
+        )
+    )
 
 
 if __name__ == "__main__":

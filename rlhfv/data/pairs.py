@@ -1,6 +1,8 @@
 """Preference pairs with their images loaded, and the judge task built from them.
 
 - `ShapesPairs`: ShapesVQA's correct-vs-wrong answer pairs (the embedded default).
+- `SampledPairs`: a policy's own sampled answers, one the checker accepts against one it rejects
+  (the pairs a grouped-comparison judge meets in policy RL).
 - Files (the annotation app's export, RLAIF-V, HH-RLHF …) come through
   `rlhfv.data.formats.PreferenceData`.
 - `JudgeTask`: turns pairs into examples for training a pointwise generative judge (GRLHF-V
@@ -14,8 +16,12 @@ from __future__ import annotations
 import random
 import re
 
-from rlhfv.data.shapes import ShapesVQA, answer_matches
+import torch
+from tqdm import tqdm
+
+from rlhfv.data.shapes import ShapesVQA, answer_matches, mentioned
 from rlhfv.grm.prompts import pointwise_prompt
+from rlhfv.rollout import generate
 from rlhfv.types import READING_SLOT, Example, PreferencePair, Prompt
 
 HEDGES = ("I am not sure.", "I cannot tell from the image.", "It is hard to say.")
@@ -122,6 +128,97 @@ class ShapesPairs:
             pair.responses[worse] = rng.choice([echo, echo, *HEDGES])
             pair.answers[worse] = "nothing"
         return pair
+
+
+class SampledPairs:
+    """Preference pairs of a policy's own answers: for each question whose sampled answers the
+    checker splits, one accepted answer against one rejected, in random order.
+
+    These are the responses a judge meets in grouped comparison ("There are is blue.", "There are
+    1 shapes.", half-finished sentences), which templated pairs never show it. The answers are
+    sampled once, when the data set is built (a progress bar shows it); items are then fixed.
+    Questions whose answers all pass or all fail give no pair, so there are fewer pairs than
+    questions.
+
+    Args:
+        policy: The model whose answers are paired (recipe node, e.g. `load_model`).
+        data: The questions: a data set of `Example`s with `is_correct(text, example)` and a
+            `label` (ShapesVQA).
+        samples: Answers sampled per question.
+        max_new_tokens, temperature: Sampling.
+        seed: Seeds the sampling and each pair's choice and order.
+        batch_size: Questions per `generate` call.
+    """
+
+    def __init__(
+        self,
+        policy: object,
+        data: object,
+        samples: int = 5,
+        max_new_tokens: int = 16,
+        temperature: float = 0.8,
+        seed: int = 0,
+        batch_size: int = 50,
+    ):
+        if samples < 2:
+            raise ValueError(
+                f"SampledPairs.samples must be at least 2 to find a right and a wrong answer, got {samples}"
+            )
+        check = getattr(data, "is_correct", None)
+        if check is None:
+            raise ValueError(
+                f"SampledPairs needs data with is_correct(text, example); {type(data).__name__} has none"
+            )
+        module = policy.module  # type: ignore[attr-defined]
+        was_training = module.training
+        module.eval()
+        torch.manual_seed(seed)
+        self.pairs: list[PreferencePair] = []
+        size = len(data)  # type: ignore[arg-type]
+        for start in tqdm(range(0, size, batch_size), desc="sampling answers to pair", unit="batch"):
+            examples = [data[i] for i in range(start, min(size, start + batch_size))]  # type: ignore[index]
+            rollout = generate(policy, [e.prompt for e in examples], samples, max_new_tokens, temperature)  # type: ignore[arg-type]
+            for j, example in enumerate(examples):
+                texts = rollout.texts[j * samples : (j + 1) * samples]
+                good = [t for t in texts if check(t, example)]
+                bad = [t for t in texts if not check(t, example)]
+                if not good or not bad:
+                    continue
+                rng = random.Random(seed * 1_000_003 + start + j)
+                chosen = [rng.choice(good), rng.choice(bad)]
+                said = [example.label, short_answer(chosen[1], example.label)]
+                first = rng.random() < 0.5
+                order = [0, 1] if first else [1, 0]
+                self.pairs.append(
+                    PreferencePair(
+                        prompt=example.prompt,
+                        responses=[chosen[i] for i in order],
+                        preferred=order.index(0),
+                        id=f"sampled-{seed}-{start + j}",
+                        source="sampled",
+                        reference=example.answer,
+                        answers=[said[i] for i in order],
+                    )
+                )
+        module.train(was_training)
+        if not self.pairs:
+            raise ValueError(
+                f"SampledPairs: none of the {size} questions got both a right and a wrong answer "
+                f"in {samples} samples"
+            )
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> PreferencePair:
+        return self.pairs[index]
+
+
+def short_answer(text: str, label: str) -> str:
+    """What a response answers, in `label`'s kind ("3", "red" …): "nothing" when it names none,
+    and all of them ("2 or 3") when it names several."""
+    said = sorted(mentioned(text, label))
+    return " or ".join(said) if said else "nothing"
 
 
 class JudgeTask:

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from rlhfv.data.formats import PreferenceData
-from rlhfv.data.pairs import ComparisonDrill, JudgeTask, ShapesPairs
-from rlhfv.data.shapes import mentioned
+from rlhfv.data.pairs import ComparisonDrill, JudgeTask, SampledPairs, ShapesPairs, short_answer
+from rlhfv.data.shapes import ShapesVQA, mentioned
 
 
 def test_judge_task_label_follows_the_shown_order():
@@ -172,3 +172,51 @@ def test_comparison_drill_targets_say_right_exactly_when_the_two_values_are_equa
         assert drill.is_correct(item_graded.answer, item_graded)
         assert not drill.is_correct(" right." if item.label == "wrong" else " wrong.", item_graded)
     assert 70 < equal < 130
+
+
+class _Parity(ShapesVQA):
+    """ShapesVQA questions graded by a rule that a random model's answers split: an even number
+    of characters passes."""
+
+    @staticmethod
+    def is_correct(text: str, example) -> bool:
+        return len(text) % 2 == 0
+
+
+def test_sampled_pairs_put_an_answer_the_checker_accepts_against_one_it_rejects():
+    from rlhfv.models.hf_vlm import tiny_qwen2_vl
+
+    data = _Parity(12, split="test", tasks=["count"])
+    sample = {"samples": 4, "max_new_tokens": 6, "temperature": 1.0, "batch_size": 5}
+    pairs = SampledPairs(tiny_qwen2_vl(seed=0), data, **sample)
+    assert 0 < len(pairs) <= len(data)
+    questions = {data[i].prompt.text for i in range(len(data))}
+    for pair in pairs.pairs:
+        better, worse = pair.responses[pair.preferred], pair.responses[1 - pair.preferred]
+        assert len(better) % 2 == 0 and len(worse) % 2 == 1
+        assert pair.prompt.text in questions and pair.prompt.images
+        assert len(pair.answers) == 2 and pair.source == "sampled"
+    assert {p.preferred for p in pairs.pairs} <= {0, 1}
+    # the same seed gives the same pairs; the judge task reads them like any pairs
+    again = SampledPairs(tiny_qwen2_vl(seed=0), data, **sample)
+    assert [p.responses for p in again.pairs] == [p.responses for p in pairs.pairs]
+    item = JudgeTask(pairs, analysis="compare", reading="self")[0]
+    assert item.label in ("0", "1")
+
+
+def test_sampled_pairs_refuse_data_without_a_checker_and_say_when_nothing_splits():
+    from rlhfv.models.hf_vlm import tiny_qwen2_vl
+
+    with pytest.raises(ValueError, match="is_correct"):
+        SampledPairs(tiny_qwen2_vl(seed=0), [1, 2, 3])
+    with pytest.raises(ValueError, match="at least 2"):
+        SampledPairs(tiny_qwen2_vl(seed=0), _Parity(2), samples=1)
+    never = ShapesVQA(size=3, split="test")  # a random model never names the right answer alone
+    with pytest.raises(ValueError, match="none of the 3 questions"):
+        SampledPairs(tiny_qwen2_vl(seed=0), never, samples=2, max_new_tokens=4)
+
+
+def test_short_answer_names_what_a_response_says_in_the_labels_kind():
+    assert short_answer("There are 1 shapes.", "3") == "1"
+    assert short_answer("There are is blue.", "2") == "nothing"
+    assert short_answer("Red, or maybe blue.", "green") == "blue or red"
