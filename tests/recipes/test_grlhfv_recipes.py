@@ -17,6 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 REAL = ["grlhfv_qwen_gpu.yaml", "grlhfv_qwen_lora.yaml"]
 
 
+class ParityGraded(ShapesVQA):
+    """ShapesVQA questions graded by a rule that a two-step policy's answers split (an even number
+    of characters passes), so that the flagship's `SampledPairs` find pairs in a tiny run."""
+
+    @staticmethod
+    def is_correct(text: str, example: object) -> bool:
+        return len(text) % 2 == 0
+
+
 def data_files(tmp_path: Path) -> tuple[Path, Path]:
     """A preference file and a prompt file with real images, like a user's."""
     shapes = ShapesVQA(6, split="test")
@@ -111,7 +120,15 @@ def test_quickstart_is_the_flagship_and_its_tiny_variant_runs_every_stage(tmp_pa
         "stages.grm_rl.prompts_per_step=1",
         "stages.grm_rl.group_size=2",
         "stages.grm_rl.max_new_tokens=4",
-        "stages.grm_rl.eval_data.pairs.size=2",
+        *(
+            f"stages.grm_rl.{part}.pairs.{key}"
+            for part in ("train_data", "eval_data")
+            for key in (
+                "data._component_=tests.recipes.test_grlhfv_recipes.ParityGraded",
+                "data.size=6",
+                "max_new_tokens=4",
+            )
+        ),
         "stages.grm_rl.eval_every=0",
         "stages.grm_rl.log_rollouts_every=1",
         "stages.policy_rl.steps=1",
