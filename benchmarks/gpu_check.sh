@@ -41,7 +41,7 @@ SHORT=()
 for s in policy_sft grm_drill grm_warmup grm_sft grm_refine; do SHORT+=("stages.$s.steps=40"); done
 rlhfv run recipes/quickstart.yaml "${CUDA[@]}" run.dir="$OUT/quickstart" run.save_every=0 "${SHORT[@]}" \
   stages.grm_rl.steps=4 stages.policy_rl.steps=4 stages.grm_refine.eval_data.pairs.size=50 \
-  stages.grm_rl.eval_data.pairs.size=50 stages.policy_rl.eval_data.size=100 > "$OUT/quickstart.json"
+  stages.grm_rl.eval_data.pairs.data.size=100 stages.policy_rl.eval_data.size=100 > "$OUT/quickstart.json"
 echo "quickstart (short): $((SECONDS - start)) s"
 
 echo "== 4. GRPO benchmark, tiny model, rlhfv vs TRL on CUDA bf16 =="

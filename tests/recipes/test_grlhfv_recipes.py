@@ -4,6 +4,7 @@ with tiny random models of the same architectures; the flagship's tiny variant r
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,14 @@ def test_quickstart_is_the_flagship_and_its_tiny_variant_runs_every_stage(tmp_pa
     ]
     assert any("monitor/self_praise_rate" in m for m in metrics)
     assert any("monitor/judge_decisive_pairs" in m for m in metrics)  # the agreement monitor ran
+
+
+def test_gpu_check_overrides_of_the_quickstart_still_validate():
+    """benchmarks/gpu_check.sh runs only where a GPU is lent; its cut-short quickstart must not
+    name keys the recipe has lost."""
+    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    block = script[script.index("== 3. quickstart") :]
+    block = block[: block.index('echo "quickstart (short)')]
+    overrides = re.findall(r"\b(stages\.[\w.]+=\S+)", block)
+    assert any(o.startswith("stages.grm_rl.") for o in overrides)
+    load_recipe(ROOT / "recipes" / "quickstart.yaml", [o.strip('"') for o in overrides if "$" not in o])
