@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
@@ -172,34 +173,22 @@ class SampledPairs:
         module = policy.module  # type: ignore[attr-defined]
         was_training = module.training
         module.eval()
-        torch.manual_seed(seed)
+        device = next(module.parameters()).device
         self.pairs: list[PreferencePair] = []
         size = len(data)  # type: ignore[arg-type]
-        for start in tqdm(range(0, size, batch_size), desc="sampling answers to pair", unit="batch"):
-            examples = [data[i] for i in range(start, min(size, start + batch_size))]  # type: ignore[index]
-            rollout = generate(policy, [e.prompt for e in examples], samples, max_new_tokens, temperature)  # type: ignore[arg-type]
-            for j, example in enumerate(examples):
-                texts = rollout.texts[j * samples : (j + 1) * samples]
-                good = [t for t in texts if check(t, example)]
-                bad = [t for t in texts if not check(t, example)]
-                if not good or not bad:
-                    continue
-                rng = random.Random(seed * 1_000_003 + start + j)
-                chosen = [rng.choice(good), rng.choice(bad)]
-                said = [example.label, short_answer(chosen[1], example.label)]
-                first = rng.random() < 0.5
-                order = [0, 1] if first else [1, 0]
-                self.pairs.append(
-                    PreferencePair(
-                        prompt=example.prompt,
-                        responses=[chosen[i] for i in order],
-                        preferred=order.index(0),
-                        id=f"sampled-{seed}-{start + j}",
-                        source="sampled",
-                        reference=example.answer,
-                        answers=[said[i] for i in order],
-                    )
-                )
+        # sampled under this data set's own seed, leaving the run's random state as it was
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for start in tqdm(range(0, size, batch_size), desc="sampling answers to pair", unit="batch"):
+                examples = [data[i] for i in range(start, min(size, start + batch_size))]  # type: ignore[index]
+                prompts = [e.prompt for e in examples]
+                texts = generate(policy, prompts, samples, max_new_tokens, temperature).texts  # type: ignore[arg-type]
+                for j, example in enumerate(examples):
+                    rng = random.Random(seed * 1_000_003 + start + j)
+                    answers = texts[j * samples : (j + 1) * samples]
+                    pair = split_pair(answers, example, check, rng, f"sampled-{seed}-{start + j}")
+                    if pair is not None:
+                        self.pairs.append(pair)
         module.train(was_training)
         if not self.pairs:
             raise ValueError(
@@ -212,6 +201,32 @@ class SampledPairs:
 
     def __getitem__(self, index: int) -> PreferencePair:
         return self.pairs[index]
+
+
+def split_pair(
+    answers: list[str],
+    example: Example,
+    check: Callable[[str, Example], bool],
+    rng: random.Random,
+    pair_id: str,
+) -> PreferencePair | None:
+    """One answer `check` accepts against one it rejects, in random order (None if it splits none)."""
+    good = [t for t in answers if check(t, example)]
+    bad = [t for t in answers if not check(t, example)]
+    if not good or not bad:
+        return None
+    chosen = [rng.choice(good), rng.choice(bad)]
+    said = [example.label, short_answer(chosen[1], example.label)]
+    order = [0, 1] if rng.random() < 0.5 else [1, 0]
+    return PreferencePair(
+        prompt=example.prompt,
+        responses=[chosen[i] for i in order],
+        preferred=order.index(0),
+        id=pair_id,
+        source="sampled",
+        reference=example.answer,
+        answers=[said[i] for i in order],
+    )
 
 
 def short_answer(text: str, label: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from rlhfv.data.formats import PreferenceData
@@ -188,7 +189,10 @@ def test_sampled_pairs_put_an_answer_the_checker_accepts_against_one_it_rejects(
 
     data = _Parity(12, split="test", tasks=["count"])
     sample = {"samples": 4, "max_new_tokens": 6, "temperature": 1.0, "batch_size": 5}
-    pairs = SampledPairs(tiny_qwen2_vl(seed=0), data, **sample)
+    policy = tiny_qwen2_vl(seed=0)
+    run_state = torch.random.get_rng_state()
+    pairs = SampledPairs(policy, data, **sample)
+    assert torch.equal(torch.random.get_rng_state(), run_state)  # the run's own sampling is untouched
     assert 0 < len(pairs) <= len(data)
     questions = {data[i].prompt.text for i in range(len(data))}
     for pair in pairs.pairs:
