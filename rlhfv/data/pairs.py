@@ -149,6 +149,7 @@ class SampledPairs:
         max_new_tokens, temperature: Sampling.
         seed: Seeds the sampling and each pair's choice and order.
         batch_size: Questions per `generate` call.
+        device: Where the policy samples: "auto" (a GPU if there is one), "cpu" or "cuda".
     """
 
     def __init__(
@@ -160,7 +161,10 @@ class SampledPairs:
         temperature: float = 0.8,
         seed: int = 0,
         batch_size: int = 50,
+        device: str = "auto",
     ):
+        from rlhfv.training.run import pick_device
+
         if samples < 2:
             raise ValueError(
                 f"SampledPairs.samples must be at least 2 to find a right and a wrong answer, got {samples}"
@@ -172,12 +176,12 @@ class SampledPairs:
             )
         module = policy.module  # type: ignore[attr-defined]
         was_training = module.training
-        module.eval()
-        device = next(module.parameters()).device
+        where = pick_device(device)
+        module.to(where).eval()
         self.pairs: list[PreferencePair] = []
         size = len(data)  # type: ignore[arg-type]
         # sampled under this data set's own seed, leaving the run's random state as it was
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[where] if where.type == "cuda" else []):
             torch.manual_seed(seed)
             for start in tqdm(range(0, size, batch_size), desc="sampling answers to pair", unit="batch"):
                 examples = [data[i] for i in range(start, min(size, start + batch_size))]  # type: ignore[index]
