@@ -174,10 +174,8 @@ class SampledPairs:
             raise ValueError(
                 f"SampledPairs needs data with is_correct(text, example); {type(data).__name__} has none"
             )
-        module = policy.module  # type: ignore[attr-defined]
-        was_training = module.training
         where = pick_device(device)
-        module.to(where).eval()
+        policy.module.to(where).eval()  # type: ignore[attr-defined]
         self.pairs: list[PreferencePair] = []
         size = len(data)  # type: ignore[arg-type]
         # sampled under this data set's own seed, leaving the run's random state as it was
@@ -193,7 +191,6 @@ class SampledPairs:
                     pair = split_pair(answers, example, check, rng, f"sampled-{seed}-{start + j}")
                     if pair is not None:
                         self.pairs.append(pair)
-        module.train(was_training)
         if not self.pairs:
             raise ValueError(
                 f"SampledPairs: none of the {size} questions got both a right and a wrong answer "

@@ -175,9 +175,9 @@ def test_comparison_drill_targets_say_right_exactly_when_the_two_values_are_equa
     assert 70 < equal < 130
 
 
-class _Parity(ShapesVQA):
-    """ShapesVQA questions graded by a rule that a random model's answers split: an even number
-    of characters passes."""
+class ParityGraded(ShapesVQA):
+    """ShapesVQA questions graded by a rule that a random or barely trained model's answers split
+    (an even number of characters passes). The flagship's tiny test uses it too, by name."""
 
     @staticmethod
     def is_correct(text: str, example) -> bool:
@@ -187,7 +187,7 @@ class _Parity(ShapesVQA):
 def test_sampled_pairs_put_an_answer_the_checker_accepts_against_one_it_rejects():
     from rlhfv.models.hf_vlm import tiny_qwen2_vl
 
-    data = _Parity(12, split="test", tasks=["count"])
+    data = ParityGraded(12, split="test", tasks=["count"])
     sample = {"samples": 4, "max_new_tokens": 6, "temperature": 1.0, "batch_size": 5}
     policy = tiny_qwen2_vl(seed=0)
     run_state = torch.random.get_rng_state()
@@ -214,7 +214,7 @@ def test_sampled_pairs_refuse_data_without_a_checker_and_say_when_nothing_splits
     with pytest.raises(ValueError, match="is_correct"):
         SampledPairs(tiny_qwen2_vl(seed=0), [1, 2, 3])
     with pytest.raises(ValueError, match="at least 2"):
-        SampledPairs(tiny_qwen2_vl(seed=0), _Parity(2), samples=1)
+        SampledPairs(tiny_qwen2_vl(seed=0), ParityGraded(2), samples=1)
     never = ShapesVQA(size=3, split="test")  # a random model never names the right answer alone
     with pytest.raises(ValueError, match="none of the 3 questions"):
         SampledPairs(tiny_qwen2_vl(seed=0), never, samples=2, max_new_tokens=4)

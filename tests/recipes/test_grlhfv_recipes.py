@@ -18,15 +18,6 @@ ROOT = Path(__file__).resolve().parents[2]
 REAL = ["grlhfv_qwen_gpu.yaml", "grlhfv_qwen_lora.yaml"]
 
 
-class ParityGraded(ShapesVQA):
-    """ShapesVQA questions graded by a rule that a two-step policy's answers split (an even number
-    of characters passes), so that the flagship's `SampledPairs` find pairs in a tiny run."""
-
-    @staticmethod
-    def is_correct(text: str, example: object) -> bool:
-        return len(text) % 2 == 0
-
-
 def data_files(tmp_path: Path) -> tuple[Path, Path]:
     """A preference file and a prompt file with real images, like a user's."""
     shapes = ShapesVQA(6, split="test")
@@ -125,7 +116,7 @@ def test_quickstart_is_the_flagship_and_its_tiny_variant_runs_every_stage(tmp_pa
             f"stages.grm_rl.{part}.pairs.{key}"
             for part in ("train_data", "eval_data")
             for key in (
-                "data._component_=tests.recipes.test_grlhfv_recipes.ParityGraded",
+                "data._component_=tests.data.test_pairs.ParityGraded",  # answers a 2-step policy splits
                 "data.size=6",
                 "max_new_tokens=4",
             )
