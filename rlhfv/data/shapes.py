@@ -177,6 +177,63 @@ class ShapesVQA:
         )
 
 
+class ShapesScenes:
+    """Whole-scene descriptions of ShapesVQA-style images: the captions that teach a fresh projector
+    what a vision tower sees (LLaVA's first stage), before any question is asked.
+
+    "There are 3 shapes. From left to right: a red circle at the top, a blue square in the middle,
+    a green triangle at the bottom." names the count, every shape's colour and kind, their
+    left-to-right order and their rows: everything ShapesVQA's questions ask about.
+
+    Args: as ShapesVQA's (size, split, seed, image_size, max_shapes, shape_size).
+    """
+
+    ROWS = ("at the top", "in the middle", "at the bottom")
+
+    def __init__(
+        self,
+        size: int = 2000,
+        split: str = "train",
+        seed: int = 0,
+        image_size: int = 96,
+        max_shapes: int = 4,
+        shape_size: float = 0.3,
+    ):
+        self.questions = ShapesVQA(size, split, seed, image_size, None, max_shapes, shape_size)
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __getitem__(self, index: int) -> Example:
+        q = self.questions
+        if not 0 <= index < q.size:
+            raise IndexError(index)
+        rng = random.Random(q.seed * 7_919_993 + SPLIT_OFFSET[q.split] + index + 500_009)
+        shapes = _place_shapes(rng, rng.randint(1, q.max_shapes), q.image_size, q.radius)
+        cell = q.image_size // 3
+        parts = [
+            f"a {s.colour} {s.kind} {self.ROWS[min(2, s.y // cell)]}"
+            for s in sorted(shapes, key=lambda s: s.x)
+        ]
+        n = len(shapes)
+        text = (
+            f"There is 1 shape: {parts[0]}."
+            if n == 1
+            else f"There are {n} shapes. From left to right: {', '.join(parts[:-1])} and {parts[-1]}."
+        )
+        image = draw(shapes, q.image_size)
+        return Example(
+            prompt=Prompt(text="Describe the image.", images=[image]),
+            answer=text,
+            label=text,
+            task="describe",
+        )
+
+    @staticmethod
+    def is_correct(text: str, example: Example) -> bool:
+        return " ".join(text.split()) == example.label
+
+
 FILLERS = ("Looking at the image, ", "From what I can see, ", "Based on the picture, ", "")
 TAILS = ("", " I am fairly sure about this.", " That is my answer.", "")
 

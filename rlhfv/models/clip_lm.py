@@ -46,40 +46,41 @@ class ClipLM(nn.Module):
     """Vision tower + projector + causal LM, called like a transformers image-text model."""
 
     def __init__(self, vision_spec: dict[str, Any], lm: nn.Module, feature: str, image_token_id: int):
-        import open_clip
-
         super().__init__()
         if feature not in FEATURES:
             raise ValueError(f"feature={feature!r}; choose one of {FEATURES}")
-        # {"embed_dim", "vision_cfg", optional "quick_gelu", "preprocess_cfg"}: enough to rebuild the tower
+        # open_clip: {"embed_dim", "vision_cfg", optional "quick_gelu", "preprocess_cfg"};
+        # timm CNN: {"kind": "timm", "timm_model", "layer", "grid", "image_size", "mean", "std",
+        # "grid_pos", "feature_cache"}. Enough to rebuild the tower.
         self.vision_spec = vision_spec
         self.feature = feature
         self.image_token_id = image_token_id
-        vision_cfg = {**vision_spec["vision_cfg"], "output_tokens": True}
-        clip = open_clip.CLIP(
-            vision_spec["embed_dim"],
-            vision_cfg,
-            UNUSED_TEXT_TOWER,
-            quick_gelu=vision_spec.get("quick_gelu", False),
-        )
-        self.vision = clip.visual
-        if not hasattr(self.vision, "grid_size"):
-            raise ValueError(
-                "clip_lm needs an open_clip ViT tower (patch tokens); timm towers give only pooled features"
-            )
-        width, hidden = self.vision.conv1.out_channels, lm.get_input_embeddings().embedding_dim
+        if vision_spec.get("kind") == "timm":
+            self.vision = _grid_tower(vision_spec)
+            width = pooled_width = self.vision.width
+            num_patches = self.vision.num_tokens
+        else:
+            self.vision = _open_clip_tower(vision_spec)
+            width, pooled_width = self.vision.conv1.out_channels, vision_spec["embed_dim"]
+            num_patches = self.vision.grid_size[0] * self.vision.grid_size[1]
+        hidden = lm.get_input_embeddings().embedding_dim
+        # a CNN's grid tokens carry no position of their own; the LM sees only their order
+        self.grid_pos = nn.Parameter(torch.zeros(num_patches, width)) if vision_spec.get("grid_pos") else None
         self.projector = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden))
-        self.pooled_in = nn.Linear(vision_spec["embed_dim"], width) if feature == "pooled+patch" else None
+        self.pooled_in = nn.Linear(pooled_width, width) if feature == "pooled+patch" else None
         self.lm = lm
-        grid = self.vision.grid_size
-        self.num_image_tokens = grid[0] * grid[1] + (1 if self.pooled_in is not None else 0)  # K
+        self.num_image_tokens = num_patches + (1 if self.pooled_in is not None else 0)  # K
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Pixels [I, 3, S, S] → LM-space image tokens [I, K, H]."""
         tower_trains = any(p.requires_grad for p in self.vision.parameters())
         # A frozen tower keeps no autograd graph: its activations are not stored for backward.
         with torch.set_grad_enabled(torch.is_grad_enabled() and tower_trains):
-            pooled, tokens = self.vision(pixel_values.to(self.vision.conv1.weight.dtype))  # [I, E], [I, N, W]
+            pooled, tokens = self.vision(
+                pixel_values.to(next(self.vision.parameters()).dtype)
+            )  # [I, E], [I, N, W]
+        if self.grid_pos is not None:
+            tokens = tokens + self.grid_pos
         if self.pooled_in is not None:
             tokens = torch.cat([self.pooled_in(pooled).unsqueeze(1), tokens], dim=1)  # [I, 1+N, W]
         return self.projector(tokens)  # [I, K, H]
@@ -172,6 +173,45 @@ class ClipLM(nn.Module):
         save_file(self._state_for_saving(), str(path / WEIGHTS_FILE))
 
 
+def _open_clip_tower(vision_spec: dict[str, Any]) -> nn.Module:
+    import open_clip
+
+    vision_cfg = {**vision_spec["vision_cfg"], "output_tokens": True}
+    clip = open_clip.CLIP(
+        vision_spec["embed_dim"],
+        vision_cfg,
+        UNUSED_TEXT_TOWER,
+        quick_gelu=vision_spec.get("quick_gelu", False),
+    )
+    if not hasattr(clip.visual, "grid_size"):
+        raise ValueError(
+            "clip_lm needs an open_clip ViT tower (patch tokens); for a CNN use build_cnn_lm (a timm tower)"
+        )
+    return clip.visual
+
+
+def _grid_tower(vision_spec: dict[str, Any]) -> nn.Module:
+    from rlhfv.models.cnn_tower import FeatureCache, GridTower
+
+    where = vision_spec.get("feature_cache")
+    cache = None if where is None else FeatureCache(None if where == "memory" else where)
+    return GridTower(
+        vision_spec["timm_model"], vision_spec["layer"], vision_spec["grid"], vision_spec["image_size"], cache
+    )
+
+
+def _image_settings(vision_spec: dict[str, Any]) -> tuple[int, Sequence[float], Sequence[float]]:
+    """(input side, mean, std) the tower expects."""
+    if vision_spec.get("kind") == "timm":
+        return vision_spec["image_size"], vision_spec["mean"], vision_spec["std"]
+    preprocess = vision_spec.get("preprocess_cfg", {})
+    return (
+        vision_spec["vision_cfg"]["image_size"],
+        preprocess.get("mean", OPENAI_MEAN),
+        preprocess.get("std", OPENAI_STD),
+    )
+
+
 class ClipLMEncoder:
     """Prompts → left-padded token ids with K placeholders per image, and normalized pixels."""
 
@@ -233,15 +273,11 @@ def _chat_model(module: ClipLM, tokenizer: Any, dtype: str) -> ChatModel:
     lm_gen.suppress_tokens = [module.image_token_id]  # a sampled placeholder has no image behind it
     lm_gen.pad_token_id = tokenizer.pad_token_id
     lm_gen.eos_token_id = tokenizer.eos_token_id
-    preprocess = module.vision_spec.get("preprocess_cfg", {})
+    size, mean, std = _image_settings(module.vision_spec)
     encoder = ClipLMEncoder(
-        tokenizer,
-        image_size=module.vision_spec["vision_cfg"]["image_size"],
-        num_image_tokens=module.num_image_tokens,
-        mean=preprocess.get("mean", OPENAI_MEAN),
-        std=preprocess.get("std", OPENAI_STD),
+        tokenizer, image_size=size, num_image_tokens=module.num_image_tokens, mean=mean, std=std,
         dtype=torch_dtype(dtype),
-    )
+    )  # fmt: skip
     return ChatModel(module=module, tokenizer=tokenizer, encoder=encoder, loader=LOADER)
 
 
@@ -289,26 +325,11 @@ def build_clip_lm(
         seed: Seed for the random tower and projector.
     """
     import open_clip
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = Path(lm)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"build_clip_lm: lm={str(lm)!r} is not a model folder (no config.json)")
     spec = open_clip.get_model_config(clip_model)
     if spec is None:
         raise ValueError(f"clip_model={clip_model!r} is not an open_clip model; see open_clip.list_models()")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    if not tokenizer.chat_template:
-        raise ValueError(
-            f"build_clip_lm: the tokenizer in {folder} has no chat template; use an instruct model"
-        )
-    if IMAGE_TOKEN not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    language_model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
-    if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
-        language_model.resize_token_embeddings(len(tokenizer))
+    tokenizer, language_model = _load_lm(lm, "build_clip_lm")
     vision_spec = {
         k: spec[k] for k in ("embed_dim", "vision_cfg", "quick_gelu", "preprocess_cfg") if k in spec
     }
@@ -317,6 +338,71 @@ def build_clip_lm(
     if clip_pretrained is not None:
         _load_tower_weights(module, clip_pretrained)
     return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
+
+
+def build_cnn_lm(
+    lm: ExistingPath,
+    tower: ExistingPath,
+    layer: int | str = -1,
+    grid: int = 4,
+    feature: str = "patch",
+    grid_pos: bool = True,
+    feature_cache: str | None = "memory",
+    freeze_vision: bool = True,
+    freeze_lm: bool = False,
+    lora: dict[str, Any] | None = None,
+    dtype: str = "float32",
+    seed: int = 0,
+) -> ChatModel:
+    """Assemble a pulled timm CNN tower, a fresh LLaVA-1.5 projector and a local causal LM.
+
+    Args:
+        lm: Local folder of a transformers causal LM and its tokenizer (with a chat template).
+        tower: Folder written by `rlhfv models pull efficientnet-lite0` (weights + tower.json).
+        layer: Feature map: index into the trunk's stages (-1 = last, lite0 320×7×7; -2 = 112×14×14)
+            or "head" (lite0 1280×7×7).
+        grid: The map is average-pooled to grid×grid image tokens (7 keeps lite0's 7×7).
+        feature: "patch" (grid tokens only) or "pooled+patch" (the map's mean as a first, global token).
+        grid_pos: Add a learned position embedding per grid cell before the projector.
+        feature_cache: With a frozen tower: "memory", a folder (safetensors on disk, shared by runs
+            and keyed by the tower's weights) or None (no cache).
+        freeze_vision, freeze_lm: Keep those weights fixed; the projector always trains.
+        lora: LoRA settings for the LM (see `rlhfv.models.hf_vlm.attach_lora`).
+        seed: Seed for the projector.
+    """
+    from rlhfv.models.cnn_tower import load_trunk_weights, read_tower_card
+
+    card = read_tower_card(tower)
+    tokenizer, language_model = _load_lm(lm, "build_cnn_lm")
+    vision_spec = {
+        "kind": "timm", "timm_model": card["timm_model"], "layer": layer, "grid": grid,
+        "image_size": card["image_size"], "mean": card["mean"], "std": card["std"],
+        "grid_pos": grid_pos, "feature_cache": feature_cache, "frozen": freeze_vision,
+    }  # fmt: skip
+    torch.manual_seed(seed)
+    module = ClipLM(vision_spec, language_model, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    load_trunk_weights(module.vision, tower)
+    return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
+
+
+def _load_lm(lm: str | Path, who: str) -> tuple[Any, nn.Module]:
+    """A local causal LM and its tokenizer, with the image placeholder token added."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(lm)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{who}: lm={str(lm)!r} is not a model folder (no config.json)")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if not tokenizer.chat_template:
+        raise ValueError(f"{who}: the tokenizer in {folder} has no chat template; use an instruct model")
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    language_model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
+    if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
+        language_model.resize_token_embeddings(len(tokenizer))
+    return tokenizer, language_model
 
 
 def tiny_clip_lm(
@@ -370,11 +456,15 @@ def tiny_clip_lm(
 def load_clip_lm(
     path: str,
     dtype: str = "float32",
-    freeze_vision: bool = False,
+    freeze_vision: bool | None = None,
     freeze_lm: bool = False,
     lora: dict[str, Any] | None = None,
 ) -> ChatModel:
-    """Rebuild a ClipLM written by `save_pretrained` / `rlhfv.models.base.save_model`."""
+    """Rebuild a ClipLM written by `save_pretrained` / `rlhfv.models.base.save_model`.
+
+    freeze_vision=None keeps the tower as its builder left it: a CNN tower built frozen stays frozen
+    (and its feature cache keeps working); an open_clip tower trains.
+    """
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -387,4 +477,6 @@ def load_clip_lm(
     module = ClipLM(config["vision"], lm, config["feature"], config["image_token_id"])
     module.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if freeze_vision is None:
+        freeze_vision = config["vision"].get("frozen", False)
     return _chat_model(_configure(module.eval(), freeze_vision, freeze_lm, lora), tokenizer, dtype)

