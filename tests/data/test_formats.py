@@ -148,9 +148,7 @@ def test_rewardbench_and_generic_field_mapping(tmp_path):
         {"q": {"text": "p"}, "good": "c", "bad": "r", "img": 5},
     ]
     path = write_jsonl(tmp_path / "any.jsonl", rows_in)
-    rows, errors = load_preference_data(
-        "generic", path, prompt="q.text", chosen="good", rejected="bad", images="img"
-    )
+    rows, errors = load_preference_data("generic", path, "prompt=q.text,chosen=good,rejected=bad,images=img")
     assert rows[0].responses == ["c", "r"] and rows[0].images == [str(tmp_path / "a.png")]
     assert [(e.line, e.field) for e in errors] == [(2, "img")]
     with pytest.raises(ValueError, match="unknown data format 'csv'"):
