@@ -78,7 +78,9 @@ def test_a_single_label_column_and_a_bad_vote_are_read_per_row(tmp_path):
 
 
 def test_a_mapping_that_matches_no_row_names_the_missing_field(multi_annotator):
-    with pytest.raises(ValueError, match=r"matches no row: field 'question' is bad in 6 of 6 rows.*'instruction'"):
+    with pytest.raises(
+        ValueError, match=r"matches no row: field 'question' is bad in 6 of 6 rows.*'instruction'"
+    ):
         load_preference_data("generic", multi_annotator, VOTES.replace("=instruction", "=question"))
 
 
