@@ -100,7 +100,7 @@ def summary_table(results: dict[str, Any]) -> list[str]:
     if key is None:
         return ["no accuracy measured"]
     part = key.split("/")[0] if key.startswith("greedy") else "sampled"
-    width = max(len(name) for name in results["metrics"])
+    width = max(len("subset"), *(len(name) for name in results["metrics"]))
 
     def share(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
