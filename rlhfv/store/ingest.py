@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhfv.data.images import MAX_PIXELS, ImageError, load_image
+from rlhfv.data.images import MAX_PIXELS, ImageError, inside, load_image
 from rlhfv.data.mapping import unknown_key_message
 from rlhfv.data.preference import RowError, row_error_lines
 from rlhfv.store.store import NewTask, Store
@@ -63,7 +63,10 @@ class ImportReport:
 def store_image(rel: str, root: Path, media_dir: Path, max_pixels: int = MAX_PIXELS,
                 max_bytes: int = MAX_IMAGE_BYTES) -> str:  # fmt: skip
     """Check the image `root/rel` and copy its bytes into `media_dir`; return its media file name."""
-    path = (root / rel).resolve()
+    try:  # contained before anything is looked at: an outside file's size is not ours to report
+        path = inside(rel, root)
+    except ImageError as e:
+        raise ImageRejected(str(e)) from None
     if path.is_file() and path.stat().st_size > max_bytes:
         raise ImageRejected(
             f"{rel!r} is {path.stat().st_size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit"

@@ -162,3 +162,12 @@ def test_a_mixed_import_file_imports_exactly_the_good_rows_and_names_each_bad_ke
     assert "did you mean 'images'?" in by_line[6]
     lines = str(report).splitlines()
     assert len(lines) == 5 and lines[1].startswith(f"  {path}:2: field 'preferred': unknown task key")
+
+
+def test_an_oversized_image_outside_the_folder_is_refused_as_escaping_not_measured(
+    store: Store, images: Path
+):
+    (images.parent / "big.bin").write_bytes(b"\0" * 2048)
+    with pytest.raises(ingest.ImageRejected, match="escapes its folder") as caught:
+        ingest.store_image("../big.bin", images, store.media_dir, max_bytes=1024)
+    assert "MiB" not in str(caught.value)  # an outside file's size is not reported
