@@ -106,7 +106,8 @@ def summary_table(results: dict[str, Any]) -> list[str]:
         return "-" if value is None else f"{value:.3f}"
 
     lines = [
-        f"{key} over {results['items']} items ({results['seconds']:.0f} s)",
+        f"{key} over {results['items']} items ({results['seconds']:.0f} s); "
+        f"{results.get('tied_pairs', 0)} tied pairs not scored, {results.get('skipped_rows', 0)} rows skipped",
         f"{'subset':<{width}}  {'n':>5}  {'accuracy':>8}  {'95% CI':>13}  {'ties':>5}  {'unparsed':>8}  {'forced':>6}",
     ]
     for name, m in results["metrics"].items():

@@ -228,6 +228,7 @@ def evaluate_grm(
 
 def main(argv: list[str] | None = None) -> int:
     from rlhfv.data.formats import describe_formats
+    from rlhfv.data.preference import report_row_errors, row_error_lines
 
     parser = argparse.ArgumentParser(prog="rlhfv eval", description="evaluate reward models")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -297,7 +298,6 @@ def main(argv: list[str] | None = None) -> int:
             items = shapes_items(args.limit or 64, args.seed)
         else:
             from rlhfv.data.formats import load_preference_data, select_rows
-            from rlhfv.data.preference import report_row_errors
 
             rows, errors = load_preference_data(args.format, args.data, args.map)
             rows = select_rows(rows, args.split, args.test_fraction, args.limit, args.seed)
@@ -336,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         reading=args.reading,
     )
     results["skipped_rows"] = len(errors)
+    results["row_errors"] = row_error_lines(errors)  # the first 20 in full, then a count
     results["tied_pairs"] = ties  # gold ties: no right answer, not scored
     results["config"] = {k: v for k, v in vars(args).items() if k != "what"}
     print("\n".join(summary_table(results)))

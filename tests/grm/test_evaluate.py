@@ -289,7 +289,7 @@ def test_rm_bench_is_reported_per_subset_and_per_difficulty(knowing_judge, tmp_p
 def test_a_multi_annotator_file_is_evaluated_through_map_and_its_ties_counted_not_scored(
     knowing_judge, tmp_path, capsys
 ):
-    votes = [(1, 1, 2), (2, 2, 0), (1, 2, 0)]
+    votes = [(1, 1, 2), (2, 2, 0), (1, 2, 0), (7, 1, 1)]
     rows = [
         {
             "instruction": f"q{i}",
@@ -321,6 +321,10 @@ def test_a_multi_annotator_file_is_evaluated_through_map_and_its_ties_counted_no
     # Row 1 prefers the right one (judge agrees), row 2 the wrong one (judge disagrees), row 3 ties.
     assert code == 0 and results["items"] == 2 and results["tied_pairs"] == 1
     assert results["metrics"]["all"]["greedy/accuracy"]["mean"] == 0.5
+    assert "1 tied pairs not scored, 1 rows skipped" in capsys.readouterr().out
+    assert results["skipped_rows"] == 1 and results["row_errors"][0].startswith(
+        f"{data}:4: field 'annotator1'"
+    )
 
 
 def test_all_failed_parses_still_write_strict_json(monkeypatch, tmp_path):
