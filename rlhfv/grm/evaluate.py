@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.format != "shapes" and not args.data:
         parser.error("--data is required unless --format shapes")
 
-    errors, ties = [], 0
+    errors: list[Any] = []  # RowErrors
+    ties = 0
     try:  # a bad format, file, mapping or model is one line, not a traceback
         if args.format == "shapes":
             items = shapes_items(args.limit or 64, args.seed)
