@@ -2,21 +2,15 @@
 
 Every loader reads a JSON list, a JSONL file or a gzipped one, and returns `(rows, errors)`:
 malformed rows are skipped and reported as `RowError(file, line, field, message)` (for a JSON
-list, `line` is the 1-based position in the list), with a logged count; nothing else is lost.
-The preferred response always comes first (`preferred = 0`) except where the source says
-otherwise (LLMBar's label); judges shuffle the order themselves. `source` holds the subset name
-used for per-subset accuracy.
+list, `line` is the 1-based position in the list), the first 20 in full and then a count
+(`rlhfv.data.preference.report_row_errors`); nothing else is lost. The preferred response always
+comes first (`preferred = 0`) except where the source says otherwise (LLMBar's label); judges
+shuffle the order themselves. `source` holds the subset name used for per-subset accuracy. Image
+paths must stay inside the data file's folder.
 
-Formats (`FORMATS`):
-- `hh-rlhf`: Anthropic HH-RLHF `{chosen, rejected}` full dialogues; the shared dialogue prefix up to
-  the last assistant turn becomes the prompt.
-- `llmbar`: LLMBar / PandaLM style `{input, output_1, output_2, label ∈ {1, 2}}`.
-- `rm-bench`: RM-Bench `{prompt, chosen: [3], rejected: [3], domain}`: 3×3 style comparisons,
-  subset `domain/easy|normal|hard` (hard = the chosen answer is plainer than the rejected one).
-- `rmb-pairwise` / `rmb-bon`: RMB `{conversation_input, chosen|bon_best, reject|loser_list, category_path}`.
-- `rewardbench`: `{prompt, chosen, rejected, subset}`.
-- `rlaifv`: RLAIF-V chat messages with an image: `{prompt: [messages], chosen: [...], rejected: [...]}`.
-- `generic`: any JSON/JSONL with a field mapping (see `load_generic`).
+The formats are `describe_formats()`: each converter's docstring names the fields it reads, and
+`rlhfv eval grm --help` shows them. `generic` reads any file through a field mapping
+(`rlhfv.data.mapping`), `jsonl` is our own format (`rlhfv.data.preference`).
 """
 
 from __future__ import annotations
@@ -28,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from rlhfv.config import ExistingPath
-from rlhfv.data.preference import PairwisePreference, RowError, read_rows
+from rlhfv.data.images import ImageError, inside
+from rlhfv.data.preference import PairwisePreference, RowError, RowProblem, load_rows
 
 logger = logging.getLogger(__name__)
-
-Converted = tuple[Any, str, str]  # (row or None, bad field, message)
 
 
 @dataclass
@@ -45,40 +38,7 @@ class BestOfN:
     preferred: int
     images: list[str] = field(default_factory=list)
     source: str = ""
-
-
-class RowProblem(ValueError):
-    """A row cannot be used; carries the field it is about."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(message)
-        self.field = field_name
-
-
-def load_rows(path: str | Path, convert: Callable[[dict], list]) -> tuple[list, list[RowError]]:
-    """Apply `convert` (row → list of preferences, or RowProblem) to every row of a file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    out: list = []
-    errors: list[RowError] = []
-    for line, row, json_error in read_rows(path):
-        if json_error:
-            errors.append(RowError(str(path), line, "<json>", json_error))
-            continue
-        try:
-            if not isinstance(row, dict):
-                raise RowProblem("<row>", f"expected a JSON object, got {type(row).__name__}")
-            for k, pref in enumerate(convert(row)):
-                pref.id = pref.id or f"{path.stem}-{line}" + (f"-{k}" if k else "")
-                out.append(pref)
-        except RowProblem as e:
-            errors.append(RowError(str(path), line, e.field, str(e)))
-    for e in errors[:20]:
-        logger.warning("skipped %s", e)
-    if errors:
-        logger.warning("%s: kept %d rows, skipped %d malformed rows", path, len(out), len(errors))
-    return out, errors
+    line: int = field(default=0, compare=False)  # the file row it came from
 
 
 def text_field(row: dict, name: str) -> str:
@@ -109,11 +69,13 @@ def split_dialogue(chosen: str, rejected: str, marker: str = "\n\nAssistant:") -
 
 
 def from_hh_rlhf(row: dict) -> list[PairwisePreference]:
+    """Anthropic HH-RLHF `{chosen, rejected}` full dialogues; the shared prefix is the prompt."""
     prompt, chosen, rejected = split_dialogue(text_field(row, "chosen"), text_field(row, "rejected"))
     return [PairwisePreference("", prompt, [chosen, rejected], 0, source="hh-rlhf")]
 
 
 def from_llmbar(row: dict) -> list[PairwisePreference]:
+    """LLMBar / PandaLM `{input, output_1, output_2, label: 1|2}`; subset: the folder, id `subset/row`."""
     label = row.get("label")
     if label not in (1, 2) or isinstance(label, bool):
         raise RowProblem("label", f"must be 1 or 2, got {label!r:.40}")
@@ -126,6 +88,7 @@ def from_llmbar(row: dict) -> list[PairwisePreference]:
 
 
 def from_rm_bench(row: dict) -> list[PairwisePreference]:
+    """RM-Bench `{id, prompt, chosen: [3], rejected: [3], subset}`: 3×3 style pairs, subset/easy|normal|hard."""
     prompt = text_field(row, "prompt")
     chosen, rejected = row.get("chosen"), row.get("rejected")
     for name, value in (("chosen", chosen), ("rejected", rejected)):
@@ -138,7 +101,7 @@ def from_rm_bench(row: dict) -> list[PairwisePreference]:
                 name,
                 f"must be a list of 3 non-empty strings (concise, detailed, markdown), got {value!r:.80}",
             )
-    domain = str(row.get("domain", "all"))
+    domain = str(row.get("subset") or row.get("domain") or "all")  # the released files name it subset
     base = str(row.get("id", ""))
     out = []
     for i in range(3):  # chosen style
@@ -181,6 +144,7 @@ def rmb_subset(row: dict) -> str:
 
 
 def from_rmb_pairwise(row: dict) -> list[PairwisePreference]:
+    """RMB pairwise `{pair_uid, conversation_input, chosen.answer, reject.answer, category_path}`."""
     prompt = render_conversation(row.get("conversation_input"), "conversation_input")
     pid = str(row.get("pair_uid", ""))
     return [
@@ -191,6 +155,7 @@ def from_rmb_pairwise(row: dict) -> list[PairwisePreference]:
 
 
 def from_rmb_bon(row: dict) -> list[BestOfN]:
+    """RMB best-of-n `{bon_uid, conversation_input, bon_best.answer, loser_list[].answer, category_path}`."""
     prompt = render_conversation(row.get("conversation_input"), "conversation_input")
     losers = row.get("loser_list")
     if not isinstance(losers, list) or not losers:
@@ -200,6 +165,7 @@ def from_rmb_bon(row: dict) -> list[BestOfN]:
 
 
 def from_rewardbench(row: dict) -> list[PairwisePreference]:
+    """RewardBench `{id, prompt, chosen, rejected, subset}`."""
     responses = [text_field(row, "chosen"), text_field(row, "rejected")]
     return [
         PairwisePreference(
@@ -239,7 +205,7 @@ def message_text(messages: Any, name: str) -> tuple[str, list[str]]:
 
 
 def rlaifv_loader(folder: Path) -> Callable[[dict], list[PairwisePreference]]:
-    """RLAIF-V rows; image URLs resolve against `<file folder>/image/` or the file's folder."""
+    """RLAIF-V chat messages `{prompt, chosen, rejected}` with image_url parts in `image/` or beside the file."""
 
     def convert(row: dict) -> list[PairwisePreference]:
         prompt, urls = message_text(row.get("prompt"), "prompt")
@@ -247,58 +213,19 @@ def rlaifv_loader(folder: Path) -> Callable[[dict], list[PairwisePreference]]:
         rejected, _ = message_text(row.get("rejected"), "rejected")
         images = []
         for url in urls:
-            found = [p for p in (folder / "image" / url, folder / url, Path(url)) if p.is_file()]
+            try:  # containment first: a path outside the folder is never even looked at
+                candidates = [inside(url, folder / "image"), inside(url, folder)]
+            except ImageError as e:
+                raise RowProblem("prompt.image_url", str(e)) from None
+            found = [p for p in candidates if p.is_file()]
             if not found:
                 raise RowProblem(
                     "prompt.image_url", f"image {url!r} not found under {folder / 'image'} or {folder}"
                 )
-            images.append(str(found[0].resolve()))
+            images.append(str(found[0]))
         return [PairwisePreference(str(row.get("id", "")), prompt, [chosen, rejected], 0, images, "rlaifv")]
 
     return convert
-
-
-def get_path(row: dict, dotted: str) -> Any:
-    value: Any = row
-    for key in dotted.split("."):
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
-def load_generic(
-    path: str | Path,
-    prompt: str = "prompt",
-    chosen: str = "chosen",
-    rejected: str = "rejected",
-    images: str | None = None,
-    subset: str | None = None,
-) -> tuple[list[PairwisePreference], list[RowError]]:
-    """Any JSON/JSONL file with one preference per row; arguments name the fields (dots reach
-    into nested objects: `chosen="answers.good"`). `images` names a path or a list of paths,
-    relative to the file's folder."""
-    folder = Path(path).parent
-
-    def convert(row: dict) -> list[PairwisePreference]:
-        values = {
-            name: get_path(row, key)
-            for name, key in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected))
-        }
-        for name, key in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
-            if not isinstance(values[name], str) or not values[name].strip():
-                raise RowProblem(key, f"must be a non-empty string, got {values[name]!r:.80}")
-        paths = get_path(row, images) if images else []
-        paths = [paths] if isinstance(paths, str) else paths
-        if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
-            raise RowProblem(str(images), f"must be a path or a list of paths, got {paths!r:.80}")
-        resolved = [str(folder / p) if not Path(p).is_absolute() else p for p in paths]
-        source = str(get_path(row, subset)) if subset else ""
-        return [
-            PairwisePreference(
-                "", values["prompt"], [values["chosen"], values["rejected"]], 0, resolved, source
-            )
-        ]
-
-    return load_rows(path, convert)
 
 
 FORMATS: dict[str, Callable[[dict], list]] = {
@@ -311,26 +238,49 @@ FORMATS: dict[str, Callable[[dict], list]] = {
 }
 
 
-def load_preference_data(fmt: str, path: str | Path, **fields: str) -> tuple[list, list[RowError]]:
-    """Load `path` in format `fmt` (a key of FORMATS, "rlaifv", "generic" or "jsonl" — our own
-    format, `rlhfv.data.preference`). `fields` are `load_generic`'s field names."""
+OTHER_FORMATS = {
+    "rlaifv": rlaifv_loader.__doc__ or "",
+    "generic": "any JSON / JSONL file through --map (rlhfv.data.mapping): prompt, a, b, label "
+    "(annotator votes: label=f1+f2+f3, vote=majority|plurality) or chosen, rejected; images, subset, id",
+    "jsonl": "rlhfv's own preference JSONL (rlhfv.data.preference): {id, prompt, images, responses, preferred}",
+}
+
+
+def describe_formats() -> dict[str, str]:
+    """Every format name with the fields it reads (the first line of its converter's docstring)."""
+    described = {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in FORMATS.items()}
+    return described | OTHER_FORMATS
+
+
+def load_preference_data(
+    fmt: str, path: str | Path, mapping: str | dict[str, Any] | None = None
+) -> tuple[list, list[RowError]]:
+    """Load `path` in format `fmt` (a name of `describe_formats()`); `mapping` is the generic
+    format's field mapping (`rlhfv.data.mapping.parse_mapping`).
+
+    Raises:
+        ValueError: an unknown format, a mapping given to another format, or a bad mapping.
+        FileNotFoundError: no such file.
+    """
+    if fmt not in FORMATS and fmt not in OTHER_FORMATS:
+        raise ValueError(f"unknown data format {fmt!r}; known: {', '.join(describe_formats())}")
+    if mapping and fmt != "generic":
+        raise ValueError(f"a field mapping only applies to the 'generic' format, not {fmt!r}")
     if fmt == "generic":
-        return load_generic(path, **fields)
+        from rlhfv.data.mapping import load_generic
+
+        return load_generic(path, mapping)
     if fmt == "rlaifv":
         return load_rows(path, rlaifv_loader(Path(path).parent))
     if fmt == "jsonl":
         from rlhfv.data.preference import read_preferences
 
         return read_preferences(path)
-    if fmt not in FORMATS:
-        known = ", ".join([*FORMATS, "rlaifv", "generic", "jsonl"])
-        raise ValueError(f"unknown data format {fmt!r}; known: {known}")
-    if fields:
-        raise ValueError(f"field names ({', '.join(fields)}) only apply to the 'generic' format")
     rows, errors = load_rows(path, FORMATS[fmt])
     if fmt == "llmbar":  # the subset is the folder: llmbar/Natural/dataset.json → "Natural"
-        for r in rows:
+        for r in rows:  # every subset's file is dataset.json: the id needs the subset too
             r.source = r.source or Path(path).parent.name
+            r.id = f"{r.source}/{r.id}"
     return rows, errors
 
 
@@ -340,11 +290,14 @@ SPLITS = ("all", "train", "test")
 def select_rows(
     rows: list, split: str = "all", test_fraction: float = 0.2, limit: int = 0, seed: int = 0
 ) -> list:
-    """A fixed train/test split of a file's rows, then an optional random subsample.
+    """A fixed train/test split of a file's prompts, then an optional random subsample of prompts.
 
-    The split is a seeded permutation of row positions (seed 0, independent of `seed`), so the
-    same file always splits the same way and the two parts never share a row; `limit` then keeps
-    that many rows of the part, drawn with `seed`. Rows keep their file order.
+    A prompt is a row of the file: the rows it gave (RM-Bench's nine style pairs) share their
+    `line` and stay together, so a split never cuts a prompt in two and `limit` counts prompts
+    (each RM-Bench difficulty keeps a third of the pairs). Rows without a `line` count alone.
+    The split is a seeded permutation of prompts (seed 0, independent of `seed`), so the same
+    file always splits the same way; `limit` then keeps that many prompts of the part, drawn with
+    `seed`. Rows keep their file order.
     """
     import random
 
@@ -352,29 +305,34 @@ def select_rows(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    keep = list(range(len(rows)))
+    prompts: dict[Any, list[int]] = {}
+    for i, r in enumerate(rows):
+        prompts.setdefault(getattr(r, "line", 0) or f"row {i}", []).append(i)
+    keep = list(prompts.values())
     if split != "all":
         order = keep[:]
         random.Random(0).shuffle(order)
-        n_test = round(len(rows) * test_fraction)
+        n_test = round(len(order) * test_fraction)
         keep = sorted(order[:n_test] if split == "test" else order[n_test:])
     if limit and limit < len(keep):
         keep = sorted(random.Random(seed).sample(keep, limit))
-    return [rows[i] for i in keep]
+    return [rows[i] for group in keep for i in group]
 
 
 class PreferenceData:
     """Preference items from any format above, images loaded: a recipe node for judge pipelines.
 
-    Yields `rlhfv.types.PreferencePair`s (a best-of-n row gives one with n responses).
+    Yields `rlhfv.types.PreferencePair`s (a best-of-n row gives one with n responses). Tied pairs
+    (the generic format's label votes) carry no preference and are left out, counted in `ties`.
 
     Args:
         format: A `load_preference_data` format name ("hh-rlhf", "llmbar", "rlaifv", …).
         path: The data file.
         split: "all", or the "train" / "test" part of the file's fixed split (`select_rows`).
-        test_fraction: Share of the rows in the test part.
-        limit: Keep a random subsample of this many items of the part, fixed by `seed` (0: all).
+        test_fraction: Share of the prompts in the test part.
+        limit: Keep a random subsample of this many prompts of the part, fixed by `seed` (0: all).
         seed: Seed of the subsample.
+        mapping: The generic format's field mapping: a dict, `key=field,…` or a YAML file.
     """
 
     def __init__(
@@ -385,22 +343,26 @@ class PreferenceData:
         seed: int = 0,
         split: str = "all",
         test_fraction: float = 0.2,
+        mapping: dict[str, Any] | str | None = None,
     ):
-        from rlhfv.data.images import ImageError, load_image
+        from rlhfv.data.images import load_image
         from rlhfv.types import PreferencePair, Prompt
 
-        rows, self.errors = load_preference_data(format, path)
+        rows, self.errors = load_preference_data(format, path, mapping)
         rows = select_rows(rows, split, test_fraction, limit, seed)
+        self.ties = sum(r.preferred is None for r in rows)
         self.pairs = []
-        for r in rows:
+        for r in (r for r in rows if r.preferred is not None):
             try:
                 images = [load_image(p) for p in r.images]
             except ImageError as e:  # one bad image loses its row, never the file
-                self.errors.append(RowError(str(path), 0, "images", f"item {r.id}: {e}"))
+                self.errors.append(RowError(str(path), r.line, "images", str(e)))
                 continue
             self.pairs.append(
                 PreferencePair(Prompt(r.prompt, images), list(r.responses), r.preferred, r.id, r.source)
             )
+        if self.ties:
+            logger.info("%s: left out %d tied pairs", path, self.ties)
         if not self.pairs:
             raise ValueError(f"{path}: no usable preference items ({len(self.errors)} rows skipped)")
 

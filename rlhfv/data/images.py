@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PIL import Image
@@ -13,6 +14,16 @@ class ImageError(ValueError):
     """An image that cannot be used, with the file and the reason."""
 
 
+def inside(path: str | Path, root: str | Path) -> Path:
+    """`root / path` resolved, refused unless it stays inside `root` (no `../` or outside absolute
+    path, checked on the path's text before any file is touched, and again after symlinks)."""
+    base = Path(root).resolve()
+    joined = Path(os.path.normpath(base / path))  # an absolute `path` replaces `base` here
+    if not joined.is_relative_to(base) or not joined.resolve().is_relative_to(base):
+        raise ImageError(f"{path}: image path escapes its folder {base}")
+    return joined.resolve()
+
+
 def load_image(path: str | Path, root: str | Path | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open an image as RGB.
 
@@ -21,12 +32,7 @@ def load_image(path: str | Path, root: str | Path | None = None, max_pixels: int
         root: If given, the resolved path must stay inside it (no `../` escapes).
         max_pixels: Refuse images with more pixels than this before decoding them.
     """
-    p = Path(path)
-    if root is not None:
-        base = Path(root).resolve()
-        p = (base / p).resolve()
-        if not p.is_relative_to(base):
-            raise ImageError(f"{path}: image path escapes its folder {base}")
+    p = Path(path) if root is None else inside(path, root)
     if not p.is_file():
         raise ImageError(f"{p}: image file not found")
     try:

@@ -15,7 +15,7 @@ from typing import Any
 
 from rlhfv.config import ExistingPath
 from rlhfv.data.images import ImageError, load_image
-from rlhfv.data.preference import RowError, read_rows
+from rlhfv.data.preference import RowError, read_rows, report_row_errors
 from rlhfv.types import Example, Prompt
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ class JsonlExamples:
                 self.examples.append(example)
             if limit and len(self.examples) >= limit:
                 break
-        for e in self.errors:
-            logger.warning("skipped %s", e)
+        report_row_errors(self.path, len(self.examples), self.errors)
         if not self.examples:
             raise ValueError(f"{self.path}: no usable rows ({len(self.errors)} malformed)")
         logger.info("%s: %d examples, %d rows skipped", self.path, len(self.examples), len(self.errors))

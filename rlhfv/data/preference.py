@@ -16,7 +16,7 @@ import gzip
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,10 @@ class PairwisePreference:
     id: str
     prompt: str
     responses: list[str]
-    preferred: int
+    preferred: int | None  # None: a tie (the generic format keeps ties; this file format has none)
     images: list[str] = field(default_factory=list)
     source: str = ""
+    line: int = field(default=0, compare=False)  # where it was read (0: not from a file); not written
 
 
 @dataclass
@@ -49,6 +50,31 @@ class RowError:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: field '{self.field}': {self.message}"
+
+
+class RowProblem(ValueError):
+    """A row cannot be used; carries the field it is about."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+
+
+MAX_REPORTED = 20
+
+
+def row_error_lines(errors: list[RowError], limit: int = MAX_REPORTED) -> list[str]:
+    """The first `limit` row errors in full, then one line counting the rest."""
+    lines = [str(e) for e in errors[:limit]]
+    return lines + [f"... and {len(errors) - limit} more skipped rows"] if len(errors) > limit else lines
+
+
+def report_row_errors(path: str | Path, kept: int, errors: list[RowError]) -> None:
+    """Log a reader's skipped rows the one way every reader does (`row_error_lines`), then the counts."""
+    if errors:
+        for line in row_error_lines(errors):
+            logger.warning("skipped %s", line)
+        logger.warning("%s: kept %d rows, skipped %d malformed rows", path, kept, len(errors))
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, Any, str]]:
@@ -104,36 +130,57 @@ def parse_preference(row: object) -> tuple[PairwisePreference | None, str, str]:
     return pref, "", ""
 
 
-def read_preferences(path: str | Path) -> tuple[list[PairwisePreference], list[RowError]]:
-    """Read a preference JSONL file, skipping (and reporting) malformed rows.
+def load_rows(path: str | Path, convert: Callable[[dict], list]) -> tuple[list, list[RowError]]:
+    """Apply `convert` (row → list of preferences, or RowProblem) to every row of a file.
 
-    Image paths are made absolute against the file's folder. Returns the good rows and one
-    RowError per skipped row; nothing else in the file is lost.
+    Each preference remembers its row's `line`; one without an id gets `<file stem>-<line>`.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"preference file not found: {path}")
-    prefs: list[PairwisePreference] = []
+        raise FileNotFoundError(f"data file not found: {path}")
+    out: list = []
     errors: list[RowError] = []
-    for lineno, row, json_error in read_rows(path):
+    for line, row, json_error in read_rows(path):
         if json_error:
-            errors.append(RowError(str(path), lineno, "<json>", json_error))
+            errors.append(RowError(str(path), line, "<json>", json_error))
             continue
+        try:
+            if not isinstance(row, dict):
+                raise RowProblem("<row>", f"expected a JSON object, got {type(row).__name__}")
+            for k, pref in enumerate(convert(row)):
+                pref.id = pref.id or f"{path.stem}-{line}" + (f"-{k}" if k else "")
+                pref.line = line
+                out.append(pref)
+        except RowProblem as e:
+            errors.append(RowError(str(path), line, e.field, str(e)))
+    report_row_errors(path, len(out), errors)
+    return out, errors
+
+
+def read_preferences(path: str | Path) -> tuple[list[PairwisePreference], list[RowError]]:
+    """Read a preference JSONL file, skipping (and reporting) malformed rows.
+
+    Image paths must lie inside the file's folder (no absolute or `../` paths) and are made
+    absolute. Returns the good rows and one RowError per skipped row.
+    """
+    from rlhfv.data.images import ImageError, inside
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"preference file not found: {path}")
+
+    def convert(row: dict) -> list[PairwisePreference]:
         pref, bad_field, message = parse_preference(row)
         if pref is None:
-            errors.append(RowError(str(path), lineno, bad_field, message))
-            continue
-        pref.images = [
-            str((path.parent / p).resolve()) if not Path(p).is_absolute() else p for p in pref.images
-        ]
-        if not pref.id:
-            pref.id = f"{path.stem}-{lineno}"
-        prefs.append(pref)
-    for e in errors:
-        logger.warning("skipped %s", e)
-    if errors:
-        logger.warning("%s: kept %d rows, skipped %d malformed rows", path, len(prefs), len(errors))
-    return prefs, errors
+            raise RowProblem(bad_field, message)
+        for i, p in enumerate(pref.images):
+            try:
+                pref.images[i] = str(inside(p, path.parent))
+            except ImageError as e:
+                raise RowProblem(f"images[{i}]", str(e)) from None
+        return [pref]
+
+    return load_rows(path, convert)
 
 
 def write_preferences(prefs: list[PairwisePreference], path: str | Path) -> None:
@@ -143,5 +190,6 @@ def write_preferences(prefs: list[PairwisePreference], path: str | Path) -> None
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for p in prefs:
-            f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+            row = {k: v for k, v in asdict(p).items() if k != "line"}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)

@@ -8,7 +8,14 @@ Reports, overall and per subset:
   (`rlhfv.grm.judge.force_scores`), the share of judgements whose score line was forced;
 - voting@k for each k (k sampled judgements, each in its own random order, scores summed);
 - meta-RM@k when a meta-RM is given (only the top k/2 samples by meta score vote).
-Accuracies carry 95% normal-approximation confidence intervals. Results go to a JSON file.
+Accuracies carry 95% Wilson score intervals over items, which stay honest at 0, 1 and when every
+pair ties. Subsets nest: `chat/hard` also counts towards `chat`, and an RM-Bench difficulty
+(easy, normal, hard) is reported across subsets as `level/hard`. Pairs whose gold label is a tie
+(the generic format's annotator votes) are counted, not scored.
+
+The CLI prints a table (subset, n, accuracy, CI, ties, parse failures, forced share) and writes
+the full results as strict JSON (no NaN) to `--out`; it exits 1 when no item was usable and 2,
+with one line naming the culprit, on a bad format, file, mapping or model.
 
     rlhfv eval grm --model smollm2-135m-instruct --format llmbar \
         --data ../shared/data/llmbar/Natural/dataset.json --k 1 4 8 --out results/x.json
@@ -19,15 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import random
+import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhfv.grm.eval_report import summarize, summary_table
 from rlhfv.grm.judge import JudgeItem, Judgement, judge
 from rlhfv.grm.rules import preferred_truth, spct_correct
 from rlhfv.grm.voting import meta_vote, pick_credit, vote
@@ -37,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EvalItem:
-    """One judged item: the judge's input, the index of the preferred response, its subset."""
+    """One judged item: the judge's input, the index of the preferred response, its subset ("": none)."""
 
     item: JudgeItem
     preferred: int
@@ -45,19 +53,26 @@ class EvalItem:
     id: str
 
 
-def items_from_rows(rows: Sequence[Any]) -> list[EvalItem]:
-    """PairwisePreference / BestOfN rows (images as paths) → EvalItems with images loaded."""
-    from rlhfv.data.images import load_image
+def items_from_rows(rows: Sequence[Any], path: str) -> tuple[list[EvalItem], list[Any]]:
+    """PairwisePreference / BestOfN rows of file `path` → EvalItems with images loaded.
 
-    return [
-        EvalItem(
-            JudgeItem(r.prompt, list(r.responses), [load_image(p) for p in r.images]),
-            r.preferred,
-            r.source or "all",
-            r.id,
-        )
-        for r in rows
-    ]
+    Tied rows (`preferred is None`) have no right answer and are left out. A row whose image
+    cannot be read is skipped and returned as a `RowError` naming its line; the others go on.
+    """
+    from rlhfv.data.images import ImageError, load_image
+    from rlhfv.data.preference import RowError
+
+    items, errors = [], []
+    for r in rows:
+        if r.preferred is None:
+            continue
+        try:
+            images = [load_image(p) for p in r.images]
+        except ImageError as e:
+            errors.append(RowError(path, r.line, "images", str(e)))
+            continue
+        items.append(EvalItem(JudgeItem(r.prompt, list(r.responses), images), r.preferred, r.source, r.id))
+    return items, errors
 
 
 def shapes_items(size: int, seed: int) -> list[EvalItem]:
@@ -88,17 +103,6 @@ def build_judge(spec: str, dtype: str = "float32") -> Any:
     if (Path(spec) / MODEL_CARD).is_file():
         return load_model(spec, dtype=dtype)
     return load_text_lm(spec, dtype=dtype)
-
-
-def mean_ci(values: Sequence[float]) -> dict[str, float]:
-    """Mean with a 95% normal-approximation confidence interval."""
-    n = len(values)
-    if n == 0:
-        return {"mean": float("nan"), "ci95_low": float("nan"), "ci95_high": float("nan"), "n": 0}
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / max(n - 1, 1)
-    half = 1.96 * math.sqrt(var / n)
-    return {"mean": mean, "ci95_low": max(0.0, mean - half), "ci95_high": min(1.0, mean + half), "n": n}
 
 
 def credit(scores: list[float] | None, n: int, best: int) -> float:
@@ -164,8 +168,8 @@ def evaluate_grm(
     }
     if greedy:  # two rows per item (stored order, reversed), batch_size rows per generate call
         step = max(1, batch_size // 2)
-        bar = tqdm(range(0, len(items), step), desc="greedy", disable=not progress)
-        for lo in bar:
+        bar = tqdm(total=len(items), desc="greedy", unit="item", disable=not progress)  # rate and ETA
+        for lo in range(0, len(items), step):
             chunk = items[lo : lo + step]
             orders = [
                 [list(range(len(e.item.responses))), list(range(len(e.item.responses)))[::-1]] for e in chunk
@@ -176,14 +180,16 @@ def evaluate_grm(
                 rec = greedy_records(j, chunk[i])
                 failures.update(rec["failures"])
                 per_item[lo + i]["greedy"] = rec
+            bar.update(len(chunk))
             bar.set_postfix(
                 acc=f"{sum(r['greedy']['credit'] for r in per_item[: lo + len(chunk)]) / (lo + len(chunk)):.3f}"
             )
+        bar.close()
     k_max = max(ks) if ks else 0
     if k_max:  # k_max shuffled samples per item, all of an item's samples in the same generate call
         step = max(1, batch_size // k_max)
-        bar = tqdm(range(0, len(items), step), desc=f"sampling k={k_max}", disable=not progress)
-        for lo in bar:
+        bar = tqdm(total=len(items), desc=f"sampling k={k_max}", unit="item", disable=not progress)
+        for lo in range(0, len(items), step):
             chunk = items[lo : lo + step]
             judged = judge(
                 model, [e.item for e in chunk], k=k_max, rng=rng, temperature=temperature, **common
@@ -214,82 +220,44 @@ def evaluate_grm(
                         }
                     )
                 per_item[lo + i]["sampled"] = rec
+            bar.update(len(chunk))
+        bar.close()
     elapsed = time.perf_counter() - start
     return summarize(items, per_item, failures, ks, elapsed, meta is not None)
 
 
-def summarize(
-    items: Sequence[EvalItem],
-    per_item: list[dict[str, Any]],
-    failures: Counter,
-    ks: Sequence[int],
-    elapsed: float,
-    with_meta: bool,
-) -> dict[str, Any]:
-    """Overall and per-subset metrics from the per-item records."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, e in enumerate(items):
-        groups["all"].append(i)
-        groups[f"subset/{e.subset}"].append(i)
-    metrics: dict[str, Any] = {}
-    for name, idx in groups.items():
-        m: dict[str, Any] = {}
-        if all("greedy" in per_item[i] for i in idx):
-            g = [per_item[i]["greedy"] for i in idx]
-            consistent = [r["consistent"] for r in g if r["consistent"] is not None]
-            m["greedy/accuracy"] = mean_ci([r["credit"] for r in g])
-            m["greedy/strict_accuracy"] = mean_ci([r["strict"] for r in g])
-            m["greedy/parse_failure_rate"] = sum(len(r["failures"]) for r in g) / (
-                2 * len(g)
-            )  # two judgements per item
-            m["greedy/forced_rate"] = sum(r["forced"] for r in g) / (2 * len(g))
-            m["greedy/tie_rate"] = sum(r["ties"] for r in g) / max(1, sum(r["parsed"] for r in g))
-            m["greedy/position_consistency"] = (
-                sum(consistent) / len(consistent) if consistent else float("nan")
-            )
-        if all("sampled" in per_item[i] for i in idx) and ks:
-            s = [per_item[i]["sampled"] for i in idx]
-            for k in ks:
-                m[f"voting@{k}/accuracy"] = mean_ci([r[f"voting@{k}"] for r in s])
-                if with_meta:
-                    m[f"meta@{k}/accuracy"] = mean_ci([r[f"meta@{k}"] for r in s])
-            m["sampled/parse_failure_rate"] = sum(r["sample_failures"] for r in s) / (len(s) * max(ks))
-            m["sampled/forced_rate"] = sum(r["sample_forced"] for r in s) / (len(s) * max(ks))
-        metrics[name] = m
-    examples = [  # a few raw judgements, to see what the judge actually writes
-        {"id": e.id, "preferred": e.preferred, "greedy_texts": r["greedy"]["texts"]}
-        for e, r in zip(items[:3], per_item[:3], strict=True)
-        if "greedy" in r
-    ]
-    return {
-        "items": len(items),
-        "seconds": elapsed,
-        "metrics": metrics,
-        "failure_reasons": dict(failures.most_common(20)),
-        "examples": examples,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
+    from rlhfv.data.formats import describe_formats
+    from rlhfv.data.preference import report_row_errors, row_error_lines
+
     parser = argparse.ArgumentParser(prog="rlhfv eval", description="evaluate reward models")
     sub = parser.add_subparsers(dest="what", required=True)
-    p = sub.add_parser("grm", help="pairwise / best-of-n accuracy of a pointwise generative judge")
+    formats = "\n".join(f"  {name:13s} {text}" for name, text in describe_formats().items())
+    p = sub.add_parser(
+        "grm",
+        help="pairwise / best-of-n accuracy of a pointwise generative judge",
+        description=__doc__,
+        epilog=f"data formats (--format) and the fields they read:\n{formats}\n"
+        f"  {'shapes':13s} ShapesVQA test pairs, generated (no --data)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "--model",
         required=True,
         help="rlhfv model folder, HF folder, pulled name (smollm2-135m-instruct) or 'tiny'",
     )
-    p.add_argument(
-        "--format",
-        default="llmbar",
-        help="data format (rlhfv.data.formats: hh-rlhf, llmbar, rm-bench, rmb-pairwise, rmb-bon, rewardbench, rlaifv, jsonl) or 'shapes'",
-    )
+    p.add_argument("--format", default="llmbar", help="data format, listed below (default llmbar)")
     p.add_argument("--data", help="data file (not needed for --format shapes)")
+    p.add_argument(
+        "--map",
+        help="generic format: key=field pairs (prompt=instruction,a=response1,b=response2,"
+        "label=annotator1+annotator2) or a YAML file of them (rlhfv.data.mapping)",
+    )
     p.add_argument(
         "--limit",
         type=int,
         default=0,
-        help="evaluate a random subsample of this many items (fixed by --seed)",
+        help="evaluate a random subsample of this many prompts (a file row; fixed by --seed)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -298,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=["all", "train", "test"],
         help="evaluate one part of the file's fixed split (rlhfv.data.formats.select_rows)",
     )
-    p.add_argument("--test-fraction", type=float, default=0.2, help="share of the rows in the test part")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of the prompts in the test part")
     p.add_argument(
         "--k", type=int, nargs="*", default=[1, 4, 8], help="voting@k values; none to skip sampling"
     )
@@ -319,26 +287,41 @@ def main(argv: list[str] | None = None) -> int:
         help="the judge answers each question itself before it sees the responses (judges trained with JudgeTask(reading=...))",
     )
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--out", help="write the results JSON here")
+    p.add_argument("--out", help="write the full results as JSON here (the table goes to stdout)")
     args = parser.parse_args(argv)
+    if args.format != "shapes" and not args.data:
+        parser.error("--data is required unless --format shapes")
 
-    if args.format == "shapes":
-        items = shapes_items(args.limit or 64, args.seed)
-    else:
-        if not args.data:
-            parser.error("--data is required unless --format shapes")
-        from rlhfv.data.formats import load_preference_data, select_rows
+    errors: list[Any] = []  # RowErrors
+    ties = 0
+    try:  # a bad format, file, mapping or model is one line, not a traceback
+        if args.format == "shapes":
+            items = shapes_items(args.limit or 64, args.seed)
+        else:
+            from rlhfv.data.formats import load_preference_data, select_rows
 
-        rows, errors = load_preference_data(args.format, args.data)
-        if errors:
-            logger.warning("%s: skipped %d malformed rows (first: %s)", args.data, len(errors), errors[0])
-        items = items_from_rows(select_rows(rows, args.split, args.test_fraction, args.limit, args.seed))
-    model = build_judge(args.model, args.dtype)
-    meta = None
-    if args.meta_rm:
-        from rlhfv.grm.meta_rm import load_meta_rm
+            rows, errors = load_preference_data(args.format, args.data, args.map)
+            rows = select_rows(rows, args.split, args.test_fraction, args.limit, args.seed)
+            ties = sum(r.preferred is None for r in rows)
+            items, image_errors = items_from_rows(rows, args.data)
+            report_row_errors(args.data, len(items), image_errors)
+            errors += image_errors
+        if not items:
+            first = f"; first: {errors[0]}" if errors else ""
+            print(
+                f"error: {args.data}: no usable item ({len(errors)} rows skipped, {ties} tied pairs){first}",
+                file=sys.stderr,
+            )
+            return 1
+        model = build_judge(args.model, args.dtype)
+        meta = None
+        if args.meta_rm:
+            from rlhfv.grm.meta_rm import load_meta_rm
 
-        meta = load_meta_rm(args.meta_rm, args.dtype)
+            meta = load_meta_rm(args.meta_rm, args.dtype)
+    except (OSError, ValueError) as e:  # FileNotFoundError is an OSError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     results = evaluate_grm(
         model,
         items,
@@ -353,10 +336,13 @@ def main(argv: list[str] | None = None) -> int:
         force=args.force_scores,
         reading=args.reading,
     )
+    results["skipped_rows"] = len(errors)
+    results["row_errors"] = row_error_lines(errors)  # the first 20 in full, then a count
+    results["tied_pairs"] = ties  # gold ties: no right answer, not scored
     results["config"] = {k: v for k, v in vars(args).items() if k != "what"}
-    text = json.dumps(results, indent=2)
+    print("\n".join(summary_table(results)))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    print(text)
+        Path(args.out).write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
+        print(f"full results: {args.out}")
     return 0

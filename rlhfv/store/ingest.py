@@ -13,7 +13,9 @@ JSONL task rows:
      "id": "x1", "source": "pilot", "gold": 0}
 
 `responses` has two or more strings; `gold` (optional) marks a gold item: the index of the best
-response, or a list of ranks (0 = best, equal ranks tie).
+response, or a list of ranks (0 = best, equal ranks tie). Any other key refuses its row, with the
+known key it most likely meant (`preferred` → `gold`): a silently dropped label would turn a gold
+item into an ordinary one.
 """
 
 from __future__ import annotations
@@ -26,13 +28,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhfv.data.images import MAX_PIXELS, ImageError, load_image
-from rlhfv.data.preference import RowError
+from rlhfv.data.images import MAX_PIXELS, ImageError, inside, load_image
+from rlhfv.data.mapping import unknown_key_message
+from rlhfv.data.preference import RowError, row_error_lines
 from rlhfv.store.store import NewTask, Store
 
 MAX_IMAGE_BYTES = 20 * 2**20
 MAX_FILE_BYTES = 200 * 2**20  # a task file bigger than this is refused whole
 MAX_RESPONSES = 8
+TASK_KEYS = ("prompt", "images", "responses", "id", "source", "gold")
+TASK_ALIASES = {  # keys other formats use for ours
+    **dict.fromkeys(("preferred", "label", "chosen_index", "winner", "best"), "gold"),
+    **dict.fromkeys(("image", "image_path", "img"), "images"),
+    **dict.fromkeys(("question", "instruction", "input", "query"), "prompt"),
+    **dict.fromkeys(("answers", "completions", "outputs"), "responses"),
+}
 
 
 class ImageRejected(ValueError):
@@ -47,13 +57,16 @@ class ImportReport:
 
     def __str__(self) -> str:
         text = f"added {self.added} tasks, {self.duplicates} already present, {len(self.errors)} rows skipped"
-        return "\n".join([text, *(f"  {e}" for e in self.errors)])
+        return "\n".join([text, *(f"  {line}" for line in row_error_lines(self.errors))])
 
 
 def store_image(rel: str, root: Path, media_dir: Path, max_pixels: int = MAX_PIXELS,
                 max_bytes: int = MAX_IMAGE_BYTES) -> str:  # fmt: skip
     """Check the image `root/rel` and copy its bytes into `media_dir`; return its media file name."""
-    path = (root / rel).resolve()
+    try:  # contained before anything is looked at: an outside file's size is not ours to report
+        path = inside(rel, root)
+    except ImageError as e:
+        raise ImageRejected(str(e)) from None
     if path.is_file() and path.stat().st_size > max_bytes:
         raise ImageRejected(
             f"{rel!r} is {path.stat().st_size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit"
@@ -76,6 +89,9 @@ def parse_task_row(row: Any, root: Path, media_dir: Path, max_pixels: int) -> tu
     """Check one decoded row; return (task, "", "") or (None, field, message)."""
     if not isinstance(row, dict):
         return None, "<row>", f"expected a JSON object, got {type(row).__name__}"
+    unknown = [k for k in row if k not in TASK_KEYS]
+    if unknown:
+        return None, unknown[0], unknown_key_message(unknown[0], TASK_KEYS, "task", TASK_ALIASES)
     prompt = row.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         return None, "prompt", f"must be a non-empty string, got {prompt!r:.80}"

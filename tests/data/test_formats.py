@@ -148,9 +148,7 @@ def test_rewardbench_and_generic_field_mapping(tmp_path):
         {"q": {"text": "p"}, "good": "c", "bad": "r", "img": 5},
     ]
     path = write_jsonl(tmp_path / "any.jsonl", rows_in)
-    rows, errors = load_preference_data(
-        "generic", path, prompt="q.text", chosen="good", rejected="bad", images="img"
-    )
+    rows, errors = load_preference_data("generic", path, "prompt=q.text,chosen=good,rejected=bad,images=img")
     assert rows[0].responses == ["c", "r"] and rows[0].images == [str(tmp_path / "a.png")]
     assert [(e.line, e.field) for e in errors] == [(2, "img")]
     with pytest.raises(ValueError, match="unknown data format 'csv'"):
@@ -172,3 +170,85 @@ def test_the_fixed_split_is_disjoint_complete_stable_and_subsampled_within_its_p
         select_rows(rows, "dev")
     with pytest.raises(ValueError, match="test_fraction"):
         select_rows(rows, "test", test_fraction=1.5)
+
+
+def rm_bench_row(uid: int, subset: str) -> dict:
+    styles = ("concise", "detailed", "markdown")
+    return {
+        "id": uid,
+        "subset": subset,
+        "prompt": f"question {uid}",
+        "chosen": [f"right, {s}" for s in styles],
+        "rejected": [f"wrong, {s}" for s in styles],
+    }
+
+
+def test_rm_bench_names_the_subset_from_its_subset_field_and_a_level_for_each_style_pair(tmp_path):
+    path = write_jsonl(tmp_path / "total_dataset.jsonl", [rm_bench_row(1, "safety-refuse")])
+    rows, errors = load_preference_data("rm-bench", path)
+    assert not errors and len(rows) == 9
+    # chosen style i against rejected style j: hard when the chosen one is plainer (i < j).
+    levels = {r.id: r.source for r in rows}
+    assert levels["1-01"] == "safety-refuse/hard" and levels["1-11"] == "safety-refuse/normal"
+    assert levels["1-20"] == "safety-refuse/easy"
+    assert sorted(r.source.split("/")[1] for r in rows).count("hard") == 3
+
+
+def test_limit_counts_prompts_so_each_rm_bench_prompt_keeps_its_nine_pairs(tmp_path):
+    from rlhfv.data.formats import select_rows
+
+    subsets = ["chat", "code", "math", "safety-refuse", "safety-response"]
+    path = write_jsonl(tmp_path / "rm.jsonl", [rm_bench_row(i, subsets[i % 5]) for i in range(20)])
+    rows, _ = load_preference_data("rm-bench", path)
+    picked = select_rows(rows, limit=4, seed=3)
+    assert len(picked) == 36 and len({r.prompt for r in picked}) == 4
+    assert [r.source.split("/")[1] for r in picked].count("hard") == 12  # a third of the pairs each
+    train, test = select_rows(rows, "train"), select_rows(rows, "test")
+    assert len(test) == 4 * 9 and not {r.prompt for r in train} & {r.prompt for r in test}
+
+
+def test_llmbar_ids_carry_the_subset_so_two_subsets_never_share_one(tmp_path):
+    row = {"input": "q", "output_1": "a", "output_2": "b", "label": 1}
+    ids = []
+    for subset in ("Natural", "Adversarial"):
+        (tmp_path / subset).mkdir()
+        (tmp_path / subset / "dataset.json").write_text(json.dumps([row, row]))
+        rows, _ = load_preference_data("llmbar", tmp_path / subset / "dataset.json")
+        ids += [r.id for r in rows]
+    assert ids == ["Natural/dataset-1", "Natural/dataset-2", "Adversarial/dataset-1", "Adversarial/dataset-2"]
+
+
+def test_llmbar_shared_subsets_have_disjoint_ids(shared_data):
+    ids = []
+    for folder in ("Natural", "Processed/FairEval", "Processed/MT-Bench"):
+        rows, _ = load_preference_data("llmbar", shared_data / "llmbar" / folder / "dataset.json")
+        ids += [r.id for r in rows]
+    assert len(ids) == len(set(ids)) > 100
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_every_reader_reports_the_first_twenty_row_errors_then_a_count(tmp_path, caplog, suffix):
+    bad = [{"input": "q", "output_1": "a", "output_2": "b", "label": 9}] * 25
+    good = [{"input": "q", "output_1": "a", "output_2": "b", "label": 1}]
+    path = tmp_path / f"dataset{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(good + bad))
+    else:
+        write_jsonl(path, good + bad)
+    with caplog.at_level("WARNING"):
+        rows, errors = load_preference_data("llmbar", path)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(rows) == 1 and len(errors) == 25
+    assert len(messages) == 22 and messages[0].startswith(f"skipped {path}:2: field 'label'")
+    assert messages[20] == "skipped ... and 5 more skipped rows"
+    assert messages[21] == f"{path}: kept 1 rows, skipped 25 malformed rows"
+
+
+def test_the_training_jsonl_reader_reports_row_errors_the_same_way(tmp_path, caplog):
+    from rlhfv.data.jsonl import JsonlExamples
+
+    path = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": "p", "answer": "a"}] + [{"prompt": "p"}] * 21)
+    with caplog.at_level("WARNING"):
+        JsonlExamples(path)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 22 and messages[20] == "skipped ... and 1 more skipped rows"

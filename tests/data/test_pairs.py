@@ -130,7 +130,10 @@ def test_given_reading_is_shown_last_and_the_verdicts_follow_it_even_when_it_is_
         if answer != pair.answers[pair.preferred]:  # a misreading: the worse response is credited
             misread += 1
             assert answer == pair.answers[1 - pair.preferred]
-            assert f"[Response {right_one + 1}]\n{pair.responses[1 - pair.preferred].strip()}\n" in example.prompt.text
+            assert (
+                f"[Response {right_one + 1}]\n{pair.responses[1 - pair.preferred].strip()}\n"
+                in example.prompt.text
+            )
     assert 10 < misread < 40
 
 
@@ -167,9 +170,13 @@ def test_comparison_drill_targets_say_right_exactly_when_the_two_values_are_equa
         item, item_graded = drill[i], graded[i]
         said, shown = item.answer.split(" says ")[1].split(", the image shows ")
         shown = shown.split(":")[0]
-        assert item.label == ("right" if said == shown else "wrong") and item.answer.endswith(f"{item.label}.")
+        assert item.label == ("right" if said == shown else "wrong") and item.answer.endswith(
+            f"{item.label}."
+        )
         equal += said == shown
-        assert item_graded.prompt.prefill + item_graded.answer == item.answer  # same sentence, verdict as target
+        assert (
+            item_graded.prompt.prefill + item_graded.answer == item.answer
+        )  # same sentence, verdict as target
         assert drill.is_correct(item_graded.answer, item_graded)
         assert not drill.is_correct(" right." if item.label == "wrong" else " wrong.", item_graded)
     assert 70 < equal < 130

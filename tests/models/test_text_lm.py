@@ -38,9 +38,12 @@ def test_tiny_text_lm_generates_and_round_trips_through_save_model(tiny, tmp_pat
     assert torch.equal(out, out2)
 
 
-def test_load_text_lm_names_a_missing_model_and_how_to_pull_it():
-    with pytest.raises(FileNotFoundError, match="rlhfv models pull no-such-model"):
-        load_text_lm("no-such-model")
+def test_load_text_lm_names_a_missing_model_and_how_to_pull_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLHFV_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="rlhfv models pull smollm2-135m-instruct"):
+        load_text_lm("smollm2-135m-instruct")
+    with pytest.raises(FileNotFoundError, match="'no-such-model' not found.*pull one of smollm2"):
+        load_text_lm("no-such-model")  # a name nobody can pull is not told to pull it
 
 
 def test_load_text_lm_with_lora_trains_only_adapters(tiny, tmp_path):

@@ -136,3 +136,38 @@ def test_shapes_pairs_are_imported_as_gold_items_with_images(store: Store):
     gold = store.gold()
     assert len(gold) == 4 and all(sorted(r) == [0, 1] for r in gold.values())
     assert len(list(store.media_dir.glob("*.png"))) == 4
+
+
+def test_a_mixed_import_file_imports_exactly_the_good_rows_and_names_each_bad_key(
+    store: Store, images: Path, tmp_path: Path
+):
+    path = tmp_path / "tasks.jsonl"
+    ok = {"prompt": "p", "responses": ["a", "b"]}
+    write_jsonl(path, [
+        {**ok, "prompt": "good one", "gold": 1},                   # 1 ok, a gold item
+        {**ok, "prompt": "label under another name", "preferred": 0},  # 2: would lose its label
+        '{"prompt": "nan gold", "responses": ["a", "b"], "gold": NaN}',  # 3
+        {**ok, "prompt": "typo", "respones": ["x", "y"]},           # 4
+        {**ok, "prompt": "good two", "source": "pilot", "id": "g2"},  # 5 ok
+        {**ok, "prompt": "image key", "image": "red.png"},         # 6
+    ])  # fmt: skip
+    report = ingest.import_jsonl(store, path, images)
+    assert report.added == 2 and store.gold() == {1: [1, 0]}  # the good rows, with the gold label
+    assert [(e.line, e.field) for e in report.errors] == [
+        (2, "preferred"), (3, "gold"), (4, "respones"), (6, "image"),
+    ]  # fmt: skip
+    by_line = {e.line: e.message for e in report.errors}
+    assert "unknown task key 'preferred'; did you mean 'gold'?" in by_line[2]
+    assert "got nan" in by_line[3] and "did you mean 'responses'?" in by_line[4]
+    assert "did you mean 'images'?" in by_line[6]
+    lines = str(report).splitlines()
+    assert len(lines) == 5 and lines[1].startswith(f"  {path}:2: field 'preferred': unknown task key")
+
+
+def test_an_oversized_image_outside_the_folder_is_refused_as_escaping_not_measured(
+    store: Store, images: Path
+):
+    (images.parent / "big.bin").write_bytes(b"\0" * 2048)
+    with pytest.raises(ingest.ImageRejected, match="escapes its folder") as caught:
+        ingest.store_image("../big.bin", images, store.media_dir, max_bytes=1024)
+    assert "MiB" not in str(caught.value)  # an outside file's size is not reported
