@@ -174,3 +174,27 @@ def test_pulled_lite0_is_the_imagenet_classifier_on_real_photos():
         with torch.no_grad():
             probs = net(x).softmax(-1)[0]
         assert int(probs.argmax()) == expected and probs[expected] > 0.5
+
+
+@pulled
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (model_home() / "smollm2-135m-instruct" / "rlhfv_model.json").is_file(),
+    reason="smollm2-135m-instruct absent: run `rlhfv models pull smollm2-135m-instruct`",
+)
+def test_real_photos_go_through_the_pretrained_parts_and_generate(shared_data):
+    """Photos of any size and format (three .jpg files are really WebP) reach the pulled tower at 224 px."""
+    from rlhfv.data.images import load_image
+
+    source = shared_data / "rlaifv_example_images_prompts"
+    rows = [json.loads(line) for line in (source / "detail_test_30_input.jsonl").read_text().splitlines()]
+    rows = rows[:2] + [r for r in rows if "Leptis_Magna" in r["image_path"]][:1]
+    prompts = [
+        Prompt(r["question"], [load_image(source / "imgs_detail" / Path(r["image_path"]).name)]) for r in rows
+    ]
+    model = build_cnn_lm(grid=4, feature_cache=None)
+    batch = model.encoder(prompts)
+    assert batch["pixel_values"].shape == (3, 3, 224, 224)
+    out = model.module.generate(**batch, max_new_tokens=8, do_sample=False)
+    texts = model.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert len(texts) == 3 and all(t.strip() for t in texts)  # the untrained projector still yields text
