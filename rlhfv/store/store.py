@@ -66,6 +66,17 @@ class TaskView:
     images: list[Path]
     responses: list[str]
     shown_order: list[int]
+    external_id: str = ""
+
+
+@dataclass
+class TaskProgress:
+    """A task's labels so far against the `overlap` it wants (what a waiting pipeline polls)."""
+
+    id: int
+    external_id: str
+    overlap: int
+    labels: int
 
 
 def task_fingerprint(prompt: str, images: list[str], responses: list[str]) -> str:
@@ -206,7 +217,9 @@ class Store:
 
     def _view(self, task: Task, assignment: Assignment) -> TaskView:
         images = [self.media_dir / name for name in task.images]
-        return TaskView(task.id, task.prompt, images, list(task.responses), list(assignment.shown_order))
+        return TaskView(
+            task.id, task.prompt, images, list(task.responses), list(assignment.shown_order), task.external_id
+        )
 
     def next_task(self, user_id: int) -> TaskView | None:
         """The user's open task, or a newly claimed one they have never been given; None when done.
@@ -379,6 +392,20 @@ class Store:
                  "external_id": t.external_id}
                 for a, name, t in rows
             ]  # fmt: skip
+
+    def task_progress(self, external_prefix: str) -> dict[str, TaskProgress]:
+        """Every task whose external id starts with `external_prefix`, by external id, with its label count."""
+        with self.session() as s:
+            per_task = (
+                select(Annotation.task_id, func.count().label("n")).group_by(Annotation.task_id).subquery()
+            )
+            rows = s.execute(
+                select(Task.id, Task.external_id, Task.overlap, func.coalesce(per_task.c.n, 0))
+                .outerjoin(per_task, per_task.c.task_id == Task.id)
+                .where(Task.external_id.startswith(external_prefix, autoescape=True))
+                .order_by(Task.id)
+            ).all()
+        return {ext: TaskProgress(tid, ext, overlap, int(n)) for tid, ext, overlap, n in rows}
 
     def gold(self) -> dict[int, list[int]]:
         with self.session() as s:
