@@ -85,6 +85,20 @@ def store_image(rel: str, root: Path, media_dir: Path, max_pixels: int = MAX_PIX
     return target.name
 
 
+def store_pil_image(image: Any, media_dir: Path) -> str:
+    """Save an in-memory image (one we made, so it needs no checks) as PNG under its content hash."""
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    name = f"{hashlib.sha256(buf.getvalue()).hexdigest()}.png"
+    if not (media_dir / name).exists():
+        tmp = media_dir / f"{name}.part"
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(media_dir / name)  # a killed write never leaves half an image under the real name
+    return name
+
+
 def parse_task_row(row: Any, root: Path, media_dir: Path, max_pixels: int) -> tuple[NewTask | None, str, str]:
     """Check one decoded row; return (task, "", "") or (None, field, message)."""
     if not isinstance(row, dict):
@@ -213,22 +227,13 @@ def import_rollouts(store: Store, run_dir: str | Path, overlap: int = 3, min_ste
 def import_shapes(store: Store, n: int = 50, seed: int = 0, split: str = "train", overlap: int = 3,
                   as_gold: bool = True) -> ImportReport:  # fmt: skip
     """Import ShapesVQA preference pairs; their answers are known, so by default they are gold items."""
-    import io
-
     from rlhfv.data.shapes import ShapesVQA
 
     data = ShapesVQA(size=n, split=split, seed=seed)
     tasks = []
     for index in range(n):
         pair = data.preference_pair(index)
-        names = []
-        for image in pair.prompt.images:
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
-            name = f"{hashlib.sha256(buf.getvalue()).hexdigest()}.png"
-            if not (store.media_dir / name).exists():
-                (store.media_dir / name).write_bytes(buf.getvalue())
-            names.append(name)
+        names = [store_pil_image(image, store.media_dir) for image in pair.prompt.images]
         gold = [0 if i == pair.preferred else 1 for i in range(2)] if as_gold else None
         tasks.append(NewTask(prompt=pair.prompt.text, responses=list(pair.responses), images=names,
                              source="shapes", external_id=pair.id, gold=gold))  # fmt: skip

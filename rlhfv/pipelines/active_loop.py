@@ -1,0 +1,488 @@
+"""The closed loop (active preference learning): the GRM picks which pairs people label, and the
+labels retrain the GRM.
+
+Each round r:
+1. sample: the policy answers `pool` questions (`samples` answers each); per question one answer
+   the checker accepts against one it rejects, as `rlhfv.data.pairs.SampledPairs` pairs them;
+2. score: the current GRM judges each pair `judge_samples` times, alternating the order; a pair
+   none of whose judgements parse is skipped and counted (`loop/unparsable`), never given a score;
+3. pick: the `selection` strategy (`rlhfv.grm.selection`) ranks them, `diverse` passes over near
+   duplicates, and the top `per_round` are queued in the store with `overlap` labels wanted each,
+   under the external id `loop:<id>:r<r>:q<question>`;
+4. wait: simulated annotators label them through the store API, or (`annotators: app`) the loop
+   polls the store until people have, an admin ends the round, or `wait_timeout_s` passes;
+5. export: a numbered snapshot of every label (`rlhfv.store.export`);
+6. train: the starting GRM is fine-tuned (`rlhfv.pipelines.sft`) on all the loop's labels so far
+   and scored on the held-out pairs of `grm_train.eval_data`; that model judges the next round.
+The loop stops after `rounds`, at `label_budget` labels or at `target_accuracy`. Policy GRPO with
+the refreshed GRM (issue 16's optional step 7) is not part of it yet.
+
+Crash safety: the round and phase live in `<run.dir>/loop_state.json` (written atomically after
+each phase and mirrored into the store's settings as `loop:<run.name>`); tasks and labels live in
+the store. Every phase can be done again without harm: sampling is seeded per round, a round whose
+tasks are already in the store is not sampled or queued again, labels are the store's (a label is
+never copied out and counted), an export is a new numbered snapshot, and the GRM's SFT run resumes
+its own checkpoints. So after `kill -9`, `run.resume=auto` continues the same round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from omegaconf import OmegaConf
+from sqlalchemy.exc import OperationalError
+from tqdm import tqdm
+
+from rlhfv.config import RecipeError, RunConfig, component_field, instantiate, resolve_target, validate_recipe
+from rlhfv.data.pairs import split_pair
+from rlhfv.grm.judge import JudgeItem, judge
+from rlhfv.grm.selection import diverse, image_hash, ranked
+from rlhfv.models.base import ChatModel, save_model
+from rlhfv.rollout import generate
+from rlhfv.store.export import export_snapshot
+from rlhfv.store.ingest import store_pil_image
+from rlhfv.store.simulated import SimulatedAnnotator
+from rlhfv.store.store import NewTask, Store
+from rlhfv.training.run import RunExistsError, start_run
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+PHASES = ("sample", "wait", "export", "train", "done")
+
+
+class StoreUnreachable(RuntimeError):
+    """The store kept failing after every retry; the loop's state is saved and resumable."""
+
+
+@dataclass
+class SimulatedLabellers:
+    """`annotators: simulated`: `count` scripted labellers (0: as many as `overlap`)."""
+
+    count: int = 0
+    error_rate: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class ActiveLoopConfig:
+    """Keys of an active-loop recipe (see the module docstring for the round).
+
+    Attributes:
+        store: The preference store (a SQLite path or database URL; "": `<run.dir>/store.db`).
+        annotators: "simulated" (scripted labellers, `simulated`) or "app" (people in the app).
+        overlap: Labels wanted per task (k).
+        policy: The policy whose answers are paired (ChatModel node).
+        grm: The GRM every round's training starts from (ChatModel node).
+        pool: Questions with `is_correct(text, example)` (a data set node taking `seed`; each
+            round draws its own with seed = run.seed * 100003 + round).
+        samples, max_new_tokens, temperature: The policy's answers per question.
+        judge_samples, judge_max_new_tokens, judge_temperature: The GRM's judgements per pair
+            (the order alternates; temperature 0: greedy).
+        judge_force: Let a GRM too small for the output contract write its scores after a forced
+            `Scores: \\boxed{` (`rlhfv.grm.judge.force_scores`); off, such judgements are unparsable.
+        selection: Dotted path of a strategy in `rlhfv.grm.selection` (or your own, same signature).
+        diverse: Pass over near-duplicate prompts and images within a round.
+        per_round: Pairs queued per round (M).
+        rounds / label_budget / target_accuracy: Stopping rules (0: no budget / no target).
+        judge_task: Keyword arguments of `rlhfv.data.pairs.JudgeTask` for the GRM's training data.
+        grm_train: Keys of an SFT recipe (`rlhfv.pipelines.sft.SFTConfig`) except run, policy and
+            train_data; its `eval_data` (held-out labelled pairs) gives each round's accuracy.
+        wait_timeout_s, poll_s: `annotators: app`: how long to wait for a round's labels, how often to look.
+        store_retries, store_backoff_s: A failing store is retried this often, waiting
+            backoff, 2×backoff, … between tries; then the loop stops, resumable.
+    """
+
+    run: RunConfig = field(default_factory=RunConfig)
+    store: str = ""
+    annotators: str = "simulated"
+    simulated: SimulatedLabellers = field(default_factory=SimulatedLabellers)
+    overlap: int = 1
+    policy: dict[str, Any] = component_field({"_component_": "rlhfv.models.hf_vlm.tiny_qwen2_vl"})
+    grm: dict[str, Any] = component_field({"_component_": "rlhfv.models.hf_vlm.tiny_qwen2_vl"})
+    pool: dict[str, Any] = component_field({"_component_": "rlhfv.data.shapes.ShapesVQA", "size": 32})
+    samples: int = 4
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    judge_samples: int = 2
+    judge_max_new_tokens: int = 64
+    judge_temperature: float = 0.7
+    judge_force: bool = False
+    selection: str = "rlhfv.grm.selection.uncertainty"
+    diverse: bool = False
+    per_round: int = 8
+    rounds: int = 3
+    label_budget: int = 0
+    target_accuracy: float = 0.0
+    judge_task: dict[str, Any] = field(default_factory=dict)
+    grm_train: dict[str, Any] = field(default_factory=dict)
+    wait_timeout_s: float = 3600.0
+    poll_s: float = 5.0
+    store_retries: int = 5
+    store_backoff_s: float = 1.0
+
+
+def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
+    source = f"{cfg.run.name} (rlhfv.pipelines.active_loop)"
+    check_config(cfg, source)
+    strategy = resolve_target(cfg.selection, source, "selection")
+    state_path = Path(cfg.run.dir) / "loop_state.json"
+    if state_path.is_file() and cfg.run.resume == "never":
+        raise RunExistsError(
+            f"{state_path} holds a loop in progress; pass run.resume=auto to continue it "
+            "or run.resume=overwrite to start again"
+        )
+    run = start_run(cfg)  # "overwrite" clears the folder, state file included
+    state = json.loads(state_path.read_text()) if state_path.is_file() else None
+    if state is not None:
+        logger.info("resuming the loop at round %d, phase %s", state["round"], state["phase"])
+    store_url = cfg.store or str(run.dir / "store.db")
+
+    def retrying(what: str, fn: Callable[[], T]) -> T:
+        for attempt in range(cfg.store_retries + 1):
+            try:
+                return fn()
+            except OperationalError as e:  # locked, gone, unreachable: worth another try
+                if attempt == cfg.store_retries:
+                    where = f"round {state['round']}, phase {state['phase']}" if state else "its start"
+                    raise StoreUnreachable(
+                        f"store {store_url}: {what} failed {attempt + 1} times ({str(e.orig)[:200]}); the "
+                        f"loop is saved at {where}: make the store reachable and rerun with run.resume=auto"
+                    ) from e
+                delay = cfg.store_backoff_s * 2**attempt
+                logger.warning("store %s: %s failed (%s); retrying in %.1f s", store_url, what, e.orig, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    store = retrying("opening", lambda: Store(store_url))
+
+    def save(new_state: dict[str, Any]) -> None:
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(new_state, indent=2))
+        tmp.replace(state_path)  # atomic: a kill leaves the old state or the new, never half
+        retrying(
+            "saving the loop state", lambda: store.set_setting(f"loop:{cfg.run.name}", json.dumps(new_state))
+        )
+
+    if state is None:
+        grm_start = run.dir / "grm_start"  # every round's GRM training starts from this copy
+        save_model(instantiate(cfg.grm), grm_start)
+        state = {"id": secrets.token_hex(4), "round": 1, "phase": "sample", "grm": str(grm_start),
+                 "grm_start": str(grm_start), "history": [], "stopped": ""}  # fmt: skip
+        save(state)
+    policy: ChatModel = instantiate(cfg.policy)
+    policy.module.to(run.device).eval()
+    loop_prefix = f"loop:{state['id']}:"
+
+    while state["phase"] != "done":
+        r = state["round"]
+        round_prefix = f"{loop_prefix}r{r}:"
+        if state["phase"] in ("sample", "wait"):
+            pool = instantiate(cfg.pool, seed=cfg.run.seed * 100_003 + r)
+
+        if state["phase"] == "sample":
+            queued = retrying("reading tasks", lambda: store.task_progress(round_prefix))
+            if queued:  # queued before a crash, the state not yet saved: never queue a round twice
+                logger.info("round %d: its %d tasks are already in the store", r, len(queued))
+                stats = {"loop/queued": len(queued)}
+            else:
+                stats = sample_and_queue(
+                    cfg, policy, pool, state, round_prefix, strategy, store, run, retrying
+                )
+            state = {**state, "phase": "wait", "stats": stats}
+            save(state)
+
+        if state["phase"] == "wait":
+            wait_for_labels(cfg, store, round_prefix, pool, r, retrying, run.dir)
+            state = {**state, "phase": "export"}
+            save(state)
+
+        if state["phase"] == "export":
+            snapshot = retrying("exporting", lambda: export_snapshot(store, run.dir / "exports"))
+            hold_if_asked(run.dir, "export")
+            progress = retrying("reading tasks", lambda: store.task_progress(loop_prefix))
+            tracked = {p.id for p in progress.values()}
+            pairs = loop_preferences(snapshot.path, tracked)
+            labels = sum(p.labels for p in progress.values())
+            state = {
+                **state,
+                "phase": "train",
+                "snapshot": str(snapshot.path),
+                "pairs": pairs,
+                "labels": labels,
+            }
+            save(state)
+
+        if state["phase"] == "train":
+            summary = train_grm(cfg, state, run.dir / f"round_{r}" / "grm", source)
+            hold_if_asked(run.dir, "train")
+            record = {"round": r, "labels/used": state["labels"], "labels/pairs": state["pairs"], **state.get("stats", {}),
+                      "grm/accuracy": summary.get("after/accuracy", float("nan"))}  # fmt: skip
+            if "before/accuracy" in summary and not state["history"]:
+                record["grm/accuracy_before"] = summary["before/accuracy"]
+            history = [*state["history"], record]
+            stop = stopping_reason(cfg, r, state["labels"], record["grm/accuracy"])
+            grm = (
+                str(run.dir / f"round_{r}" / "grm" / "final") if "after/accuracy" in summary else state["grm"]
+            )
+            state = {**state, "history": history, "grm": grm, "round": r if stop else r + 1,
+                     "phase": "done" if stop else "sample", "stopped": stop}  # fmt: skip
+            save(state)
+            run.log(r, {k: v for k, v in record.items() if k != "round"})
+            logger.info(
+                "round %d: %d labels, %d pairs, GRM held-out accuracy %.3f",
+                r, record["labels/used"], record["labels/pairs"], record["grm/accuracy"],
+            )  # fmt: skip
+
+    logger.info("loop stopped: %s", state["stopped"])
+    for rec in state["history"]:
+        logger.info(
+            "  round %d  labels %4d  grm/accuracy %.3f", rec["round"], rec["labels/used"], rec["grm/accuracy"]
+        )
+    summary_out = {
+        "rounds": len(state["history"]),
+        "labels": state["history"][-1]["labels/used"] if state["history"] else 0,
+        "stopped": state["stopped"],
+        "accuracy_by_round": [rec["grm/accuracy"] for rec in state["history"]],
+        "labels_by_round": [rec["labels/used"] for rec in state["history"]],
+        "grm": state["grm"],
+    }
+    store.close()
+    return run.finish(None, summary_out)
+
+
+def check_config(cfg: ActiveLoopConfig, source: str) -> None:
+    """Refuse a recipe the loop cannot run, before any work, naming the key and value."""
+    if cfg.annotators not in ("simulated", "app"):
+        raise RecipeError(f"{source}: annotators = {cfg.annotators!r}; choose 'simulated' or 'app'")
+    labellers = cfg.simulated.count or cfg.overlap
+    if cfg.annotators == "simulated" and labellers < cfg.overlap:
+        raise RecipeError(
+            f"{source}: simulated.count = {labellers} labellers cannot give each task overlap = "
+            f"{cfg.overlap} labels (one label per person per task); raise simulated.count"
+        )
+    for key in ("overlap", "per_round", "rounds", "judge_samples"):
+        if getattr(cfg, key) < 1:
+            raise RecipeError(f"{source}: {key} = {getattr(cfg, key)!r}; must be at least 1")
+    if cfg.samples < 2:
+        raise RecipeError(f"{source}: samples = {cfg.samples}; pairing needs at least 2 answers per question")
+    if "eval_data" not in cfg.grm_train:
+        raise RecipeError(f"{source}: grm_train.eval_data is missing; the loop reports held-out GRM accuracy")
+    for key in ("run", "policy", "train_data", "pipeline"):
+        if key in cfg.grm_train:
+            raise RecipeError(f"{source}: grm_train.{key} is set by the loop; remove it")
+    # the SFT keys and the judge task's keys are checked against their code now, not in round 1
+    grm_train = OmegaConf.to_container(cfg.grm_train, resolve=True)
+    validate_recipe(
+        OmegaConf.create({"pipeline": "rlhfv.pipelines.sft.main", **grm_train}), f"{source}: grm_train"
+    )
+    validate_recipe(
+        OmegaConf.create({"pipeline": "rlhfv.pipelines.sft.main",
+                          "train_data": {"_component_": "rlhfv.data.pairs.JudgeTask", "pairs": [], **cfg.judge_task}}),
+        f"{source}: judge_task",
+    )  # fmt: skip
+
+
+def hold_if_asked(run_dir: Path, phase: str) -> None:
+    """Test hook: with RLHFV_LOOP_HOLD=<phase>, stop here (leaving `held-<phase>` in the run folder)
+    so a test can `kill -9` the loop in the middle of that phase."""
+    if os.environ.get("RLHFV_LOOP_HOLD") == phase:
+        (run_dir / f"held-{phase}").touch()
+        time.sleep(3600)
+
+
+def sample_and_queue(
+    cfg: ActiveLoopConfig,
+    policy: ChatModel,
+    pool: Any,
+    state: dict[str, Any],
+    round_prefix: str,
+    strategy: Callable[..., list[float | None]],
+    store: Store,
+    run: Any,
+    retrying: Callable[..., Any],
+) -> dict[str, int]:
+    """Steps 1-3 of a round: pair the policy's answers, score the pairs with the GRM, queue the picks."""
+    from rlhfv.models.base import load_model
+
+    r = state["round"]
+    check = getattr(pool, "is_correct", None)
+    if check is None:
+        raise RecipeError(f"pool: {type(pool).__name__} has no is_correct(text, example) to pair answers by")
+    seed = cfg.run.seed * 100_003 + r
+    candidates: list[tuple[int, Any]] = []  # (question index, PreferencePair)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in tqdm(range(0, len(pool), 32), desc=f"round {r}: sampling answers", unit="batch"):
+            examples = [pool[i] for i in range(start, min(len(pool), start + 32))]
+            texts = generate(policy, [e.prompt for e in examples], cfg.samples, cfg.max_new_tokens,
+                             cfg.temperature).texts  # fmt: skip
+            for j, example in enumerate(examples):
+                answers = texts[j * cfg.samples : (j + 1) * cfg.samples]
+                pair = split_pair(answers, example, check, random.Random(seed + start + j), f"q{start + j}")
+                if pair is not None:
+                    candidates.append((start + j, pair))
+    if not candidates:
+        raise ValueError(
+            f"round {r}: empty candidate pool: none of the {len(pool)} pool questions got both an answer "
+            f"the checker accepts and one it rejects in {cfg.samples} samples; raise pool.size or samples "
+            "(the loop is saved; rerun with run.resume=auto)"
+        )
+    grm = load_model(state["grm"])
+    grm.module.to(run.device).eval()
+    k = cfg.judge_samples
+    orders = [[[0, 1] if j % 2 == 0 else [1, 0] for j in range(k)]] * len(candidates)  # [C][k][2]
+    items = [JudgeItem(p.prompt.text, list(p.responses), list(p.prompt.images)) for _, p in candidates]
+    judgements = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in tqdm(range(0, len(items), 16), desc=f"round {r}: judging pairs", unit="batch"):
+            judgements += judge(grm, items[start : start + 16], k=k, orders=orders[start : start + 16],
+                                greedy=cfg.judge_temperature == 0, temperature=cfg.judge_temperature or 1.0,
+                                max_new_tokens=cfg.judge_max_new_tokens, force=cfg.judge_force)  # fmt: skip
+    del grm
+    hold_if_asked(run.dir, "sample")
+    rng = random.Random(seed)
+    informativeness = strategy(judgements, rng)  # [C], None: the judgements cannot say
+    unparsable = sum(all(s is None for s in j.scores) for j in judgements)
+    order = ranked(informativeness, rng)
+    if cfg.diverse:
+        hashes = [image_hash(p.prompt.images) for _, p in candidates]
+        picked = diverse(order, [p.prompt.text for _, p in candidates], hashes, cfg.per_round)
+    else:
+        picked = order[: cfg.per_round]
+    if not picked:
+        raise ValueError(
+            f"round {r}: empty candidate pool: the GRM's judgements of all {len(candidates)} candidate "
+            f"pairs were unparsable ({unparsable}) or gave {cfg.selection} nothing to rank; raise "
+            "judge_max_new_tokens or check the GRM (the loop is saved; rerun with run.resume=auto)"
+        )
+    tasks = []
+    for i in picked:
+        index, pair = candidates[i]
+        images = [store_pil_image(image, store.media_dir) for image in pair.prompt.images]
+        tasks.append(NewTask(prompt=pair.prompt.text, responses=list(pair.responses), images=images,
+                             source=f"loop:{cfg.run.name}", external_id=f"{round_prefix}q{index}"))  # fmt: skip
+    added, present = retrying("queueing tasks", lambda: store.add_tasks(tasks, cfg.overlap))
+    if present:
+        logger.warning(
+            "round %d: %d picked pairs were already in the store and are not queued again", r, present
+        )
+    logger.info(
+        "round %d: %d candidate pairs, %d unparsable, queued %d (overlap %d)",
+        r, len(candidates), unparsable, added, cfg.overlap,
+    )  # fmt: skip
+    return {"loop/candidates": len(candidates), "loop/unparsable": unparsable, "loop/queued": added}
+
+
+def wait_for_labels(
+    cfg: ActiveLoopConfig,
+    store: Store,
+    round_prefix: str,
+    pool: Any,
+    r: int,
+    retrying: Callable[..., Any],
+    run_dir: Path,
+) -> None:
+    """Step 4: simulated labellers label the round; or poll the store until people have."""
+    if cfg.annotators == "simulated":
+        examples = {f"{round_prefix}q{i}": pool[i] for i in range(len(pool))}  # the question behind each task
+        count = cfg.simulated.count or cfg.overlap
+        for i in range(count):
+            ann = retrying("adding an annotator", lambda i=i: SimulatedAnnotator(
+                store, f"simulated-{i}", cfg.simulated.error_rate, cfg.simulated.seed))  # fmt: skip
+            retrying("labelling", lambda ann=ann: ann.label(examples, pool.is_correct))
+            if i == 0:
+                hold_if_asked(run_dir, "wait")
+    started = time.monotonic()
+    while True:
+        progress = retrying("reading tasks", lambda: store.task_progress(round_prefix))
+        missing = sum(max(0, p.overlap - p.labels) for p in progress.values())
+        if missing == 0:
+            return
+        if retrying("reading settings", lambda: store.setting(f"loop:{cfg.run.name}:end_round")) == str(r):
+            logger.info("round %d ended early by an admin with %d labels still missing", r, missing)
+            return
+        waited = time.monotonic() - started
+        if waited > cfg.wait_timeout_s:
+            raise TimeoutError(
+                f"round {r}: {missing} labels still missing on {len(progress)} tasks after "
+                f"{waited:.0f} s (wait_timeout_s = {cfg.wait_timeout_s}); the loop is saved: rerun with "
+                f"run.resume=auto to keep waiting, or set the store setting loop:{cfg.run.name}:end_round={r}"
+            )
+        logger.info("round %d: waiting for %d labels (%.0f s so far)", r, missing, waited)
+        time.sleep(cfg.poll_s)
+
+
+def loop_preferences(snapshot: Path, tracked: set[int]) -> int:
+    """Write `loop_preferences.jsonl` next to the snapshot's pairs: those of the loop's own tasks.
+
+    A label on a task the loop does not track (another source's, or added by hand) stays in the
+    store and the snapshot but is left out of the loop's training, with a warning naming it.
+    """
+    kept, foreign = [], set()
+    for line in (snapshot / "preferences.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        task_id = int(row["id"].split("-", 1)[0][1:])  # "t{task_id}-r{i}-r{j}", rlhfv.store.export
+        (kept.append(line) if task_id in tracked else foreign.add(task_id))
+    if foreign:
+        logger.warning(
+            "%s: labels on %d task(s) the loop does not track (task ids %s) are kept in the store but "
+            "not trained on", snapshot, len(foreign), sorted(foreign)[:10],
+        )  # fmt: skip
+    (snapshot / "loop_preferences.jsonl").write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    return len(kept)
+
+
+def train_grm(cfg: ActiveLoopConfig, state: dict[str, Any], run_dir: Path, source: str) -> dict[str, Any]:
+    """Step 6: SFT from the starting GRM on all the loop's labelled pairs (its own run, resumable)."""
+    from rlhfv.pipelines import sft
+
+    if state["pairs"] == 0:
+        logger.warning(
+            "round %d: the labels so far give no preference pair (all ties); the GRM is kept", state["round"]
+        )
+        return {}
+    stage = {
+        "pipeline": "rlhfv.pipelines.sft.main",
+        **OmegaConf.to_container(cfg.grm_train, resolve=True),
+        "policy": {"_component_": "rlhfv.models.base.load_model", "path": state["grm_start"]},
+        "train_data": {
+            "_component_": "rlhfv.data.pairs.JudgeTask",
+            **cfg.judge_task,
+            "pairs": {
+                "_component_": "rlhfv.data.formats.PreferenceData",
+                "format": "jsonl",
+                "path": str(Path(state["snapshot"]) / "loop_preferences.jsonl"),
+            },  # fmt: skip
+        },
+        "run": {
+            "dir": str(run_dir),
+            "resume": "auto",
+            "seed": cfg.run.seed,
+            "device": cfg.run.device,
+            "cpu_threads": cfg.run.cpu_threads,
+            "save_every": max(1, cfg.grm_train.get("steps", 200) // 4),
+        },  # a kill costs a quarter at most  # fmt: skip
+    }
+    return sft.main(validate_recipe(OmegaConf.create(stage), f"{source}: grm_train, round {state['round']}"))
+
+
+def stopping_reason(cfg: ActiveLoopConfig, r: int, labels: int, accuracy: float) -> str:
+    """Why the loop stops after round r ("" to go on)."""
+    if cfg.target_accuracy and accuracy >= cfg.target_accuracy:
+        return f"GRM held-out accuracy {accuracy:.3f} reached target_accuracy {cfg.target_accuracy}"
+    if cfg.label_budget and labels >= cfg.label_budget:
+        return f"{labels} labels reached label_budget {cfg.label_budget}"
+    if r >= cfg.rounds:
+        return f"all {cfg.rounds} rounds done"
+    return ""
