@@ -153,13 +153,13 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
                 return fn()
             except OperationalError as e:  # locked, gone, unreachable: worth another try
                 if attempt == cfg.store_retries:
-                    where = f"round {state['round']}, phase {state['phase']}" if state else "its start"
+                    where = f"round {state['round']}, phase {state['phase']}" if state else "its start (nothing done yet)"
                     raise StoreUnreachable(
                         f"store {store_url}: {what} failed {attempt + 1} times ({str(e.orig)[:200]}); the "
                         f"loop is saved at {where}: make the store reachable and rerun with run.resume=auto"
                     ) from e
                 delay = cfg.store_backoff_s * 2**attempt
-                logger.warning("store %s: %s failed (%s); retrying in %.1f s", store_url, what, e.orig, delay)
+                logger.warning("store %s: %s failed (%s); retrying in %.2g s", store_url, what, e.orig, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -190,7 +190,7 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
             pool = instantiate(cfg.pool, seed=cfg.run.seed * 100_003 + r)
 
         if state["phase"] == "sample":
-            queued = retrying("reading tasks", lambda: store.task_progress(round_prefix))
+            queued = retrying("reading tasks", lambda p=round_prefix: store.task_progress(p))
             if queued:  # queued before a crash, the state not yet saved: never queue a round twice
                 logger.info("round %d: its %d tasks are already in the store", r, len(queued))
                 stats = {"loop/queued": len(queued)}

@@ -82,3 +82,121 @@ def test_the_tiny_loop_runs_its_rounds_and_reports_accuracy_per_round(tmp_path, 
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "grm/accuracy" in r] == [1, 2]
     assert all("loop/unparsable" in r for r in rows if "grm/accuracy" in r)
+
+
+def run_cli(run_dir: Path, model: Path, *extra: str, hold: str = "") -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "RLHFV_LOOP_HOLD": hold}
+    args = [sys.executable, "-m", "rlhfv.cli", "run", RECIPE, *tiny(run_dir, model, *extra)]
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["sample", "wait", "export", "train"])
+def test_kill_9_in_a_phase_then_resume_continues_the_same_round_losing_and_doubling_nothing(
+    tmp_path, tiny_model, phase
+):
+    run_dir = tmp_path / "run"
+    victim = run_cli(run_dir, tiny_model, hold=phase)
+    deadline = time.time() + 240
+    while not (run_dir / f"held-{phase}").exists():  # the loop stops mid-phase in round 1
+        assert victim.poll() is None, victim.stderr.read().decode()[-2000:]
+        assert time.time() < deadline, f"the loop never reached the {phase} phase"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    state = loop_state(run_dir)
+    assert (state["round"], state["phase"]) == (1, phase)  # killed in the middle of that phase
+    store = Store(run_dir / "store.db")
+    queued_before = {k: p.id for k, p in store.task_progress("loop:").items()}
+    store.close()
+    if phase != "sample":
+        assert len(queued_before) == 2  # queued before the kill: must not be queued again
+
+    resumed = run_cli(run_dir, tiny_model)
+    assert resumed.wait(timeout=240) == 0, resumed.stderr.read().decode()[-3000:]
+    check_store(run_dir, rounds=2)
+    store = Store(run_dir / "store.db")
+    after = {k: p.id for k, p in store.task_progress("loop:").items()}
+    store.close()
+    assert all(after[k] == v for k, v in queued_before.items())  # the same round-1 tasks, not new ones
+    assert loop_state(run_dir)["phase"] == "done"
+
+
+def test_bad_recipes_are_refused_before_any_work_naming_the_key(tmp_path, tiny_model, capsys):
+    import re
+
+    cases = {
+        "annotators=robots": "annotators = 'robots'",
+        "simulated.count=1": "simulated.count = 1 labellers cannot give each task overlap = 2",
+        "samples=1": "samples = 1",
+        "grm_train.stepz=3": "grm_train: unknown key 'stepz'; did you mean 'steps'",
+        "judge_task.analysys=verdict": "judge_task: unknown key .*analysys",
+        "selection=rlhfv.grm.selection.nope": "selection = 'rlhfv.grm.selection.nope'",
+    }
+    for override, message in cases.items():
+        assert cli(["run", RECIPE, *tiny(tmp_path / override, tiny_model, override)]) == 2
+        assert re.search(message, capsys.readouterr().err), override
+        assert not (tmp_path / override / "loop_state.json").exists()
+
+
+@pytest.mark.slow
+def test_an_empty_pool_and_unparsable_judgements_stop_the_round_clearly_and_it_stays_resumable(
+    tmp_path, tiny_model
+):
+    run_dir = tmp_path / "run"
+    # Without forced score lines the random tiny GRM never writes a score: every candidate is
+    # unparsable, none is queued with a made-up score.
+    with pytest.raises(
+        ValueError, match=r"round 1: empty candidate pool: the GRM's judgements of all 4 .* unparsable \(4\)"
+    ):
+        cli(["run", RECIPE, *tiny(run_dir, tiny_model, "judge_force=false")])
+    assert (loop_state(run_dir)["round"], loop_state(run_dir)["phase"]) == (1, "sample")
+    assert Store(run_dir / "store.db").task_progress("loop:") == {}
+    # ShapesVQA's own checker: a random policy never says the right answer, so nothing pairs.
+    with pytest.raises(ValueError, match="round 1: empty candidate pool: none of the 6 pool questions"):
+        cli(["run", RECIPE, *tiny(run_dir, tiny_model, "pool._component_=rlhfv.data.shapes.ShapesVQA")])
+    # fixed, the same run continues from round 1
+    assert cli(["run", RECIPE, *tiny(run_dir, tiny_model, "rounds=1")]) == 0
+    check_store(run_dir, rounds=1)
+
+
+@pytest.mark.slow
+def test_app_annotators_time_out_resumably_and_the_loop_takes_peoples_labels_on_resume(tmp_path, tiny_model):
+    run_dir = tmp_path / "run"
+    app = ["annotators=app", "wait_timeout_s=0.3", "rounds=1"]
+    with pytest.raises(TimeoutError, match=r"round 1: 4 labels still missing on 2 tasks .* run.resume=auto"):
+        cli(["run", RECIPE, *tiny(run_dir, tiny_model, *app)])
+    assert loop_state(run_dir)["phase"] == "wait"
+    store = Store(run_dir / "store.db")
+    # people label through the store as the app does; a third person labels a task of another source
+    store.add_tasks([NewTask(prompt="not the loop's", responses=["a", "b"], external_id="mine")], overlap=1)
+    for name in ("ann", "bob"):
+        user = store.add_user(name, f"{name}-password").id
+        while (view := store.next_task(user)) is not None:
+            store.submit(user, view.id, [0, 1])
+    store.close()
+    assert cli(["run", RECIPE, *tiny(run_dir, tiny_model, *app)]) == 0
+    state = loop_state(run_dir)
+    assert state["history"][0]["labels/used"] == 4  # the foreign label is not the loop's
+    rows = (Path(state["snapshot"]) / "preferences.jsonl").read_text().splitlines()
+    loop_rows = (Path(state["snapshot"]) / "loop_preferences.jsonl").read_text().splitlines()
+    assert len(rows) == 3 and len(loop_rows) == 2  # exported, kept in the store, not trained on
+
+
+def test_an_unreachable_store_is_retried_with_backoff_then_stops_with_a_message(tmp_path, tiny_model, caplog):
+    blocked = tmp_path / "not-a-database"
+    blocked.mkdir()  # a folder where the SQLite file should be: every open fails
+    with pytest.raises(
+        RuntimeError, match=rf"store {blocked}: opening failed 3 times .* run.resume=auto"
+    ):
+        cli(["run", RECIPE, *tiny(tmp_path / "run", tiny_model, f"store={blocked}", "store_retries=2")])
+    assert caplog.text.count("retrying in") == 2
+
+
+def test_a_loop_in_progress_is_not_restarted_without_being_asked(tmp_path, tiny_model):
+    from rlhfv.training.run import RunExistsError
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "loop_state.json").write_text("{}")
+    with pytest.raises(RunExistsError, match="run.resume=auto"):
+        cli(["run", RECIPE, *tiny(tmp_path / "run", tiny_model, "run.resume=never")])
