@@ -153,7 +153,11 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
                 return fn()
             except OperationalError as e:  # locked, gone, unreachable: worth another try
                 if attempt == cfg.store_retries:
-                    where = f"round {state['round']}, phase {state['phase']}" if state else "its start (nothing done yet)"
+                    where = (
+                        f"round {state['round']}, phase {state['phase']}"
+                        if state
+                        else "its start (nothing done yet)"
+                    )
                     raise StoreUnreachable(
                         f"store {store_url}: {what} failed {attempt + 1} times ({str(e.orig)[:200]}); the "
                         f"loop is saved at {where}: make the store reachable and rerun with run.resume=auto"
@@ -373,6 +377,7 @@ def sample_and_queue(
         tasks.append(NewTask(prompt=pair.prompt.text, responses=list(pair.responses), images=images,
                              source=f"loop:{cfg.run.name}", external_id=f"{round_prefix}q{index}"))  # fmt: skip
     added, present = retrying("queueing tasks", lambda: store.add_tasks(tasks, cfg.overlap))
+    hold_if_asked(run.dir, "queue")  # queued, the state not yet saved: the riskiest moment to die
     if present:
         logger.warning(
             "round %d: %d picked pairs were already in the store and are not queued again", r, present

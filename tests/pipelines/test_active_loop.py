@@ -91,14 +91,20 @@ def run_cli(run_dir: Path, model: Path, *extra: str, hold: str = "") -> subproce
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("phase", ["sample", "wait", "export", "train"])
+@pytest.mark.parametrize(
+    "hold, phase",
+    [("sample", "sample"), ("queue", "sample"), ("wait", "wait"), ("export", "export"), ("train", "train")],
+)
 def test_kill_9_in_a_phase_then_resume_continues_the_same_round_losing_and_doubling_nothing(
-    tmp_path, tiny_model, phase
+    tmp_path, tiny_model, hold, phase
 ):
+    """`hold` stops the loop mid-phase: after judging (sample), after queueing but before the state
+    says so (queue), after one of two labellers (wait), after the snapshot (export), after the
+    GRM's SFT (train); each before the phase's state is saved."""
     run_dir = tmp_path / "run"
-    victim = run_cli(run_dir, tiny_model, hold=phase)
+    victim = run_cli(run_dir, tiny_model, hold=hold)
     deadline = time.time() + 240
-    while not (run_dir / f"held-{phase}").exists():  # the loop stops mid-phase in round 1
+    while not (run_dir / f"held-{hold}").exists():  # the loop stops mid-phase in round 1
         assert victim.poll() is None, victim.stderr.read().decode()[-2000:]
         assert time.time() < deadline, f"the loop never reached the {phase} phase"
         time.sleep(0.05)
@@ -109,7 +115,7 @@ def test_kill_9_in_a_phase_then_resume_continues_the_same_round_losing_and_doubl
     store = Store(run_dir / "store.db")
     queued_before = {k: p.id for k, p in store.task_progress("loop:").items()}
     store.close()
-    if phase != "sample":
+    if hold != "sample":
         assert len(queued_before) == 2  # queued before the kill: must not be queued again
 
     resumed = run_cli(run_dir, tiny_model)
@@ -186,9 +192,7 @@ def test_app_annotators_time_out_resumably_and_the_loop_takes_peoples_labels_on_
 def test_an_unreachable_store_is_retried_with_backoff_then_stops_with_a_message(tmp_path, tiny_model, caplog):
     blocked = tmp_path / "not-a-database"
     blocked.mkdir()  # a folder where the SQLite file should be: every open fails
-    with pytest.raises(
-        RuntimeError, match=rf"store {blocked}: opening failed 3 times .* run.resume=auto"
-    ):
+    with pytest.raises(RuntimeError, match=rf"store {blocked}: opening failed 3 times .* run.resume=auto"):
         cli(["run", RECIPE, *tiny(tmp_path / "run", tiny_model, f"store={blocked}", "store_retries=2")])
     assert caplog.text.count("retrying in") == 2
 
