@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ from rlhfv.data.preference import FORMAT_VERSION, PairwisePreference, write_pref
 from rlhfv.store.agreement import pair_labels
 from rlhfv.store.schema import SCHEMA_VERSION, Snapshot
 from rlhfv.store.store import Store
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,9 +107,16 @@ def export_snapshot(store: Store, out_root: str | Path, min_labels: int = 1) -> 
         version = (s.scalar(select(func.max(Snapshot.version))) or 0) + 1
         target = out_root / f"v{version}"
         if target.exists():
-            raise FileExistsError(
-                f"{target} exists but the store has no record of it; move it away and retry"
-            )
+            manifest = target / "manifest.json"
+            if not (manifest.is_file() and json.loads(manifest.read_text()).get("version") == version):
+                raise FileExistsError(
+                    f"{target} exists but the store has no record of it; move it away and retry"
+                )
+            # A snapshot of ours the store never recorded: an export killed between renaming its
+            # folder and committing (a resumed active loop meets this). Set aside, not deleted.
+            aside = out_root / f".v{version}.unrecorded-{time.time_ns()}"
+            target.rename(aside)
+            logger.warning("%s was never recorded in the store (a killed export); moved to %s", target, aside)
         tmp = out_root / f".v{version}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "images").mkdir(parents=True)

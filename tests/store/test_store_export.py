@@ -90,3 +90,28 @@ def test_a_gold_answer_overrides_the_vote_in_the_export():
     assert majority_pairs(rows)[0].preferred == 0
     assert majority_pairs(rows, gold={4: [1, 0]})[0].preferred == 1  # adjudicated against the majority
     assert majority_pairs(rows, gold={4: [0, 0]}) == []  # settled as a tie: no training signal
+
+
+def test_an_export_killed_before_its_record_is_set_aside_and_written_again(tmp_path: Path):
+    import pytest
+
+    from rlhfv.store.ingest import import_shapes
+
+    store = Store(tmp_path / "store.db")
+    import_shapes(store, n=2, overlap=1)
+    ann = store.add_user("ann", "ann-password").id
+    while (view := store.next_task(ann)) is not None:
+        store.submit(ann, view.id, [0, 1])
+    first = export_snapshot(store, tmp_path / "exports")
+    # what a kill between the folder's rename and the store's commit leaves: v2 on disk, no record
+    killed = tmp_path / "exports" / "v2"
+    killed.mkdir()
+    (killed / "manifest.json").write_text(json.dumps({"version": 2}))
+    second = export_snapshot(store, tmp_path / "exports")
+    assert second.version == 2 and second.pairs == first.pairs == 2
+    assert json.loads((second.path / "manifest.json").read_text())["labels"] == 2
+    assert len(list((tmp_path / "exports").glob(".v2.unrecorded-*"))) == 1
+    # a folder that is not a snapshot of ours is never moved
+    (tmp_path / "exports" / "v3").mkdir()
+    with pytest.raises(FileExistsError, match="v3 exists but the store has no record of it"):
+        export_snapshot(store, tmp_path / "exports")
