@@ -1,0 +1,149 @@
+"""Label efficiency of the active loop: GRM held-out accuracy against labels used, per strategy.
+
+Every strategy runs `recipes/active_loop_shapes.yaml` with the same seeds (so the same pool of
+questions each round), scripted labellers at `--error-rate` (10% by default) and the same number
+of rounds; the table gives each round's mean labels and accuracy (min-max over seeds), and the
+label share: how many labels each strategy needed to reach `at_random`'s final mean accuracy, as a
+share of `at_random`'s labels (issue 16's goal for `uncertainty`: at most 60%).
+
+    # the real setting (needs `rlhfv run recipes/grlhfv_shapes.yaml --stages policy_sft` first)
+    python benchmarks/active_learning.py --seeds 0 1 2 --out results/active_learning
+    # the tiny setting: random tiny models and a parity checker; checks the script, measures nothing
+    python benchmarks/active_learning.py --tiny --seeds 0 1 2 --out /tmp/active_learning_tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "active_loop_shapes.yaml"
+
+
+def tiny_overrides(models: Path) -> list[str]:
+    """Seconds per round: a random tiny Qwen2-VL as policy and GRM, a checker its answers split."""
+    from rlhfv.models.base import save_model
+    from rlhfv.models.hf_vlm import tiny_qwen2_vl
+
+    if not (models / "tiny").is_dir():
+        save_model(tiny_qwen2_vl(seed=0), models / "tiny")
+    parity = "tests.data.test_pairs.ParityGraded"
+    return [
+        f"policy.path={models / 'tiny'}", f"grm.path={models / 'tiny'}", f"pool._component_={parity}",
+        "pool.size=12", "pool.tasks=[count]", "samples=3", "max_new_tokens=6", "judge_samples=2",
+        "judge_max_new_tokens=6", "judge_force=true", "per_round=3", "rounds=3", "overlap=1",
+        "simulated.count=1", "grm_train.steps=4", "grm_train.batch_size=2", "grm_train.warmup_steps=0",
+        "grm_train.max_new_tokens=8", f"grm_train.eval_data.pairs.data._component_={parity}",
+        "grm_train.eval_data.pairs.data.size=8", "grm_train.eval_data.pairs.data.tasks=[count]",
+        "grm_train.eval_data.pairs.max_new_tokens=6", "grm_train.eval_data.pairs.samples=3",
+    ]  # fmt: skip
+
+
+def run_loop(out: Path, strategy: str, seed: int, error_rate: float, extra: list[str]) -> dict:
+    from rlhfv.config import load_recipe
+    from rlhfv.pipelines.active_loop import main
+
+    overrides = [
+        f"run.dir={out / strategy / f'seed{seed}'}", "run.resume=auto", f"run.seed={seed}",
+        f"simulated.seed={seed}", f"simulated.error_rate={error_rate}",
+        f"selection=rlhfv.grm.selection.{strategy}", *extra,
+    ]  # fmt: skip
+    return main(load_recipe(RECIPE, overrides))
+
+
+def label_share(curves: dict[str, list[dict]], strategy: str) -> float | None:
+    """Labels `strategy` needed to reach at_random's final mean accuracy, over at_random's labels
+    (None: not reached, or at_random never rose above its first round, so there is nothing to reach)."""
+    target = curves["at_random"][-1]["accuracy"]
+    if target <= curves["at_random"][0]["accuracy"]:
+        return None
+    for point in curves[strategy]:
+        if point["accuracy"] >= target:
+            return point["labels"] / curves["at_random"][-1]["labels"]
+    return None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--strategies", nargs="+", default=["at_random", "uncertainty"])
+    p.add_argument("--error-rate", type=float, default=0.1)
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "active_learning")
+    p.add_argument("--tiny", action="store_true", help="random tiny models: checks the script in ~2 minutes")
+    p.add_argument("overrides", nargs="*", help="recipe overrides for every run (key=value)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if "at_random" not in args.strategies:
+        p.error("--strategies must include at_random, the control the label share is measured against")
+    args.out.mkdir(parents=True, exist_ok=True)
+    extra = (tiny_overrides(Path(tempfile.mkdtemp())) if args.tiny else []) + args.overrides
+
+    runs = {
+        s: [run_loop(args.out, s, seed, args.error_rate, extra) for seed in args.seeds]
+        for s in args.strategies
+    }
+    curves: dict[str, list[dict]] = {}
+    for strategy, summaries in runs.items():
+        rounds = min(len(s["accuracy_by_round"]) for s in summaries)
+        curves[strategy] = [
+            {
+                "round": r + 1,
+                "labels": statistics.mean(s["labels_by_round"][r] for s in summaries),
+                "accuracy": statistics.mean(s["accuracy_by_round"][r] for s in summaries),
+                "min": min(s["accuracy_by_round"][r] for s in summaries),
+                "max": max(s["accuracy_by_round"][r] for s in summaries),
+            }
+            for r in range(rounds)
+        ]
+    lines = [
+        f"GRM held-out accuracy by round, mean (min-max) over seeds {args.seeds}, labeller error rate "
+        f"{args.error_rate}{' (tiny setting: random tiny models, measures nothing)' if args.tiny else ''}",
+        "",
+        "| strategy | round | labels | accuracy |",
+        "| --- | --- | --- | --- |",
+    ]
+    for strategy, points in curves.items():
+        lines += [
+            f"| {strategy} | {pt['round']} | {pt['labels']:.0f} | {pt['accuracy']:.3f} ({pt['min']:.3f}-{pt['max']:.3f}) |"
+            for pt in points
+        ]
+    lines.append("")
+    for strategy in curves:
+        if strategy != "at_random":
+            share = label_share(curves, strategy)
+            reached = (
+                f"{share:.0%} of at_random's labels"
+                if share is not None
+                else "not reached (or at_random did not improve on its first round)"
+            )
+            lines.append(f"- {strategy} reaches at_random's final accuracy with: {reached} (goal: ≤ 60%)")
+    table = "\n".join(lines) + "\n"
+    (args.out / "active_learning.md").write_text(table)
+    (args.out / "active_learning.json").write_text(json.dumps({"curves": curves, "runs": runs}, indent=2))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for strategy, points in curves.items():
+        xs = [pt["labels"] for pt in points]
+        ax.plot(xs, [pt["accuracy"] for pt in points], marker="o", label=strategy)
+        ax.fill_between(xs, [pt["min"] for pt in points], [pt["max"] for pt in points], alpha=0.2)
+    ax.set_xlabel("labels used")
+    ax.set_ylabel("GRM held-out accuracy")
+    ax.set_title(f"active loop, {len(args.seeds)} seeds, {args.error_rate:.0%} label noise")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out / "active_learning.png", dpi=120)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
