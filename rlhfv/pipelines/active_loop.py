@@ -13,9 +13,10 @@ Each round r:
    polls the store until people have, an admin ends the round, or `wait_timeout_s` passes;
 5. export: a numbered snapshot of every label (`rlhfv.store.export`);
 6. train: the starting GRM is fine-tuned (`rlhfv.pipelines.sft`) on all the loop's labels so far
-   and scored on the held-out pairs of `grm_train.eval_data`; that model judges the next round.
-The loop stops after `rounds`, at `label_budget` labels or at `target_accuracy`. Policy GRPO with
-the refreshed GRM (issue 16's optional step 7) is not part of it yet.
+   and scored on the held-out pairs of `grm_train.eval_data`; that model judges the next round;
+7. policy (every `policy_every` rounds, if set): GRPO of the policy (`rlhfv.pipelines.grpo`) with
+   grouped-comparison rewards from the refreshed GRM; the next rounds pair the new policy's answers.
+The loop stops after `rounds`, at `label_budget` labels or at `target_accuracy`.
 
 Crash safety: the round and phase live in `<run.dir>/loop_state.json` (written atomically after
 each phase and mirrored into the store's settings as `loop:<run.name>`); tasks and labels live in
@@ -47,7 +48,7 @@ from rlhfv.config import RecipeError, RunConfig, component_field, instantiate, r
 from rlhfv.data.pairs import split_pair
 from rlhfv.grm.judge import JudgeItem, judge
 from rlhfv.grm.selection import diverse, image_hash, ranked
-from rlhfv.models.base import ChatModel, save_model
+from rlhfv.models.base import ChatModel, load_model, save_model
 from rlhfv.rollout import generate
 from rlhfv.store.export import export_snapshot
 from rlhfv.store.ingest import store_pil_image
@@ -57,7 +58,7 @@ from rlhfv.training.run import RunExistsError, start_run
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-PHASES = ("sample", "wait", "export", "train", "done")
+PHASES = ("sample", "wait", "export", "train", "policy", "done")
 
 
 class StoreUnreachable(RuntimeError):
@@ -97,6 +98,9 @@ class ActiveLoopConfig:
         judge_task: Keyword arguments of `rlhfv.data.pairs.JudgeTask` for the GRM's training data.
         grm_train: Keys of an SFT recipe (`rlhfv.pipelines.sft.SFTConfig`) except run, policy and
             train_data; its `eval_data` (held-out labelled pairs) gives each round's accuracy.
+        policy_every: Run policy GRPO after every this many rounds (0: never).
+        policy_train: Keys of a GRPO recipe (`rlhfv.pipelines.grpo.GRPOConfig`) except run, policy
+            and reward: the loop gives the current policy and the GRM's grouped-comparison reward.
         wait_timeout_s, poll_s: `annotators: app`: how long to wait for a round's labels, how often to look.
         store_retries, store_backoff_s: A failing store is retried this often, waiting
             backoff, 2×backoff, … between tries; then the loop stops, resumable.
@@ -125,6 +129,8 @@ class ActiveLoopConfig:
     target_accuracy: float = 0.0
     judge_task: dict[str, Any] = field(default_factory=dict)
     grm_train: dict[str, Any] = field(default_factory=dict)
+    policy_every: int = 0
+    policy_train: dict[str, Any] = field(default_factory=dict)
     wait_timeout_s: float = 3600.0
     poll_s: float = 5.0
     store_retries: int = 5
@@ -143,6 +149,10 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
         )
     run = start_run(cfg)  # "overwrite" clears the folder, state file included
     state = json.loads(state_path.read_text()) if state_path.is_file() else None
+    if state is not None and state.get("phase") not in PHASES:
+        raise ValueError(
+            f"{state_path}: phase = {state.get('phase')!r} is none of {PHASES}; the file is not a loop's state"
+        )
     if state is not None:
         logger.info("resuming the loop at round %d, phase %s", state["round"], state["phase"])
     store_url = cfg.store or str(run.dir / "store.db")
@@ -183,7 +193,8 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
         state = {"id": secrets.token_hex(4), "round": 1, "phase": "sample", "grm": str(grm_start),
                  "grm_start": str(grm_start), "history": [], "stopped": ""}  # fmt: skip
         save(state)
-    policy: ChatModel = instantiate(cfg.policy)
+    # the policy the rounds pair: the recipe's, or the latest one the loop trained
+    policy: ChatModel = load_model(state["policy"]) if state.get("policy") else instantiate(cfg.policy)
     policy.module.to(run.device).eval()
     loop_prefix = f"loop:{state['id']}:"
 
@@ -238,14 +249,29 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
             grm = (
                 str(run.dir / f"round_{r}" / "grm" / "final") if "after/accuracy" in summary else state["grm"]
             )
-            state = {**state, "history": history, "grm": grm, "round": r if stop else r + 1,
-                     "phase": "done" if stop else "sample", "stopped": stop}  # fmt: skip
+            then = (
+                "done" if stop else "policy" if cfg.policy_every and r % cfg.policy_every == 0 else "sample"
+            )
+            state = {**state, "history": history, "grm": grm, "round": r + (then == "sample"),
+                     "phase": then, "stopped": stop}  # fmt: skip
             save(state)
             run.log(r, {k: v for k, v in record.items() if k != "round"})
             logger.info(
                 "round %d: %d labels, %d pairs, GRM held-out accuracy %.3f",
                 r, record["labels/used"], record["labels/pairs"], record["grm/accuracy"],
             )  # fmt: skip
+
+        if state["phase"] == "policy":
+            policy_dir = run.dir / f"round_{r}" / "policy"
+            summary = train_policy(cfg, state, policy_dir, source)
+            policy = load_model(str(policy_dir / "final"))
+            policy.module.to(run.device).eval()
+            gained = {"policy/accuracy": summary["after/accuracy"]} if "after/accuracy" in summary else {}
+            history = [*state["history"][:-1], {**state["history"][-1], **gained}]
+            state = {**state, "history": history, "policy": str(policy_dir / "final"), "round": r + 1,
+                     "phase": "sample"}  # fmt: skip
+            save(state)
+            run.log(r, gained)
 
     logger.info("loop stopped: %s", state["stopped"])
     for rec in state["history"]:
@@ -259,6 +285,7 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
         "accuracy_by_round": [rec["grm/accuracy"] for rec in state["history"]],
         "labels_by_round": [rec["labels/used"] for rec in state["history"]],
         "grm": state["grm"],
+        "policy": state.get("policy", ""),
     }
     store.close()
     return run.finish(None, summary_out)
@@ -284,6 +311,15 @@ def check_config(cfg: ActiveLoopConfig, source: str) -> None:
     for key in ("run", "policy", "train_data", "pipeline"):
         if key in cfg.grm_train:
             raise RecipeError(f"{source}: grm_train.{key} is set by the loop; remove it")
+    for key in ("run", "policy", "reward", "pipeline"):
+        if key in cfg.policy_train:
+            raise RecipeError(f"{source}: policy_train.{key} is set by the loop; remove it")
+    if cfg.policy_train:
+        policy_train = OmegaConf.to_container(cfg.policy_train, resolve=True)
+        validate_recipe(
+            OmegaConf.create({"pipeline": "rlhfv.pipelines.grpo.main", **policy_train}),
+            f"{source}: policy_train",
+        )
     # the SFT keys and the judge task's keys are checked against their code now, not in round 1
     grm_train = OmegaConf.to_container(cfg.grm_train, resolve=True)
     validate_recipe(
@@ -316,8 +352,6 @@ def sample_and_queue(
     retrying: Callable[..., Any],
 ) -> dict[str, int]:
     """Steps 1-3 of a round: pair the policy's answers, score the pairs with the GRM, queue the picks."""
-    from rlhfv.models.base import load_model
-
     r = state["round"]
     check = getattr(pool, "is_correct", None)
     if check is None:
@@ -480,6 +514,41 @@ def train_grm(cfg: ActiveLoopConfig, state: dict[str, Any], run_dir: Path, sourc
         },  # a kill costs a quarter at most  # fmt: skip
     }
     return sft.main(validate_recipe(OmegaConf.create(stage), f"{source}: grm_train, round {state['round']}"))
+
+
+def train_policy(cfg: ActiveLoopConfig, state: dict[str, Any], run_dir: Path, source: str) -> dict[str, Any]:
+    """Step 7: GRPO of the current policy, rewarded by the current GRM's grouped comparisons."""
+    from rlhfv.pipelines import grpo
+
+    policy = (
+        {"_component_": "rlhfv.models.base.load_model", "path": state["policy"]}
+        if state.get("policy")
+        else cfg.policy
+    )
+    stage = {
+        "pipeline": "rlhfv.pipelines.grpo.main",
+        **OmegaConf.to_container(cfg.policy_train, resolve=True),
+        "policy": OmegaConf.to_container(OmegaConf.create(policy), resolve=True),
+        "reward": {
+            "_component_": "rlhfv.rewards.grouped.GroupedComparisonReward",
+            "judge": {
+                "_component_": "rlhfv.rewards.grm.GRMJudge",
+                "model": {"_component_": "rlhfv.models.base.load_model", "path": state["grm"]},
+                "max_new_tokens": cfg.judge_max_new_tokens,
+            },
+        },
+        "run": {
+            "dir": str(run_dir),
+            "resume": "auto",
+            "seed": cfg.run.seed,
+            "device": cfg.run.device,
+            "cpu_threads": cfg.run.cpu_threads,
+            "save_every": max(1, cfg.policy_train.get("steps", 100) // 4),
+        },  # fmt: skip
+    }
+    return grpo.main(
+        validate_recipe(OmegaConf.create(stage), f"{source}: policy_train, round {state['round']}")
+    )
 
 
 def stopping_reason(cfg: ActiveLoopConfig, r: int, labels: int, accuracy: float) -> str:

@@ -84,6 +84,26 @@ def test_the_tiny_loop_runs_its_rounds_and_reports_accuracy_per_round(tmp_path, 
     assert all("loop/unparsable" in r for r in rows if "grm/accuracy" in r)
 
 
+@pytest.mark.slow
+def test_policy_grpo_every_round_trains_the_policy_the_next_round_pairs(tmp_path, tiny_model, capsys):
+    grpo = ["policy_every=1", "policy_train.steps=1", "policy_train.prompts_per_step=2", "policy_train.group_size=2",
+            "policy_train.max_new_tokens=4", "policy_train.train_data.size=8", "policy_train.eval_data.size=2",
+            "policy_train.eval_batch_size=2", "policy_train.log_rollouts_every=0"]  # fmt: skip
+    run_dir = tmp_path / "run"
+    assert cli(["run", RECIPE, *tiny(run_dir, tiny_model, *grpo)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["policy"] == str(run_dir / "round_1" / "policy" / "final")  # round 2 ends the loop: no GRPO
+    assert (
+        json.loads((run_dir / "round_1" / "policy" / "summary.json").read_text())["final_reward"] is not None
+    )
+    history = loop_state(run_dir)["history"]
+    assert "policy/accuracy" in history[0] and "policy/accuracy" not in history[1]
+    check_store(run_dir, rounds=2)
+    # the GRPO stage was given the GRM trained in round 1 as its judge
+    recipe = (run_dir / "round_1" / "policy" / "recipe.yaml").read_text()
+    assert f"path: {run_dir}/round_1/grm/final" in recipe
+
+
 def run_cli(run_dir: Path, model: Path, *extra: str, hold: str = "") -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "RLHFV_LOOP_HOLD": hold}
     args = [sys.executable, "-m", "rlhfv.cli", "run", RECIPE, *tiny(run_dir, model, *extra)]
