@@ -79,6 +79,9 @@ def test_the_tiny_loop_runs_its_rounds_and_reports_accuracy_per_round(tmp_path, 
     # each round trained from the starting GRM on the pairs of all labels so far, and judged the next
     assert (tmp_path / "run" / "round_2" / "grm" / "final").is_dir()
     assert loop_state(tmp_path / "run")["grm"].endswith("round_2/grm/final")
+    store = Store(tmp_path / "run" / "store.db")  # the state is mirrored where the app can show it
+    assert json.loads(store.setting("loop:active_loop_shapes")) == loop_state(tmp_path / "run")
+    store.close()
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "grm/accuracy" in r] == [1, 2]
     assert all("loop/unparsable" in r for r in rows if "grm/accuracy" in r)
@@ -207,6 +210,17 @@ def test_app_annotators_time_out_resumably_and_the_loop_takes_peoples_labels_on_
     rows = (Path(state["snapshot"]) / "preferences.jsonl").read_text().splitlines()
     loop_rows = (Path(state["snapshot"]) / "loop_preferences.jsonl").read_text().splitlines()
     assert len(rows) == 3 and len(loop_rows) == 2  # exported, kept in the store, not trained on
+
+
+def test_an_admin_can_end_a_round_early_and_a_round_without_pairs_keeps_the_grm(tmp_path, tiny_model):
+    run_dir = tmp_path / "run"
+    store = Store(run_dir / "store.db")
+    store.set_setting("loop:active_loop_shapes:end_round", "1")  # what the app's admin would set
+    store.close()
+    assert cli(["run", RECIPE, *tiny(run_dir, tiny_model, "annotators=app", "rounds=1")]) == 0
+    state = loop_state(run_dir)
+    assert state["history"][0]["labels/used"] == 0 and state["history"][0]["labels/pairs"] == 0
+    assert state["grm"] == state["grm_start"] and not (run_dir / "round_1" / "grm").exists()
 
 
 def test_an_unreachable_store_is_retried_with_backoff_then_stops_with_a_message(tmp_path, tiny_model, caplog):
