@@ -47,12 +47,17 @@ class ChatModel:
         tokenizer: Tokenizer for decoding completions and for pad/eos ids.
         encoder: Prompt → left-padded input batch.
         loader: Dotted path of a function `f(path) -> ChatModel` that loads what `save_model` wrote.
+        suppressed_tokens: Token ids the policy never emits (image placeholders: a sampled one
+            would make the next forward pass expect an image that is not there). Sampling gives
+            them probability 0 and `rlhfv.rollout.sequence_logprobs` does the same, so the
+            sampler and the trainer share one distribution.
     """
 
     module: torch.nn.Module
     tokenizer: Any
     encoder: PromptEncoder
     loader: str
+    suppressed_tokens: tuple[int, ...] = ()
 
     @property
     def pad_token_id(self) -> int:

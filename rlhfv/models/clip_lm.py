@@ -230,7 +230,6 @@ def _configure(module: ClipLM, freeze_vision: bool, freeze_lm: bool, lora: dict[
 def _chat_model(module: ClipLM, tokenizer: Any, dtype: str) -> ChatModel:
     module = module.to(torch_dtype(dtype)).eval()
     lm_gen = module.lm.generation_config
-    lm_gen.suppress_tokens = [module.image_token_id]  # a sampled placeholder has no image behind it
     lm_gen.pad_token_id = tokenizer.pad_token_id
     lm_gen.eos_token_id = tokenizer.eos_token_id
     preprocess = module.vision_spec.get("preprocess_cfg", {})
@@ -242,7 +241,8 @@ def _chat_model(module: ClipLM, tokenizer: Any, dtype: str) -> ChatModel:
         std=preprocess.get("std", OPENAI_STD),
         dtype=torch_dtype(dtype),
     )
-    return ChatModel(module=module, tokenizer=tokenizer, encoder=encoder, loader=LOADER)
+    # a sampled placeholder has no image behind it
+    return ChatModel(module, tokenizer, encoder, LOADER, suppressed_tokens=(module.image_token_id,))
 
 
 def _load_tower_weights(module: ClipLM, path: str) -> None:

@@ -146,13 +146,12 @@ def _chat_model(module: Any, processor: Any, dtype: str, lora: dict[str, Any] | 
     placeholders = {
         getattr(processor, a) for a in PLACEHOLDER_ATTRS if getattr(processor, a, None) is not None
     }
-    gen.suppress_tokens = sorted(placeholders | set(gen.suppress_tokens or []))
     inner = getattr(module, "model", module)
     inner.register_forward_pre_hook(_pad_token_types, with_kwargs=True)
     if lora is not None:
         module = attach_lora(module, lora, LM_LORA_TARGETS)
     encoder = HFPromptEncoder(processor, torch_dtype(dtype))
-    return ChatModel(module=module, tokenizer=tok, encoder=encoder, loader=LOADER)
+    return ChatModel(module, tok, encoder, LOADER, suppressed_tokens=tuple(sorted(placeholders)))
 
 
 def load_hf_vlm(path: str, dtype: str = "float32", lora: dict[str, Any] | None = None) -> ChatModel:

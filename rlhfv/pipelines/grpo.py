@@ -7,11 +7,17 @@ One step:
   3. rewards [N] from the recipe's reward; group advantages [N];
   4. log π_old (only when there are several updates per batch: with one update π_old = π_θ, and
      its detached log-probs give ratio 1 exactly) and log π_ref (only when kl_coef > 0; with LoRA the
-     reference is the same network with its adapters switched off);
+     reference is the same network with its adapters switched off), both with dropout off, as
+     the sampler ran;
   5. `updates_per_batch` optimizer steps over the batch, each accumulating the gradient of
      micro-batches whose losses add up to the whole batch's loss.
 Under DeepSpeed (`zero_stage` 2 or 3, launched with torchrun) every process runs this loop on its
 own prompts and ZeRO averages the gradients.
+
+`rollout/logprob_gap` checks that the samples are on-policy: the mean |log π_sampler − log π_old|
+over completion tokens, where π_sampler is what `generate` drew each token from and π_old is what
+the loss takes as the sampling policy. It is ~1e-6 in float32; bf16 sampling (`rollout_dtype`),
+top_p < 1, dropout, or a sampler that departs from the policy raise it.
 """
 
 from __future__ import annotations
@@ -259,7 +265,6 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                 labels=[e.label for e in examples],
                 synced_gpus=synced,
             )
-        module.train()
         sampled = time.perf_counter()
         # 3. rewards and advantages (a broken reward stops the step before any update)
         rewards = checked_rewards(reward_fn, rollout)  # [N]
@@ -271,12 +276,14 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                 "prompts with a reading (JudgeTask(reading='self')) train with updates_per_batch 1 and kl_coef 0 only"
             )
         # token_mean over whole outputs: a reading's tokens count with the rest of its output's
-        batch_tokens = float(mask.sum()) + (float(reading.completion_mask.sum()) if reading is not None else 0.0)
+        batch_tokens = float(mask.sum()) + (
+            float(reading.completion_mask.sum()) if reading is not None else 0.0
+        )
         chunks = [slice(s, s + micro) for s in range(0, n_rows, micro)]
         shared = (
             cfg.group_size if micro % cfg.group_size == 0 and reading is None else 1
         )  # micro-batches hold whole groups: share prompts (rows with readings differ)
-        # 4. log π_old and log π_ref per micro-batch, without grad
+        # 4. log π_old and log π_ref per micro-batch, without grad and (like the sampler) without dropout
         old_lp: list[torch.Tensor | None] = [None] * len(chunks)
         ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
         with torch.no_grad(), autocast:
@@ -287,16 +294,19 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                     mask[rows],
                     cfg.temperature,
                     shared,
+                    policy.suppressed_tokens,
                 )
                 if cfg.updates_per_batch > 1:
                     old_lp[c] = sequence_logprobs(trainer, *args)
                 if cfg.kl_coef > 0:
                     with reference_context(module, reference):
                         ref_lp[c] = sequence_logprobs(reference if reference is not None else trainer, *args)
+        module.train()
         # 5. μ optimizer steps over the batch
         totals: dict[str, float] = {}
+        gap = 0.0  # Σ |log π_sampler − log π_old| over the batch's completion tokens
         skipped = 0
-        for _ in range(cfg.updates_per_batch):
+        for update in range(cfg.updates_per_batch):
             for c, rows in enumerate(chunks):
                 with autocast:
                     lp = sequence_logprobs(
@@ -306,8 +316,11 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                         mask[rows],
                         cfg.temperature,
                         shared,
+                        policy.suppressed_tokens,
                     )
                 old = old_lp[c] if old_lp[c] is not None else lp.detach()
+                if update == 0 and rollout.sampler_logprobs is not None:
+                    gap += float(((rollout.sampler_logprobs[rows] - old).abs() * mask[rows]).sum())
                 loss, metrics = grpo_loss(
                     lp, old, advantages[rows], mask[rows], loss_cfg, ref_lp[c], batch_tokens, n_rows
                 )
@@ -319,6 +332,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                             reading.completion_ids[rows],
                             reading.completion_mask[rows],
                             cfg.temperature,
+                            suppressed_tokens=policy.suppressed_tokens,
                         )
                     read_loss, _ = grpo_loss(
                         lp_read,
@@ -376,6 +390,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             "reward/std": rewards.std().item(),
             "completion/length_mean": lengths.mean().item(),
             "completion/incomplete_frac": (~rollout.complete).float().mean().item(),
+            "rollout/logprob_gap": gap / max(1.0, float(mask.sum())),
             "perf/step_s": elapsed,
             "perf/step_cpu_s": time.process_time()
             - cpu_started,  # steadier than wall time on a shared machine

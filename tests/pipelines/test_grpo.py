@@ -147,3 +147,29 @@ def test_a_judge_that_reads_first_trains_on_its_readings_too_and_logs_them(tmp_p
     assert len(line["readings"]) == len(line["completions"]) == 3
     with pytest.raises(ValueError, match="updates_per_batch 1 and kl_coef 0"):
         cli(["run", recipe, *TINY[2:], "steps=1", "updates_per_batch=2", f"run.dir={tmp_path / 'run2'}"])
+
+
+def test_sampling_stays_on_policy_whatever_the_checkpoint_generation_config_says(tmp_path):
+    """A model folder that ships sampling settings (Qwen2-VL-Instruct folders ship
+    repetition_penalty 1.05) and dropout: the sampler must still draw from the policy that the
+    loss's ratio assumes, and π_old must be computed without dropout, as the sampler ran."""
+    from rlhfv.models.base import save_model
+    from rlhfv.models.text_lm import tiny_text_lm
+
+    folder = tmp_path / "policy"
+    save_model(tiny_text_lm(seed=0), folder)
+    gen = json.loads((folder / "generation_config.json").read_text())
+    gen.update(repetition_penalty=1.3, no_repeat_ngram_size=2, min_new_tokens=3, top_k=5)
+    (folder / "generation_config.json").write_text(json.dumps(gen))
+    config = json.loads((folder / "config.json").read_text())
+    config["attention_dropout"] = 0.3
+    (folder / "config.json").write_text(json.dumps(config))
+    reward = [
+        "reward._component_=rlhfv.rewards.rules.CallableReward",
+        "reward.function=tests.pipelines.test_grpo.text_length",
+    ]
+    policy = {"_component_": "rlhfv.models.base.load_model", "path": str(folder)}
+    rows = run(tmp_path, "run.save_every=0", "updates_per_batch=2", "micro_batch_size=3",
+               "max_new_tokens=8", *reward, policy=policy)  # fmt: skip
+    gaps = [r["rollout/logprob_gap"] for r in rows if "rollout/logprob_gap" in r]
+    assert len(gaps) == 2 and max(gaps) < 1e-4, gaps
