@@ -190,6 +190,41 @@ def generate(
     )
 
 
+def rollout_of_groups(policy: ChatModel, picks: Sequence[tuple[Rollout, int]]) -> Rollout:
+    """One rollout of chosen groups (rollout, prompt index b) of the same policy's rollouts, in
+    order: DAPO's dynamic sampling gathers the groups worth training on from several rounds.
+
+    The prompts are encoded again, since rounds differ in prompt width; completions are padded
+    to the widest round.
+    """
+    if any(r.reading is not None for r, _ in picks):
+        raise ValueError("rollouts with readings cannot be regrouped")
+    g = picks[0][0].group_size
+    rows = [(r, b * g + k) for r, b in picks for k in range(g)]  # N = len(picks)·G rows
+    width = max(r.completion_ids.shape[1] for r, _ in picks)  # T
+
+    def padded(tensors: list[torch.Tensor], value: float) -> torch.Tensor:  # [N, T]
+        return torch.stack(
+            [torch.nn.functional.pad(t, (0, width - t.shape[0]), value=value) for t in tensors]
+        )
+
+    device = picks[0][0].completion_ids.device
+    encoded = policy.encoder([r.prompts[i // g] for r, i in rows])
+    sampled = all(r.sampler_logprobs is not None for r, _ in picks)
+    return Rollout(
+        prompts=[r.prompts[b] for r, b in picks],
+        labels=[r.labels[b] for r, b in picks],
+        prompt_batch={k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()},
+        completion_ids=padded([r.completion_ids[i] for r, i in rows], policy.pad_token_id),
+        completion_mask=padded([r.completion_mask[i] for r, i in rows], 0),
+        texts=[r.texts[i] for r, i in rows],
+        complete=torch.stack([r.complete[i] for r, i in rows]),
+        group_size=g,
+        judgments=[r.judgments[b] if b < len(r.judgments) else [] for r, b in picks],
+        sampler_logprobs=padded([r.sampler_logprobs[i] for r, i in rows], 0.0) if sampled else None,  # type: ignore[index]
+    )
+
+
 @contextmanager
 def _sole_generation_config(module: torch.nn.Module, config: Any) -> Iterator[None]:
     """Make `config` the generation config of every transformers model inside `module` for the

@@ -10,6 +10,8 @@ Three stages; stages 1 and 3 are the GRPO pipeline with the pieces defined here:
 3. Hard-example GRPO: GRPO again on questions the SFT model does not always get right
    (`OutcomeFilter(keep="not_all_correct")`; whether the paper also drops all-wrong ones is not
    public, so "mixed" is available too).
+Both GRPO stages also drop, at every step, the groups whose rewards are all equal and sample
+further prompts in their place (`dynamic_sampling` of the GRPO pipeline; the recipe sets it).
 The outcome-reward tiers follow the authors' released reward function (the paper's exact RL
 reward is not public) and are recipe values.
 """

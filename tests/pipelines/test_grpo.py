@@ -173,3 +173,27 @@ def test_sampling_stays_on_policy_whatever_the_checkpoint_generation_config_says
                "max_new_tokens=8", *reward, policy=policy)  # fmt: skip
     gaps = [r["rollout/logprob_gap"] for r in rows if "rollout/logprob_gap" in r]
     assert len(gaps) == 2 and max(gaps) < 1e-4, gaps
+
+
+def flat_for_counting(prompts, completions, labels):
+    """Equal rewards within every "How many" group (zero advantage), varied ones elsewhere."""
+    return [1.0 if p.startswith("How many") else float(len(c)) for p, c in zip(prompts, completions, strict=True)]
+
+
+def test_dynamic_sampling_trains_only_groups_whose_rewards_differ(tmp_path):
+    reward = [
+        "reward._component_=rlhfv.rewards.rules.CallableReward",
+        "reward.function=tests.pipelines.test_grpo.flat_for_counting",
+    ]
+    text = {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 0}
+    extra = ["run.save_every=0", "prompts_per_step=3", "steps=2", "micro_batch_size=3"]
+    rows = run(tmp_path, *extra, "dynamic_sampling=6", *reward, policy=text)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert lines and all(not x["prompt"].startswith("How many") and len(set(x["rewards"])) > 1 for x in lines)
+    assert [r["rollout/trained_groups"] for r in rows if "rollout/trained_groups" in r] == [3.0, 3.0]
+    assert all(r["rollout/logprob_gap"] < 1e-4 for r in rows if "rollout/logprob_gap" in r)
+    # off: the flat groups train too (and show up in rollouts.jsonl)
+    (tmp_path / "off").mkdir()
+    run(tmp_path / "off", *extra, "log_rollouts_prompts=3", *reward, policy=text)
+    lines = [json.loads(x) for x in (tmp_path / "off" / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert any(x["prompt"].startswith("How many") for x in lines)
