@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rlhfv.config import ExistingPath
-from rlhfv.models.base import ChatModel, torch_dtype
+from rlhfv.models.base import ChatModel, seeded, torch_dtype
 from rlhfv.models.hf_vlm import attach_lora
 from rlhfv.types import Prompt
 
@@ -312,11 +312,11 @@ def build_clip_lm(
     vision_spec = {
         k: spec[k] for k in ("embed_dim", "vision_cfg", "quick_gelu", "preprocess_cfg") if k in spec
     }
-    torch.manual_seed(seed)
-    module = ClipLM(vision_spec, language_model, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
-    if clip_pretrained is not None:
-        _load_tower_weights(module, clip_pretrained)
-    return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
+    with seeded(seed):
+        module = ClipLM(vision_spec, language_model, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+        if clip_pretrained is not None:
+            _load_tower_weights(module, clip_pretrained)
+        return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
 
 
 def tiny_clip_lm(
@@ -346,25 +346,25 @@ def tiny_clip_lm(
     tokenizer.chat_template = CHATML_TEMPLATE
     if hidden_size % 3 or (hidden_size // 3) % 2:
         raise ValueError(f"hidden_size={hidden_size} must split into 3 heads of even size (e.g. 36, 48)")
-    torch.manual_seed(seed)
-    lm = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size - 2,
-            num_hidden_layers=num_layers,
-            num_attention_heads=3,
-            num_key_value_heads=1,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=None,
+    with seeded(seed):
+        lm = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=hidden_size,
+                intermediate_size=2 * hidden_size - 2,
+                num_hidden_layers=num_layers,
+                num_attention_heads=3,
+                num_key_value_heads=1,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=None,
+            )
         )
-    )
-    vision_cfg = {"image_size": image_size, "patch_size": patch_size, "width": vision_width,
-                  "layers": vision_layers, "head_width": 16}  # fmt: skip
-    vision_spec = {"embed_dim": 24, "vision_cfg": vision_cfg}
-    module = ClipLM(vision_spec, lm, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
-    return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
+        vision_cfg = {"image_size": image_size, "patch_size": patch_size, "width": vision_width,
+                      "layers": vision_layers, "head_width": 16}  # fmt: skip
+        vision_spec = {"embed_dim": 24, "vision_cfg": vision_cfg}
+        module = ClipLM(vision_spec, lm, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+        return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
 
 
 def load_clip_lm(

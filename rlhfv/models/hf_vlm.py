@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from rlhfv.models.base import ChatModel, torch_dtype
+from rlhfv.models.base import ChatModel, seeded, torch_dtype
 from rlhfv.types import Prompt
 
 log = logging.getLogger(__name__)
@@ -271,8 +271,8 @@ def _tiny_qwen(
         tokenizer=tok,
         chat_template=QWEN_TEMPLATE,
     )
-    torch.manual_seed(seed)
-    return _chat_model(model_cls(config).eval(), processor, dtype, lora)
+    with seeded(seed):
+        return _chat_model(model_cls(config).eval(), processor, dtype, lora)
 
 
 def tiny_qwen2_vl(
@@ -344,8 +344,8 @@ def tiny_llava(
         num_additional_image_tokens=1,  # the CLS token, which the "default" strategy drops again
         chat_template=LLAVA_TEMPLATE,
     )
-    torch.manual_seed(seed)
-    return _chat_model(tf.LlavaForConditionalGeneration(config).eval(), processor, dtype, lora)
+    with seeded(seed):
+        return _chat_model(tf.LlavaForConditionalGeneration(config).eval(), processor, dtype, lora)
 
 
 def tiny_idefics3(
@@ -388,5 +388,5 @@ def tiny_idefics3(
         image_seq_len=(image_size // 12 // 2) ** 2,
         chat_template=IDEFICS3_TEMPLATE,
     )
-    torch.manual_seed(seed)
-    return _chat_model(tf.Idefics3ForConditionalGeneration(config).eval(), processor, dtype, lora)
+    with seeded(seed):
+        return _chat_model(tf.Idefics3ForConditionalGeneration(config).eval(), processor, dtype, lora)
