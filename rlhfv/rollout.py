@@ -168,7 +168,7 @@ def generate(
             **extra,
         )
     ids = out[:, batch["input_ids"].shape[1] :]  # [N, T'] generated part, T' ≤ max_new_tokens
-    sampler_logprobs = recorder.logprobs(ids) if recorder is not None else None  # [N, T']
+    sampler_logprobs = recorder.logprobs(ids) if recorder is not None else None  # [N, T'] or None
     ids, mask, complete = completion_ends(ids, policy, stop_strings, max_new_tokens)
     texts = [
         policy.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True)
@@ -262,10 +262,11 @@ class SampledLogprobs:
         self.previous = torch.log_softmax(scores.float(), dim=-1)
         return scores
 
-    def logprobs(self, ids: torch.Tensor) -> torch.Tensor:
-        """log π_sampler of the generated tokens ids [N, T] → [N, T]."""
-        if self.previous is None:  # nothing was generated
-            return torch.zeros(ids.shape, device=ids.device)
+    def logprobs(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """log π_sampler of the generated tokens ids [N, T] → [N, T]; None when nothing was
+        recorded (a stand-in module whose `generate` runs no logits processors)."""
+        if self.previous is None:
+            return None
         picked = [*self.picked, self.previous.gather(1, ids[:, -1:])]
         if len(picked) != ids.shape[1]:
             raise RuntimeError(f"recorded {len(picked)} sampling steps for {ids.shape[1]} generated tokens")

@@ -437,7 +437,6 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             "reward/std": step_rewards.std().item(),
             "completion/length_mean": lengths.mean().item(),
             "completion/incomplete_frac": (~rollout.complete).float().mean().item(),
-            "rollout/logprob_gap": gap / max(1.0, float(mask.sum())),
             "rollout/trained_groups": float(kept_groups),
             "perf/step_s": elapsed,
             "perf/step_cpu_s": time.process_time()
@@ -448,6 +447,8 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             "skipped/nonfinite": float(skipped),
             **getattr(reward_fn, "last_metrics", {}),  # a reward's own diagnostics (monitors, parse failures)
         }
+        if rollout.sampler_logprobs is not None:  # None: a stand-in sampler that records nothing
+            metrics["rollout/logprob_gap"] = gap / max(1.0, float(mask.sum()))
         metrics = {**distributed.mean_across_processes(metrics), "perf/processes": world}
         if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
             metrics.update(
