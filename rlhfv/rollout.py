@@ -18,8 +18,7 @@ pipeline can measure the gap (`rollout/logprob_gap`).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -132,7 +131,7 @@ def generate(
         rows, reading = _read_first(policy, rows, reading_tokens, temperature, top_p, greedy, synced_gpus)
     device = next(policy.module.parameters()).device
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in policy.encoder(rows).items()}
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, GenerationMixin
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
     # Every setting that shapes the distribution is named here; temperature and top-p run as our
@@ -159,7 +158,13 @@ def generate(
     if allowed_tokens is not None:
         width = batch["input_ids"].shape[1]
         extra["prefix_allowed_tokens_fn"] = lambda row, ids: allowed_tokens(row, ids[width:])
-    with _sole_generation_config(policy.module, config):
+    # `generate` fills every setting its config leaves unset from the model's own config (the
+    # checkpoint's generation_config.json); for the call, the model's own config is ours.
+    models = [m for m in policy.module.modules() if isinstance(m, GenerationMixin)]
+    saved = [m.generation_config for m in models]
+    try:
+        for m in models:
+            m.generation_config = config
         out = policy.module.generate(
             **batch,
             generation_config=config,
@@ -167,6 +172,9 @@ def generate(
             synced_gpus=synced_gpus,
             **extra,
         )
+    finally:
+        for m, own in zip(models, saved, strict=True):
+            m.generation_config = own
     ids = out[:, batch["input_ids"].shape[1] :]  # [N, T'] generated part, T' ≤ max_new_tokens
     sampler_logprobs = recorder.logprobs(ids) if recorder is not None else None  # [N, T'] or None
     ids, mask, complete = completion_ends(ids, policy, stop_strings, max_new_tokens)
@@ -223,24 +231,6 @@ def rollout_of_groups(policy: ChatModel, picks: Sequence[tuple[Rollout, int]]) -
         judgments=[r.judgments[b] if b < len(r.judgments) else [] for r, b in picks],
         sampler_logprobs=padded([r.sampler_logprobs[i] for r, i in rows], 0.0) if sampled else None,  # type: ignore[index]
     )
-
-
-@contextmanager
-def _sole_generation_config(module: torch.nn.Module, config: Any) -> Iterator[None]:
-    """Make `config` the generation config of every transformers model inside `module` for the
-    duration. `generate` fills each setting its argument leaves unset from the model's own
-    config (the checkpoint's generation_config.json); with this, nothing is filled from there."""
-    from transformers import GenerationMixin
-
-    models = [m for m in module.modules() if isinstance(m, GenerationMixin)]
-    saved = [m.generation_config for m in models]
-    for m in models:
-        m.generation_config = config
-    try:
-        yield
-    finally:
-        for m, g in zip(models, saved, strict=True):
-            m.generation_config = g
 
 
 class SampledLogprobs:
