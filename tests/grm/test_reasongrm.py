@@ -124,3 +124,20 @@ def test_rstar_selection_keeps_only_complete_paths_with_think_end_and_a_verdict_
     chosen, stats = reasongrm.select_paths(tiny_text_lm(seed=1), task, cfg)
     assert [(c["question"], c["text"]) for c in chosen] == [(0, texts[0])] and chosen[0]["r_star"] > 0
     assert stats["rstar/complete_correct_paths"] == 1
+
+
+def test_hard_rl_stage_runs_with_its_held_out_split_and_dynamic_sampling(tmp_path):
+    """The recipe's last stage, tiny: GRPO with dynamic sampling and held-out accuracy before/after."""
+    stage = OmegaConf.load(ROOT / "recipes" / "reasongrm_hh.yaml").stages.hard_rl
+    assert stage.dynamic_sampling > 0 and stage.eval_data.pairs.split == "test"
+    stage.run = {"dir": str(tmp_path / "run"), "device": "cpu"}
+    stage.policy = {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 0}
+    pairs = {"_component_": f"{__name__}.Pairs", "n": 6}
+    stage.train_data = {"_component_": "rlhfv.pipelines.reasongrm.VerdictTask", "pairs": pairs}
+    stage.eval_data.pairs = pairs
+    path = tmp_path / "hard_rl.yaml"
+    OmegaConf.save(stage, path)
+    overrides = ["steps=1", "prompts_per_step=2", "group_size=2", "max_new_tokens=4", "eval_batch_size=6"]
+    assert cli(["run", str(path), *overrides]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "before/accuracy" in summary and "after/accuracy" in summary
