@@ -16,7 +16,7 @@ own prompts and ZeRO averages the gradients.
 
 `rollout/logprob_gap` checks that the samples are on-policy: the mean |log π_sampler − log π_old|
 over completion tokens, where π_sampler is what `generate` drew each token from and π_old is what
-the loss takes as the sampling policy. It is ~1e-6 in float32; bf16 sampling (`rollout_dtype`),
+the loss takes as the sampling policy. It is ~1e-5 in float32; bf16 sampling (`rollout_dtype`),
 top_p < 1, dropout, or a sampler that departs from the policy raise it.
 """
 
