@@ -381,6 +381,11 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                             cfg.temperature,
                             suppressed_tokens=policy.suppressed_tokens,
                         )
+                    if reading.sampler_logprobs is not None:  # readings are sampled output too
+                        read_mask = reading.completion_mask[rows]
+                        gap += float(
+                            ((reading.sampler_logprobs[rows] - lp_read.detach()).abs() * read_mask).sum()
+                        )
                     read_loss, _ = grpo_loss(
                         lp_read,
                         lp_read.detach(),
@@ -448,7 +453,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             **getattr(reward_fn, "last_metrics", {}),  # a reward's own diagnostics (monitors, parse failures)
         }
         if rollout.sampler_logprobs is not None:  # None: a stand-in sampler that records nothing
-            metrics["rollout/logprob_gap"] = gap / max(1.0, float(mask.sum()))
+            metrics["rollout/logprob_gap"] = gap / max(1.0, batch_tokens)  # readings' tokens included
         metrics = {**distributed.mean_across_processes(metrics), "perf/processes": world}
         if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
             metrics.update(
