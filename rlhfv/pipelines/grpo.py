@@ -267,9 +267,13 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
     )
     step = start_step
 
+    sample_s = 0.0  # this step's time in generate (perf/sample_s), rewards excluded
+
     def sample(round_: int) -> tuple[Rollout, torch.Tensor]:
         """G samples for each of B prompts and their rewards [N]; round 0 is the step's own
         prompts, a later round (dynamic sampling) another permutation of the data."""
+        nonlocal sample_s
+        began = time.perf_counter()
         seed = cfg.run.seed + 7919 * round_
         indices = batch_indices(step, rank, cfg.prompts_per_step, world, len(train), seed)
         examples = [train[i] for i in indices]
@@ -285,10 +289,11 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                 labels=[e.label for e in examples],
                 synced_gpus=synced,
             )
+        sample_s += time.perf_counter() - began
         return rollout, checked_rewards(reward_fn, rollout)  # a broken reward stops before any update
 
     for step in bar:
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started, cpu_started, sample_s = time.perf_counter(), time.process_time(), 0.0
         # 1–3. prompts of this step and process, G samples each, their rewards
         module.eval()  # sampling: no dropout
         rollout, rewards = sample(0)  # [N]
@@ -313,7 +318,6 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             kept_groups = len(picks)
             # with no group left, the first round trains (zero advantages: only the KL term acts)
             rollout, rewards = (rollout_of_groups(policy, picks), torch.cat(kept_rewards)) if picks else first
-        sampled = time.perf_counter()
         advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards).to(device)  # [N]
         n_rows = len(rollout)
         mask = rollout.completion_mask  # [N, T]
@@ -446,7 +450,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             "perf/step_s": elapsed,
             "perf/step_cpu_s": time.process_time()
             - cpu_started,  # steadier than wall time on a shared machine
-            "perf/sample_s": sampled - started,
+            "perf/sample_s": sample_s,
             "perf/tokens_per_s": batch_tokens / elapsed,
             "optim/lr": scheduler.get_last_lr()[0],
             "skipped/nonfinite": float(skipped),
