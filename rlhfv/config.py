@@ -162,15 +162,18 @@ def _data_nodes(node: Any, path: str) -> typing.Iterator[tuple[str, dict[str, An
     if not isinstance(node, dict):
         return
     if COMPONENT in node:
-        params = inspect.signature(resolve_target(str(node[COMPONENT]))).parameters
+        try:
+            params = inspect.signature(resolve_target(str(node[COMPONENT]))).parameters
+        except (TypeError, ValueError):  # builtins without a signature take no split
+            params = {}
         if "split" in params:
-
-            def value(name: str) -> Any:
-                default = params[name].default if name in params else None
-                return node.get(name, None if default is inspect.Parameter.empty else default)
-
+            empty = inspect.Parameter.empty
+            given = {**{k: p.default for k, p in params.items() if p.default is not empty}, **node}
             where = Path(str(node["path"])).resolve().as_posix() if "path" in node else node[COMPONENT]
-            yield path, {"source": where, "split": value("split"), "test_fraction": value("test_fraction")}
+            yield (
+                path,
+                {"source": where, "split": given.get("split"), "test_fraction": given.get("test_fraction")},
+            )
     for key, child in node.items():
         yield from _data_nodes(child, f"{path}{key}.")
 
