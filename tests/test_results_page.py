@@ -2,7 +2,8 @@
 
 A command is any shell line in a code block (fenced or indented; `&&` chains split) or an inline
 code span that starts with `rlhfv`, `python benchmarks/…`, `bash benchmarks/…` or
-`python -m pytest`. For each:
+`python -m pytest` (after any `VAR=value`, `nice -n N`; `torchrun … -m rlhfv.cli` counts as
+`rlhfv`). For each:
 - `rlhfv run|validate <recipe> [--stages …] key=value …`: the real CLI parses it; the recipe exists
   and validates with its overrides (so an override naming a missing key fails); `--stages` names
   stages of the recipe. Nothing runs.
@@ -77,6 +78,10 @@ def parse_snippet(snippet: str) -> tuple[list[Command], list[str]]:
         words = shlex.split(PLACEHOLDER.sub(lambda m: "PLACEHOLDER-" + re.sub(r"\W+", "-", m[1]), part))
         while words and ENV_ASSIGNMENT.match(words[0]):
             words = words[1:]
+        if words[:2] == ["nice", "-n"]:
+            words = words[3:]
+        if words[:1] == ["torchrun"] and "rlhfv.cli" in words:  # torchrun … -m rlhfv.cli run …
+            words = ["rlhfv", *words[words.index("rlhfv.cli") + 1 :]]
         if words[:1] == ["rlhfv"]:
             commands.append(Command(part, "rlhfv", words[1:]))
         elif (
@@ -298,12 +303,14 @@ def test_the_check_fails_on_each_kind_of_broken_command(tmp_path, monkeypatch, c
 def test_commands_are_found_in_fences_indented_blocks_chains_and_inline_code():
     text = (
         "Run `rlhfv ls`.\n\n    OMP_NUM_THREADS=1 rlhfv run recipes/a.yaml run.dir=<new dir>\n\n"
+        "    torchrun --nproc_per_node 8 -m rlhfv.cli run recipes/c.yaml\n\n"
         "```bash\npython3.11 -m venv .venv && . .venv/bin/activate && rlhfv validate recipes/b.yaml  # check\n```\n"
     )
     commands, unknown = page_commands(text)
     assert not unknown
     assert [c.args for c in commands] == [
         ["run", "recipes/a.yaml", "run.dir=PLACEHOLDER-new-dir"],
+        ["run", "recipes/c.yaml"],
         ["validate", "recipes/b.yaml"],
         ["ls"],
     ]
