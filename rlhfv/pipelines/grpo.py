@@ -251,7 +251,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
     )
     # Sampling may run in lower precision than training (as with a separate inference engine):
     # with one update per batch the ratio is still exactly 1, the samples just come from a
-    # slightly perturbed policy (measured in benchmarks/grpo_results.md).
+    # slightly perturbed policy (measured in RESULTS.md, "Speed against peers").
     rollout_dtype = cfg.rollout_dtype or cfg.run.dtype
     sample_autocast = torch.autocast(
         device.type,
