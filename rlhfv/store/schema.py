@@ -121,6 +121,33 @@ class Snapshot(Base):
     sha256: Mapped[str] = mapped_column(String(64))
 
 
+class LoginAttempt(Base):
+    """One try at logging in (added in schema version 3): the throttle counts these, admins read them.
+
+    The password is never stored, right or wrong; `name` is what was typed, known user or not, so
+    an unknown name is throttled exactly like a known one and the log does not reveal which exist.
+    """
+
+    __tablename__ = "login_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    address: Mapped[str] = mapped_column(String(64), index=True)  # the client's IP, "" when unknown
+    outcome: Mapped[str] = mapped_column(String(16))  # "ok" | "failed" | "locked"
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class LoginSession(Base):
+    """A logged-in browser (schema version 3). The browser keeps a random token; only its SHA-256
+    is stored, so a copy of the database cannot be replayed as a login. Deleting the row (log
+    out, password change, account disabled) ends the session at the browser's next request."""
+
+    __tablename__ = "login_sessions"
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 def _create(*models: type[Base]) -> Callable[[Connection], None]:
     return lambda conn: Base.metadata.create_all(
         conn, tables=[Base.metadata.tables[m.__tablename__] for m in models]
@@ -134,6 +161,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
         _create(Meta, User, Task, Gold, Assignment, Annotation),
     ),
     (2, "export snapshots", _create(Snapshot)),
+    (3, "login attempts and login sessions", _create(LoginAttempt, LoginSession)),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

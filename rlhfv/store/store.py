@@ -15,26 +15,46 @@ import hashlib
 import json
 import logging
 import random
+import secrets
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, or_, select
+from sqlalchemy import create_engine, delete, event, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rlhfv.store.auth import DUMMY_HASH, hash_password, verify_password
-from rlhfv.store.schema import Annotation, Assignment, Gold, Meta, Task, User, migrate, utcnow
+from rlhfv.store.schema import (
+    Annotation,
+    Assignment,
+    Gold,
+    LoginAttempt,
+    LoginSession,
+    Meta,
+    Task,
+    User,
+    migrate,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
 ROLES = ("admin", "annotator")
 CLAIM_LOCK = 0x726C686676  # PostgreSQL advisory lock key for task claims ("rlhfv")
 DEFAULT_URL = "sqlite:///rlhfv_annotate/store.db"
+# Failed logins within LOGIN_WINDOW lock an account after MAX_ACCOUNT_FAILURES (a success resets
+# the count) and a client address after MAX_ADDRESS_FAILURES (over all names it tried), until the
+# oldest counted failure leaves the window. Kept in the database, so a reload or a new browser
+# resets nothing, and every app process sees the same counts.
+LOGIN_WINDOW = timedelta(minutes=15)
+MAX_ACCOUNT_FAILURES = 5
+MAX_ADDRESS_FAILURES = 20
+SESSION_LIFETIME = timedelta(hours=12)
 
 
 @dataclass
@@ -141,15 +161,63 @@ class Store:
         except IntegrityError:
             raise ValueError(f"user {name!r} already exists") from None
 
-    def authenticate(self, name: str, password: str) -> UserInfo | None:
+    def authenticate(self, name: str, password: str, address: str = "") -> UserInfo | None:
+        """The user if the password is right and neither the account nor the address is locked.
+
+        Every try is recorded (name, address, time, outcome; never the password). While locked,
+        even the right password is refused, so guessing gains nothing from trying faster.
+        """
+        name = name.strip()[:64]
         with self.session() as s:
-            user = s.scalar(select(User).where(User.name == name.strip()))
-        if user is None or not user.active:
+            locked = login_retry_after(s, name, address) > 0
+            user = s.scalar(select(User).where(User.name == name))
+        if locked or user is None or not user.active:
             verify_password(password, DUMMY_HASH)  # same cost as a real check
-            return None
-        return (
-            UserInfo(user.id, user.name, user.role) if verify_password(password, user.password_hash) else None
-        )
+            ok = False
+        else:
+            ok = verify_password(password, user.password_hash)
+        outcome = "ok" if ok else "locked" if locked else "failed"
+        if not ok:
+            logger.warning(
+                "refused login (%s) for %r from %s", outcome, name, address or "an unknown address"
+            )
+        with self.session() as s:
+            s.add(LoginAttempt(name=name, address=address[:64], outcome=outcome))
+        return UserInfo(user.id, user.name, user.role) if ok and user is not None else None
+
+    def login_retry_after(self, name: str, address: str = "") -> float:
+        """Seconds until this name may try again from this address (0 when it may now)."""
+        with self.session() as s:
+            return login_retry_after(s, name.strip()[:64], address)
+
+    def login_attempts(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent login tries, newest first (admins read these on the Users page)."""
+        with self.session() as s:
+            rows = s.scalars(select(LoginAttempt).order_by(LoginAttempt.id.desc()).limit(limit))
+            return [{"name": a.name, "address": a.address, "outcome": a.outcome, "at": a.at} for a in rows]
+
+    # --- login sessions: what keeps a browser logged in across reloads and tabs --------------
+
+    def start_session(self, user_id: int) -> str:
+        """A new random token for a logged-in browser; the store keeps only its SHA-256."""
+        token = secrets.token_urlsafe(32)
+        with self.session() as s:
+            s.execute(delete(LoginSession).where(LoginSession.expires_at <= utcnow()))  # tidy up
+            s.add(LoginSession(token_sha256=_sha256(token), user_id=user_id,
+                               expires_at=utcnow() + SESSION_LIFETIME))  # fmt: skip
+        return token
+
+    def session_user(self, token: str) -> UserInfo | None:
+        """The user a token logs in, as stored now; None once it expired or was ended."""
+        with self.session() as s:
+            row = s.get(LoginSession, _sha256(token))
+            if row is None or row.expires_at <= utcnow():
+                return None
+        return self.user(row.user_id)
+
+    def end_session(self, token: str) -> None:
+        with self.session() as s:
+            s.execute(delete(LoginSession).where(LoginSession.token_sha256 == _sha256(token)))
 
     def user(self, user_id: int) -> UserInfo | None:
         """The user as stored now (None if unknown or disabled), so a changed role takes effect at once."""
@@ -178,6 +246,9 @@ class Store:
                 user.role = role
             if active is not None:
                 user.active = active
+            if password is not None or active is False:
+                # Whoever knew the old password may be logged in somewhere: end every session.
+                s.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
 
     # --- tasks -----------------------------------------------------------------------------
 
@@ -391,6 +462,30 @@ class Store:
             if task is None:
                 raise ValueError(f"no task {task_id}")
             s.merge(Gold(task_id=task_id, ranks=check_ranks(ranks, len(task.responses))))
+
+
+def _sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def login_retry_after(s: Session, name: str, address: str) -> float:
+    """Seconds until the account `name` and the client `address` are both out of their lockout."""
+    now, since = utcnow(), utcnow() - LOGIN_WINDOW
+    last_ok = s.scalar(
+        select(func.max(LoginAttempt.at)).where(LoginAttempt.name == name, LoginAttempt.outcome == "ok")
+    )
+    failed = select(LoginAttempt.at).where(LoginAttempt.outcome == "failed", LoginAttempt.at > since)
+    checks = [
+        (failed.where(LoginAttempt.name == name, LoginAttempt.at > (last_ok or since)), MAX_ACCOUNT_FAILURES)
+    ]
+    if address:
+        checks.append((failed.where(LoginAttempt.address == address), MAX_ADDRESS_FAILURES))
+    wait = 0.0
+    for query, limit in checks:
+        recent: list[datetime] = list(s.scalars(query.order_by(LoginAttempt.at.desc()).limit(limit)))
+        if len(recent) == limit:  # locked until the oldest of the last `limit` failures leaves the window
+            wait = max(wait, (recent[-1] + LOGIN_WINDOW - now).total_seconds())
+    return max(wait, 0.0)
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
