@@ -279,6 +279,11 @@ class Store:
         images = [self.media_dir / name for name in task.images]
         return TaskView(task.id, task.prompt, images, list(task.responses), list(assignment.shown_order))
 
+    def _holds_a_slot(self) -> Any:
+        """An assignment that fills one of its task's k slots: a label, or a claim within the lease."""
+        live = or_(Assignment.status == "done", Assignment.started_at > utcnow() - self.lease)
+        return (Assignment.status != "skipped") & live
+
     def next_task(self, user_id: int) -> TaskView | None:
         """The user's open task, or a newly claimed one they have never been given; None when done.
 
@@ -293,8 +298,7 @@ class Store:
             open_ = s.scalar(
                 select(Assignment).where(Assignment.user_id == user_id, Assignment.status == "active")
             )
-            live = or_(Assignment.status == "done", Assignment.started_at > utcnow() - self.lease)
-            counted = (Assignment.status != "skipped") & live  # labels given plus claims still held
+            counted = self._holds_a_slot()
             if open_ is not None:
                 task = s.get_one(Task, open_.task_id)
                 if open_.started_at > utcnow() - self.lease:
@@ -307,12 +311,7 @@ class Store:
                     open_.started_at = utcnow()
                     return self._view(task, open_)
                 open_.status, open_.finished_at = "skipped", utcnow()
-            taken = (
-                select(Assignment.task_id, func.count().label("n"))
-                .where(counted)
-                .group_by(Assignment.task_id)
-                .subquery()
-            )
+            taken = _slots_taken(counted)
             mine = select(Assignment.task_id).where(Assignment.user_id == user_id)
             n = func.coalesce(taken.c.n, 0)
             query = (
@@ -379,7 +378,8 @@ class Store:
     # --- reading back ----------------------------------------------------------------------
 
     def user_progress(self, user_id: int) -> dict[str, int]:
-        """How many tasks this user labelled and skipped, and how many are still open to them."""
+        """How many tasks this user labelled and skipped, and how many are still open to them
+        (their own open task included)."""
         with self.session() as s:
             counts = dict(
                 s.execute(
@@ -388,14 +388,17 @@ class Store:
                     .group_by(Assignment.status)
                 ).all()
             )
-            done = select(Annotation.task_id, func.count().label("n")).group_by(Annotation.task_id).subquery()
+            # Free to this user: never given to them, and not every slot filled by labels or by
+            # others' live claims (what next_task would hand out), plus their own open task.
+            taken = _slots_taken(self._holds_a_slot())
             mine = select(Assignment.task_id).where(Assignment.user_id == user_id)
-            left = s.scalar(
+            free = s.scalar(
                 select(func.count())
                 .select_from(Task)
-                .outerjoin(done, done.c.task_id == Task.id)
-                .where(Task.id.not_in(mine), func.coalesce(done.c.n, 0) < Task.overlap)
+                .outerjoin(taken, taken.c.task_id == Task.id)
+                .where(Task.id.not_in(mine), func.coalesce(taken.c.n, 0) < Task.overlap)
             )
+            left = (free or 0) + counts.get("active", 0)
         return {
             "labelled": counts.get("done", 0),
             "skipped": counts.get("skipped", 0),
@@ -462,6 +465,16 @@ class Store:
             if task is None:
                 raise ValueError(f"no task {task_id}")
             s.merge(Gold(task_id=task_id, ranks=check_ranks(ranks, len(task.responses))))
+
+
+def _slots_taken(holds_a_slot: Any) -> Any:
+    """Per task, how many of its slots are filled: (task_id, n)."""
+    return (
+        select(Assignment.task_id, func.count().label("n"))
+        .where(holds_a_slot)
+        .group_by(Assignment.task_id)
+        .subquery()
+    )
 
 
 def _sha256(token: str) -> str:

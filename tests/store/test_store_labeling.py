@@ -161,3 +161,17 @@ def test_settings_round_trip_and_cannot_touch_the_schema_version(store):
     assert store.setting("guidelines") == "Prefer faithful, short answers."
     with pytest.raises(ValueError, match="migrations only"):
         store.set_setting("schema_version", "1")
+
+
+def test_to_go_leaves_out_tasks_whose_every_slot_is_claimed_by_others(tmp_path):
+    store = Store(tmp_path / "s.db", lease_minutes=30)
+    store.add_tasks([NewTask("p", ["a", "b"]), NewTask("q", ["c", "d"])], overlap=1)
+    u, v = annotators(store, 2)
+    claimed = store.next_task(u)
+    assert store.user_progress(u)["available"] == 2  # u's own open task still counts for u
+    assert store.user_progress(v)["available"] == 1  # only the unclaimed task is left for v
+    assert store.next_task(v).id != claimed.id
+    assert store.user_progress(v)["available"] == 1  # v's own claim
+    stale = Store(tmp_path / "s.db", lease_minutes=0)  # the same database once every claim lapsed
+    w = stale.add_user("walker", "password-w").id
+    assert stale.user_progress(w)["available"] == 2
