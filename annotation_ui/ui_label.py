@@ -3,6 +3,13 @@
 Responses are shown in an order shuffled per annotator and labelled A, B, C… by position; the
 page maps the choice back to the task's own response indices before it is stored, so the label
 means the same thing whatever order a person saw.
+
+Imported text (prompts, responses) is shown as plain text, never as Markdown or HTML: a remote
+image in a prompt would otherwise load in every annotator's browser (a tracking pixel, or a leak
+of their address). The guidelines, written by an admin, keep Markdown but lose their images.
+
+Nothing is claimed until the annotator presses "Start labelling": a page opened and left alone
+holds none of a task's k slots. From then on each submit or skip claims the next task at once.
 """
 
 from __future__ import annotations
@@ -14,6 +21,27 @@ import streamlit as st
 from rlhfv.store.store import Store, TaskView, UserInfo
 
 LETTERS = "ABCDEFGH"
+SHORTCUTS = "Keys: 1 or A, 2 or B, 3 or T choose · Enter submits · S skips"
+# Keyboard shortcuts, installed once per browser tab. They act only while the labelling form is
+# on the page (its Submit button), and never while the cursor is in a text field.
+KEYS_SCRIPT = """<script>
+if (!window.rlhfvKeys) {
+  window.rlhfvKeys = true;
+  const button = (text) => [...document.querySelectorAll('[data-testid="stForm"] button')]
+    .find((b) => b.innerText.trim() === text);
+  document.addEventListener("keydown", (e) => {
+    const t = e.target, submit = button("Submit");
+    const typing = t.isContentEditable || t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && t.type !== "radio");
+    if (!submit || typing || e.ctrlKey || e.metaKey || e.altKey) return;
+    const choice = {"1": "A", a: "A", "2": "B", b: "B", "3": "Tie", t: "Tie"}[e.key.toLowerCase()];
+    const form = submit.closest('[data-testid="stForm"]');
+    const radio = choice && [...form.querySelectorAll('[role="radiogroup"] label')]
+      .find((l) => l.innerText.trim() === choice);
+    const target = radio || (e.key === "Enter" ? submit : e.key.toLowerCase() === "s" ? button("Skip") : null);
+    if (target) { e.preventDefault(); target.click(); }
+  });
+}
+</script>"""
 
 
 def ranks_from_choice(choice: str, shown_order: list[int]) -> list[int]:
@@ -40,7 +68,12 @@ def show_responses(view: TaskView) -> None:
         for k, index in enumerate(view.shown_order[start : start + per_row]):
             with cols[k].container(border=True):
                 st.markdown(f"**Response {LETTERS[start + k]}**")
-                st.markdown(view.responses[index])
+                st.text(view.responses[index])
+
+
+def without_images(markdown: str) -> str:
+    """Markdown whose images (inline or by reference) became links, which load nothing until clicked."""
+    return markdown.replace("![", "[")
 
 
 def on_submit(store: Store, user: UserInfo, view: TaskView) -> None:
@@ -69,19 +102,24 @@ def on_skip(store: Store, user: UserInfo, view: TaskView) -> None:
 
 
 def render(store: Store, user: UserInfo) -> None:
-    view = store.next_task(user.id)  # claim first: the open task is then counted once, as "to go"
-    progress = store.user_progress(user.id)
-    done, left = progress["labelled"], progress["available"] + (view is not None)
+    progress = store.user_progress(user.id)  # counts the open task, if any, as "to go"
+    done, left = progress["labelled"], progress["available"]
     text = f"{done} labelled, {left} to go, {progress['skipped']} skipped"
     st.progress(done / max(done + left, 1), text=text)
     if flash := st.session_state.pop("flash", None):
         st.toast(flash)
+    if guidelines := store.setting("guidelines"):
+        with st.expander("Guidelines", expanded=progress["labelled"] == 0):
+            st.markdown(without_images(guidelines))  # raw HTML stays off (Streamlit's default)
+    if left and not st.session_state.get("labelling"):
+        st.button(
+            "Start labelling", type="primary", on_click=st.session_state.update, args=({"labelling": True},)
+        )
+        return
+    view = store.next_task(user.id) if left else None
     if view is None:
         st.success("Nothing left for you to label. Thank you!")
         return
-    if guidelines := store.setting("guidelines"):
-        with st.expander("Guidelines", expanded=progress["labelled"] == 0):
-            st.markdown(guidelines)
     if st.session_state.get("task_id") != view.id:
         st.session_state["task_id"], st.session_state["shown_at"] = view.id, time.monotonic()
     # Images on the left, everything to read and decide on the right, so nothing scrolls away.
@@ -93,8 +131,9 @@ def render(store: Store, user: UserInfo) -> None:
                     st.image(str(path), width="stretch")
                 else:  # the media folder lost a file: say so instead of failing the page
                     st.warning(f"Image {path.name} is missing from the media folder; tell an admin.")
-    work_col.info(view.prompt)
     with work_col:
+        with st.container(border=True):
+            st.text(view.prompt)
         show_responses(view)
     n = len(view.shown_order)
     with work_col, st.form(f"label-{view.id}"):
@@ -111,11 +150,20 @@ def render(store: Store, user: UserInfo) -> None:
             cols = st.columns(n)
             for p in range(n):
                 options = list(range(1, n + 1))
-                cols[p].selectbox(f"Rank of {LETTERS[p]}", options, index=None, key=f"rank-{view.id}-{p}")
+                cols[p].selectbox(
+                    f"Rank of {LETTERS[p]}",
+                    options,
+                    index=None,
+                    placeholder="rank",
+                    key=f"rank-{view.id}-{p}",
+                )
         st.text_area("Why? (optional)", max_chars=5000, height=80, key=f"why-{view.id}")
         if error := st.session_state.pop("label_error", None):
             st.error(error)
-        submit_col, skip_col = st.columns([1, 6])
-        args = (store, user, view)
-        submit_col.form_submit_button("Submit", type="primary", on_click=on_submit, args=args)
-        skip_col.form_submit_button("Skip", on_click=on_skip, args=args)
+        # A row of buttons as wide as their text: fixed columns cut "Submit" to "Sub…" when narrow.
+        with st.container(horizontal=True):
+            args = (store, user, view)
+            st.form_submit_button("Submit", type="primary", on_click=on_submit, args=args)
+            st.form_submit_button("Skip", on_click=on_skip, args=args)
+    work_col.caption(SHORTCUTS if n == 2 else SHORTCUTS.replace("1 or A, 2 or B, 3 or T choose · ", ""))
+    st.html(KEYS_SCRIPT, unsafe_allow_javascript=True)

@@ -10,7 +10,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from rlhfv.store.agreement import gold_accuracy, units_from_labels
-from rlhfv.store.store import NewTask, Store
+from rlhfv.store.store import MAX_ACCOUNT_FAILURES, NewTask, Store
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "annotation_ui" / "app.py"
@@ -70,7 +70,8 @@ def test_labelling_maps_the_shown_order_back_and_records_choice_rationale_and_ti
     store.add_tasks([NewTask("Which is red?", ["red", "blue"]), NewTask("Rank", ["x", "y", "z"])], overlap=1)
     at = logged_in("ann", "ann-password")
     assert "0 labelled, 2 to go" in at.get("progress")[0].proto.text
-    shown = [m.value for m in at.markdown if m.value in ("red", "blue")]
+    click(at, "Start labelling")
+    shown = [t.value for t in at.text if t.value in ("red", "blue")]
     at.radio[0].set_value("A")
     at.text_area[0].input("A says red")
     click(at, "Submit")
@@ -79,7 +80,7 @@ def test_labelling_maps_the_shown_order_back_and_records_choice_rationale_and_ti
     assert winner == shown[0]  # what was on the left won, whatever the stored order
     assert label["rationale"] == "A says red" and label["seconds"] >= 0
     # The ranking task: rank by position, then check the stored ranks name the same responses.
-    shown = [m.value for m in at.markdown if m.value in ("x", "y", "z")]
+    shown = [t.value for t in at.text if t.value in ("x", "y", "z")]
     click(at, "Submit")
     assert [e.value for e in at.error] == ["Give every response a rank first."]
     for position, rank in enumerate([2, 1, 3]):
@@ -92,10 +93,10 @@ def test_labelling_maps_the_shown_order_back_and_records_choice_rationale_and_ti
 
 def test_skip_moves_on_and_the_task_does_not_return(store: Store):
     store.add_tasks([NewTask("first", ["a", "b"]), NewTask("second", ["c", "d"])], overlap=1)
-    at = logged_in("ann", "ann-password")
-    before = [i.value for i in at.info]
+    at = click(logged_in("ann", "ann-password"), "Start labelling")
+    before = [t.value for t in at.text]
     click(at, "Skip")
-    after = [i.value for i in at.info]
+    after = [t.value for t in at.text]
     assert before != after
     at.radio[0].set_value("Tie")
     click(at, "Submit")
@@ -213,3 +214,41 @@ def test_admin_adjudicates_a_disputed_task_and_the_answer_becomes_gold(store: St
         r["annotator"]: r["accuracy"] for r in gold_accuracy(units_from_labels(store.labels()), store.gold())
     }
     assert accuracy == {"ann": 0.0, "bob": 1.0}
+
+
+def test_opening_the_label_page_claims_nothing_until_start_and_admins_land_elsewhere(store: Store):
+    store.add_tasks([NewTask("the only task", ["a", "b"])], overlap=1)
+    bob = store.authenticate("bob", "bob-password")
+    admin = logged_in("boss", "boss-password")
+    assert admin.radio(key="page").value == "Progress & agreement"
+    ann = logged_in("ann", "ann-password")  # her first page is Label
+    assert "0 labelled, 1 to go" in ann.get("progress")[0].proto.text
+    assert store.user_progress(bob.id)["available"] == 1  # nobody holds the task's one slot yet
+    click(ann, "Start labelling")
+    assert "the only task" in [t.value for t in ann.text]
+    assert store.user_progress(bob.id)["available"] == 0 and store.next_task(bob.id) is None
+
+
+def test_a_password_change_logs_out_an_open_browser_at_its_next_rerun(store: Store):
+    at = logged_in("ann", "ann-password")
+    assert at.radio(key="page").options == ["Label"]
+    store.update_user("ann", password="a-new-password")
+    at.run()
+    assert not at.radio and at.text_input(key="login-name") is not None
+    assert logged_in("ann", "a-new-password").radio(key="page").options == ["Label"]
+
+
+def test_repeated_wrong_passwords_lock_the_account_for_new_browser_sessions_too(store: Store):
+    at = logged_in("ann", "guess-0")
+    for i in range(1, MAX_ACCOUNT_FAILURES):
+        at.text_input(key="login-password").input(f"guess-{i}")
+        click(at, "Log in")
+    fresh = logged_in("ann", "ann-password")  # a reload: a new Streamlit session, the right password
+    assert not fresh.radio
+    assert [e.value for e in fresh.error] == [
+        "Too many failed logins; try again in 15 minutes or ask an admin."
+    ]
+    assert [(t["name"], t["outcome"]) for t in store.login_attempts(2)] == [
+        ("ann", "locked"),
+        ("ann", "failed"),
+    ]
