@@ -15,7 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 from rlhfv.store import ingest
-from rlhfv.store.agreement import agreement_report, gold_accuracy, units_from_labels
+from rlhfv.store.agreement import agreement_report, disputed_tasks, gold_accuracy, units_from_labels
 from rlhfv.store.export import export_snapshot
 from rlhfv.store.store import ROLES, Store, UserInfo
 
@@ -97,8 +97,24 @@ def render_import(store: Store, user: UserInfo) -> None:
         if st.form_submit_button("Save guidelines"):
             store.set_setting("guidelines", text.strip())
             st.success("Saved.")
+    st.header("Labels per task")
+    with st.form("overlap"):
+        k = int(
+            st.number_input(
+                "Labels per task (k): new imports ask for this many",
+                min_value=1,
+                max_value=20,
+                value=store.default_overlap(),
+            )
+        )
+        apply = st.checkbox("Also ask this many of every existing task")
+        if st.form_submit_button("Save k"):
+            store.set_setting("overlap", str(k))
+            changed = store.set_overlap(k) if apply else 0
+            st.success(f"New tasks get k = {k}; {plural(changed, 'existing task')} changed.")
     st.header("Import tasks")
-    overlap = st.number_input("Labels per task (overlap)", min_value=1, max_value=20, value=3)
+    overlap = store.default_overlap()
+    st.caption(f"Each imported task asks for k = {overlap} labels.")
     jsonl_tab, runs_tab, shapes_tab = st.tabs(["JSONL + images", "Policy rollouts", "ShapesVQA"])
     with jsonl_tab:
         st.caption(
@@ -109,7 +125,7 @@ def render_import(store: Store, user: UserInfo) -> None:
             "Images", type=["png", "jpg", "jpeg", "webp", "gif", "bmp"], accept_multiple_files=True
         )
         if st.button("Import file", disabled=task_file is None):
-            import_uploads(store, task_file, image_files or [], int(overlap))
+            import_uploads(store, task_file, image_files or [], overlap)
     with runs_tab:
         runs = list_runs(runs_root(), "rollouts.jsonl")
         if not runs:
@@ -118,12 +134,12 @@ def render_import(store: Store, user: UserInfo) -> None:
             run = st.selectbox("Run", runs, format_func=lambda p: str(p.relative_to(runs_root())))
             min_step = st.number_input("From step", min_value=0, value=0)
             if st.button("Import rollouts"):
-                show_report(ingest.import_rollouts(store, run, overlap=int(overlap), min_step=int(min_step)))
+                show_report(ingest.import_rollouts(store, run, overlap=overlap, min_step=int(min_step)))
     with shapes_tab:
         n = st.number_input("Pairs", min_value=1, max_value=5000, value=20)
         seed = st.number_input("Seed", min_value=0, value=0)
         if st.button("Import ShapesVQA gold items"):
-            show_report(ingest.import_shapes(store, n=int(n), seed=int(seed), overlap=int(overlap)))
+            show_report(ingest.import_shapes(store, n=int(n), seed=int(seed), overlap=overlap))
 
 
 def shown(value: float) -> str:
@@ -159,7 +175,7 @@ def render_progress(store: Store, user: UserInfo) -> None:
     st.subheader("Accuracy on gold items")
     accuracy = gold_accuracy(units, store.gold())
     st.dataframe(accuracy, width="stretch") if accuracy else st.caption("No gold item labelled yet.")
-    split = sorted({u[0] for u, votes in units.items() if len(set(votes.values())) > 1})
+    split = disputed_tasks(units, store.gold())  # adjudicated tasks are settled: not listed
     st.subheader(f"Tasks with disagreement ({len(split)})")
     if split:
         rows = [r for r in labels if r["task_id"] in set(split[:200])]
@@ -169,23 +185,38 @@ def render_progress(store: Store, user: UserInfo) -> None:
 
 
 def adjudicate(store: Store, split: list[int], labels: list[dict]) -> None:
-    """Settle a disputed task: the answer becomes gold, so the export uses it and annotators are scored on it."""
+    """Settle a disputed task: the answer becomes gold, so the export uses it and annotators are scored on it.
+
+    Every rank starts empty and must be chosen: a default would store an untouched form as an answer.
+    """
     st.subheader("Adjudicate")
-    task_id = st.selectbox("Task", split, key="adjudicate-task")
-    rows = [r for r in labels if r["task_id"] == task_id]
-    st.info(rows[0]["prompt"])
-    responses = rows[0]["responses"]
+    first = {r["task_id"]: r for r in reversed(labels)}  # one label row per task, for its text
+    task_id = st.selectbox(
+        "Task", split, format_func=lambda t: f"{first[t]['prompt'][:80]} (task {t})", key="adjudicate-task"
+    )
+    row = first[task_id]
+    for name in row["images"]:
+        path = store.media_dir / name
+        st.image(str(path), width=256) if path.is_file() else st.warning(f"Image {name} is missing.")
+    with st.container(border=True):
+        st.text(row["prompt"])
+    responses = row["responses"]
     n = len(responses)
     with st.form(f"adjudicate-{task_id}"):
         cols = st.columns(n)
         for i, text in enumerate(responses):
-            cols[i].markdown(f"**Response {i}**\n\n{text}")
+            cols[i].markdown(f"**Response {i}**")
+            cols[i].text(text)
         ranks = [
-            cols[i].selectbox("Rank (1 = best)", range(1, n + 1), key=f"adj-{task_id}-{i}") for i in range(n)
+            cols[i].selectbox("Rank (1 = best)", range(1, n + 1), index=None, key=f"adj-{task_id}-{i}")
+            for i in range(n)
         ]
         if st.form_submit_button("Save as the answer"):
-            store.set_gold(int(task_id), [r - 1 for r in ranks])
-            st.success(f"Task {task_id} now has a gold answer; exports use it.")
+            if None in ranks:
+                st.error("Give every response a rank first.")
+            else:
+                store.set_gold(int(task_id), [r - 1 for r in ranks if r is not None])
+                st.success(f"Task {task_id} now has a gold answer; exports use it.")
 
 
 def exports_root(store: Store) -> Path:
@@ -199,9 +230,15 @@ def render_export(store: Store, user: UserInfo) -> None:
     st.caption(
         f"Snapshots go to {exports_root(store)}/v<N>/: preferences.jsonl (GRM format), trl.jsonl, labels.jsonl"
     )
-    min_labels = st.number_input("Only tasks with at least this many labels", min_value=1, value=1)
+    min_labels = st.number_input(
+        "Only tasks with at least this many labels (empty: settled tasks, with all k labels or a gold answer)",
+        min_value=1,
+        value=None,
+    )
     if st.button("Export snapshot", type="primary"):
-        snap = export_snapshot(store, exports_root(store), min_labels=int(min_labels))
+        snap = export_snapshot(
+            store, exports_root(store), min_labels=None if min_labels is None else int(min_labels)
+        )
         st.session_state["last_snapshot"] = str(snap.path)
         st.success(f"Snapshot v{snap.version}: {snap.pairs} pairs from {snap.labels} labels in {snap.path}")
     if last := st.session_state.get("last_snapshot"):

@@ -9,6 +9,7 @@ the page re-reads the files every few seconds.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +32,19 @@ def metric_groups(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     return dict(sorted(groups.items(), key=lambda kv: (kv[0] != "monitor", kv[0])))
 
 
-def read_rollouts(path: Path, last: int) -> list[dict[str, Any]]:
+def read_rollouts(path: Path, last: int) -> list[tuple[int, dict[str, Any]]]:
+    """The last rollouts with their 1-based line numbers, which name them in the label queue."""
     if not path.is_file():
         return []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[-last:]:
+    for lineno, line in enumerate(lines[-last:], start=max(len(lines) - last, 0) + 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line still being written
         if isinstance(row, dict):
-            rows.append(row)
+            rows.append((lineno, row))
     return rows
 
 
@@ -77,14 +80,16 @@ def show_rollouts(store: Store, run: Path, last: int) -> None:
     if not rows:
         st.info("No rollouts logged yet.")
         return
-    for k, row in enumerate(reversed(rows)):
-        with st.expander(f"step {row.get('step', '?')}: {str(row.get('prompt', ''))[:100]}", expanded=k == 0):
+    for k, (lineno, row) in enumerate(reversed(rows)):
+        # Expander labels are Markdown: escape the run's text, which may hold image syntax.
+        title = re.sub(r"([\\`*_{}\[\]()#+\-.!<>|~:$])", r"\\\1", str(row.get("prompt", ""))[:100])
+        with st.expander(f"step {row.get('step', '?')}: {title}", expanded=k == 0):
             for rel in row.get("images", [])[:4]:
                 try:
                     st.image(load_image(rel, root=run), width=256)
                 except (ImageError, TypeError) as e:
                     st.warning(f"image not shown: {e}")
-            st.markdown(str(row.get("prompt", "")))
+            st.text(str(row.get("prompt", "")))
             completions, rewards = row.get("completions", []), row.get("rewards", [])
             cols = st.columns(max(1, min(len(completions), 4)))
             for i, text in enumerate(completions):
@@ -98,16 +103,16 @@ def show_rollouts(store: Store, run: Path, last: int) -> None:
                     st.text(str(text))
             for j in row.get("judgments", []):
                 scores = j.get("scores")
-                st.markdown(
-                    f"**GRM on {j.get('a')} vs {j.get('b')}**, scores {scores if scores is not None else 'unparsed'}"
+                st.text(
+                    f"GRM on {j.get('a')} vs {j.get('b')}, scores {scores if scores is not None else 'unparsed'}"
                 )
                 st.text(str(j.get("text", "")))
             if st.button("Send to the label queue", key=f"queue-{run}-{row.get('step')}-{k}"):
-                task, field, message = rollout_task(row, run, store.media_dir)
+                task, field, message = rollout_task(row, run, store.media_dir, line=lineno)
                 if task is None:
                     st.error(f"cannot queue this rollout: field '{field}': {message}")
                 else:
-                    added, _ = store.add_tasks([task])
+                    added, _ = store.add_tasks([task])  # the project's k labels
                     st.success("Queued for labelling." if added else "Already in the queue.")
 
 

@@ -127,3 +127,9 @@ def gold_accuracy(units: Ratings, gold: dict[int, list[int]]) -> list[dict[str, 
     return [
         {"annotator": a, "gold_units": len(h), "accuracy": sum(h) / len(h)} for a, h in sorted(hits.items())
     ]
+
+
+def disputed_tasks(units: Ratings, gold: dict[int, list[int]]) -> list[int]:
+    """Tasks whose annotators disagree on some pair and that have no gold answer yet: the ones
+    still waiting for an admin (an adjudicated task's answer is settled, whatever the votes)."""
+    return sorted({unit[0] for unit, votes in units.items() if len(set(votes.values())) > 1} - set(gold))

@@ -3,7 +3,7 @@
 `export_snapshot(store, out_root)` writes `out_root/v<N>/`:
 
 - `preferences.jsonl`: the GRM training format (`rlhfv.data.preference`), one row per pair of
-  responses whose majority label is a clear winner (or whose gold answer, where a task has one,
+  responses of a settled task (all k labels in, or a gold answer) whose majority label is a clear winner (or whose gold answer, where a task has one,
   says so). A ranking over N responses yields all its
   implied pairs; pairs that tie or split evenly carry no signal and are left out.
 - `trl.jsonl`: the same pairs in TRL's conversational preference format (`prompt`, `chosen`,
@@ -43,12 +43,13 @@ class SnapshotInfo:
 
 
 def majority_pairs(
-    labels: list[dict[str, Any]], min_labels: int = 1, gold: dict[int, list[int]] | None = None
+    labels: list[dict[str, Any]], min_labels: int | None = 1, gold: dict[int, list[int]] | None = None
 ) -> list[PairwisePreference]:
     """Aggregate label rows per task into pairwise preferences by majority over each pair.
 
     A task with a gold answer (a known item, or one an admin adjudicated) exports that answer
-    instead of the vote.
+    instead of the vote. `min_labels=None` keeps only settled tasks: those with all k labels they
+    asked for (the rows' `overlap`), or with a gold answer.
     """
     gold = gold or {}
     by_task: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -56,7 +57,9 @@ def majority_pairs(
         by_task[row["task_id"]].append(row)
     prefs = []
     for task_id, rows in sorted(by_task.items()):
-        if len(rows) < min_labels:
+        if min_labels is None and task_id not in gold and len(rows) < rows[0]["overlap"]:
+            continue  # still being labelled: a single early vote is not the crowd's answer
+        if min_labels is not None and len(rows) < min_labels:
             continue
         votes: dict[tuple[int, int], Counter] = defaultdict(Counter)
         for ranks in [gold[task_id]] if task_id in gold else [row["ranks"] for row in rows]:
@@ -93,8 +96,12 @@ def trl_row(pref: PairwisePreference) -> dict[str, Any]:
     }
 
 
-def export_snapshot(store: Store, out_root: str | Path, min_labels: int = 1) -> SnapshotInfo:
-    """Write the next numbered snapshot under `out_root` and record it in the store."""
+def export_snapshot(store: Store, out_root: str | Path, min_labels: int | None = None) -> SnapshotInfo:
+    """Write the next numbered snapshot under `out_root` and record it in the store.
+
+    By default only settled tasks are exported (k labels, or a gold answer); `min_labels=n`
+    exports every task with at least n labels instead.
+    """
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     labels = store.labels()
@@ -118,7 +125,7 @@ def export_snapshot(store: Store, out_root: str | Path, min_labels: int = 1) -> 
         _write_jsonl(tmp / "trl.jsonl", [trl_row(p) for p in prefs])
         _write_jsonl(tmp / "labels.jsonl", labels)
         digest = hashlib.sha256((tmp / "preferences.jsonl").read_bytes()).hexdigest()
-        manifest = {"version": version, "pairs": len(prefs), "labels": len(labels), "min_labels": min_labels,
+        manifest = {"version": version, "pairs": len(prefs), "labels": len(labels), "min_labels": min_labels,  # null: settled tasks
                     "tasks": len({row["task_id"] for row in labels}), "preference_format": FORMAT_VERSION,
                     "schema_version": SCHEMA_VERSION, "preferences_sha256": digest}  # fmt: skip
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, func, or_, select
+from sqlalchemy import create_engine, delete, event, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -252,8 +252,24 @@ class Store:
 
     # --- tasks -----------------------------------------------------------------------------
 
-    def add_tasks(self, tasks: list[NewTask], overlap: int = 3) -> tuple[int, int]:
-        """Add tasks wanting `overlap` labels each; return (added, already present)."""
+    def default_overlap(self) -> int:
+        """The project's k: labels wanted per task unless an import says otherwise (3 until set)."""
+        return int(self.setting("overlap", "3"))
+
+    def set_overlap(self, overlap: int, task_ids: list[int] | None = None) -> int:
+        """Change k of existing tasks (all, or `task_ids`); return how many changed. Lowering k
+        completes tasks that already have that many labels. The project's k is the setting "overlap"."""
+        if overlap < 1:
+            raise ValueError(f"overlap must be at least 1, got {overlap}")
+        with self.session() as s:
+            query = update(Task).where(Task.overlap != overlap)
+            if task_ids is not None:
+                query = query.where(Task.id.in_(task_ids))
+            return s.execute(query.values(overlap=overlap)).rowcount
+
+    def add_tasks(self, tasks: list[NewTask], overlap: int | None = None) -> tuple[int, int]:
+        """Add tasks wanting `overlap` labels each (default: the project's k); return (added, already present)."""
+        overlap = self.default_overlap() if overlap is None else overlap
         if overlap < 1:
             raise ValueError(f"overlap must be at least 1, got {overlap}")
         added = 0
@@ -450,7 +466,7 @@ class Store:
                 {"task_id": a.task_id, "annotator": name, "ranks": list(a.ranks), "rationale": a.rationale,
                  "seconds": a.seconds, "created_at": a.created_at.isoformat(), "prompt": t.prompt,
                  "responses": list(t.responses), "images": list(t.images), "source": t.source,
-                 "external_id": t.external_id}
+                 "external_id": t.external_id, "overlap": t.overlap}
                 for a, name, t in rows
             ]  # fmt: skip
 

@@ -10,7 +10,7 @@ from PIL import Image
 from rlhfv.data.preference import read_preferences
 from rlhfv.store.export import export_snapshot, majority_pairs
 from rlhfv.store.ingest import import_jsonl
-from rlhfv.store.store import Store
+from rlhfv.store.store import NewTask, Store
 
 
 def label_all(store: Store, votes: dict[str, list[list[int]]]) -> None:
@@ -60,7 +60,7 @@ def test_snapshot_is_read_by_the_grm_reader_with_images_and_matches_trl_rows(tmp
         "Rank": [[2, 1, 0], [2, 1, 0]],        # z > y > x; third annotator skips
         "Tie": [[0, 0], [0, 0], [0, 1]],       # tie wins
     })  # fmt: skip
-    snap = export_snapshot(store, tmp_path / "exports")
+    snap = export_snapshot(store, tmp_path / "exports", min_labels=1)
     assert (snap.version, snap.pairs, snap.labels) == (1, 4, 8)
     prefs, errors = read_preferences(snap.path / "preferences.jsonl")
     assert errors == [] and len(prefs) == 4
@@ -80,7 +80,7 @@ def test_snapshot_is_read_by_the_grm_reader_with_images_and_matches_trl_rows(tmp
     assert len(raw) == 8 and {r["rationale"] for r in raw} == {"reason 0", "reason 1", "reason 2"}
     manifest = json.loads((snap.path / "manifest.json").read_text())
     assert manifest["pairs"] == 4 and manifest["preferences_sha256"] == snap.sha256
-    again = export_snapshot(store, tmp_path / "exports")
+    again = export_snapshot(store, tmp_path / "exports", min_labels=1)
     assert again.version == 2 and again.sha256 == snap.sha256  # same labels, same content
 
 
@@ -90,3 +90,24 @@ def test_a_gold_answer_overrides_the_vote_in_the_export():
     assert majority_pairs(rows)[0].preferred == 0
     assert majority_pairs(rows, gold={4: [1, 0]})[0].preferred == 1  # adjudicated against the majority
     assert majority_pairs(rows, gold={4: [0, 0]}) == []  # settled as a tie: no training signal
+
+
+def test_by_default_a_snapshot_holds_only_settled_tasks(tmp_path: Path):
+    store = Store(tmp_path / "store.db")
+    store.add_tasks([NewTask("one vote of three", ["a", "b"]), NewTask("adjudicated", ["c", "d"])], overlap=3)
+    store.add_tasks([NewTask("all votes in", ["e", "f"])], overlap=1)
+    users = [store.add_user(f"u{i}", f"password-{i}").id for i in range(2)]
+    for uid in users:
+        while (view := store.next_task(uid)) is not None:
+            if view.prompt != "one vote of three" or uid == users[0]:
+                store.submit(uid, view.id, [0, 1])
+            else:
+                store.skip(uid, view.id)
+    adjudicated = next(r["task_id"] for r in store.labels() if r["prompt"] == "adjudicated")
+    store.set_gold(adjudicated, [1, 0])
+    settled = {p.prompt for p in majority_pairs(store.labels(), None, store.gold())}
+    assert settled == {"adjudicated", "all votes in"}  # 1 of 3 labels is not the crowd's answer
+    snap = export_snapshot(store, tmp_path / "exports")
+    assert snap.pairs == 2
+    assert snap.labels == 4  # labels.jsonl still keeps every label given
+    assert export_snapshot(store, tmp_path / "exports", min_labels=1).pairs == 3

@@ -175,3 +175,18 @@ def test_to_go_leaves_out_tasks_whose_every_slot_is_claimed_by_others(tmp_path):
     stale = Store(tmp_path / "s.db", lease_minutes=0)  # the same database once every claim lapsed
     w = stale.add_user("walker", "password-w").id
     assert stale.user_progress(w)["available"] == 2
+
+
+def test_new_tasks_take_the_projects_k_and_an_admin_can_change_k_of_existing_tasks(store):
+    store.add_tasks([NewTask("early", ["a", "b"])])
+    assert store.labels() == [] and store.overview()["labels_wanted"] == 3  # k is 3 until set
+    store.set_setting("overlap", "2")
+    store.add_tasks([NewTask("later", ["c", "d"])])
+    assert store.overview()["labels_wanted"] == 3 + 2
+    assert store.set_overlap(1) == 2 and store.overview()["labels_wanted"] == 2
+    u, v = annotators(store, 2)
+    store.submit(u, store.next_task(u).id, [0, 1])
+    store.submit(u, store.next_task(u).id, [0, 1])
+    assert store.next_task(v) is None  # k = 1 now: both tasks are complete
+    with pytest.raises(ValueError, match="at least 1"):
+        store.set_overlap(0)

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 from rlhfv.store.agreement import gold_accuracy, units_from_labels
+from rlhfv.store.schema import Task
 from rlhfv.store.store import MAX_ACCOUNT_FAILURES, NewTask, Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +111,11 @@ def test_admin_imports_shapes_sees_agreement_exports_and_adds_a_user(store: Stor
     at.radio(key="page").set_value("Import tasks").run()
     at.text_area[0].input("Prefer the answer that names the **right colour**.")
     click(at, "Save guidelines")
-    at.number_input[0].set_value(2).run()  # overlap
+    at.number_input[0].set_value(2)  # k, the project's overlap
+    click(at, "Save k")
+    at.radio(key="page").set_value("Users").run()
+    at.radio(key="page").set_value("Import tasks").run()
+    assert at.number_input[0].value == 2  # the field shows the project's k, not a fixed 3
     click(at, "Import ShapesVQA gold items")
     assert any("Added 20 tasks; 0 tasks already there." in s.value for s in at.success)
     for name in ("ann", "bob"):
@@ -192,9 +198,13 @@ def test_dashboard_plots_each_metric_area_shows_monitors_and_queues_a_rollout(st
     texts = [t.value for t in at.text]
     assert "The first is right." in texts and "blue" in texts
     assert len(at.get("image")) == 1
+    store.set_setting("overlap", "2")  # the project's k, set on the Import page
     click(at, "Send to the label queue")
     assert store.overview()["tasks"] == 1
     assert any("Queued" in s.value for s in at.success)
+    with store.session() as s:
+        task = s.scalars(select(Task)).one()
+        assert (task.overlap, task.external_id, task.source) == (2, "step5-line1", "rollout:grm-run")
 
 
 def test_admin_adjudicates_a_disputed_task_and_the_answer_becomes_gold(store: Store):
@@ -206,10 +216,16 @@ def test_admin_adjudicates_a_disputed_task_and_the_answer_becomes_gold(store: St
     at.radio(key="page").set_value("Progress & agreement").run()
     assert any(h.value == "Tasks with disagreement (1)" for h in at.subheader)
     task_id = store.labels()[0]["task_id"]
+    assert at.selectbox(key="adjudicate-task").options == [f"Disputed (task {task_id})"]
+    assert {"Disputed", "left", "right"} <= {t.value for t in at.text}  # the task, as plain text
+    click(at, "Save as the answer")  # untouched: no tie is stored by default
+    assert [e.value for e in at.error] == ["Give every response a rank first."] and store.gold() == {}
     at.selectbox(key=f"adj-{task_id}-0").set_value(2)
     at.selectbox(key=f"adj-{task_id}-1").set_value(1)
     click(at, "Save as the answer")
     assert store.gold() == {task_id: [1, 0]}
+    at.run()
+    assert any(h.value == "Tasks with disagreement (0)" for h in at.subheader)
     accuracy = {
         r["annotator"]: r["accuracy"] for r in gold_accuracy(units_from_labels(store.labels()), store.gold())
     }
