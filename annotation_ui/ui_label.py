@@ -38,8 +38,8 @@ if (!window.rlhfvKeys) {
     const radio = choice && [...form.querySelectorAll('[role="radiogroup"] label')]
       .find((l) => l.innerText.trim() === choice);
     const target = radio || (e.key === "Enter" ? submit : e.key.toLowerCase() === "s" ? button("Skip") : null);
-    if (target) { e.preventDefault(); target.click(); }
-  });
+    if (target) { e.preventDefault(); e.stopPropagation(); target.click(); }
+  }, true);  // the capture phase: before a focused widget can swallow the key
 }
 </script>"""
 

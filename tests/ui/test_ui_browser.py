@@ -241,3 +241,65 @@ def test_imported_text_loads_nothing_from_other_sites_in_any_page(app: App):
     finally:
         server.shutdown()
     assert hits == [] and outside == []
+
+
+@pytest.mark.slow
+def test_keyboard_shortcuts_choose_submit_and_skip_but_not_while_typing(app: App):
+    expect = app.sync_api.expect
+    with app.sync_api.sync_playwright() as p:
+        page = log_in(app, p, "ann", "ann-password")
+        page.get_by_role("button", name="Start labelling").click()
+        expect(page.get_by_text("Question 0?")).to_be_visible(timeout=30_000)
+        expect(
+            page.get_by_text("Keys: 1 or A, 2 or B, 3 or T choose · Enter submits · S skips")
+        ).to_be_visible()
+        expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+        form = page.get_by_test_id("stForm")
+        page.keyboard.press("2")
+        expect(form.get_by_role("radio", name="B", exact=True)).to_be_checked()
+        page.get_by_label("Why? (optional)").press_sequentially("sat")  # s, a, t typed: no skip, no A
+        expect(form.get_by_role("radio", name="B", exact=True)).to_be_checked()
+        page.evaluate("document.activeElement.blur()")
+        page.keyboard.press("Enter")
+        expect(page.get_by_text("Question 1?")).to_be_visible(timeout=30_000)
+        expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+        page.keyboard.press("s")
+        expect(page.get_by_text("Question 2?")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("1 labelled, 2 to go, 1 skipped")).to_be_visible(timeout=30_000)
+        expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+        page.keyboard.press("t")
+        expect(page.get_by_test_id("stForm").get_by_role("radio", name="Tie", exact=True)).to_be_checked()
+        page.keyboard.press("Enter")
+        expect(page.get_by_text("2 labelled, 1 to go, 1 skipped")).to_be_visible(timeout=30_000)
+    first, second = app.store.labels()
+    assert (first["prompt"], first["rationale"], second["prompt"]) == ("Question 0?", "sat", "Question 2?")
+    assert first["ranks"].count(0) == 1 and second["ranks"] == [0, 0]
+
+
+CLIPPED = "el => [el, ...el.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1)"
+
+
+@pytest.mark.slow
+def test_buttons_and_rank_fields_show_their_whole_text_in_a_1024_px_window(app: App):
+    from PIL import Image
+
+    Image.new("RGB", (96, 96), (200, 30, 30)).save(app.store.media_dir / "red96.png")
+    four = [f"a fairly long response number {i}, as models write them" for i in range(4)]
+    app.store.add_tasks([NewTask("What is shown?", ["red", "blue"], images=["red96.png"]),
+                         NewTask("Rank four", four)], overlap=3)  # fmt: skip
+    bob = app.store.add_user("bob", "bob-password").id
+    label_task(app.store, bob, "What is shown?", [0, 1])  # one label in: these come first for ann
+    label_task(app.store, bob, "Rank four", [0, 1, 2, 3])
+    expect = app.sync_api.expect
+    with app.sync_api.sync_playwright() as p:
+        page = log_in(app, p, "ann", "ann-password", viewport={"width": 1024, "height": 800})
+        page.get_by_role("button", name="Start labelling").click()
+        for prompt in ("What is shown?", "Rank four"):
+            expect(page.get_by_text(prompt)).to_be_visible(timeout=30_000)
+            expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+            for name in ("Submit", "Skip"):
+                button = page.get_by_role("button", name=name)
+                assert button.inner_text().strip() == name and not button.evaluate(CLIPPED), (prompt, name)
+            for select in page.get_by_test_id("stSelectbox").all():
+                assert not select.evaluate(CLIPPED), select.inner_text()
+            page.get_by_role("button", name="Skip").click()
