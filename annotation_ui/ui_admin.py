@@ -156,7 +156,10 @@ def render_progress(store: Store, user: UserInfo) -> None:
     cols[1].metric("Complete tasks", ov["complete_tasks"])
     cols[2].metric("Labels", f"{ov['labels']} / {ov['labels_wanted']}")
     cols[3].metric("Annotators", len(ov["annotators"]))
-    st.dataframe(ov["annotators"], width="stretch")
+    if ov["annotators"]:
+        st.dataframe(ov["annotators"], width="stretch")
+    else:  # an empty table draws as a bare grey bar
+        st.caption("No labels yet.")
     labels = store.labels()
     units = units_from_labels(labels)
     report = agreement_report(units)
@@ -276,10 +279,17 @@ def render_users(store: Store, user: UserInfo) -> None:
         if st.form_submit_button("Save"):
             if name == user.name and (state == "disabled" or role == "annotator"):
                 st.error("You cannot disable or demote your own account.")
-                return
-            try:
-                store.update_user(name, password=password or None, role=None if role == "(keep)" else role,
-                                  active=None if state == "(keep)" else state == "active")  # fmt: skip
-                st.success(f"Saved {name}.")
-            except ValueError as e:
-                st.error(str(e))
+            else:
+                try:
+                    store.update_user(name, password=password or None, role=None if role == "(keep)" else role,
+                                      active=None if state == "(keep)" else state == "active")  # fmt: skip
+                    st.success(f"Saved {name}.")
+                except ValueError as e:
+                    st.error(str(e))
+    st.subheader("Refused logins")
+    refused = [
+        {**a, "at": f"{a['at']:%Y-%m-%d %H:%M:%S} UTC"}
+        for a in store.login_attempts(500)
+        if a["outcome"] != "ok"
+    ]
+    st.dataframe(refused, width="stretch") if refused else st.caption("None recently.")

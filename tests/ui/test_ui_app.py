@@ -268,3 +268,10 @@ def test_repeated_wrong_passwords_lock_the_account_for_new_browser_sessions_too(
         ("ann", "locked"),
         ("ann", "failed"),
     ]
+    admin = logged_in("boss", "boss-password")
+    assert not admin.dataframe and "No labels yet." in [c.value for c in admin.caption]  # no grey bar
+    admin.radio(key="page").set_value("Users").run()
+    refused = admin.dataframe[-1].value
+    assert list(refused["name"]) == ["ann"] * (MAX_ACCOUNT_FAILURES + 1)
+    assert list(refused["outcome"]) == ["locked"] + ["failed"] * MAX_ACCOUNT_FAILURES
+    assert "password" not in " ".join(refused.columns)

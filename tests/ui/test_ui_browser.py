@@ -122,6 +122,11 @@ def test_an_annotator_logs_in_and_labels_three_tasks_in_chromium(app: App):
             page.get_by_role("button", name="Submit").click()
         expect(page.get_by_text("Nothing left for you to label")).to_be_visible(timeout=30_000)
         assert page.get_by_text("Export", exact=True).count() == 0  # no admin page in the menu
+    with urllib.request.urlopen(f"{app.url}/_stcore/metrics", timeout=10) as r:  # open to anyone
+        metrics = r.read().decode()
+    # Only counts and cache sizes (README: block it at a proxy if even those are private).
+    assert not [text for text in ("Question", "reason 0", "answer", '"ann"', "password") if text in metrics]
+    assert "active_sessions" in metrics
     labels = app.store.labels()
     assert [row["annotator"] for row in labels] == ["ann"] * 3
     assert [row["rationale"] for row in labels] == ["reason 0", "reason 1", "reason 2"]
