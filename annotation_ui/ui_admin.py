@@ -80,11 +80,14 @@ def import_uploads(store: Store, task_file, image_files, overlap: int) -> None:
                 st.error(f"{f.name!r} is not a plain file name; not used.")
             elif f.size <= limit:
                 (images / name).write_bytes(f.getvalue())
-        tasks = Path(tmp, "tasks.jsonl")
+        # Named as uploaded, so tasks' source is the admin's file name rather than a fixed one.
+        tasks = Path(tmp, safe_upload_name(task_file.name) or "tasks.jsonl")
         tasks.write_bytes(task_file.getvalue())
         report = ingest.import_jsonl(store, tasks, images, overlap=overlap, max_bytes=limit)
-    for e in report.errors:
+    for e in report.errors:  # name the upload, never the private folder it was written to
         e.file = task_file.name
+        for folder in (str(images.resolve()), str(images)):
+            e.message = e.message.replace(folder + os.sep, "").replace(folder, "the uploaded images")
     show_report(report)
 
 

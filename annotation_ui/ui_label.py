@@ -15,8 +15,10 @@ holds none of a task's k slots. From then on each submit or skip claims the next
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import streamlit as st
+from PIL import Image
 
 from rlhfv.store.store import Store, TaskView, UserInfo
 
@@ -69,6 +71,17 @@ def show_responses(view: TaskView) -> None:
             with cols[k].container(border=True):
                 st.markdown(f"**Response {LETTERS[start + k]}**")
                 st.text(view.responses[index])
+
+
+def crisp(path: Path, at_least: int = 384) -> Image.Image | None:
+    """A small image (synthetic tasks are 96 px) enlarged by a whole factor with nearest-neighbour,
+    so every pixel stays sharp; None for an image large enough to show as it is. The browser's
+    smooth scaling would blur a 96 px image stretched across a column."""
+    with Image.open(path) as im:
+        if im.width * 2 > at_least:
+            return None
+        factor = at_least // im.width
+        return im.resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
 
 
 def without_images(markdown: str) -> str:
@@ -128,7 +141,10 @@ def render(store: Store, user: UserInfo) -> None:
         with image_col:
             for path in view.images:
                 if path.is_file():
-                    st.image(str(path), width="stretch")
+                    small = crisp(path)
+                    st.image(str(path), width="stretch") if small is None else st.image(
+                        small, width="content"
+                    )
                 else:  # the media folder lost a file: say so instead of failing the page
                     st.warning(f"Image {path.name} is missing from the media folder; tell an admin.")
     with work_col:

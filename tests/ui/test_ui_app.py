@@ -157,18 +157,25 @@ def test_oversized_and_oddly_named_uploads_are_refused_with_a_message_and_the_re
     shown: dict[str, list[str]] = {"error": [], "warning": [], "success": []}
     for kind in shown:
         monkeypatch.setattr(ui_admin.st, kind, lambda text, kind=kind: shown[kind].append(str(text)))
+    problems: list[dict] = []
+    monkeypatch.setattr(ui_admin.st, "dataframe", lambda rows, **_: problems.extend(rows))
     monkeypatch.setenv("RLHFV_MAX_UPLOAD_MB", "1")
     img = store.media_dir.parent / "ok.png"
     Image.new("RGB", (10, 10)).save(img)
     rows = [{"prompt": "p", "images": ["ok.png"], "responses": ["a", "b"]},
-            {"prompt": "q", "images": ["big.png"], "responses": ["a", "b"]}]  # fmt: skip
-    task_file = Upload("tasks.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+            {"prompt": "q", "images": ["big.png"], "responses": ["a", "b"]},
+            {"prompt": "r", "images": ["gone.png"], "responses": ["a", "b"]}]  # fmt: skip
+    task_file = Upload("pilot-batch.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
     uploads = [Upload("ok.png", img.read_bytes()), Upload("big.png", b"\0" * (2 * 2**20)), Upload("..", b"x")]
     ui_admin.import_uploads(store, task_file, uploads, overlap=1)
     assert store.overview()["tasks"] == 1
     assert any("big.png is 2.0 MiB, over the 1 MiB upload limit" in e for e in shown["error"])
     assert any("'..' is not a plain file name" in e for e in shown["error"])
-    assert shown["warning"] == ["Skipped 1 bad row; everything else was imported."]
+    assert shown["warning"] == ["Skipped 2 bad rows; everything else was imported."]
+    assert problems[1] == {"line": 3, "field": "images[0]", "problem": "gone.png: image file not found"}
+    assert store.labels() == [] and store.next_task(store.authenticate("ann", "ann-password").id).id
+    with store.session() as s:
+        assert s.scalars(select(Task.source)).all() == ["pilot-batch"]  # the uploaded file's name
     shown["error"].clear()
     ui_admin.import_uploads(store, Upload("huge.jsonl", b" " * (2 * 2**20)), [], overlap=1)
     assert shown["error"] == ["huge.jsonl is 2.0 MiB, over the 1 MiB upload limit; not used."]
@@ -275,3 +282,18 @@ def test_repeated_wrong_passwords_lock_the_account_for_new_browser_sessions_too(
     assert list(refused["name"]) == ["ann"] * (MAX_ACCOUNT_FAILURES + 1)
     assert list(refused["outcome"]) == ["locked"] + ["failed"] * MAX_ACCOUNT_FAILURES
     assert "password" not in " ".join(refused.columns)
+
+
+def test_small_images_are_enlarged_by_a_whole_factor_without_blurring(tmp_path: Path, monkeypatch):
+    monkeypatch.syspath_prepend(str(APP.parent))
+    import ui_label
+
+    small = Image.new("RGB", (96, 96), (0, 0, 0))
+    small.putpixel((5, 7), (255, 0, 0))
+    small.save(tmp_path / "small.png")
+    big = ui_label.crisp(tmp_path / "small.png")
+    assert big.size == (384, 384)  # 96 x 4
+    block = {big.getpixel((x, y)) for x in range(20, 24) for y in range(28, 32)}
+    assert block == {(255, 0, 0)} and big.getpixel((19, 28)) == (0, 0, 0)  # one pixel, a sharp 4x4 block
+    Image.new("RGB", (640, 480)).save(tmp_path / "photo.png")
+    assert ui_label.crisp(tmp_path / "photo.png") is None  # large enough: shown as it is
