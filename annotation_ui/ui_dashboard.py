@@ -48,6 +48,23 @@ def read_rollouts(path: Path, last: int) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
+def curve_chart(long: Any, x: str) -> Any:
+    """Lines with a marker at every logged value: eval metrics are logged every few steps, and a
+    plain line chart draws nothing for a point with no logged neighbour."""
+    import altair as alt
+
+    return (
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X(f"{x}:Q", title=x),
+            y=alt.Y("value:Q", title=None),
+            color="metric:N",
+            tooltip=[x, "metric", "value"],
+        )
+    )
+
+
 def show_curves(run: Path) -> None:
     import pandas as pd
 
@@ -59,6 +76,7 @@ def show_curves(run: Path) -> None:
     frame = pd.DataFrame(rows)
     if "step" in frame:
         frame = frame.set_index("step")
+    x = frame.index.name or "index"
     st.caption(f"{len(rows)} metric rows, last step {frame.index.max()}")
     for area, keys in metric_groups(rows).items():
         st.subheader("Reward-hacking monitors" if area == "monitor" else area)
@@ -72,7 +90,14 @@ def show_curves(run: Path) -> None:
                     f"{series.iloc[-1]:.4g}",
                     delta=None if delta is None else f"{delta:+.3g}",
                 )
-        st.line_chart(frame[keys].apply(pd.to_numeric, errors="coerce"))
+        values = frame[keys].apply(pd.to_numeric, errors="coerce").reset_index()
+        # Long form without the gaps: each metric's line joins the steps it was logged at.
+        long = values.melt(id_vars=x, var_name="metric", value_name="value").dropna()
+        if area == "perf":  # throughput and seconds per step differ by orders of magnitude: an axis each
+            for key in keys:
+                st.altair_chart(curve_chart(long[long["metric"] == key], x), width="stretch")
+        else:
+            st.altair_chart(curve_chart(long, x), width="stretch")
 
 
 def show_rollouts(store: Store, run: Path, last: int) -> None:

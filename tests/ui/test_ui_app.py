@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from PIL import Image
 from sqlalchemy import select
@@ -297,3 +298,22 @@ def test_small_images_are_enlarged_by_a_whole_factor_without_blurring(tmp_path: 
     assert block == {(255, 0, 0)} and big.getpixel((19, 28)) == (0, 0, 0)  # one pixel, a sharp 4x4 block
     Image.new("RGB", (640, 480)).save(tmp_path / "photo.png")
     assert ui_label.crisp(tmp_path / "photo.png") is None  # large enough: shown as it is
+
+
+def test_sparse_eval_points_are_drawn_and_perf_rates_get_their_own_axes(store: Store, tmp_path: Path):
+    run = tmp_path / "checkpoints" / "sparse"
+    run.mkdir(parents=True)
+    rows = [
+        {"step": s, "loss/policy": 1.0 / s, "perf/tokens_per_s": 5000.0 + s, "perf/step_s": 0.2}
+        for s in range(1, 7)
+    ]
+    rows[1]["eval/accuracy"], rows[4]["eval/accuracy"] = 0.4, 0.7  # logged at steps 2 and 5 only
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    at = logged_in("boss", "boss-password")
+    at.radio(key="page").set_value("Training dashboard").run()
+    assert not at.exception, at.exception
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    assert len(specs) == 4  # eval, loss, and perf/step_s and perf/tokens_per_s apart
+    assert all(spec["mark"] == {"type": "line", "point": True} for spec in specs)
+    eval_rows = pa.ipc.open_stream(at.get("vega_lite_chart")[0].proto.datasets[0].data.data).read_all()
+    assert eval_rows.column("value").to_pylist() == [0.4, 0.7]  # the two logged points, no NaN rows
