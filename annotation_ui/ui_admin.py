@@ -16,7 +16,7 @@ import streamlit as st
 
 from rlhfv.store import ingest
 from rlhfv.store.agreement import agreement_report, disputed_tasks, gold_accuracy, units_from_labels
-from rlhfv.store.export import export_snapshot
+from rlhfv.store.export import export_snapshot, list_snapshots, snapshot_archive
 from rlhfv.store.store import ROLES, Store, UserInfo
 
 
@@ -245,12 +245,33 @@ def render_export(store: Store, user: UserInfo) -> None:
         snap = export_snapshot(
             store, exports_root(store), min_labels=None if min_labels is None else int(min_labels)
         )
-        st.session_state["last_snapshot"] = str(snap.path)
         st.success(f"Snapshot v{snap.version}: {snap.pairs} pairs from {snap.labels} labels in {snap.path}")
-    if last := st.session_state.get("last_snapshot"):
-        for name in ("preferences.jsonl", "trl.jsonl", "labels.jsonl"):
-            path = Path(last, name)
-            st.download_button(f"Download {name}", path.read_bytes(), file_name=name, key=f"dl-{name}")
+        st.session_state["export-version"] = snap.version  # offer the new one for download
+    snapshots = {s.version: s for s in list_snapshots(store) if s.path.is_dir()}
+    if not snapshots:
+        return
+    st.subheader("Snapshots")
+    st.dataframe(
+        [
+            {"version": s.version, "pairs": s.pairs, "labels": s.labels, "folder": str(s.path)}
+            for s in snapshots.values()
+        ],
+        width="stretch",
+    )
+    snap = snapshots[st.selectbox("Snapshot", snapshots, format_func=lambda v: f"v{v}", key="export-version")]
+    # One archive holds the rows and the images they point to; built only when clicked.
+    st.download_button(
+        f"Download v{snap.version} (.zip with images)",
+        lambda: snapshot_archive(snap.path),
+        file_name=f"rlhfv-labels-v{snap.version}.zip",
+        mime="application/zip",
+        key="dl-archive",
+    )
+    for name in ("preferences.jsonl", "trl.jsonl", "labels.jsonl"):
+        path = snap.path / name
+        st.download_button(
+            f"Download {name}", lambda path=path: path.read_bytes(), file_name=name, key=f"dl-{name}"
+        )
 
 
 def render_users(store: Store, user: UserInfo) -> None:

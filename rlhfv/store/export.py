@@ -17,9 +17,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
+import zipfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +138,27 @@ def export_snapshot(store: Store, out_root: str | Path, min_labels: int | None =
             )
         )
     return SnapshotInfo(version, target, len(prefs), len(labels), digest)
+
+
+def list_snapshots(store: Store) -> list[SnapshotInfo]:
+    """Every snapshot the store recorded, newest first."""
+    with store.session() as s:
+        rows = s.scalars(select(Snapshot).order_by(Snapshot.version.desc())).all()
+        return [SnapshotInfo(r.version, Path(r.path), r.pairs, r.annotations, r.sha256) for r in rows]
+
+
+def snapshot_archive(path: str | Path) -> bytes:
+    """A snapshot folder as one zip (`v<N>/...`), so the images travel with the rows that name them.
+
+    Images are stored as they are (already compressed); the JSONL files are deflated.
+    """
+    path = Path(path)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            method = zipfile.ZIP_STORED if file.parent.name == "images" else zipfile.ZIP_DEFLATED
+            archive.write(file, f"{path.name}/{file.relative_to(path)}", compress_type=method)
+    return buffer.getvalue()
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 
 from PIL import Image
 
 from rlhfv.data.preference import read_preferences
-from rlhfv.store.export import export_snapshot, majority_pairs
+from rlhfv.store.export import export_snapshot, list_snapshots, majority_pairs, snapshot_archive
 from rlhfv.store.ingest import import_jsonl
 from rlhfv.store.store import NewTask, Store
 
@@ -111,3 +113,25 @@ def test_by_default_a_snapshot_holds_only_settled_tasks(tmp_path: Path):
     assert snap.pairs == 2
     assert snap.labels == 4  # labels.jsonl still keeps every label given
     assert export_snapshot(store, tmp_path / "exports", min_labels=1).pairs == 3
+
+
+def test_the_archive_holds_the_snapshot_with_its_images_and_snapshots_are_listed(tmp_path: Path):
+    store = Store(tmp_path / "store.db")
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (8, 8), (0, 200, 0)).save(tmp_path / "img" / "green.png")
+    rows = [{"prompt": "Colour?", "images": ["green.png"], "responses": ["green", "red"]}]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    import_jsonl(store, tmp_path / "tasks.jsonl", tmp_path / "img", overlap=1)
+    uid = store.add_user("u", "password-u").id
+    store.submit(uid, store.next_task(uid).id, [0, 1])
+    first = export_snapshot(store, tmp_path / "exports")
+    second = export_snapshot(store, tmp_path / "exports")
+    assert [s.version for s in list_snapshots(store)] == [2, 1]
+    assert list_snapshots(store)[1] == first
+    with zipfile.ZipFile(io.BytesIO(snapshot_archive(second.path))) as archive:
+        names = set(archive.namelist())
+        pref = json.loads(archive.read("v2/preferences.jsonl").decode().splitlines()[0])
+        image = pref["images"][0]
+        assert f"v2/{image}" in names  # the row's image path resolves inside the archive
+        assert archive.read(f"v2/{image}") == (tmp_path / "img" / "green.png").read_bytes()
+    assert {"v2/manifest.json", "v2/trl.jsonl", "v2/labels.jsonl"} <= names

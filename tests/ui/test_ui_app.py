@@ -135,6 +135,10 @@ def test_admin_imports_shapes_sees_agreement_exports_and_adds_a_user(store: Stor
     at.radio(key="page").set_value("Export").run()
     click(at, "Export snapshot")
     assert (tmp_path / "exports" / "v1" / "preferences.jsonl").is_file()
+    click(at, "Export snapshot")
+    assert list(at.dataframe[0].value["version"]) == [2, 1]  # earlier snapshots are listed
+    assert at.selectbox(key="export-version").value == 2  # the new one is offered
+    assert at.get("download_button")  # the archive and the three files
     at.radio(key="page").set_value("Users").run()
     at.text_input[0].input("carol")
     at.text_input[1].input("carol-password")
