@@ -111,7 +111,7 @@ def on_submit(store: Store, user: UserInfo, view: TaskView) -> None:
 
 def on_skip(store: Store, user: UserInfo, view: TaskView) -> None:
     store.skip(user.id, view.id)
-    st.session_state["flash"] = "Skipped."
+    st.session_state["flash"] = "Skipped: it comes back once, after the other tasks."
 
 
 def render(store: Store, user: UserInfo) -> None:

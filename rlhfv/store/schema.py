@@ -85,7 +85,7 @@ class Assignment(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16))  # "active" | "done" | "skipped"
+    status: Mapped[str] = mapped_column(String(16))  # "active" | "done" | "skipped" | "returned" | "passed"
     shown_order: Mapped[list[Any]] = mapped_column(JSON)  # response indices, left to right
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -47,6 +47,11 @@ logger = logging.getLogger(__name__)
 ROLES = ("admin", "annotator")
 CLAIM_LOCK = 0x726C686676  # PostgreSQL advisory lock key for task claims ("rlhfv")
 DEFAULT_URL = "sqlite:///rlhfv_annotate/store.db"
+# Assignment states: "active" (claimed), "done" (labelled), "skipped" (comes back once, after the
+# rest), "returned" (a skipped task claimed again) and "passed" (skipped a second time: final).
+OPEN = ("active", "returned")
+GIVEN_UP = ("skipped", "passed")
+GIVE_UP = {"active": "skipped", "returned": "passed"}
 # Failed logins within LOGIN_WINDOW lock an account after MAX_ACCOUNT_FAILURES (a success resets
 # the count) and a client address after MAX_ADDRESS_FAILURES (over all names it tried), until the
 # oldest counted failure leaves the window. Kept in the database, so a reload or a new browser
@@ -298,21 +303,24 @@ class Store:
     def _holds_a_slot(self) -> Any:
         """An assignment that fills one of its task's k slots: a label, or a claim within the lease."""
         live = or_(Assignment.status == "done", Assignment.started_at > utcnow() - self.lease)
-        return (Assignment.status != "skipped") & live
+        return Assignment.status.not_in(GIVEN_UP) & live
 
     def next_task(self, user_id: int) -> TaskView | None:
-        """The user's open task, or a newly claimed one they have never been given; None when done.
+        """The user's open task, or a newly claimed one they have never been given, or else one
+        they skipped; None when done.
 
         A task is free while fewer than `overlap` people have labelled it or hold a live claim on
         it; a claim older than the lease stops counting. Tasks closest to complete go first, so
         finished items (and agreement) accrue early. A label submitted on a lapsed claim is still
         kept (no one's work is thrown away), so a task can rarely end with more than k labels.
+        A skipped task comes back once, after everything else, if it still has room; skipped
+        again, it is passed for good.
         """
         with self.session() as s:
             if not self.is_sqlite:
                 s.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
             open_ = s.scalar(
-                select(Assignment).where(Assignment.user_id == user_id, Assignment.status == "active")
+                select(Assignment).where(Assignment.user_id == user_id, Assignment.status.in_(OPEN))
             )
             counted = self._holds_a_slot()
             if open_ is not None:
@@ -326,7 +334,7 @@ class Store:
                 if (s.scalar(others) or 0) < task.overlap:
                     open_.started_at = utcnow()
                     return self._view(task, open_)
-                open_.status, open_.finished_at = "skipped", utcnow()
+                open_.status, open_.finished_at = GIVE_UP[open_.status], utcnow()
             taken = _slots_taken(counted)
             mine = select(Assignment.task_id).where(Assignment.user_id == user_id)
             n = func.coalesce(taken.c.n, 0)
@@ -339,7 +347,19 @@ class Store:
             )
             free = s.scalar(query)
             if free is None:
-                return None
+                skipped = (
+                    select(Assignment)
+                    .join(Task, Task.id == Assignment.task_id)
+                    .outerjoin(taken, taken.c.task_id == Task.id)
+                    .where(Assignment.user_id == user_id, Assignment.status == "skipped", n < Task.overlap)
+                    .order_by(Assignment.finished_at, Assignment.id)
+                    .limit(1)
+                )
+                back = s.scalar(skipped)
+                if back is None:
+                    return None
+                back.status, back.started_at = "returned", utcnow()
+                return self._view(s.get_one(Task, back.task_id), back)
             task = free
             # Each person sees the responses in their own shuffled order, so left/right position
             # bias averages out over the k labels instead of favouring whichever came first.
@@ -370,13 +390,13 @@ class Store:
         return True
 
     def skip(self, user_id: int, task_id: int) -> None:
-        """Give the task back; this user will not be offered it again."""
+        """Give the task back; it comes back to this user once, after every other task."""
         with self.session() as s:
             claim = s.scalar(
                 select(Assignment).where(Assignment.user_id == user_id, Assignment.task_id == task_id)
             )
-            if claim is not None and claim.status == "active":
-                claim.status, claim.finished_at = "skipped", utcnow()
+            if claim is not None and claim.status in OPEN:
+                claim.status, claim.finished_at = GIVE_UP[claim.status], utcnow()
 
     # --- project settings (the schema's key/value table) ------------------------------------
 
@@ -414,10 +434,18 @@ class Store:
                 .outerjoin(taken, taken.c.task_id == Task.id)
                 .where(Task.id.not_in(mine), func.coalesce(taken.c.n, 0) < Task.overlap)
             )
-            left = (free or 0) + counts.get("active", 0)
+            n = func.coalesce(taken.c.n, 0)
+            returning = s.scalar(
+                select(func.count())
+                .select_from(Assignment)
+                .join(Task, Task.id == Assignment.task_id)
+                .outerjoin(taken, taken.c.task_id == Task.id)
+                .where(Assignment.user_id == user_id, Assignment.status == "skipped", n < Task.overlap)
+            )
+            left = (free or 0) + counts.get("active", 0) + counts.get("returned", 0) + (returning or 0)
         return {
             "labelled": counts.get("done", 0),
-            "skipped": counts.get("skipped", 0),
+            "skipped": counts.get("skipped", 0) + counts.get("passed", 0),
             "available": int(left or 0),
         }
 
@@ -441,7 +469,7 @@ class Store:
             skipped = dict(
                 s.execute(
                     select(User.name, func.count()).select_from(Assignment).join(User, User.id == Assignment.user_id)
-                    .where(Assignment.status == "skipped").group_by(User.name)
+                    .where(Assignment.status.in_(GIVEN_UP)).group_by(User.name)
                 ).all()
             )  # fmt: skip
         per_user: dict[str, list[float]] = {}

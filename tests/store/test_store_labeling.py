@@ -76,14 +76,35 @@ def test_an_open_task_is_offered_again_until_answered_and_a_double_submit_is_ign
     assert [r["ranks"] for r in store.labels()] == [[1, 0]]
 
 
-def test_skipped_tasks_never_come_back_to_that_person_but_go_to_others(store):
+def test_a_skipped_task_goes_to_others_and_comes_back_only_while_it_has_room(store):
     store.add_tasks([NewTask("p", ["a", "b"])], overlap=1)
     u, v = annotators(store, 2)
     view = store.next_task(u)
     store.skip(u, view.id)
-    assert store.next_task(u) is None
-    assert store.next_task(v).id == view.id
+    assert store.next_task(v).id == view.id  # the skip freed the slot
+    assert store.next_task(u) is None  # v holds the only slot
     assert store.user_progress(u) == {"labelled": 0, "skipped": 1, "available": 0}
+
+
+def test_skipped_tasks_come_back_once_after_every_other_task(store):
+    store.add_tasks([NewTask(p, ["a", "b"]) for p in ("first", "second", "third")], overlap=2)
+    (u,) = annotators(store, 1)
+    assert store.next_task(u).prompt == "first"
+    store.skip(u, store.next_task(u).id)
+    store.skip(u, store.next_task(u).id)  # "second"
+    assert store.user_progress(u) == {"labelled": 0, "skipped": 2, "available": 3}
+    third = store.next_task(u)
+    assert third.prompt == "third"
+    store.submit(u, third.id, [0, 1])
+    back = store.next_task(u)
+    assert back.prompt == "first" and store.next_task(u).id == back.id  # oldest skip first, held
+    assert store.submit(u, back.id, [1, 0])
+    again = store.next_task(u)
+    assert again.prompt == "second"
+    store.skip(u, again.id)  # skipped twice: passed for good
+    assert store.next_task(u) is None
+    assert store.user_progress(u) == {"labelled": 2, "skipped": 1, "available": 0}
+    assert store.overview()["annotators"][0]["skipped"] == 1
 
 
 def test_a_user_cannot_label_a_task_not_given_to_them_or_give_bad_ranks(store):
