@@ -91,7 +91,7 @@ def main() -> None:
     pages = {"Label": ui_label.render}
     if user.role == "admin":
         # Admins land on progress: opening Label would start a labelling session for them.
-        pages = {"Progress & agreement": ui_admin.render_progress, **pages, "Import tasks": ui_admin.render_import,
+        pages = {"Progress & agreement": ui_admin.render_progress, **pages, "Tasks": ui_admin.render_tasks, "Import tasks": ui_admin.render_import,
                  "Export": ui_admin.render_export, "Users": ui_admin.render_users,
                  "Training dashboard": ui_dashboard.render}  # fmt: skip
     with st.sidebar:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from rlhfv.store import ingest
+from rlhfv.store import curation, ingest
 from rlhfv.store.agreement import agreement_report, disputed_tasks, gold_accuracy, units_from_labels
 from rlhfv.store.export import export_snapshot, list_snapshots, snapshot_archive
 from rlhfv.store.store import ROLES, Store, UserInfo
@@ -223,6 +223,55 @@ def adjudicate(store: Store, split: list[int], labels: list[dict]) -> None:
             else:
                 store.set_gold(int(task_id), [r - 1 for r in ranks if r is not None])
                 st.success(f"Task {task_id} now has a gold answer; exports use it.")
+
+
+def render_tasks(store: Store, user: UserInfo) -> None:
+    """Flagged tasks first, then every task: search, filter, and edit, retire or bring one back."""
+    if not require_admin(store, user):
+        return
+    flags = curation.open_flags(store)
+    st.header(f"Flagged as broken ({len(flags)})")
+    if flags:
+        st.dataframe(flags, width="stretch")
+    else:
+        st.caption("No open flags.")
+    st.header("Tasks")
+    cols = st.columns([3, 2, 2])
+    search = cols[0].text_input("Search prompts and responses", key="task-search")
+    status = cols[1].selectbox("Status", ["any", *curation.STATUSES], key="task-status")
+    split_only = cols[2].checkbox("Only tasks with disagreement", key="task-split")
+    rows = curation.browse_tasks(store, search, None if status == "any" else status)
+    if split_only:
+        split = set(disputed_tasks(units_from_labels(store.labels()), store.gold()))
+        rows = [r for r in rows if r["task_id"] in split]
+    if not rows:
+        st.caption("No task matches.")
+        return
+    st.dataframe([{k: v for k, v in r.items() if k != "responses"} for r in rows], width="stretch")
+    by_id = {r["task_id"]: r for r in rows}
+    task_id = st.selectbox(
+        "Task", by_id, format_func=lambda t: f"{by_id[t]['prompt'][:80]} (task {t})", key="task-pick"
+    )
+    task = by_id[task_id]
+    retired = task["status"] == "retired"
+    if st.button(
+        "Bring back" if retired else "Retire (offer to nobody, leave out of exports)", key="task-retire"
+    ):
+        curation.retire_task(store, task_id, retired=not retired)
+        st.rerun()
+    if task["open_flags"] and st.button("Mark its flags resolved", key="task-resolve"):
+        curation.resolve_flags(store, task_id)
+        st.rerun()
+    with st.form(f"edit-task-{task_id}"):
+        st.caption("Text can change only while nobody has labelled the task.")
+        prompt = st.text_area("Prompt", task["prompt"])
+        responses = [st.text_area(f"Response {i}", text) for i, text in enumerate(task["responses"])]
+        if st.form_submit_button("Save the task", disabled=task["labels"] > 0):
+            try:
+                curation.edit_task(store, task_id, prompt, responses)
+                st.success(f"Task {task_id} saved.")
+            except ValueError as e:
+                st.error(str(e))
 
 
 def exports_root(store: Store) -> Path:

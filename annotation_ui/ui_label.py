@@ -20,6 +20,7 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image
 
+from rlhfv.store.curation import flag_task
 from rlhfv.store.store import Store, TaskView, UserInfo
 
 LETTERS = "ABCDEFGH"
@@ -181,5 +182,15 @@ def render(store: Store, user: UserInfo) -> None:
             args = (store, user, view)
             st.form_submit_button("Submit", type="primary", on_click=on_submit, args=args)
             st.form_submit_button("Skip", on_click=on_skip, args=args)
+    with work_col.expander("Report this task as broken"):
+        with st.form(f"flag-{view.id}", clear_on_submit=True):
+            comment = st.text_input("What is wrong?", max_chars=2000, key=f"flag-comment-{view.id}")
+            if st.form_submit_button("Flag as broken"):
+                try:
+                    flag_task(store, user.id, view.id, comment)
+                    st.session_state["flash"] = "Flagged for an admin; here is the next task."
+                    st.rerun()
+                except ValueError as e:
+                    st.error(str(e))
     work_col.caption(SHORTCUTS if n == 2 else SHORTCUTS.replace("1 or A, 2 or B, 3 or T choose · ", ""))
     st.html(KEYS_SCRIPT, unsafe_allow_javascript=True)

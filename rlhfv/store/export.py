@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 
 from rlhfv.data.preference import FORMAT_VERSION, PairwisePreference, write_preferences
 from rlhfv.store.agreement import pair_labels
+from rlhfv.store.curation import retired_tasks
 from rlhfv.store.schema import SCHEMA_VERSION, Snapshot
 from rlhfv.store.store import Store
 
@@ -106,7 +107,8 @@ def export_snapshot(store: Store, out_root: str | Path, min_labels: int | None =
     """
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    labels = store.labels()
+    retired = retired_tasks(store)
+    labels = [row for row in store.labels() if row["task_id"] not in retired]  # withdrawn by an admin
     prefs = majority_pairs(labels, min_labels, store.gold())
     with store.session() as s:  # holds the write lock, so two exports never share a number
         version = (s.scalar(select(func.max(Snapshot.version))) or 0) + 1

@@ -148,6 +148,27 @@ class LoginSession(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class Flag(Base):
+    """An annotator's report that a task is broken (schema version 4), for an admin to look at."""
+
+    __tablename__ = "flags"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Retired(Base):
+    """A task an admin withdrew (schema version 4): offered to nobody, exported nowhere. Its
+    labels stay in the database, so retiring can be undone."""
+
+    __tablename__ = "retired_tasks"
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    retired_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 def _create(*models: type[Base]) -> Callable[[Connection], None]:
     return lambda conn: Base.metadata.create_all(
         conn, tables=[Base.metadata.tables[m.__tablename__] for m in models]
@@ -162,6 +183,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     ),
     (2, "export snapshots", _create(Snapshot)),
     (3, "login attempts and login sessions", _create(LoginAttempt, LoginSession)),
+    (4, "flagged and retired tasks", _create(Flag, Retired)),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

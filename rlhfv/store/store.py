@@ -36,6 +36,7 @@ from rlhfv.store.schema import (
     LoginAttempt,
     LoginSession,
     Meta,
+    Retired,
     Task,
     User,
     migrate,
@@ -52,6 +53,7 @@ DEFAULT_URL = "sqlite:///rlhfv_annotate/store.db"
 OPEN = ("active", "returned")
 GIVEN_UP = ("skipped", "passed")
 GIVE_UP = {"active": "skipped", "returned": "passed"}
+RETIRED = select(Retired.task_id)  # tasks an admin withdrew: never offered
 # Failed logins within LOGIN_WINDOW lock an account after MAX_ACCOUNT_FAILURES (a success resets
 # the count) and a client address after MAX_ADDRESS_FAILURES (over all names it tried), until the
 # oldest counted failure leaves the window. Kept in the database, so a reload or a new browser
@@ -323,6 +325,8 @@ class Store:
                 select(Assignment).where(Assignment.user_id == user_id, Assignment.status.in_(OPEN))
             )
             counted = self._holds_a_slot()
+            if open_ is not None and s.get(Retired, open_.task_id) is not None:
+                open_.status, open_.finished_at, open_ = "passed", utcnow(), None  # withdrawn meanwhile
             if open_ is not None:
                 task = s.get_one(Task, open_.task_id)
                 if open_.started_at > utcnow() - self.lease:
@@ -341,7 +345,7 @@ class Store:
             query = (
                 select(Task)
                 .outerjoin(taken, taken.c.task_id == Task.id)
-                .where(Task.id.not_in(mine), n < Task.overlap)
+                .where(Task.id.not_in(mine), Task.id.not_in(RETIRED), n < Task.overlap)
                 .order_by(n.desc(), Task.id)
                 .limit(1)
             )
@@ -352,6 +356,7 @@ class Store:
                     .join(Task, Task.id == Assignment.task_id)
                     .outerjoin(taken, taken.c.task_id == Task.id)
                     .where(Assignment.user_id == user_id, Assignment.status == "skipped", n < Task.overlap)
+                    .where(Task.id.not_in(RETIRED))
                     .order_by(Assignment.finished_at, Assignment.id)
                     .limit(1)
                 )
@@ -432,7 +437,9 @@ class Store:
                 select(func.count())
                 .select_from(Task)
                 .outerjoin(taken, taken.c.task_id == Task.id)
-                .where(Task.id.not_in(mine), func.coalesce(taken.c.n, 0) < Task.overlap)
+                .where(
+                    Task.id.not_in(mine), Task.id.not_in(RETIRED), func.coalesce(taken.c.n, 0) < Task.overlap
+                )
             )
             n = func.coalesce(taken.c.n, 0)
             returning = s.scalar(
@@ -441,6 +448,7 @@ class Store:
                 .join(Task, Task.id == Assignment.task_id)
                 .outerjoin(taken, taken.c.task_id == Task.id)
                 .where(Assignment.user_id == user_id, Assignment.status == "skipped", n < Task.overlap)
+                .where(Task.id.not_in(RETIRED))
             )
             left = (free or 0) + counts.get("active", 0) + counts.get("returned", 0) + (returning or 0)
         return {

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 from rlhfv.store.agreement import gold_accuracy, units_from_labels
+from rlhfv.store.curation import browse_tasks
 from rlhfv.store.schema import Task
 from rlhfv.store.store import MAX_ACCOUNT_FAILURES, NewTask, Store
 
@@ -323,3 +324,26 @@ def test_sparse_eval_points_are_drawn_and_perf_rates_get_their_own_axes(store: S
     assert all(spec["mark"] == {"type": "line", "point": True} for spec in specs)
     eval_rows = pa.ipc.open_stream(at.get("vega_lite_chart")[0].proto.datasets[0].data.data).read_all()
     assert eval_rows.column("value").to_pylist() == [0.4, 0.7]  # the two logged points, no NaN rows
+
+
+def test_an_annotator_flags_a_broken_task_and_an_admin_finds_and_retires_it(store: Store):
+    store.add_tasks([NewTask("Broken: no image", ["a", "b"]), NewTask("Fine", ["c", "d"])], overlap=1)
+    ann = click(logged_in("ann", "ann-password"), "Start labelling")
+    assert "Broken: no image" in [t.value for t in ann.text]
+    click(ann, "Flag as broken")
+    assert [e.value for e in ann.error] == ["say what is wrong with the task"]
+    broken = browse_tasks(store, search="Broken")[0]["task_id"]
+    ann.text_input(key=f"flag-comment-{broken}").input("the image is missing")
+    click(ann, "Flag as broken")
+    assert "Fine" in [t.value for t in ann.text]  # moved on
+    admin = logged_in("boss", "boss-password")
+    admin.radio(key="page").set_value("Tasks").run()
+    assert any(h.value == "Flagged as broken (1)" for h in admin.header)
+    assert list(admin.dataframe[0].value["comment"]) == ["the image is missing"]
+    admin.text_input(key="task-search").input("broken").run()
+    assert list(admin.dataframe[1].value["prompt"]) == ["Broken: no image"]
+    click(admin, "Retire (offer to nobody, leave out of exports)")
+    assert any(h.value == "Flagged as broken (0)" for h in admin.header)  # retiring resolves it
+    assert list(admin.dataframe[0].value["status"]) == ["retired"]
+    bob = store.authenticate("bob", "bob-password")
+    assert store.next_task(bob.id) is None  # "Fine" is ann's; the flagged task is retired
