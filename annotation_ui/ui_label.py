@@ -115,6 +115,43 @@ def on_skip(store: Store, user: UserInfo, view: TaskView) -> None:
     st.session_state["flash"] = "Skipped: it comes back once, after the other tasks."
 
 
+def show_recent(store: Store, user: UserInfo) -> None:
+    """Let the annotator change a recent label until a snapshot exports it."""
+    recent = [r for r in store.recent_labels(user.id) if r["editable"]]
+    if not recent:
+        return
+    with st.expander("Change one of your last labels"):
+        by_id = {r["task_id"]: r for r in recent}
+        task_id = st.selectbox("Label", by_id, format_func=lambda t: by_id[t]["prompt"][:80], key="edit-pick")
+        row, order = by_id[task_id], by_id[task_id]["shown_order"]
+        st.text(row["prompt"])
+        for position, index in enumerate(order):
+            st.text(f"{LETTERS[position]}: {row['responses'][index]}")
+        with st.form(f"edit-{task_id}"):
+            if len(order) == 2:
+                ranks = row["ranks"]
+                current = "Tie" if ranks[0] == ranks[1] else LETTERS[order.index(ranks.index(0))]
+                choice = st.radio("Better response", ["A", "B", "Tie"], index=["A", "B", "Tie"].index(current),
+                                  horizontal=True, key=f"edit-choice-{task_id}")  # fmt: skip
+            else:
+                cols = st.columns(len(order))
+                position_ranks = [cols[p].selectbox(f"Rank of {LETTERS[p]}", range(1, len(order) + 1),
+                                                    index=row["ranks"][order[p]], key=f"edit-rank-{task_id}-{p}")
+                                  for p in range(len(order))]  # fmt: skip
+            why = st.text_area("Why? (optional)", row["rationale"], max_chars=5000, key=f"edit-why-{task_id}")
+            if st.form_submit_button("Save the change"):
+                new = (
+                    ranks_from_choice(choice, order)
+                    if len(order) == 2
+                    else ranks_from_positions(position_ranks, order)
+                )
+                try:
+                    store.edit_label(user.id, task_id, new, why)
+                    st.success("Changed.")
+                except ValueError as e:
+                    st.error(str(e))
+
+
 def render(store: Store, user: UserInfo) -> None:
     progress = store.user_progress(user.id)  # counts the open task, if any, as "to go"
     done, left = progress["labelled"], progress["available"]
@@ -133,6 +170,7 @@ def render(store: Store, user: UserInfo) -> None:
     view = store.next_task(user.id) if left else None
     if view is None:
         st.success("Nothing left for you to label. Thank you!")
+        show_recent(store, user)
         return
     if st.session_state.get("task_id") != view.id:
         st.session_state["task_id"], st.session_state["shown_at"] = view.id, time.monotonic()
@@ -194,3 +232,4 @@ def render(store: Store, user: UserInfo) -> None:
                     st.error(str(e))
     work_col.caption(SHORTCUTS if n == 2 else SHORTCUTS.replace("1 or A, 2 or B, 3 or T choose · ", ""))
     st.html(KEYS_SCRIPT, unsafe_allow_javascript=True)
+    show_recent(store, user)

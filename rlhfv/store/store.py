@@ -37,6 +37,7 @@ from rlhfv.store.schema import (
     LoginSession,
     Meta,
     Retired,
+    Snapshot,
     Task,
     User,
     migrate,
@@ -393,6 +394,41 @@ class Store:
                              seconds=max(0.0, float(seconds))))  # fmt: skip
             claim.status, claim.finished_at = "done", utcnow()
         return True
+
+    def recent_labels(self, user_id: int, n: int = 5) -> list[dict[str, Any]]:
+        """The user's last `n` labels, newest first, each with the order they saw the responses
+        in and whether it may still change (no snapshot has exported it yet)."""
+        with self.session() as s:
+            exported_until = s.scalar(select(func.max(Snapshot.created_at)))
+            rows = s.execute(
+                select(Annotation, Assignment.shown_order, Task)
+                .join(
+                    Assignment, (Assignment.task_id == Annotation.task_id) & (Assignment.user_id == user_id)
+                )
+                .join(Task, Task.id == Annotation.task_id)
+                .where(Annotation.user_id == user_id)
+                .order_by(Annotation.id.desc())
+                .limit(n)
+            ).all()
+            return [{"task_id": t.id, "prompt": t.prompt, "responses": list(t.responses), "shown_order": list(order),
+                     "ranks": list(a.ranks), "rationale": a.rationale,
+                     "editable": exported_until is None or a.created_at > exported_until}
+                    for a, order, t in rows]  # fmt: skip
+
+    def edit_label(self, user_id: int, task_id: int, ranks: list[int], rationale: str = "") -> None:
+        """Change one's own label, as long as no snapshot has exported it (a training run may
+        already have read an exported label, so it stays as it was)."""
+        with self.session() as s:
+            label = s.scalar(
+                select(Annotation).where(Annotation.user_id == user_id, Annotation.task_id == task_id)
+            )
+            if label is None:
+                raise PermissionError(f"user {user_id} has no label on task {task_id}")
+            exported_until = s.scalar(select(func.max(Snapshot.created_at)))
+            if exported_until is not None and label.created_at <= exported_until:
+                raise ValueError("this label is already in an exported snapshot and can no longer change")
+            label.ranks = check_ranks(ranks, len(s.get_one(Task, task_id).responses))
+            label.rationale = rationale.strip()[:5000]
 
     def skip(self, user_id: int, task_id: int) -> None:
         """Give the task back; it comes back to this user once, after every other task."""

@@ -211,3 +211,27 @@ def test_new_tasks_take_the_projects_k_and_an_admin_can_change_k_of_existing_tas
     assert store.next_task(v) is None  # k = 1 now: both tasks are complete
     with pytest.raises(ValueError, match="at least 1"):
         store.set_overlap(0)
+
+
+def test_an_annotator_changes_recent_labels_until_a_snapshot_exports_them(store, tmp_path):
+    from rlhfv.store.export import export_snapshot
+
+    store.add_tasks([NewTask(p, ["a", "b"]) for p in ("p", "q", "r")], overlap=1)
+    (u,) = annotators(store, 1)
+    for _ in range(2):
+        store.submit(u, store.next_task(u).id, [0, 1], rationale="first thought")
+    first, second = store.recent_labels(u)[::-1]
+    assert (first["prompt"], second["prompt"]) == ("p", "q") and first["editable"]
+    assert sorted(first["shown_order"]) == [0, 1]
+    store.edit_label(u, first["task_id"], [1, 0], "on reflection")
+    assert [(r["ranks"], r["rationale"]) for r in store.labels()][0] == ([1, 0], "on reflection")
+    with pytest.raises(ValueError, match="3 integers|2 integers"):
+        store.edit_label(u, first["task_id"], [0, 1, 2])
+    export_snapshot(store, tmp_path / "exports", min_labels=1)
+    store.submit(u, store.next_task(u).id, [0, 0])  # labelled after the export
+    assert [r["editable"] for r in store.recent_labels(u)] == [True, False, False]
+    with pytest.raises(ValueError, match="exported"):
+        store.edit_label(u, first["task_id"], [0, 1])
+    with pytest.raises(PermissionError):
+        store.edit_label(store.add_user("v", "password-v").id, first["task_id"], [0, 1])
+    assert store.labels()[0]["ranks"] == [1, 0]

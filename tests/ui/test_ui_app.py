@@ -347,3 +347,19 @@ def test_an_annotator_flags_a_broken_task_and_an_admin_finds_and_retires_it(stor
     assert list(admin.dataframe[0].value["status"]) == ["retired"]
     bob = store.authenticate("bob", "bob-password")
     assert store.next_task(bob.id) is None  # "Fine" is ann's; the flagged task is retired
+
+
+def test_an_annotator_changes_her_last_label_in_the_order_she_saw_it(store: Store):
+    store.add_tasks([NewTask("Which is red?", ["red", "blue"])], overlap=1)
+    at = click(logged_in("ann", "ann-password"), "Start labelling")
+    shown = [t.value for t in at.text if t.value in ("red", "blue")]
+    at.radio[0].set_value("A")
+    click(at, "Submit")
+    assert any("Nothing left" in s.value for s in at.success)
+    task_id = store.labels()[0]["task_id"]
+    assert at.radio(key=f"edit-choice-{task_id}").value == "A"  # her label, as she saw it
+    at.radio(key=f"edit-choice-{task_id}").set_value("B")
+    at.text_area(key=f"edit-why-{task_id}").input("misread it")
+    click(at, "Save the change")
+    label = store.labels()[0]
+    assert label["responses"][label["ranks"].index(0)] == shown[1] and label["rationale"] == "misread it"
