@@ -15,7 +15,13 @@ from pathlib import Path
 import streamlit as st
 
 from rlhfv.store import curation, ingest
-from rlhfv.store.agreement import agreement_report, disputed_tasks, gold_accuracy, units_from_labels
+from rlhfv.store.agreement import (
+    agreement_report,
+    annotator_disagreements,
+    disputed_tasks,
+    gold_accuracy,
+    units_from_labels,
+)
 from rlhfv.store.export import export_snapshot, list_snapshots, snapshot_archive
 from rlhfv.store.store import ROLES, Store, UserInfo
 
@@ -178,6 +184,14 @@ def render_progress(store: Store, user: UserInfo) -> None:
         st.dataframe(
             [{**p, "cohen_kappa": shown(p["cohen_kappa"])} for p in report["pairs"]], width="stretch"
         )
+        st.subheader("One annotator's disagreements")
+        names = sorted({name for votes in units.values() for name in votes})
+        who = st.selectbox("Annotator", names, key="drill-annotator")
+        prompts = {r["task_id"]: r["prompt"] for r in labels}
+        rows = [{"prompt": prompts[r["task_id"]][:80], **r} for r in annotator_disagreements(units, who)]
+        st.caption(f"{who} left the others' most common label on {plural(len(rows), 'pairwise unit')}.")
+        if rows:
+            st.dataframe(rows, width="stretch")
     st.subheader("Accuracy on gold items")
     accuracy = gold_accuracy(units, store.gold())
     st.dataframe(accuracy, width="stretch") if accuracy else st.caption("No gold item labelled yet.")

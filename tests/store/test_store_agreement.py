@@ -8,6 +8,7 @@ import pytest
 
 from rlhfv.store.agreement import (
     agreement_report,
+    annotator_disagreements,
     cohen_kappa,
     disputed_tasks,
     fleiss_kappa,
@@ -95,3 +96,23 @@ def test_a_task_leaves_the_disputed_list_once_it_has_a_gold_answer(store):
     assert disputed_tasks(units, store.gold()) == [split_id]
     store.set_gold(split_id, [1, 0])
     assert disputed_tasks(units, store.gold()) == []
+
+
+def test_an_annotators_disagreements_are_the_units_where_she_left_the_others_majority():
+    units = {
+        (1, 0, 1): {"ann": 0, "bob": 1, "cy": 1},  # ann alone: listed
+        (1, 0, 2): {"ann": 0, "bob": 0, "cy": 1},  # ann with the majority
+        (2, 0, 1): {"ann": 2, "bob": 0, "cy": 1},  # the others split 1:1, ann ties: listed
+        (3, 0, 1): {"ann": 1, "bob": 0, "cy": 1},  # others split, ann sides with cy: not listed
+        (4, 0, 1): {"ann": 0},  # nobody to disagree with
+    }
+    rows = annotator_disagreements(units, "ann")
+    assert [(r["task_id"], r["pair"]) for r in rows] == [(1, "0 vs 1"), (2, "0 vs 1")]
+    assert rows[0]["own"] == "response 0 better"
+    assert rows[0]["others"] == "bob: response 1 better; cy: response 1 better"
+    assert rows[1]["own"] == "tie"
+    # bob: task 1 (both pairs) ties with one of the others' labels; tasks 2 and 3 match nobody.
+    assert [(r["task_id"], r["pair"]) for r in annotator_disagreements(units, "bob")] == [
+        (2, "0 vs 1"),
+        (3, "0 vs 1"),
+    ]

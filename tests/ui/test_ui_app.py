@@ -231,6 +231,9 @@ def test_admin_adjudicates_a_disputed_task_and_the_answer_becomes_gold(store: St
     at.radio(key="page").set_value("Progress & agreement").run()
     assert any(h.value == "Tasks with disagreement (1)" for h in at.subheader)
     task_id = store.labels()[0]["task_id"]
+    at.selectbox(key="drill-annotator").set_value("bob").run()
+    drill = at.dataframe[-2].value  # bob's disagreements, above the disputed tasks' labels
+    assert list(drill["prompt"]) == ["Disputed"] and list(drill["own"]) == ["response 1 better"]
     assert at.selectbox(key="adjudicate-task").options == [f"Disputed (task {task_id})"]
     assert {"Disputed", "left", "right"} <= {t.value for t in at.text}  # the task, as plain text
     click(at, "Save as the answer")  # untouched: no tie is stored by default
