@@ -135,10 +135,13 @@ def show_recent(store: Store, user: UserInfo) -> None:
                                   horizontal=True, key=f"edit-choice-{task_id}")  # fmt: skip
             else:
                 cols = st.columns(len(order))
-                position_ranks = [cols[p].selectbox(f"Rank of {LETTERS[p]}", range(1, len(order) + 1),
+                position_ranks = [cols[p].selectbox(f"New rank of {LETTERS[p]}", range(1, len(order) + 1),
                                                     index=row["ranks"][order[p]], key=f"edit-rank-{task_id}-{p}")
                                   for p in range(len(order))]  # fmt: skip
-            why = st.text_area("Why? (optional)", row["rationale"], max_chars=5000, key=f"edit-why-{task_id}")
+            # Labels unlike the labelling form's, so neither people nor screen readers mix the two up.
+            why = st.text_area(
+                "Reason (optional)", row["rationale"], max_chars=5000, key=f"edit-why-{task_id}"
+            )
             if st.form_submit_button("Save the change"):
                 new = (
                     ranks_from_choice(choice, order)

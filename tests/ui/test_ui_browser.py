@@ -115,7 +115,7 @@ def test_an_annotator_logs_in_and_labels_three_tasks_in_chromium(app: App):
             expect(page.get_by_text(f"Question {i + 1}?")).to_be_visible(timeout=30_000)
             expect(page.get_by_text(f"{i} labelled, {3 - i} to go")).to_be_visible()
             expect(page.locator(IDLE)).to_be_attached(timeout=30_000)  # act once the rerun finished
-            form = page.get_by_test_id("stForm")
+            form = page.get_by_role("radiogroup", name="Which response is better?")  # not the edit form's
             form.get_by_text("B", exact=True).click()
             expect(form.get_by_role("radio", name="B", exact=True)).to_be_checked()
             page.get_by_label("Why? (optional)").fill(f"reason {i}")
@@ -259,7 +259,7 @@ def test_keyboard_shortcuts_choose_submit_and_skip_but_not_while_typing(app: App
             page.get_by_text("Keys: 1 or A, 2 or B, 3 or T choose · Enter submits · S skips")
         ).to_be_visible()
         expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
-        form = page.get_by_test_id("stForm")
+        form = page.get_by_role("radiogroup", name="Which response is better?")
         page.keyboard.press("2")
         expect(form.get_by_role("radio", name="B", exact=True)).to_be_checked()
         page.get_by_label("Why? (optional)").press_sequentially("sat")  # s, a, t typed: no skip, no A
@@ -274,7 +274,7 @@ def test_keyboard_shortcuts_choose_submit_and_skip_but_not_while_typing(app: App
         expect(page.get_by_text("1 labelled, 3 to go, 1 skipped")).to_be_visible(timeout=30_000)
         expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
         page.keyboard.press("t")
-        expect(page.get_by_test_id("stForm").get_by_role("radio", name="Tie", exact=True)).to_be_checked()
+        expect(form.get_by_role("radio", name="Tie", exact=True)).to_be_checked()
         page.keyboard.press("Enter")
         expect(page.get_by_text("2 labelled, 2 to go, 1 skipped")).to_be_visible(timeout=30_000)
     first, second = app.store.labels()
