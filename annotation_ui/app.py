@@ -12,7 +12,9 @@ store, so logging out, a password change or a disabled account ends it everywher
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -27,18 +29,22 @@ import ui_label  # noqa: E402
 
 from rlhfv.store.store import DEFAULT_URL, SESSION_LIFETIME, Store, UserInfo  # noqa: E402
 
-COOKIE = "rlhfv_session"
-
 
 @st.cache_resource
 def open_store(url: str, media: str | None) -> Store:
     return Store(url, media_dir=media)
 
 
-def set_cookie(token: str, max_age: int) -> None:
+def cookie_name(store: Store) -> str:
+    """One cookie per database: cookies ignore ports, so two apps on one host would otherwise
+    keep overwriting each other's login."""
+    return "rlhfv_session_" + hashlib.sha256(store.url.encode()).hexdigest()[:12]
+
+
+def set_cookie(name: str, token: str, max_age: int) -> None:
     """Write (or, with max_age 0, delete) the session cookie from the page: Streamlit has no
     server-side Set-Cookie. SameSite=Strict keeps it off requests other sites start."""
-    value = json.dumps(f"{COOKIE}={token}; Path=/; Max-Age={max_age}; SameSite=Strict")
+    value = json.dumps(f"{name}={token}; Path=/; Max-Age={max_age}; SameSite=Strict")
     secure = "(location.protocol === 'https:' ? '; Secure' : '')"
     st.html(f"<script>document.cookie = {value} + {secure};</script>", unsafe_allow_javascript=True)
 
@@ -55,7 +61,10 @@ def login(store: Store) -> None:
             if user is None:
                 wait = store.login_retry_after(name, address)
                 if wait > 0:
-                    st.error(f"Too many failed logins; try again in {wait / 60:.0f} minutes or ask an admin.")
+                    minutes = math.ceil(wait / 60)
+                    st.error(
+                        f"Too many failed logins; try again in {ui_admin.plural(minutes, 'minute')} or ask an admin."
+                    )
                 else:
                     st.error("Unknown user name or wrong password.")
             else:
@@ -66,14 +75,16 @@ def login(store: Store) -> None:
 
 def current_user(store: Store) -> UserInfo | None:
     """The user this browser is logged in as: this tab's token, or the cookie of an earlier tab."""
-    cookie = st.context.cookies.get(COOKIE)
+    cookie = st.context.cookies.get(cookie_name(store))
     cookie = cookie if isinstance(cookie, str) else None  # AppTest hands back a mock
     token = st.session_state.get("session_token") or cookie
     user = store.session_user(token) if token else None
     if user is None:
         st.session_state.pop("session_token", None)
         if cookie:
-            set_cookie("", 0)  # expired or ended: forget it, or every visit would try it again
+            set_cookie(
+                cookie_name(store), "", 0
+            )  # expired or ended: forget it, or every visit would try it again
     else:
         st.session_state["session_token"] = token
     return user
@@ -87,7 +98,9 @@ def main() -> None:
         login(store)
         return
     if st.session_state.pop("write_cookie", False):
-        set_cookie(st.session_state["session_token"], int(SESSION_LIFETIME.total_seconds()))
+        set_cookie(
+            cookie_name(store), st.session_state["session_token"], int(SESSION_LIFETIME.total_seconds())
+        )
     pages = {"Label": ui_label.render}
     if user.role == "admin":
         # Admins land on progress: opening Label would start a labelling session for them.
