@@ -377,6 +377,6 @@ def render_users(store: Store, user: UserInfo) -> None:
     refused = [
         {**a, "at": f"{a['at']:%Y-%m-%d %H:%M:%S} UTC"}
         for a in store.login_attempts(500)
-        if a["outcome"] != "ok"
+        if a["outcome"] in ("failed", "locked")
     ]
     st.dataframe(refused, width="stretch") if refused else st.caption("None recently.")

@@ -132,7 +132,7 @@ class LoginAttempt(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), index=True)
     address: Mapped[str] = mapped_column(String(64), index=True)  # the client's IP, "" when unknown
-    outcome: Mapped[str] = mapped_column(String(16))  # "ok" | "failed" | "locked"
+    outcome: Mapped[str] = mapped_column(String(16))  # "ok" | "failed" | "locked" | "reset" (new password)
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 

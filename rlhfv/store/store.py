@@ -257,6 +257,8 @@ class Store:
             if password is not None or active is False:
                 # Whoever knew the old password may be logged in somewhere: end every session.
                 s.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+            if password is not None:  # a new password also lifts the account's lockout
+                s.add(LoginAttempt(name=user.name, address="", outcome="reset"))
 
     # --- tasks -----------------------------------------------------------------------------
 
@@ -573,7 +575,9 @@ def login_retry_after(s: Session, name: str, address: str) -> float:
     """Seconds until the account `name` and the client `address` are both out of their lockout."""
     now, since = utcnow(), utcnow() - LOGIN_WINDOW
     last_ok = s.scalar(
-        select(func.max(LoginAttempt.at)).where(LoginAttempt.name == name, LoginAttempt.outcome == "ok")
+        select(func.max(LoginAttempt.at)).where(
+            LoginAttempt.name == name, LoginAttempt.outcome.in_(("ok", "reset"))
+        )
     )
     failed = select(LoginAttempt.at).where(LoginAttempt.outcome == "failed", LoginAttempt.at > since)
     checks = [

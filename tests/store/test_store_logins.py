@@ -102,3 +102,16 @@ def test_a_password_change_ends_every_open_session_of_that_user_only(store: Stor
         .fetchone()
     )
     assert rows == (0,)
+
+
+def test_a_new_password_lifts_the_account_lock_but_not_an_address_lock(store: Store):
+    store.add_user("alice", "correct horse")
+    for i in range(MAX_ACCOUNT_FAILURES):
+        store.authenticate("alice", f"guess {i}", address="10.0.0.1")
+    assert store.authenticate("alice", "correct horse") is None  # locked
+    store.update_user("alice", password="a new password")  # what an admin does for a locked-out user
+    assert store.authenticate("alice", "a new password") is not None
+    for i in range(MAX_ADDRESS_FAILURES):
+        store.authenticate(f"user{i}", "123456", address="203.0.113.7")
+    store.update_user("alice", password="another password")
+    assert store.authenticate("alice", "another password", address="203.0.113.7") is None
