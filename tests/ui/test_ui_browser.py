@@ -309,3 +309,28 @@ def test_buttons_and_rank_fields_show_their_whole_text_in_a_1024_px_window(app: 
             for select in page.get_by_test_id("stSelectbox").all():
                 assert not select.evaluate(CLIPPED), select.inner_text()
             page.get_by_role("button", name="Skip").click()
+
+
+@pytest.mark.slow
+def test_an_admin_downloads_a_snapshot_as_one_zip_with_its_images(app: App):
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    Image.new("RGB", (12, 12), (0, 0, 250)).save(app.store.media_dir / "blue.png")
+    app.store.add_tasks([NewTask("Which colour?", ["blue", "red"], images=["blue.png"])], overlap=1)
+    ann = next(u.id for u in app.store.users() if u.name == "ann")
+    label_task(app.store, ann, "Which colour?", [0, 1])
+    expect = app.sync_api.expect
+    with app.sync_api.sync_playwright() as p:
+        page = log_in(app, p, "boss", "boss-password")
+        page.get_by_text("Export", exact=True).click()
+        page.get_by_role("button", name="Export snapshot").click()
+        expect(page.get_by_text("Snapshot v1:")).to_be_visible(timeout=30_000)
+        with page.expect_download(timeout=30_000) as download:
+            page.get_by_role("button", name="Download v1 (.zip with images)").click()
+        data = Path(download.value.path()).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        row = json.loads(archive.read("v1/preferences.jsonl").decode().splitlines()[0])
+        assert archive.read(f"v1/{row['images'][0]}") == (app.store.media_dir / "blue.png").read_bytes()
