@@ -81,10 +81,8 @@ def current_user(store: Store) -> UserInfo | None:
     user = store.session_user(token) if token else None
     if user is None:
         st.session_state.pop("session_token", None)
-        if cookie:
-            set_cookie(
-                cookie_name(store), "", 0
-            )  # expired or ended: forget it, or every visit would try it again
+        if cookie:  # expired or ended: forget it, or every visit would try it again
+            set_cookie(cookie_name(store), "", 0)
     else:
         st.session_state["session_token"] = token
     return user
@@ -103,10 +101,10 @@ def main() -> None:
         )
     pages = {"Label": ui_label.render}
     if user.role == "admin":
-        # Admins land on progress: opening Label would start a labelling session for them.
-        pages = {"Progress & agreement": ui_admin.render_progress, **pages, "Tasks": ui_admin.render_tasks, "Import tasks": ui_admin.render_import,
-                 "Export": ui_admin.render_export, "Users": ui_admin.render_users,
-                 "Training dashboard": ui_dashboard.render}  # fmt: skip
+        # Admins land on progress, their usual first look; Label stays one click away.
+        pages = {"Progress & agreement": ui_admin.render_progress, **pages, "Tasks": ui_admin.render_tasks,
+                 "Import tasks": ui_admin.render_import, "Export": ui_admin.render_export,
+                 "Users": ui_admin.render_users, "Training dashboard": ui_dashboard.render}  # fmt: skip
     with st.sidebar:
         st.text(f"Logged in as {user.name} ({user.role})")  # plain text: a name is user input
         page = st.radio("Page", list(pages), key="page")

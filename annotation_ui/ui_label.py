@@ -182,13 +182,12 @@ def render(store: Store, user: UserInfo) -> None:
     if image_col is not None:
         with image_col:
             for path in view.images:
-                if path.is_file():
-                    small = crisp(path)
-                    st.image(str(path), width="stretch") if small is None else st.image(
-                        small, width="content"
-                    )
-                else:  # the media folder lost a file: say so instead of failing the page
+                if not path.is_file():  # the media folder lost a file: say so instead of failing the page
                     st.warning(f"Image {path.name} is missing from the media folder; tell an admin.")
+                elif (small := crisp(path)) is not None:
+                    st.image(small, width="content")
+                else:
+                    st.image(str(path), width="stretch")
     with work_col:
         with st.container(border=True):
             st.text(view.prompt)
