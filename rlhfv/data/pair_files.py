@@ -19,6 +19,7 @@ them instead (`errors` holds each one).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,17 @@ class PairFile:
 
     def __getitem__(self, index: int) -> PreferencePair:
         return self.pairs[index]
+
+
+def checked_pairs(data: Any, indices: Sequence[int]) -> list[PreferencePair]:
+    """The data set's pairs at `indices`, refusing ones that cannot be trained on (files are
+    checked row by row when read; this catches in-memory data sets)."""
+    pairs = [data[i] for i in indices]
+    for i, pair in zip(indices, pairs, strict=True):
+        texts = [r.strip() if isinstance(r, str) else "" for r in pair.responses]
+        if len(texts) != 2 or pair.preferred not in (0, 1) or not all(texts) or texts[0] == texts[1]:
+            raise ValueError(
+                f"{type(data).__name__}[{i}] (id {pair.id!r}): a pair needs two different non-empty "
+                f"responses and preferred 0 or 1, got responses={pair.responses!r:.120}, preferred={pair.preferred!r}"
+            )
+    return pairs

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from rlhfv.algorithms.preference import LOSS_TYPES, PreferenceLogprobs, preference_loss
 from rlhfv.config import RunConfig, component_field, instantiate
+from rlhfv.data.pair_files import checked_pairs
 from rlhfv.models.base import ChatModel, freeze_parameters
 from rlhfv.pipelines.grpo import reference_context
 from rlhfv.rollout import sequence_logprobs
@@ -102,20 +103,6 @@ def check_config(cfg: DPOConfig) -> None:
         )
     if cfg.on_nonfinite not in ("stop", "skip"):
         raise ValueError(f"on_nonfinite = {cfg.on_nonfinite!r}; choose 'stop' or 'skip'")
-
-
-def checked_pairs(data: Any, indices: Sequence[int]) -> list[PreferencePair]:
-    """The data set's pairs at `indices`, refusing ones that cannot be trained on (files are
-    checked row by row when read; this catches in-memory data sets)."""
-    pairs = [data[i] for i in indices]
-    for i, pair in zip(indices, pairs, strict=True):
-        texts = [r.strip() if isinstance(r, str) else "" for r in pair.responses]
-        if len(texts) != 2 or pair.preferred not in (0, 1) or not all(texts) or texts[0] == texts[1]:
-            raise ValueError(
-                f"{type(data).__name__}[{i}] (id {pair.id!r}): a pair needs two different non-empty "
-                f"responses and preferred 0 or 1, got responses={pair.responses!r:.120}, preferred={pair.preferred!r}"
-            )
-    return pairs
 
 
 def pair_logprobs(
