@@ -20,6 +20,10 @@ implicit reward of a response.
 - IPO: the squared loss (h − 1/(2τ))², with τ the regulariser (here `beta`). Azar et al., "A General
   Theoretical Paradigm to Understand Learning from Human Preferences", AISTATS 2024, Eq. 17. Its
   target margin 1/(2τ) is finite whatever the data, which is the paper's point against DPO.
+- DPO + NLL (RPO): adds α·(−log π_θ(y_w|x) / |y_w|), the chosen response's per-token negative
+  log-likelihood. Pang et al., "Iterative Reasoning Preference Optimization", NeurIPS 2024, Eq. 1.
+  DPO alone may lower the chosen response's likelihood too, as long as the rejected one falls
+  faster; the NLL term holds the chosen one up.
 - Bradley–Terry reward model: −log σ(r_w − r_l − m). Ouyang et al., "Training language models to
   follow instructions with human feedback", 2022, Eq. 1; the margin m from Touvron et al., "Llama 2",
   2023, Eq. 2 (a larger m for pairs labelled as more clearly separated).
@@ -101,7 +105,11 @@ class PreferenceLogprobs:
 
 
 def preference_loss(
-    lp: PreferenceLogprobs, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0
+    lp: PreferenceLogprobs,
+    beta: float,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    nll_coef: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean preference-optimisation loss over B pairs, and DPO's metrics.
 
@@ -110,8 +118,9 @@ def preference_loss(
         beta: β of DPO / rDPO, τ of IPO.
         loss_type: "sigmoid" (DPO; cDPO when label_smoothing > 0), "robust" (rDPO) or "ipo".
         label_smoothing: ε: cDPO's label noise for "sigmoid", the flip rate for "robust".
+        nll_coef: α of RPO's per-token NLL of the chosen responses (0: none).
     Returns:
-        The loss (a scalar) and metrics: `loss/dpo`; the implicit rewards β·(log π_θ − log π_ref) of
+        The loss (a scalar) and metrics: `loss/dpo` (the NLL term included), `loss/nll`; the implicit rewards β·(log π_θ − log π_ref) of
         chosen and rejected (`reward/chosen`, `reward/rejected`), their mean difference
         (`reward/margin`) and the share of pairs where the chosen one's is higher
         (`reward/accuracy`); the mean summed log-probs (`logprobs/chosen`, `logprobs/rejected`).
@@ -130,10 +139,14 @@ def preference_loss(
     else:
         raise ValueError(f"loss_type = {loss_type!r}; choose one of {LOSS_TYPES}")
     loss = losses.mean()
+    nll = (-lp.chosen / lp.chosen_tokens.clamp(min=1)).mean()  # per-token NLL of the chosen responses
+    if nll_coef:
+        loss = loss + nll_coef * nll
     chosen_reward = beta * chosen_ratio.detach()
     rejected_reward = beta * rejected_ratio.detach()
     metrics = {
         "loss/dpo": loss.item(),
+        "loss/nll": nll.item(),
         "reward/chosen": chosen_reward.mean().item(),
         "reward/rejected": rejected_reward.mean().item(),
         "reward/margin": (chosen_reward - rejected_reward).mean().item(),

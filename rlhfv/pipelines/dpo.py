@@ -59,6 +59,8 @@ class DPOConfig:
         beta: β of DPO / rDPO, τ of IPO.
         loss_type: "sigmoid" (DPO, or cDPO with label_smoothing > 0), "robust" (rDPO) or "ipo".
         label_smoothing: ε: cDPO's label noise ("sigmoid") or rDPO's flip rate ("robust").
+        nll_coef: α of RPO's per-token NLL of the chosen response added to the loss (0: none);
+            it keeps DPO from lowering the chosen answers' likelihood along with the rejected ones'.
         precompute_ref_logprobs: Score every pair under the reference once before training (the
             table is kept in checkpoints) and free the reference.
         on_nonfinite: "stop" at a non-finite loss or gradient, or "skip" that step.
@@ -78,6 +80,7 @@ class DPOConfig:
     beta: float = 0.1
     loss_type: str = "sigmoid"
     label_smoothing: float = 0.0
+    nll_coef: float = 0.0
     precompute_ref_logprobs: bool = False
     warmup_steps: int = 0
     schedule: str = "constant"
@@ -156,7 +159,7 @@ def evaluate_pairs(
         with autocast:
             summed, tokens = pair_logprobs(policy, policy, checked_pairs(data, idx), device)
         lp = PreferenceLogprobs(*summed.float().chunk(2), *ref[idx].to(device).T, *tokens.chunk(2))
-        _, metrics = preference_loss(lp, cfg.beta, cfg.loss_type, cfg.label_smoothing)
+        _, metrics = preference_loss(lp, cfg.beta, cfg.loss_type, cfg.label_smoothing, cfg.nll_coef)
         for k in ("loss/dpo", "reward/accuracy", "reward/margin"):
             totals[k] = totals.get(k, 0.0) + metrics[k] * len(idx) / len(data)
     policy.module.train(was_training)
@@ -250,7 +253,7 @@ def main(cfg: DPOConfig) -> dict[str, float]:
                 ref_chosen, ref_rejected = ref_summed.float().chunk(2)
             lp = PreferenceLogprobs(chosen, rejected, ref_chosen, ref_rejected, *tokens.chunk(2))
             # 4. loss and gradient
-            loss, metrics = preference_loss(lp, cfg.beta, cfg.loss_type, cfg.label_smoothing)
+            loss, metrics = preference_loss(lp, cfg.beta, cfg.loss_type, cfg.label_smoothing, cfg.nll_coef)
             if not torch.isfinite(loss):
                 bad = (
                     "policy"

@@ -98,3 +98,11 @@ def test_bradley_terry_loss_with_and_without_margin():
     assert m["rm/accuracy"] == pytest.approx(0.5) and m["rm/margin"] == pytest.approx(0.0)
     with_margin, _ = bradley_terry_loss(chosen[:1], rejected[:1], margin=1.0)
     assert with_margin.item() == pytest.approx(math.log(2))  # r_w − r_l − m = 0
+
+
+def test_nll_term_adds_the_chosen_per_token_negative_log_likelihood():
+    # chosen log-prob −6 over 3 tokens → NLL 2 per token; α = 0.5 adds 1 to DPO's log 2 at h = 0
+    lp = logprobs([-6.0], [-4.0], [-6.0], [-4.0], [3], [2])
+    loss, m = preference_loss(lp, beta=0.1, nll_coef=0.5)
+    assert loss.item() == pytest.approx(math.log(2) + 1.0)
+    assert m["loss/nll"] == pytest.approx(2.0)
