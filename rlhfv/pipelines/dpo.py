@@ -255,18 +255,13 @@ def main(cfg: DPOConfig) -> dict[str, float]:
             # 4. loss and gradient
             loss, metrics = preference_loss(lp, cfg.beta, cfg.loss_type, cfg.label_smoothing, cfg.nll_coef)
             if not torch.isfinite(loss):
-                bad = (
-                    "policy"
-                    if not torch.isfinite(summed).all()
-                    else "reference"
-                    if not torch.isfinite(ref_chosen + ref_rejected).all()
-                    else ""
-                )
                 cause = (
-                    f"the {bad} log-probs hold NaN/inf"
-                    if bad
-                    else "the loss overflowed although its inputs are finite (check beta and the learning rate)"
+                    "the loss overflowed although its inputs are finite (check beta and the learning rate)"
                 )
+                if not torch.isfinite(summed).all():
+                    cause = "the policy log-probs hold NaN/inf"
+                elif not torch.isfinite(ref_chosen + ref_rejected).all():
+                    cause = "the reference log-probs hold NaN/inf"
                 if cfg.on_nonfinite == "stop":
                     raise FloatingPointError(
                         f"step {step}: DPO loss is {loss.item()} ({cause}; pairs {indices[:4]}…); "

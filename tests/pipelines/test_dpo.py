@@ -120,3 +120,27 @@ class EchoPairs:
 def test_dpo_refuses_a_pair_with_identical_responses(tmp_path):
     with pytest.raises(ValueError, match=r"EchoPairs\[1\] .*two different non-empty responses"):
         run_dpo(tmp_path, train_data={"_component_": "tests.pipelines.test_dpo.EchoPairs"}, batch_size=2)
+
+
+def test_dpo_trains_on_an_annotation_export_folder(tmp_path):
+    """The export's trl.jsonl (as `rlhfv.store.export.trl_row` writes it) read straight from the folder."""
+    import json
+
+    from rlhfv.data.pairs import ShapesPairs
+    from rlhfv.data.preference import PairwisePreference
+    from rlhfv.store.export import trl_row
+
+    export = tmp_path / "v1"
+    (export / "images").mkdir(parents=True)
+    with (export / "trl.jsonl").open("w") as f:
+        for i in range(3):
+            pair = ShapesPairs(size=3)[i]
+            pair.prompt.images[0].save(export / "images" / f"{i}.png")
+            pref = PairwisePreference(
+                f"t{i}", pair.prompt.text, pair.responses, pair.preferred, [f"images/{i}.png"]
+            )
+            f.write(json.dumps(trl_row(pref)) + "\n")
+    policy = {"_component_": "rlhfv.models.hf_vlm.tiny_qwen2_vl", "seed": 0}
+    data = {"_component_": "rlhfv.data.pair_files.PairFile", "path": str(export)}
+    summary, rows = run_dpo(tmp_path / "run", policy=policy, train_data=data, batch_size=3, steps=2)
+    assert rows[-1]["reward/margin"] > 0 and "final_loss" in summary

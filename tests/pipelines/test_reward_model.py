@@ -120,3 +120,18 @@ def test_grpo_trains_with_scalar_rm_as_its_reward(tmp_path):
     grpo(validate_recipe(OmegaConf.create(cfg), "grpo with ScalarRM"))
     row = read_metrics(tmp_path / "grpo" / "metrics.jsonl")[-1]
     assert "rm/score_mean" in row and row["reward/mean"] == pytest.approx(0.0, abs=1e-5)  # normalised
+
+
+def test_reward_model_evaluates_on_a_file_rlhfv_eval_grm_reads(tmp_path):
+    """eval_pairs from `PreferenceData`, the loader behind `rlhfv eval grm`, so both sit in one table."""
+    import json
+
+    rows = [
+        {"prompt": f"Q{i}", "responses": [f"good {i}", f"bad answer {i}"], "preferred": i % 2}
+        for i in range(5)
+    ]
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    held_out = {"_component_": "rlhfv.data.formats.PreferenceData", "format": "jsonl", "path": str(path)}
+    summary, _ = run_rm(tmp_path / "run", eval_pairs=held_out, steps=1)
+    assert summary["after/pairwise_accuracy"] in {k / 5 for k in range(6)}  # 5 pairs, each right or wrong
