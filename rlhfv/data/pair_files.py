@@ -48,6 +48,7 @@ def messages_text(value: Any, name: str) -> tuple[str, str | None, int]:
     if not isinstance(value, list) or not value:
         raise BadRow(name, f"must be a string or a non-empty list of messages, got {value!r:.80}")
     texts, system, images = [], None, 0
+    turns = sum(1 for m in value if not (isinstance(m, dict) and m.get("role") == "system"))
     for i, message in enumerate(value):
         content = message.get("content") if isinstance(message, dict) else None
         parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
@@ -57,8 +58,8 @@ def messages_text(value: Any, name: str) -> tuple[str, str | None, int]:
         images += sum(1 for p in parts if isinstance(p, dict) and p.get("type") == "image")
         if message.get("role") == "system":
             system = text
-        elif len(value) > 1 and message.get("role") != "user":  # earlier turns of a dialogue stay in view
-            texts.append(f"{message.get('role', 'assistant')}: {text}")
+        elif turns > 1:  # a dialogue: every turn stays in view, named by its role
+            texts.append(f"{message.get('role', 'user')}: {text}")
         else:
             texts.append(text)
     return "\n".join(texts), system, images

@@ -43,6 +43,16 @@ def test_reads_trl_standard_and_conversational_rows(tmp_path):
     assert data[1].responses == ["Three.", "Two."]
 
 
+def test_a_dialogue_prompt_keeps_every_turn_named_by_its_role(tmp_path):
+    turns = [
+        {"role": "user", "content": "Hi."},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Count."},
+    ]
+    pair = PairFile(write(tmp_path / "d.jsonl", [{"prompt": turns, "chosen": "3", "rejected": "2"}]))[0]
+    assert pair.prompt.text == "user: Hi.\nassistant: Hello.\nuser: Count."
+
+
 def test_reads_an_annotation_export_folder(tmp_path):
     """The export's trl.jsonl as `rlhfv.store.export` writes it, images under images/."""
     (tmp_path / "images").mkdir()
