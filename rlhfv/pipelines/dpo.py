@@ -10,6 +10,8 @@ The maths is in `rlhfv.algorithms.preference`; this file is the loop. One step:
      filled once before training, after which no reference is held in memory;
   4. the loss, its gradient accumulated over `grad_accum` micro-batches, one optimizer step.
 A non-finite loss or gradient stops the run or skips the step (`on_nonfinite`), as in GRPO.
+Under DeepSpeed (`zero_stage` 2 or 3, launched with torchrun) every process takes its own
+`batch_size` pairs per micro-batch and ZeRO averages the gradients, as in GRPO.
 
 Pairs come from any data set of `PreferencePair`s: a file (`rlhfv.data.pair_files.PairFile`, which
 reads rlhfv's and TRL's formats and annotation exports), ShapesVQA's templated pairs
@@ -33,9 +35,10 @@ from rlhfv.data.pair_files import checked_pairs
 from rlhfv.models.base import ChatModel, freeze_parameters
 from rlhfv.pipelines.grpo import reference_context
 from rlhfv.rollout import sequence_logprobs
+from rlhfv.training import distributed
 from rlhfv.training.batching import batch_indices, to_device, tokenize_completions
 from rlhfv.training.evaluation import accuracy_summary, evaluate_accuracy
-from rlhfv.training.run import start_run, training_state
+from rlhfv.training.run import pick_device, seed_everything, start_run, training_state
 from rlhfv.training.schedule import lr_schedule
 from rlhfv.types import PreferencePair
 
@@ -65,6 +68,7 @@ class DPOConfig:
             table is kept in checkpoints) and free the reference.
         on_nonfinite: "stop" at a non-finite loss or gradient, or "skip" that step.
         freeze: Regular expressions; parameters whose names match one are not trained.
+        zero_stage: 0 (plain PyTorch), 2 or 3 (DeepSpeed ZeRO; launch with torchrun).
     """
 
     run: RunConfig = field(default_factory=RunConfig)
@@ -91,6 +95,7 @@ class DPOConfig:
     eval_batch_size: int = 32
     max_new_tokens: int = 24
     freeze: list[str] = field(default_factory=list)
+    zero_stage: int = 0
 
 
 def check_config(cfg: DPOConfig) -> None:
@@ -106,6 +111,12 @@ def check_config(cfg: DPOConfig) -> None:
         )
     if cfg.on_nonfinite not in ("stop", "skip"):
         raise ValueError(f"on_nonfinite = {cfg.on_nonfinite!r}; choose 'stop' or 'skip'")
+    if cfg.zero_stage not in (0, 2, 3):
+        raise ValueError(f"zero_stage = {cfg.zero_stage}; choose 0 (no DeepSpeed), 2 or 3")
+    if cfg.zero_stage and cfg.run.save_every:
+        raise ValueError(
+            "run.save_every > 0 with zero_stage > 0: resumable ZeRO checkpoints are not written yet; set run.save_every=0"
+        )
 
 
 def pair_logprobs(
@@ -172,9 +183,14 @@ def evaluate_pairs(
 
 def main(cfg: DPOConfig) -> dict[str, float]:
     check_config(cfg)
-    run = start_run(cfg)
+    device = pick_device(cfg.run.device)
+    distributed.init_distributed(device)
+    rank, world = distributed.world()
+    run = start_run(cfg) if rank == 0 else None  # one run folder; other processes only seed
+    if run is None:
+        seed_everything(cfg.run.seed + rank)
     policy: ChatModel = instantiate(cfg.policy)
-    module = policy.module.to(run.device).train()
+    module = policy.module.to(device).train()
     freeze_parameters(module, cfg.freeze)
     train = instantiate(cfg.train_data)
     held_out_pairs = instantiate(cfg.eval_pairs) if cfg.eval_pairs else None
@@ -183,13 +199,15 @@ def main(cfg: DPOConfig) -> dict[str, float]:
     optimizer = instantiate(cfg.optimizer, params)
     scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.schedule)
     autocast = torch.autocast(
-        run.device.type, dtype=getattr(torch, run.dtype), enabled=run.dtype != "float32"
+        device.type,
+        dtype=getattr(torch, cfg.run.dtype),
+        enabled=cfg.run.dtype != "float32" and not cfg.zero_stage,
     )
     is_lora = hasattr(module, "disable_adapter")
     # Reference log-probs that do not change during training are computed once: the held-out
     # pairs' always, the training pairs' with precompute_ref_logprobs. A resumed run reads both
     # back from its checkpoint, so it needs no reference for them.
-    saved = run.state or {}
+    saved = (run.state if run is not None else None) or {}
     needs_reference = (
         not cfg.precompute_ref_logprobs
         or "train_ref" not in saved
@@ -198,25 +216,38 @@ def main(cfg: DPOConfig) -> dict[str, float]:
     reference: ChatModel | None = None
     if needs_reference and (cfg.reference or not is_lora):  # LoRA without a reference node: adapters off
         reference = instantiate(cfg.reference or cfg.policy)  # a frozen copy: the node built again
-        reference.module.to(run.device).eval().requires_grad_(False)
+        reference.module.to(device).eval().requires_grad_(False)
     train_ref = saved.get("train_ref")
     if cfg.precompute_ref_logprobs and train_ref is None:
-        train_ref = reference_table(policy, reference, train, cfg.eval_batch_size, run.device, autocast)
+        train_ref = reference_table(policy, reference, train, cfg.eval_batch_size, device, autocast)
     eval_ref = saved.get("eval_ref")
     if held_out_pairs is not None and eval_ref is None:
-        eval_ref = reference_table(
-            policy, reference, held_out_pairs, cfg.eval_batch_size, run.device, autocast
-        )
+        eval_ref = reference_table(policy, reference, held_out_pairs, cfg.eval_batch_size, device, autocast)
     if cfg.precompute_ref_logprobs:
         reference = None  # nothing below needs it: free it
+    engine = None
+    if cfg.zero_stage:  # after the reference tables: ZeRO-3 shards the policy's parameters
+        engine = distributed.deepspeed_engine(
+            module,
+            optimizer,
+            cfg.zero_stage,
+            cfg.batch_size,
+            cfg.grad_accum,
+            cfg.max_grad_norm,
+            cfg.run.dtype,
+        )
+    trainer = engine if engine is not None else module  # what the training forward pass calls
+    synced = cfg.zero_stage == 3 and world > 1
+    start_step = run.start_step if run is not None else 0
     summary: dict[str, float] = {}
-    if run.state is not None:
+    if run is not None and run.state is not None:
         summary = run.restore(module, optimizer, scheduler)
     elif held_out is not None:
-        before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens)
+        before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
         summary = accuracy_summary(before, "before")
-        run.log(0, before)
-        logger.info("held-out accuracy before DPO: %.3f", before["eval/accuracy"])
+        if run is not None:
+            run.log(0, before)
+            logger.info("held-out accuracy before DPO: %.3f", before["eval/accuracy"])
 
     def state() -> dict[str, Any]:
         extra: dict[str, Any] = {"data_position": {"pairs_seen": step * cfg.batch_size * cfg.grad_accum}}
@@ -226,30 +257,43 @@ def main(cfg: DPOConfig) -> dict[str, float]:
             extra["eval_ref"] = eval_ref
         return training_state(module, optimizer, scheduler, summary, **extra)
 
-    bar = tqdm(range(run.start_step + 1, cfg.steps + 1), initial=run.start_step, total=cfg.steps, desc="dpo")
-    step = run.start_step
+    bar = tqdm(
+        range(start_step + 1, cfg.steps + 1),
+        initial=start_step,
+        total=cfg.steps,
+        desc="dpo",
+        disable=rank > 0,
+    )
+    step = start_step
     for step in bar:
         started = time.perf_counter()
         totals: dict[str, float] = {}
         skipped = 0
         for micro in range(cfg.grad_accum):
-            # 1. the step's pairs
-            indices = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum, len(train), cfg.run.seed)
+            # 1. the step's pairs (each process its own)
+            indices = batch_indices(
+                step,
+                rank * cfg.grad_accum + micro,
+                cfg.batch_size,
+                cfg.grad_accum * world,
+                len(train),
+                cfg.run.seed,
+            )
             pairs = checked_pairs(train, indices)
             # 2. policy log-probs [2B] → chosen [B], rejected [B]
             with autocast:
-                summed, tokens = pair_logprobs(policy, policy, pairs, run.device)
+                summed, tokens = pair_logprobs(trainer, policy, pairs, device)
             chosen, rejected = summed.float().chunk(2)
             # 3. reference log-probs [B] each
             if train_ref is not None:
-                ref_chosen, ref_rejected = train_ref[indices].to(run.device).T
+                ref_chosen, ref_rejected = train_ref[indices].to(device).T
             else:
                 with (
                     torch.no_grad(),
                     autocast,
                     reference_context(module, reference.module if reference else None),
                 ):
-                    ref_summed, _ = pair_logprobs(reference or policy, policy, pairs, run.device)
+                    ref_summed, _ = pair_logprobs(reference or policy, policy, pairs, device)
                 ref_chosen, ref_rejected = ref_summed.float().chunk(2)
             lp = PreferenceLogprobs(chosen, rejected, ref_chosen, ref_rejected, *tokens.chunk(2))
             # 4. loss and gradient
@@ -262,7 +306,9 @@ def main(cfg: DPOConfig) -> dict[str, float]:
                     cause = "the policy log-probs hold NaN/inf"
                 elif not torch.isfinite(ref_chosen + ref_rejected).all():
                     cause = "the reference log-probs hold NaN/inf"
-                if cfg.on_nonfinite == "stop":
+                if (
+                    cfg.on_nonfinite == "stop" or engine is not None
+                ):  # DeepSpeed cannot drop half an accumulation
                     raise FloatingPointError(
                         f"step {step}: DPO loss is {loss.item()} ({cause}; pairs {indices[:4]}…); "
                         "no checkpoint was written for this step"
@@ -270,21 +316,26 @@ def main(cfg: DPOConfig) -> dict[str, float]:
                 logger.warning("step %d: skipping the step, DPO loss is %s: %s", step, loss.item(), cause)
                 skipped = 1
                 break
-            (loss / cfg.grad_accum).backward()
+            if engine is not None:
+                engine.backward(loss)  # scaled by 1/grad_accum; the engine steps at the last micro-batch
+                engine.step()
+            else:
+                (loss / cfg.grad_accum).backward()
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if not skipped else torch.tensor(0.0)
-        )
-        if not torch.isfinite(grad_norm):
-            if cfg.on_nonfinite == "stop":
-                raise FloatingPointError(
-                    f"step {step}: gradient norm is {grad_norm.item()}; no checkpoint was written for this step"
-                )
-            logger.warning("step %d: skipping the step, gradient norm is %s", step, grad_norm.item())
-            skipped = 1
+        grad_norm = torch.tensor(0.0)
+        if engine is None and not skipped:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                if cfg.on_nonfinite == "stop":
+                    raise FloatingPointError(
+                        f"step {step}: gradient norm is {grad_norm.item()}; no checkpoint was written for this step"
+                    )
+                logger.warning("step %d: skipping the step, gradient norm is %s", step, grad_norm.item())
+                skipped = 1
+            if not skipped:
+                optimizer.step()
         if not skipped:
-            optimizer.step()
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - started
@@ -294,24 +345,39 @@ def main(cfg: DPOConfig) -> dict[str, float]:
         if step % cfg.log_every == 0 or step == cfg.steps or skipped:
             metrics = {
                 **totals,
-                "optim/grad_norm": float(grad_norm),
                 "optim/lr": scheduler.get_last_lr()[0],
-                "perf/pairs_per_s": cfg.batch_size * cfg.grad_accum / elapsed,
+                "perf/pairs_per_s": cfg.batch_size * cfg.grad_accum * world / elapsed,
                 "skipped/nonfinite": float(skipped),
             }
+            if engine is None:  # DeepSpeed clips inside its step
+                metrics["optim/grad_norm"] = float(grad_norm)
+            metrics = distributed.mean_across_processes(metrics)
         evaluate_now = step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)
         if evaluate_now and held_out_pairs is not None:
-            metrics.update(evaluate_pairs(policy, held_out_pairs, eval_ref, cfg, run.device, autocast))
+            metrics.update(evaluate_pairs(policy, held_out_pairs, eval_ref, cfg, device, autocast))
             summary["after/reward_accuracy"] = metrics["eval/reward_accuracy"]
             summary["after/reward_margin"] = metrics["eval/reward_margin"]
         if evaluate_now and held_out is not None:
-            metrics.update(evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens))
+            metrics.update(
+                evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
+            )
             summary.update(accuracy_summary(metrics, "after"))
-        if metrics:
-            run.log(step, metrics)
         if step == cfg.steps and totals:
             summary["final_loss"] = totals["loss/dpo"]
-        run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+        if run is None:
+            continue
+        if metrics:
+            run.log(step, metrics)
+        if engine is None:
+            run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+    final = policy
+    if engine is not None:
+        weights = distributed.full_state_dict(engine)  # a collective: every process takes part
+        if run is not None:  # a fresh, unsharded copy of the architecture holds the gathered weights
+            final = instantiate(cfg.policy)
+            final.module.load_state_dict(weights)
+    if run is None:
+        return summary
     if "after/accuracy" in summary:
         logger.info(
             "held-out accuracy: before %.3f, after %.3f",
@@ -320,4 +386,4 @@ def main(cfg: DPOConfig) -> dict[str, float]:
         )
     if "after/reward_accuracy" in summary:
         logger.info("held-out pairs: implicit-reward accuracy %.3f", summary["after/reward_accuracy"])
-    return run.finish(policy, summary)
+    return run.finish(final, summary)
