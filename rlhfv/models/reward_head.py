@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,7 +43,8 @@ class ScalarRewardModel(nn.Module):
         self.head = nn.Linear(width, 1)
         nn.init.normal_(self.head.weight, std=1 / (width + 1) ** 0.5)  # scores start near 0, of order 1
         nn.init.zeros_(self.head.bias)
-        inner = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+        base_of = getattr(backbone, "get_base_model", None)  # a peft model wraps the network
+        inner: Any = base_of() if base_of is not None else backbone
         # the LM head's logits are not needed: compute one position's where the model allows it
         self.keep_one = "logits_to_keep" in inspect.signature(inner.forward).parameters
 
@@ -59,7 +61,9 @@ class ScalarRewardModel(nn.Module):
         attention = torch.cat(
             [prompt_batch["attention_mask"], completion_mask.to(prompt_batch["attention_mask"].dtype)], dim=1
         )
-        vision = {k: v for k, v in prompt_batch.items() if k not in ("input_ids", "attention_mask")}
+        vision: dict[str, Any] = {
+            k: v for k, v in prompt_batch.items() if k not in ("input_ids", "attention_mask")
+        }
         if self.keep_one:
             vision["logits_to_keep"] = 1
         out = self.backbone(
@@ -73,11 +77,6 @@ class ScalarRewardModel(nn.Module):
         last = p + completion_mask.sum(dim=1) - 1  # [N]: the response's last token (its EOS)
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # [N, H]
         return self.head(picked.to(self.head.weight.dtype)).squeeze(-1).float()
-
-
-def reward_model_from(chat: ChatModel) -> ScalarRewardModel:
-    """A fresh head on a builder's model."""
-    return ScalarRewardModel(chat.module, hidden_size(chat.module, chat.pad_token_id))
 
 
 def save_reward_model(chat: ChatModel, rm: ScalarRewardModel, path: str | Path) -> None:

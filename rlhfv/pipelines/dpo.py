@@ -353,7 +353,7 @@ def main(cfg: DPOConfig) -> dict[str, float]:
                 metrics["optim/grad_norm"] = float(grad_norm)
             metrics = distributed.mean_across_processes(metrics)
         evaluate_now = step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)
-        if evaluate_now and held_out_pairs is not None:
+        if evaluate_now and held_out_pairs is not None and eval_ref is not None:
             metrics.update(evaluate_pairs(policy, held_out_pairs, eval_ref, cfg, device, autocast))
             summary["after/reward_accuracy"] = metrics["eval/reward_accuracy"]
             summary["after/reward_margin"] = metrics["eval/reward_margin"]

@@ -23,7 +23,7 @@ from rlhfv.algorithms.preference import bradley_terry_loss
 from rlhfv.config import RunConfig, component_field, instantiate
 from rlhfv.data.pair_files import checked_pairs
 from rlhfv.models.base import ChatModel, freeze_parameters
-from rlhfv.models.reward_head import ScalarRewardModel, reward_model_from, save_reward_model
+from rlhfv.models.reward_head import ScalarRewardModel, hidden_size, save_reward_model
 from rlhfv.rewards.scalar import score_responses
 from rlhfv.training.batching import batch_indices
 from rlhfv.training.run import start_run, training_state
@@ -101,7 +101,7 @@ def main(cfg: RewardModelConfig) -> dict[str, float]:
     chat: ChatModel = instantiate(cfg.model)
     freeze_parameters(chat.module, cfg.freeze)
     chat.module.to(run.device)
-    rm = reward_model_from(chat).to(run.device).train()
+    rm = ScalarRewardModel(chat.module, hidden_size(chat.module, chat.pad_token_id)).to(run.device).train()
     train = instantiate(cfg.train_data)
     held_out = instantiate(cfg.eval_pairs) if cfg.eval_pairs else None
     params = [p for p in rm.parameters() if p.requires_grad]
