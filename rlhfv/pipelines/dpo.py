@@ -134,7 +134,10 @@ def pair_logprobs(
     texts = [p.responses[p.preferred] for p in pairs] + [p.responses[1 - p.preferred] for p in pairs]
     batch = to_device(tokenizer_of.encoder(prompts), device)  # input_ids [2B, P], vision tensors
     ids, mask = tokenize_completions(tokenizer_of, texts)  # [2B, T]
-    logprobs = sequence_logprobs(model, batch, ids.to(device), mask.to(device))  # [2B, T]
+    # the policy's suppressed tokens (image placeholders) also when `model` is a bare module
+    logprobs = sequence_logprobs(
+        model, batch, ids.to(device), mask.to(device), suppressed_tokens=tokenizer_of.suppressed_tokens
+    )  # [2B, T]
     return logprobs.sum(dim=1), mask.sum(dim=1).to(device)
 
 
