@@ -14,9 +14,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from rlhfv.store import ingest
-from rlhfv.store.agreement import agreement_report, gold_accuracy, units_from_labels
-from rlhfv.store.export import export_snapshot
+from rlhfv.store import curation, ingest
+from rlhfv.store.agreement import (
+    agreement_report,
+    annotator_disagreements,
+    disputed_tasks,
+    gold_accuracy,
+    units_from_labels,
+)
+from rlhfv.store.export import export_snapshot, list_snapshots, snapshot_archive
 from rlhfv.store.store import ROLES, Store, UserInfo
 
 
@@ -80,11 +86,14 @@ def import_uploads(store: Store, task_file, image_files, overlap: int) -> None:
                 st.error(f"{f.name!r} is not a plain file name; not used.")
             elif f.size <= limit:
                 (images / name).write_bytes(f.getvalue())
-        tasks = Path(tmp, "tasks.jsonl")
+        # Named as uploaded, so tasks' source is the admin's file name rather than a fixed one.
+        tasks = Path(tmp, safe_upload_name(task_file.name) or "tasks.jsonl")
         tasks.write_bytes(task_file.getvalue())
         report = ingest.import_jsonl(store, tasks, images, overlap=overlap, max_bytes=limit)
-    for e in report.errors:
+    for e in report.errors:  # name the upload, never the private folder it was written to
         e.file = task_file.name
+        for folder in (str(images.resolve()), str(images)):
+            e.message = e.message.replace(folder + os.sep, "").replace(folder, "the uploaded images")
     show_report(report)
 
 
@@ -97,8 +106,24 @@ def render_import(store: Store, user: UserInfo) -> None:
         if st.form_submit_button("Save guidelines"):
             store.set_setting("guidelines", text.strip())
             st.success("Saved.")
+    st.header("Labels per task")
+    with st.form("overlap"):
+        k = int(
+            st.number_input(
+                "Labels per task (k): new imports ask for this many",
+                min_value=1,
+                max_value=20,
+                value=store.default_overlap(),
+            )
+        )
+        apply = st.checkbox("Also ask this many of every existing task")
+        if st.form_submit_button("Save k"):
+            store.set_setting("overlap", str(k))
+            changed = store.set_overlap(k) if apply else 0
+            st.success(f"New tasks get k = {k}; {plural(changed, 'existing task')} changed.")
     st.header("Import tasks")
-    overlap = st.number_input("Labels per task (overlap)", min_value=1, max_value=20, value=3)
+    overlap = store.default_overlap()
+    st.caption(f"Each imported task asks for k = {overlap} labels.")
     jsonl_tab, runs_tab, shapes_tab = st.tabs(["JSONL + images", "Policy rollouts", "ShapesVQA"])
     with jsonl_tab:
         st.caption(
@@ -109,7 +134,7 @@ def render_import(store: Store, user: UserInfo) -> None:
             "Images", type=["png", "jpg", "jpeg", "webp", "gif", "bmp"], accept_multiple_files=True
         )
         if st.button("Import file", disabled=task_file is None):
-            import_uploads(store, task_file, image_files or [], int(overlap))
+            import_uploads(store, task_file, image_files or [], overlap)
     with runs_tab:
         runs = list_runs(runs_root(), "rollouts.jsonl")
         if not runs:
@@ -118,12 +143,12 @@ def render_import(store: Store, user: UserInfo) -> None:
             run = st.selectbox("Run", runs, format_func=lambda p: str(p.relative_to(runs_root())))
             min_step = st.number_input("From step", min_value=0, value=0)
             if st.button("Import rollouts"):
-                show_report(ingest.import_rollouts(store, run, overlap=int(overlap), min_step=int(min_step)))
+                show_report(ingest.import_rollouts(store, run, overlap=overlap, min_step=int(min_step)))
     with shapes_tab:
         n = st.number_input("Pairs", min_value=1, max_value=5000, value=20)
         seed = st.number_input("Seed", min_value=0, value=0)
         if st.button("Import ShapesVQA gold items"):
-            show_report(ingest.import_shapes(store, n=int(n), seed=int(seed), overlap=int(overlap)))
+            show_report(ingest.import_shapes(store, n=int(n), seed=int(seed), overlap=overlap))
 
 
 def shown(value: float) -> str:
@@ -140,7 +165,10 @@ def render_progress(store: Store, user: UserInfo) -> None:
     cols[1].metric("Complete tasks", ov["complete_tasks"])
     cols[2].metric("Labels", f"{ov['labels']} / {ov['labels_wanted']}")
     cols[3].metric("Annotators", len(ov["annotators"]))
-    st.dataframe(ov["annotators"], width="stretch")
+    if ov["annotators"]:
+        st.dataframe(ov["annotators"], width="stretch")
+    else:  # an empty table draws as a bare grey bar
+        st.caption("No labels yet.")
     labels = store.labels()
     units = units_from_labels(labels)
     report = agreement_report(units)
@@ -156,10 +184,18 @@ def render_progress(store: Store, user: UserInfo) -> None:
         st.dataframe(
             [{**p, "cohen_kappa": shown(p["cohen_kappa"])} for p in report["pairs"]], width="stretch"
         )
+        st.subheader("One annotator's disagreements")
+        names = sorted({name for votes in units.values() for name in votes})
+        who = st.selectbox("Annotator", names, key="drill-annotator")
+        prompts = {r["task_id"]: r["prompt"] for r in labels}
+        rows = [{"prompt": prompts[r["task_id"]][:80], **r} for r in annotator_disagreements(units, who)]
+        st.caption(f"{who} left the others' most common label on {plural(len(rows), 'pairwise unit')}.")
+        if rows:
+            st.dataframe(rows, width="stretch")
     st.subheader("Accuracy on gold items")
     accuracy = gold_accuracy(units, store.gold())
     st.dataframe(accuracy, width="stretch") if accuracy else st.caption("No gold item labelled yet.")
-    split = sorted({u[0] for u, votes in units.items() if len(set(votes.values())) > 1})
+    split = disputed_tasks(units, store.gold())  # adjudicated tasks are settled: not listed
     st.subheader(f"Tasks with disagreement ({len(split)})")
     if split:
         rows = [r for r in labels if r["task_id"] in set(split[:200])]
@@ -169,23 +205,87 @@ def render_progress(store: Store, user: UserInfo) -> None:
 
 
 def adjudicate(store: Store, split: list[int], labels: list[dict]) -> None:
-    """Settle a disputed task: the answer becomes gold, so the export uses it and annotators are scored on it."""
+    """Settle a disputed task: the answer becomes gold, so the export uses it and annotators are scored on it.
+
+    Every rank starts empty and must be chosen: a default would store an untouched form as an answer.
+    """
     st.subheader("Adjudicate")
-    task_id = st.selectbox("Task", split, key="adjudicate-task")
-    rows = [r for r in labels if r["task_id"] == task_id]
-    st.info(rows[0]["prompt"])
-    responses = rows[0]["responses"]
+    first = {r["task_id"]: r for r in reversed(labels)}  # one label row per task, for its text
+    task_id = st.selectbox(
+        "Task", split, format_func=lambda t: f"{first[t]['prompt'][:80]} (task {t})", key="adjudicate-task"
+    )
+    row = first[task_id]
+    for name in row["images"]:
+        path = store.media_dir / name
+        st.image(str(path), width=256) if path.is_file() else st.warning(f"Image {name} is missing.")
+    with st.container(border=True):
+        st.text(row["prompt"])
+    responses = row["responses"]
     n = len(responses)
     with st.form(f"adjudicate-{task_id}"):
         cols = st.columns(n)
         for i, text in enumerate(responses):
-            cols[i].markdown(f"**Response {i}**\n\n{text}")
+            cols[i].markdown(f"**Response {i}**")
+            cols[i].text(text)
         ranks = [
-            cols[i].selectbox("Rank (1 = best)", range(1, n + 1), key=f"adj-{task_id}-{i}") for i in range(n)
+            cols[i].selectbox("Rank (1 = best)", range(1, n + 1), index=None, key=f"adj-{task_id}-{i}")
+            for i in range(n)
         ]
         if st.form_submit_button("Save as the answer"):
-            store.set_gold(int(task_id), [r - 1 for r in ranks])
-            st.success(f"Task {task_id} now has a gold answer; exports use it.")
+            if None in ranks:
+                st.error("Give every response a rank first.")
+            else:
+                store.set_gold(int(task_id), [r - 1 for r in ranks if r is not None])
+                st.success(f"Task {task_id} now has a gold answer; exports use it.")
+
+
+def render_tasks(store: Store, user: UserInfo) -> None:
+    """Flagged tasks first, then every task: search, filter, and edit, retire or bring one back."""
+    if not require_admin(store, user):
+        return
+    flags = curation.open_flags(store)
+    st.header(f"Flagged as broken ({len(flags)})")
+    if flags:
+        st.dataframe(flags, width="stretch")
+    else:
+        st.caption("No open flags.")
+    st.header("Tasks")
+    cols = st.columns([3, 2, 2])
+    search = cols[0].text_input("Search prompts and responses", key="task-search")
+    status = cols[1].selectbox("Status", ["any", *curation.STATUSES], key="task-status")
+    split_only = cols[2].checkbox("Only tasks with disagreement", key="task-split")
+    rows = curation.browse_tasks(store, search, None if status == "any" else status)
+    if split_only:
+        split = set(disputed_tasks(units_from_labels(store.labels()), store.gold()))
+        rows = [r for r in rows if r["task_id"] in split]
+    if not rows:
+        st.caption("No task matches.")
+        return
+    st.dataframe([{k: v for k, v in r.items() if k != "responses"} for r in rows], width="stretch")
+    by_id = {r["task_id"]: r for r in rows}
+    task_id = st.selectbox(
+        "Task", by_id, format_func=lambda t: f"{by_id[t]['prompt'][:80]} (task {t})", key="task-pick"
+    )
+    task = by_id[task_id]
+    retired = task["status"] == "retired"
+    if st.button(
+        "Bring back" if retired else "Retire (offer to nobody, leave out of exports)", key="task-retire"
+    ):
+        curation.retire_task(store, task_id, retired=not retired)
+        st.rerun()
+    if task["open_flags"] and st.button("Mark its flags resolved", key="task-resolve"):
+        curation.resolve_flags(store, task_id)
+        st.rerun()
+    with st.form(f"edit-task-{task_id}"):
+        st.caption("Text can change only while nobody has labelled the task.")
+        prompt = st.text_area("Prompt", task["prompt"])
+        responses = [st.text_area(f"Response {i}", text) for i, text in enumerate(task["responses"])]
+        if st.form_submit_button("Save the task", disabled=task["labels"] > 0):
+            try:
+                curation.edit_task(store, task_id, prompt, responses)
+                st.success(f"Task {task_id} saved.")
+            except ValueError as e:
+                st.error(str(e))
 
 
 def exports_root(store: Store) -> Path:
@@ -199,15 +299,42 @@ def render_export(store: Store, user: UserInfo) -> None:
     st.caption(
         f"Snapshots go to {exports_root(store)}/v<N>/: preferences.jsonl (GRM format), trl.jsonl, labels.jsonl"
     )
-    min_labels = st.number_input("Only tasks with at least this many labels", min_value=1, value=1)
+    min_labels = st.number_input(
+        "Only tasks with at least this many labels (empty: settled tasks, with all k labels or a gold answer)",
+        min_value=1,
+        value=None,
+    )
     if st.button("Export snapshot", type="primary"):
-        snap = export_snapshot(store, exports_root(store), min_labels=int(min_labels))
-        st.session_state["last_snapshot"] = str(snap.path)
+        snap = export_snapshot(
+            store, exports_root(store), min_labels=None if min_labels is None else int(min_labels)
+        )
         st.success(f"Snapshot v{snap.version}: {snap.pairs} pairs from {snap.labels} labels in {snap.path}")
-    if last := st.session_state.get("last_snapshot"):
-        for name in ("preferences.jsonl", "trl.jsonl", "labels.jsonl"):
-            path = Path(last, name)
-            st.download_button(f"Download {name}", path.read_bytes(), file_name=name, key=f"dl-{name}")
+        st.session_state["export-version"] = snap.version  # offer the new one for download
+    snapshots = {s.version: s for s in list_snapshots(store) if s.path.is_dir()}
+    if not snapshots:
+        return
+    st.subheader("Snapshots")
+    st.dataframe(
+        [
+            {"version": s.version, "pairs": s.pairs, "labels": s.labels, "folder": str(s.path)}
+            for s in snapshots.values()
+        ],
+        width="stretch",
+    )
+    snap = snapshots[st.selectbox("Snapshot", snapshots, format_func=lambda v: f"v{v}", key="export-version")]
+    # One archive holds the rows and the images they point to; built only when clicked.
+    st.download_button(
+        f"Download v{snap.version} (.zip with images)",
+        lambda: snapshot_archive(snap.path),
+        file_name=f"rlhfv-labels-v{snap.version}.zip",
+        mime="application/zip",
+        key="dl-archive",
+    )
+    for name in ("preferences.jsonl", "trl.jsonl", "labels.jsonl"):
+        path = snap.path / name
+        st.download_button(
+            f"Download {name}", lambda path=path: path.read_bytes(), file_name=name, key=f"dl-{name}"
+        )
 
 
 def render_users(store: Store, user: UserInfo) -> None:
@@ -239,10 +366,17 @@ def render_users(store: Store, user: UserInfo) -> None:
         if st.form_submit_button("Save"):
             if name == user.name and (state == "disabled" or role == "annotator"):
                 st.error("You cannot disable or demote your own account.")
-                return
-            try:
-                store.update_user(name, password=password or None, role=None if role == "(keep)" else role,
-                                  active=None if state == "(keep)" else state == "active")  # fmt: skip
-                st.success(f"Saved {name}.")
-            except ValueError as e:
-                st.error(str(e))
+            else:
+                try:
+                    store.update_user(name, password=password or None, role=None if role == "(keep)" else role,
+                                      active=None if state == "(keep)" else state == "active")  # fmt: skip
+                    st.success(f"Saved {name}.")
+                except ValueError as e:
+                    st.error(str(e))
+    st.subheader("Refused logins")
+    refused = [
+        {**a, "at": f"{a['at']:%Y-%m-%d %H:%M:%S} UTC"}
+        for a in store.login_attempts(500)
+        if a["outcome"] in ("failed", "locked")
+    ]
+    st.dataframe(refused, width="stretch") if refused else st.caption("None recently.")

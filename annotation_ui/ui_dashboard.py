@@ -9,6 +9,7 @@ the page re-reads the files every few seconds.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,37 @@ def metric_groups(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     return dict(sorted(groups.items(), key=lambda kv: (kv[0] != "monitor", kv[0])))
 
 
-def read_rollouts(path: Path, last: int) -> list[dict[str, Any]]:
+def read_rollouts(path: Path, last: int) -> list[tuple[int, dict[str, Any]]]:
+    """The last rollouts with their 1-based line numbers, which name them in the label queue."""
     if not path.is_file():
         return []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[-last:]:
+    for lineno, line in enumerate(lines[-last:], start=max(len(lines) - last, 0) + 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line still being written
         if isinstance(row, dict):
-            rows.append(row)
+            rows.append((lineno, row))
     return rows
+
+
+def curve_chart(long: Any, x: str) -> Any:
+    """Lines with a marker at every logged value: eval metrics are logged every few steps, and a
+    plain line chart draws nothing for a point with no logged neighbour."""
+    import altair as alt
+
+    return (
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X(f"{x}:Q", title=x),
+            y=alt.Y("value:Q", title=None),
+            color="metric:N",
+            tooltip=[x, "metric", "value"],
+        )
+    )
 
 
 def show_curves(run: Path) -> None:
@@ -56,6 +76,7 @@ def show_curves(run: Path) -> None:
     frame = pd.DataFrame(rows)
     if "step" in frame:
         frame = frame.set_index("step")
+    x = frame.index.name or "index"
     st.caption(f"{len(rows)} metric rows, last step {frame.index.max()}")
     for area, keys in metric_groups(rows).items():
         st.subheader("Reward-hacking monitors" if area == "monitor" else area)
@@ -69,7 +90,14 @@ def show_curves(run: Path) -> None:
                     f"{series.iloc[-1]:.4g}",
                     delta=None if delta is None else f"{delta:+.3g}",
                 )
-        st.line_chart(frame[keys].apply(pd.to_numeric, errors="coerce"))
+        values = frame[keys].apply(pd.to_numeric, errors="coerce").reset_index()
+        # Long form without the gaps: each metric's line joins the steps it was logged at.
+        long = values.melt(id_vars=x, var_name="metric", value_name="value").dropna()
+        if area == "perf":  # throughput and seconds per step differ by orders of magnitude: an axis each
+            for key in keys:
+                st.altair_chart(curve_chart(long[long["metric"] == key], x), width="stretch")
+        else:
+            st.altair_chart(curve_chart(long, x), width="stretch")
 
 
 def show_rollouts(store: Store, run: Path, last: int) -> None:
@@ -77,14 +105,16 @@ def show_rollouts(store: Store, run: Path, last: int) -> None:
     if not rows:
         st.info("No rollouts logged yet.")
         return
-    for k, row in enumerate(reversed(rows)):
-        with st.expander(f"step {row.get('step', '?')}: {str(row.get('prompt', ''))[:100]}", expanded=k == 0):
+    for k, (lineno, row) in enumerate(reversed(rows)):
+        # Expander labels are Markdown: escape the run's text, which may hold image syntax.
+        title = re.sub(r"([\\`*_{}\[\]()#+\-.!<>|~:$])", r"\\\1", str(row.get("prompt", ""))[:100])
+        with st.expander(f"step {row.get('step', '?')}: {title}", expanded=k == 0):
             for rel in row.get("images", [])[:4]:
                 try:
                     st.image(load_image(rel, root=run), width=256)
                 except (ImageError, TypeError) as e:
                     st.warning(f"image not shown: {e}")
-            st.markdown(str(row.get("prompt", "")))
+            st.text(str(row.get("prompt", "")))
             completions, rewards = row.get("completions", []), row.get("rewards", [])
             cols = st.columns(max(1, min(len(completions), 4)))
             for i, text in enumerate(completions):
@@ -98,16 +128,16 @@ def show_rollouts(store: Store, run: Path, last: int) -> None:
                     st.text(str(text))
             for j in row.get("judgments", []):
                 scores = j.get("scores")
-                st.markdown(
-                    f"**GRM on {j.get('a')} vs {j.get('b')}**, scores {scores if scores is not None else 'unparsed'}"
+                st.text(
+                    f"GRM on {j.get('a')} vs {j.get('b')}, scores {scores if scores is not None else 'unparsed'}"
                 )
                 st.text(str(j.get("text", "")))
             if st.button("Send to the label queue", key=f"queue-{run}-{row.get('step')}-{k}"):
-                task, field, message = rollout_task(row, run, store.media_dir)
+                task, field, message = rollout_task(row, run, store.media_dir, line=lineno)
                 if task is None:
                     st.error(f"cannot queue this rollout: field '{field}': {message}")
                 else:
-                    added, _ = store.add_tasks([task])
+                    added, _ = store.add_tasks([task])  # the project's k labels
                     st.success("Queued for labelling." if added else "Already in the queue.")
 
 

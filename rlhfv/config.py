@@ -115,10 +115,67 @@ def validate_recipe(cfg: DictConfig, source: str) -> DictConfig:
     else:
         out = _validate_stage(cfg, source, "")
     try:  # resolve interpolations now, so a broken ${…} fails before any work
-        OmegaConf.to_container(out, resolve=True)
+        resolved = OmegaConf.to_container(out, resolve=True)
     except OmegaConfBaseException as e:
         raise RecipeError(f"{source}: {e}") from e
+    check_data_overlap(resolved, source)
     return out
+
+
+def check_data_overlap(recipe: Any, source: str) -> None:
+    """Refuse a recipe whose training data and held-out data can share items.
+
+    Data nodes are the components that take a `split` ("train" / "test" / "all"); the held-out
+    ones are those under an `eval_data` key, in any stage. Two nodes read the same data when they
+    name the same file (`path`), or, with no file, the same generator. They are disjoint only
+    when one reads split "train" and the other split "test" with the same `test_fraction`; the
+    same split (whatever `limit` and `seed` pick), or "all", shares items.
+    """
+    train, held_out = [], []
+    for key, node in _data_nodes(recipe, ""):
+        (held_out if "eval_data" in key.split(".") else train).append((key, node))
+    for t_key, t in train:
+        for e_key, e in held_out:
+            if t["source"] != e["source"]:
+                continue
+            splits = {t["split"], e["split"]}
+            if splits == {"train", "test"} and t["test_fraction"] == e["test_fraction"]:
+                continue
+            why = (
+                f"test_fraction {t['test_fraction']} / {e['test_fraction']}"
+                if splits == {"train", "test"}
+                else f"split {t['split']!r} / {e['split']!r}"
+            )
+            raise RecipeError(
+                f"{source}: training data {t_key.rstrip('.')} and held-out data {e_key.rstrip('.')} "
+                f"both read {t['source']} ({why}), so they share items; train on split: train and "
+                "evaluate on split: test"
+            )
+
+
+def _data_nodes(node: Any, path: str) -> typing.Iterator[tuple[str, dict[str, Any]]]:
+    """(key path, {source, split, test_fraction}) of every component that takes a `split`."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _data_nodes(item, f"{path}{i}.")
+        return
+    if not isinstance(node, dict):
+        return
+    if COMPONENT in node:
+        try:
+            params = inspect.signature(resolve_target(str(node[COMPONENT]))).parameters
+        except (TypeError, ValueError):  # builtins without a signature take no split
+            params = {}
+        if "split" in params:
+            empty = inspect.Parameter.empty
+            given = {**{k: p.default for k, p in params.items() if p.default is not empty}, **node}
+            where = Path(str(node["path"])).resolve().as_posix() if "path" in node else node[COMPONENT]
+            yield (
+                path,
+                {"source": where, "split": given.get("split"), "test_fraction": given.get("test_fraction")},
+            )
+    for key, child in node.items():
+        yield from _data_nodes(child, f"{path}{key}.")
 
 
 def _validate_stage(cfg: DictConfig, source: str, prefix: str) -> DictConfig:

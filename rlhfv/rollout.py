@@ -5,6 +5,14 @@ right-padded to the longest one ([N, T]); the mask marks each completion's token
 including the token that ended it (EOS, or the last token of a stop string). A completion that
 reached `max_new_tokens` without ending is `complete = False`: the grouped-comparison reward gives
 it 0, and the length limit, not the model, chose where it stops.
+
+On-policy sampling: the sampler draws from softmax(logits / temperature) with the policy's
+`suppressed_tokens` at probability 0 (then top-p, when below 1), and `sequence_logprobs` computes
+the same distribution (without the top-p cut). Nothing comes from a checkpoint's
+`generation_config.json`: a `repetition_penalty`, `no_repeat_ngram_size`, `min_new_tokens` or
+`suppress_tokens` shipped with a model would make the sampler differ from the policy that GRPO's
+ratio assumes. `Rollout.sampler_logprobs` keeps log π_sampler of every sampled token, so a
+pipeline can measure the gap (`rollout/logprob_gap`).
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ class Rollout:
         reading: For prompts with a `Prompt.reading`: the rollout of those readings (row i's
             reading went into row i's prompt; `prompt_batch` holds the filled-in prompts). Its
             tokens are the first part of each row's output, and GRPO trains them with the rest.
+        sampler_logprobs: log-probability of each sampled token under the distribution it was
+            drawn from, after every logits processor [N, T] (0 where masked); None when greedy.
     """
 
     prompts: list[Prompt]
@@ -51,6 +61,7 @@ class Rollout:
     group_size: int
     judgments: list[list[dict[str, Any]]] = field(default_factory=list)
     reading: Rollout | None = None
+    sampler_logprobs: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -120,26 +131,52 @@ def generate(
         rows, reading = _read_first(policy, rows, reading_tokens, temperature, top_p, greedy, synced_gpus)
     device = next(policy.module.parameters()).device
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in policy.encoder(rows).items()}
-    sampling: dict[str, Any] = (
-        {"do_sample": False}
-        if greedy
-        else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-    )
-    if stop_strings:
-        sampling.update(stop_strings=list(stop_strings), tokenizer=policy.tokenizer)
-    if allowed_tokens is not None:
-        width = batch["input_ids"].shape[1]
-        sampling["prefix_allowed_tokens_fn"] = lambda row, ids: allowed_tokens(row, ids[width:])
-    out = policy.module.generate(
-        **batch,
+    from transformers import GenerationConfig, GenerationMixin
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    # Every setting that shapes the distribution is named here; temperature and top-p run as our
+    # own processors so that the recorder after them sees exactly what was sampled from.
+    config = GenerationConfig(
         max_new_tokens=max_new_tokens,
+        do_sample=not greedy,
         eos_token_id=policy.eos_token_id,
         pad_token_id=policy.pad_token_id,
         use_cache=True,
-        synced_gpus=synced_gpus,
-        **sampling,
+        suppress_tokens=list(policy.suppressed_tokens) or None,
+        stop_strings=list(stop_strings) or None,
     )
+    processors: list[Any] = []
+    recorder = None
+    if not greedy:
+        config.top_k = 0  # transformers' global default is 50
+        processors.append(TemperatureLogitsWarper(temperature))
+        if top_p < 1.0:
+            processors.append(TopPLogitsWarper(top_p))
+        recorder = SampledLogprobs()
+        processors.append(recorder)
+    extra: dict[str, Any] = {"tokenizer": policy.tokenizer} if stop_strings else {}
+    if allowed_tokens is not None:
+        width = batch["input_ids"].shape[1]
+        extra["prefix_allowed_tokens_fn"] = lambda row, ids: allowed_tokens(row, ids[width:])
+    # `generate` fills every setting its config leaves unset from the model's own config (the
+    # checkpoint's generation_config.json); for the call, the model's own config is ours.
+    models = [m for m in policy.module.modules() if isinstance(m, GenerationMixin)]
+    saved = [m.generation_config for m in models]
+    try:
+        for m in models:
+            m.generation_config = config
+        out = policy.module.generate(
+            **batch,
+            generation_config=config,
+            logits_processor=processors,
+            synced_gpus=synced_gpus,
+            **extra,
+        )
+    finally:
+        for m, own in zip(models, saved, strict=True):
+            m.generation_config = own
     ids = out[:, batch["input_ids"].shape[1] :]  # [N, T'] generated part, T' ≤ max_new_tokens
+    sampler_logprobs = recorder.logprobs(ids) if recorder is not None else None  # [N, T'] or None
     ids, mask, complete = completion_ends(ids, policy, stop_strings, max_new_tokens)
     texts = [
         policy.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True)
@@ -157,7 +194,73 @@ def generate(
         complete=complete,
         group_size=group_size,
         reading=reading,
+        sampler_logprobs=sampler_logprobs * mask if sampler_logprobs is not None else None,
     )
+
+
+def rollout_of_groups(policy: ChatModel, picks: Sequence[tuple[Rollout, int]]) -> Rollout:
+    """One rollout of chosen groups (rollout, prompt index b) of the same policy's rollouts, in
+    order: DAPO's dynamic sampling gathers the groups worth training on from several rounds.
+
+    The prompts are encoded again, since rounds differ in prompt width; completions are padded
+    to the widest round.
+    """
+    if any(r.reading is not None for r, _ in picks):
+        raise ValueError("rollouts with readings cannot be regrouped")
+    g = picks[0][0].group_size
+    rows = [(r, b * g + k) for r, b in picks for k in range(g)]  # N = len(picks)·G rows
+    width = max(r.completion_ids.shape[1] for r, _ in picks)  # T
+
+    def padded(tensors: list[torch.Tensor], value: float) -> torch.Tensor:  # [N, T]
+        return torch.stack(
+            [torch.nn.functional.pad(t, (0, width - t.shape[0]), value=value) for t in tensors]
+        )
+
+    device = picks[0][0].completion_ids.device
+    encoded = policy.encoder([r.prompts[i // g] for r, i in rows])
+    sampled = all(r.sampler_logprobs is not None for r, _ in picks)
+    return Rollout(
+        prompts=[r.prompts[b] for r, b in picks],
+        labels=[r.labels[b] for r, b in picks],
+        prompt_batch={k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()},
+        completion_ids=padded([r.completion_ids[i] for r, i in rows], policy.pad_token_id),
+        completion_mask=padded([r.completion_mask[i] for r, i in rows], 0),
+        texts=[r.texts[i] for r, i in rows],
+        complete=torch.stack([r.complete[i] for r, i in rows]),
+        group_size=g,
+        judgments=[r.judgments[b] if b < len(r.judgments) else [] for r, b in picks],
+        sampler_logprobs=padded([r.sampler_logprobs[i] for r, i in rows], 0.0) if sampled else None,  # type: ignore[index]
+    )
+
+
+class SampledLogprobs:
+    """The last logits processor of sampling: records log p(token) of each sampled token under
+    the final scores it was drawn from.
+
+    At step t it sees the scores [N, V] of token t but not yet the token; it keeps their
+    log-softmax until step t+1, whose `input_ids` end with token t. The last token is read off
+    after `generate` returns (`logprobs`). Memory is one [N, V] tensor, not T of them.
+    """
+
+    def __init__(self) -> None:
+        self.previous: torch.Tensor | None = None  # [N, V]
+        self.picked: list[torch.Tensor] = []  # T-1 tensors [N, 1]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:
+            self.picked.append(self.previous.gather(1, input_ids[:, -1:]))
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def logprobs(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """log π_sampler of the generated tokens ids [N, T] → [N, T]; None when nothing was
+        recorded (a stand-in module whose `generate` runs no logits processors)."""
+        if self.previous is None:
+            return None
+        picked = [*self.picked, self.previous.gather(1, ids[:, -1:])]
+        if len(picked) != ids.shape[1]:
+            raise RuntimeError(f"recorded {len(picked)} sampling steps for {ids.shape[1]} generated tokens")
+        return torch.cat(picked, dim=1).to(ids.device)
 
 
 def _read_first(
@@ -262,8 +365,13 @@ def sequence_logprobs(
     completion_mask: torch.Tensor,
     temperature: float = 1.0,
     group_size: int = 1,
+    suppressed_tokens: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """log π(token) of each completion token given the prompt and the tokens before it. [N, T].
+
+    π is the distribution `generate` samples from: softmax(logits / temperature) with the
+    `suppressed_tokens` at probability 0 (default: the ChatModel's own; pass them when `policy`
+    is a bare module).
 
     Only the logits of the completion positions are computed (`logits_to_keep` where the model
     takes it), and the log-softmax is taken as gathered logit − logsumexp, so no [N, T, V]
@@ -293,9 +401,15 @@ def sequence_logprobs(
             vision["logits_to_keep"] = t + 1
         logits = module(input_ids=input_ids, attention_mask=attention, use_cache=False, **vision).logits
         logits = logits[:, -t - 1 : -1, :]  # [N, T, V]: position t predicts token t
-    logits = logits.float() / temperature
+    logits = logits.float() / temperature  # a new tensor: the in-place fill below is safe for autograd
+    if suppressed_tokens is None:
+        suppressed_tokens = policy.suppressed_tokens if isinstance(policy, ChatModel) else ()
+    if suppressed_tokens:
+        index = torch.tensor(list(suppressed_tokens), device=logits.device)
+        logits.index_fill_(-1, index, float("-inf"))
     picked = logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)  # [N, T]
-    return (picked - torch.logsumexp(logits, dim=-1)) * completion_mask
+    logprobs = picked - torch.logsumexp(logits, dim=-1)
+    return torch.where(completion_mask.bool(), logprobs, torch.zeros_like(logprobs))  # pads may be -inf
 
 
 def _shared_prompt_logits(

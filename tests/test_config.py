@@ -127,3 +127,27 @@ def test_instantiate_builds_nested_components_and_passes_runtime_args():
     node = {"_component_": "torch.optim.SGD", "lr": 0.5}
     opt = instantiate(node, [torch.nn.Parameter(torch.zeros(2))])
     assert opt.param_groups[0]["lr"] == 0.5
+
+
+def test_a_recipe_that_evaluates_on_data_it_trains_on_is_refused(tmp_path, capsys):
+    """The ReasonGRM recipe trains on the `train` part of its file and holds out the `test` part;
+    the same split on both sides, or `all` on one, shares items and is refused at validate."""
+    data = tmp_path / "hh.jsonl"
+    data.write_text("{}\n")  # validate checks that the file exists; it does not read it
+    recipe = tmp_path / "reasongrm.yaml"
+    text = (ROOT / "recipes" / "reasongrm_hh.yaml").read_text()
+    recipe.write_text(
+        text.replace("../shared/data/hh_rlhf_harmless_test/harmless-base_test.jsonl.gz", str(data))
+    )
+    assert cli(["validate", str(recipe)]) == 0
+    for override in ("stages.hard_rl.eval_data.pairs.split=train", "stages.rstar_sft.task.pairs.split=all"):
+        assert cli(["validate", str(recipe), override]) == 2
+        err = capsys.readouterr().err
+        assert "stages.hard_rl.eval_data.pairs" in err and str(data) in err and "share items" in err, err
+    # synthetic data sets without a file: the same generator and split
+    shapes = str(ROOT / "recipes" / "grpo_shapes.yaml")
+    assert cli(["validate", shapes]) == 0
+    with pytest.raises(
+        RecipeError, match="held-out data stages.grpo.eval_data both read rlhfv.data.shapes.ShapesVQA"
+    ):
+        load_recipe(shapes, ["stages.grpo.eval_data.split=train"])

@@ -108,3 +108,26 @@ def test_prompts_with_a_reading_are_answered_in_two_passes_and_keep_the_reading_
     assert (logprobs[reading.completion_mask == 0] == 0).all() and (logprobs[reading.completion_mask == 1] < 0).all()
     with pytest.raises(ValueError, match="no Prompt.reading"):
         generate(policy, [judged[0], question], group_size=1, max_new_tokens=2)
+
+
+def test_the_sampler_draws_from_the_distribution_sequence_logprobs_computes():
+    """Image placeholders are suppressed in both; a checkpoint's own sampling settings in neither."""
+    from PIL import Image
+
+    from rlhfv.models.hf_vlm import tiny_qwen2_vl
+
+    policy = tiny_qwen2_vl(seed=0)
+    assert policy.suppressed_tokens  # the image placeholders
+    gen = policy.module.generation_config
+    gen.repetition_penalty, gen.no_repeat_ngram_size, gen.suppress_tokens = 1.3, 2, [7, 8, 9]
+    prompts = [Prompt("What colour is it?", [Image.new("RGB", (64, 64), (200, 30, 30))])]
+    torch.manual_seed(0)
+    r = generate(policy, prompts, group_size=4, max_new_tokens=10, temperature=0.7)
+    with torch.no_grad():
+        lp = sequence_logprobs(policy, r.prompt_batch, r.completion_ids, r.completion_mask, temperature=0.7)
+    m = r.completion_mask.bool()
+    assert m.sum() > 8 and r.sampler_logprobs is not None
+    torch.testing.assert_close(r.sampler_logprobs[m], lp[m], rtol=0, atol=1e-5)
+    plain = sequence_logprobs(policy.module, r.prompt_batch, r.completion_ids, r.completion_mask, 0.7)
+    assert (plain - lp)[m].abs().max() > 1e-3  # without the suppression the distributions differ
+    assert gen.repetition_penalty == 1.3  # the model's own config is left as it was

@@ -7,7 +7,9 @@ completion's mean score over all comparisons that include it:
 
     S(y_i) = 1/|C_i| Σ_{c ∈ C_i} s(y_i | c)
 
-Incomplete completions (cut by the length limit) are never compared and get 0. The appendix code
+Incomplete completions (cut by the length limit) are never compared and get 0. A complete
+completion that no usable verdict scored gets 0 here too; `GroupedComparisonReward(uncompared=…)`
+chooses its reward instead. The appendix code
 compares each unordered pair once, the earlier completion shown first; its overhead section counts
 both orders, which cancels the judge's position bias at twice the cost: `comparison_pairs` offers
 both. Verdicts the judge's text did not yield (None) are dropped ("skip") or count as a score of 0

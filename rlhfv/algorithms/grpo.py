@@ -113,9 +113,14 @@ def grpo_loss(
         loss = loss + cfg.kl_coef * kl
         metrics["loss/kl"] = kl.item()
     with torch.no_grad():
-        tokens = mask.sum().clamp(min=1.0)
-        was_clipped = (ratio != clipped) & (adv != 0)  # tokens whose gradient the clip removed or capped
-        metrics["loss/clip_frac"] = ((was_clipped.to(mask.dtype) * mask).sum() / tokens).item()
+        # The clip removes a token's gradient only where min() picks the clipped term: ratio above
+        # 1+ε with Â > 0, or below 1−ε with Â < 0. Divided by the whole batch's token count, the
+        # micro-batches' fractions add up to the batch's, like the loss.
+        removed = (adv > 0) & (ratio > 1.0 + cfg.clip_eps) | (adv < 0) & (
+            ratio < 1.0 - cfg.clip_eps
+        )  # [n, T]
+        tokens = float(batch_tokens) if batch_tokens is not None else mask.sum().clamp(min=1.0)
+        metrics["loss/clip_frac"] = float((removed.to(mask.dtype) * mask).sum() / tokens)
     return loss, metrics
 
 

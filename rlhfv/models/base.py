@@ -16,7 +16,8 @@ import importlib
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,12 +48,17 @@ class ChatModel:
         tokenizer: Tokenizer for decoding completions and for pad/eos ids.
         encoder: Prompt → left-padded input batch.
         loader: Dotted path of a function `f(path) -> ChatModel` that loads what `save_model` wrote.
+        suppressed_tokens: Token ids the policy never emits (image placeholders: a sampled one
+            would make the next forward pass expect an image that is not there). Sampling gives
+            them probability 0 and `rlhfv.rollout.sequence_logprobs` does the same, so the
+            sampler and the trainer share one distribution.
     """
 
     module: torch.nn.Module
     tokenizer: Any
     encoder: PromptEncoder
     loader: str
+    suppressed_tokens: tuple[int, ...] = ()
 
     @property
     def pad_token_id(self) -> int:
@@ -62,6 +68,17 @@ class ChatModel:
     @property
     def eos_token_id(self) -> int:
         return self.tokenizer.eos_token_id
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Initialise weights under `seed`, then give torch's CPU generator back its state: a built
+    model is a pure function of its seed, and building one does not reset the run's random
+    stream (seeded with run.seed) to the model's seed. Modules draw their initial weights from
+    the global generator, so it is forked rather than replaced by a local one."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def save_model(model: ChatModel, path: str | Path) -> None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rlhfv.config import ExistingPath
-from rlhfv.models.base import ChatModel, torch_dtype
+from rlhfv.models.base import ChatModel, seeded, torch_dtype
 from rlhfv.models.hf_vlm import attach_lora
 from rlhfv.types import Prompt
 
@@ -270,7 +270,6 @@ def _configure(module: ClipLM, freeze_vision: bool, freeze_lm: bool, lora: dict[
 def _chat_model(module: ClipLM, tokenizer: Any, dtype: str) -> ChatModel:
     module = module.to(torch_dtype(dtype)).eval()
     lm_gen = module.lm.generation_config
-    lm_gen.suppress_tokens = [module.image_token_id]  # a sampled placeholder has no image behind it
     lm_gen.pad_token_id = tokenizer.pad_token_id
     lm_gen.eos_token_id = tokenizer.eos_token_id
     size, mean, std = _image_settings(module.vision_spec)
@@ -278,7 +277,8 @@ def _chat_model(module: ClipLM, tokenizer: Any, dtype: str) -> ChatModel:
         tokenizer, image_size=size, num_image_tokens=module.num_image_tokens, mean=mean, std=std,
         dtype=torch_dtype(dtype),
     )  # fmt: skip
-    return ChatModel(module=module, tokenizer=tokenizer, encoder=encoder, loader=LOADER)
+    # a sampled placeholder has no image behind it
+    return ChatModel(module, tokenizer, encoder, LOADER, suppressed_tokens=(module.image_token_id,))
 
 
 def _load_tower_weights(module: ClipLM, path: str) -> None:
@@ -333,11 +333,11 @@ def build_clip_lm(
     vision_spec = {
         k: spec[k] for k in ("embed_dim", "vision_cfg", "quick_gelu", "preprocess_cfg") if k in spec
     }
-    torch.manual_seed(seed)
-    module = ClipLM(vision_spec, language_model, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
-    if clip_pretrained is not None:
-        _load_tower_weights(module, clip_pretrained)
-    return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
+    with seeded(seed):
+        module = ClipLM(vision_spec, language_model, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+        if clip_pretrained is not None:
+            _load_tower_weights(module, clip_pretrained)
+        return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
 
 
 def build_cnn_lm(
@@ -381,8 +381,8 @@ def build_cnn_lm(
         "image_size": card["image_size"], "mean": card["mean"], "std": card["std"],
         "grid_pos": grid_pos, "feature_cache": feature_cache, "frozen": freeze_vision,
     }  # fmt: skip
-    torch.manual_seed(seed)
-    module = ClipLM(vision_spec, language_model, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    with seeded(seed):
+        module = ClipLM(vision_spec, language_model, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
     load_trunk_weights(module.vision, tower)
     return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
 
@@ -434,25 +434,25 @@ def tiny_clip_lm(
     tokenizer.chat_template = CHATML_TEMPLATE
     if hidden_size % 3 or (hidden_size // 3) % 2:
         raise ValueError(f"hidden_size={hidden_size} must split into 3 heads of even size (e.g. 36, 48)")
-    torch.manual_seed(seed)
-    lm = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size - 2,
-            num_hidden_layers=num_layers,
-            num_attention_heads=3,
-            num_key_value_heads=1,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=None,
+    with seeded(seed):
+        lm = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=hidden_size,
+                intermediate_size=2 * hidden_size - 2,
+                num_hidden_layers=num_layers,
+                num_attention_heads=3,
+                num_key_value_heads=1,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=None,
+            )
         )
-    )
-    vision_cfg = {"image_size": image_size, "patch_size": patch_size, "width": vision_width,
-                  "layers": vision_layers, "head_width": 16}  # fmt: skip
-    vision_spec = {"embed_dim": 24, "vision_cfg": vision_cfg}
-    module = ClipLM(vision_spec, lm, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
-    return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
+        vision_cfg = {"image_size": image_size, "patch_size": patch_size, "width": vision_width,
+                      "layers": vision_layers, "head_width": 16}  # fmt: skip
+        vision_spec = {"embed_dim": 24, "vision_cfg": vision_cfg}
+        module = ClipLM(vision_spec, lm, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+        return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
 
 
 def load_clip_lm(

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from rlhfv.models.base import ChatModel, torch_dtype
+from rlhfv.models.base import ChatModel, seeded, torch_dtype
 from rlhfv.types import Prompt
 
 log = logging.getLogger(__name__)
@@ -146,13 +146,12 @@ def _chat_model(module: Any, processor: Any, dtype: str, lora: dict[str, Any] | 
     placeholders = {
         getattr(processor, a) for a in PLACEHOLDER_ATTRS if getattr(processor, a, None) is not None
     }
-    gen.suppress_tokens = sorted(placeholders | set(gen.suppress_tokens or []))
     inner = getattr(module, "model", module)
     inner.register_forward_pre_hook(_pad_token_types, with_kwargs=True)
     if lora is not None:
         module = attach_lora(module, lora, LM_LORA_TARGETS)
     encoder = HFPromptEncoder(processor, torch_dtype(dtype))
-    return ChatModel(module=module, tokenizer=tok, encoder=encoder, loader=LOADER)
+    return ChatModel(module, tok, encoder, LOADER, suppressed_tokens=tuple(sorted(placeholders)))
 
 
 def load_hf_vlm(path: str, dtype: str = "float32", lora: dict[str, Any] | None = None) -> ChatModel:
@@ -272,8 +271,8 @@ def _tiny_qwen(
         tokenizer=tok,
         chat_template=QWEN_TEMPLATE,
     )
-    torch.manual_seed(seed)
-    return _chat_model(model_cls(config).eval(), processor, dtype, lora)
+    with seeded(seed):
+        return _chat_model(model_cls(config).eval(), processor, dtype, lora)
 
 
 def tiny_qwen2_vl(
@@ -289,7 +288,7 @@ def tiny_qwen2_vl(
 
     `kv_heads`: how many key/value heads the 3 attention heads share (1: grouped-query attention,
     as in the real model; 3: each head its own). A tiny judge trained on ShapesVQA pairs learned to
-    keep its verdict, its second sentence and its scores consistent only with 3 (BENCHMARKS.md)."""
+    keep its verdict, its second sentence and its scores consistent only with 3 (commit 920e89a)."""
     return _tiny_qwen("2", seed, hidden_size, num_layers, image_size, dtype, lora, kv_heads)
 
 
@@ -345,8 +344,8 @@ def tiny_llava(
         num_additional_image_tokens=1,  # the CLS token, which the "default" strategy drops again
         chat_template=LLAVA_TEMPLATE,
     )
-    torch.manual_seed(seed)
-    return _chat_model(tf.LlavaForConditionalGeneration(config).eval(), processor, dtype, lora)
+    with seeded(seed):
+        return _chat_model(tf.LlavaForConditionalGeneration(config).eval(), processor, dtype, lora)
 
 
 def tiny_idefics3(
@@ -389,5 +388,5 @@ def tiny_idefics3(
         image_seq_len=(image_size // 12 // 2) ** 2,
         chat_template=IDEFICS3_TEMPLATE,
     )
-    torch.manual_seed(seed)
-    return _chat_model(tf.Idefics3ForConditionalGeneration(config).eval(), processor, dtype, lora)
+    with seeded(seed):
+        return _chat_model(tf.Idefics3ForConditionalGeneration(config).eval(), processor, dtype, lora)

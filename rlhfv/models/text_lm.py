@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rlhfv.models.base import ChatModel, torch_dtype
+from rlhfv.models.base import ChatModel, seeded, torch_dtype
 from rlhfv.types import Prompt
 
 logger = logging.getLogger(__name__)
@@ -120,5 +120,5 @@ def tiny_text_lm(
         bos_token_id=None,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    return wrap_text_lm(LlamaForCausalLM(config), tokenizer)
+    with seeded(seed):
+        return wrap_text_lm(LlamaForCausalLM(config), tokenizer)

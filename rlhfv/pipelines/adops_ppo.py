@@ -6,10 +6,12 @@ separate extrinsic and intrinsic GAE advantages, then run clipped PPO epochs tha
 RND predictor. `compare` runs `main` for every method × seed and writes `results.md` (table) and
 `returns.png` (extrinsic return against frames) into its run folder.
 
-Both intrinsic and extrinsic streams are episodic here (RND itself treats intrinsic reward as
-non-episodic): PBIM and GRM match rewards within an episode, and ADOPS's correction assumes the
-intrinsic critic's target is F' + γ_I·V_I(s'), so all methods share one convention. Time-limit
-truncations end an episode like terminations do (CleanRL's simplification).
+The extrinsic stream is episodic. The intrinsic one is episodic by default (`episodic_intrinsic`):
+PBIM and GRM match rewards within an episode, so that is their natural setting. With
+`episodic_intrinsic: false` it runs on across episode ends as in RND (its GAE and ADOPS's
+Q_I(s,a) = F' + γ_I·V_I(s') then bootstrap from the next episode's first state); PBIM and GRM still
+match within episodes. Time-limit truncations end an episode like terminations do (CleanRL's
+simplification).
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ class AdopsPPOConfig:
         gamma_ext, gamma_int: Discounts of the two streams (RND: 0.999 / 0.99).
         ext_coef, int_coef: Advantage = ext_coef·A_E + int_coef·A_I (RND: 2 / 1).
         update_proportion: Fraction of each minibatch the RND predictor learns from.
-        obs_norm_warmup_steps: Random-action steps per env that seed RND's observation statistics.
+        obs_norm_warmup_steps: Random-action steps per env that seed RND's observation
+            statistics; PPO-RND takes 50 rollouts of 128 steps (the default, 6,400).
+        episodic_intrinsic: False lets the intrinsic stream run on across episodes, as in RND.
         shaping: A `rlhfv.shaping.methods` node (or any class with the ShapingMethod call).
     """
 
@@ -71,7 +75,8 @@ class AdopsPPOConfig:
     ext_coef: float = 2.0
     int_coef: float = 1.0
     update_proportion: float = 0.25
-    obs_norm_warmup_steps: int = 50
+    obs_norm_warmup_steps: int = 128 * 50
+    episodic_intrinsic: bool = True
     shaping: dict[str, Any] = component_field({"_component_": "rlhfv.shaping.methods.ADOPS"})
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -166,6 +171,7 @@ def main(cfg: AdopsPPOConfig) -> dict[str, float]:
             last_ve, last_vi = agent.values(next_obs)
             v_ext_next = torch.cat([v_ext[1:], last_ve[None]])  # [T, N]
             v_int_next = torch.cat([v_int[1:], last_vi[None]])
+            int_dones = dones if cfg.episodic_intrinsic else torch.zeros_like(dones)  # [T, N]
             if use_int:
                 # Novelty of s_{t+1} is the intrinsic reward; novelty of s_t is the PBRS potential.
                 novelty_next = rnd.errors(rnd_view(real_next_obs.flatten(0, 1))).view(T, N)
@@ -188,7 +194,7 @@ def main(cfg: AdopsPPOConfig) -> dict[str, float]:
                         v_int_next=v_int_next,
                         gamma_ext=cfg.gamma_ext,
                         gamma_int=cfg.gamma_int,
-                        ext_weight=cfg.ext_coef / cfg.int_coef,
+                        int_dones=int_dones,
                     ),
                     progress,
                 )  # [T, N]
@@ -196,7 +202,7 @@ def main(cfg: AdopsPPOConfig) -> dict[str, float]:
             else:
                 intrinsic = shaped = torch.zeros_like(ext_rewards)
             adv_ext = gae(ext_rewards, v_ext, v_ext_next, dones, cfg.gamma_ext, cfg.gae_lambda)
-            adv_int = gae(shaped, v_int, v_int_next, dones, cfg.gamma_int, cfg.gae_lambda)
+            adv_int = gae(shaped, v_int, v_int_next, int_dones, cfg.gamma_int, cfg.gae_lambda)
             returns_ext, returns_int = adv_ext + v_ext, adv_int + v_int
             advantages = cfg.ext_coef * adv_ext + (cfg.int_coef * adv_int if use_int else 0.0)
 

@@ -7,11 +7,17 @@ One step:
   3. rewards [N] from the recipe's reward; group advantages [N];
   4. log π_old (only when there are several updates per batch: with one update π_old = π_θ, and
      its detached log-probs give ratio 1 exactly) and log π_ref (only when kl_coef > 0; with LoRA the
-     reference is the same network with its adapters switched off);
+     reference is the same network with its adapters switched off), both with dropout off, as
+     the sampler ran;
   5. `updates_per_batch` optimizer steps over the batch, each accumulating the gradient of
      micro-batches whose losses add up to the whole batch's loss.
 Under DeepSpeed (`zero_stage` 2 or 3, launched with torchrun) every process runs this loop on its
 own prompts and ZeRO averages the gradients.
+
+`rollout/logprob_gap` checks that the samples are on-policy: the mean |log π_sampler − log π_old|
+over completion tokens, where π_sampler is what `generate` drew each token from and π_old is what
+the loss takes as the sampling policy. It is ~1e-5 in float32; bf16 sampling (`rollout_dtype`),
+top_p < 1, dropout, or a sampler that departs from the policy raise it.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from rlhfv.algorithms.grpo import GRPOLossConfig, group_advantages, grpo_loss
 from rlhfv.config import RunConfig, component_field, instantiate
 from rlhfv.models.base import ChatModel, freeze_parameters
 from rlhfv.rewards import checked_rewards
-from rlhfv.rollout import Rollout, generate, sequence_logprobs
+from rlhfv.rollout import Rollout, generate, rollout_of_groups, sequence_logprobs
 from rlhfv.training import distributed
 from rlhfv.training.batching import batch_indices
 from rlhfv.training.evaluation import accuracy_summary, evaluate_accuracy
@@ -60,6 +66,11 @@ class GRPOConfig:
         on_nonfinite: "stop" the run at a non-finite loss or gradient, or "skip" that batch.
         log_rollouts_every / log_rollouts_prompts: Write a few prompts' completions, rewards and
             judge verdicts to rollouts.jsonl (0: never).
+        dynamic_sampling: DAPO's dynamic sampling (Yu et al. 2025, arXiv 2503.14476), the rule
+            ReasonGRM also trains with: a group whose G rewards are all equal has zero advantage,
+            so it is dropped, and up to this many sampling rounds (the step's own prompts first,
+            then other prompts) gather B groups whose rewards differ. Fewer than B if the rounds
+            run out; 0 trains every group. reward/mean stays that of the step's own prompts.
         zero_stage: 0 (plain PyTorch), 2 or 3 (DeepSpeed ZeRO; launch with torchrun).
         rollout_dtype: Precision of sampling only ("" = run.dtype). "bfloat16" samples under
             bf16 autocast while training stays in run.dtype: about 1.4× faster sampling on CPUs
@@ -96,6 +107,7 @@ class GRPOConfig:
     log_rollouts_prompts: int = 2
     eval_every: int = 0
     eval_batch_size: int = 32
+    dynamic_sampling: int = 0
     zero_stage: int = 0
     rollout_dtype: str = ""
     freeze: list[str] = field(default_factory=list)
@@ -109,6 +121,14 @@ def check_config(cfg: GRPOConfig) -> None:
         raise ValueError(f"on_nonfinite = {cfg.on_nonfinite!r}; choose 'stop' or 'skip'")
     if cfg.zero_stage not in (0, 2, 3):
         raise ValueError(f"zero_stage = {cfg.zero_stage}; choose 0 (no DeepSpeed), 2 or 3")
+    if cfg.dynamic_sampling < 0:
+        raise ValueError(
+            f"dynamic_sampling = {cfg.dynamic_sampling}; 0 (off) or the most sampling rounds per step"
+        )
+    if cfg.dynamic_sampling and cfg.zero_stage:
+        raise ValueError(
+            "dynamic_sampling with zero_stage > 0: DeepSpeed needs the same number of micro-batches every step"
+        )
     n = cfg.prompts_per_step * cfg.group_size
     if cfg.micro_batch_size and n % cfg.micro_batch_size:
         raise ValueError(
@@ -192,12 +212,17 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
     optimizer = instantiate(cfg.optimizer, params)
     scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps * cfg.updates_per_batch, cfg.schedule)
     loss_cfg = GRPOLossConfig(cfg.clip_eps, cfg.kl_coef, cfg.loss_norm, cfg.max_new_tokens)
-    n_rows = cfg.prompts_per_step * cfg.group_size
-    micro = cfg.micro_batch_size or n_rows
+    micro = cfg.micro_batch_size or cfg.prompts_per_step * cfg.group_size
     engine = None
     if cfg.zero_stage:
         engine = distributed.deepspeed_engine(
-            module, optimizer, cfg.zero_stage, micro, n_rows // micro, cfg.max_grad_norm, cfg.run.dtype
+            module,
+            optimizer,
+            cfg.zero_stage,
+            micro,
+            cfg.prompts_per_step * cfg.group_size // micro,
+            cfg.max_grad_norm,
+            cfg.run.dtype,
         )
     trainer = engine if engine is not None else module  # what the training forward pass calls
     synced = cfg.zero_stage == 3 and world > 1
@@ -226,7 +251,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
     )
     # Sampling may run in lower precision than training (as with a separate inference engine):
     # with one update per batch the ratio is still exactly 1, the samples just come from a
-    # slightly perturbed policy (measured in benchmarks/grpo_results.md).
+    # slightly perturbed policy (measured in RESULTS.md, "Speed against peers").
     rollout_dtype = cfg.rollout_dtype or cfg.run.dtype
     sample_autocast = torch.autocast(
         device.type,
@@ -241,12 +266,17 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         disable=rank != 0,
     )
     step = start_step
-    for step in bar:
-        started, cpu_started = time.perf_counter(), time.process_time()
-        # 1–2. prompts of this step and process, then G samples each
-        indices = batch_indices(step, rank, cfg.prompts_per_step, world, len(train), cfg.run.seed)
+
+    sample_s = 0.0  # this step's time in generate (perf/sample_s), rewards excluded
+
+    def sample(round_: int) -> tuple[Rollout, torch.Tensor]:
+        """G samples for each of B prompts and their rewards [N]; round 0 is the step's own
+        prompts, a later round (dynamic sampling) another permutation of the data."""
+        nonlocal sample_s
+        began = time.perf_counter()
+        seed = cfg.run.seed + 7919 * round_
+        indices = batch_indices(step, rank, cfg.prompts_per_step, world, len(train), seed)
         examples = [train[i] for i in indices]
-        module.eval()  # sampling: no dropout
         with sample_autocast:
             rollout = generate(
                 policy,
@@ -259,11 +289,37 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                 labels=[e.label for e in examples],
                 synced_gpus=synced,
             )
-        module.train()
-        sampled = time.perf_counter()
-        # 3. rewards and advantages (a broken reward stops the step before any update)
-        rewards = checked_rewards(reward_fn, rollout)  # [N]
+        sample_s += time.perf_counter() - began
+        return rollout, checked_rewards(reward_fn, rollout)  # a broken reward stops before any update
+
+    for step in bar:
+        started, cpu_started, sample_s = time.perf_counter(), time.process_time(), 0.0
+        # 1–3. prompts of this step and process, G samples each, their rewards
+        module.eval()  # sampling: no dropout
+        rollout, rewards = sample(0)  # [N]
+        step_rewards = rewards  # what the policy scores on this step's prompts (reward/mean)
+        kept_groups = cfg.prompts_per_step
+        if cfg.dynamic_sampling:
+            # DAPO's dynamic sampling: a group whose G rewards are all equal has zero advantage and
+            # teaches nothing. Keep the others, and sample further rounds until B groups differ.
+            first = (rollout, rewards)
+            picks: list[tuple[Rollout, int]] = []
+            kept_rewards: list[torch.Tensor] = []
+            for round_ in range(cfg.dynamic_sampling):
+                if round_ > 0:
+                    rollout, rewards = sample(round_)
+                grouped = rewards.view(-1, cfg.group_size)  # [B, G]
+                for b in torch.nonzero(grouped.amax(dim=1) > grouped.amin(dim=1)).flatten().tolist():
+                    if len(picks) < cfg.prompts_per_step:
+                        picks.append((rollout, b))
+                        kept_rewards.append(grouped[b])
+                if len(picks) == cfg.prompts_per_step:
+                    break
+            kept_groups = len(picks)
+            # with no group left, the first round trains (zero advantages: only the KL term acts)
+            rollout, rewards = (rollout_of_groups(policy, picks), torch.cat(kept_rewards)) if picks else first
         advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards).to(device)  # [N]
+        n_rows = len(rollout)
         mask = rollout.completion_mask  # [N, T]
         reading = rollout.reading  # the first part of each output, written from its own prompt
         if reading is not None and (cfg.updates_per_batch > 1 or cfg.kl_coef > 0):
@@ -271,12 +327,14 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                 "prompts with a reading (JudgeTask(reading='self')) train with updates_per_batch 1 and kl_coef 0 only"
             )
         # token_mean over whole outputs: a reading's tokens count with the rest of its output's
-        batch_tokens = float(mask.sum()) + (float(reading.completion_mask.sum()) if reading is not None else 0.0)
+        batch_tokens = float(mask.sum()) + (
+            float(reading.completion_mask.sum()) if reading is not None else 0.0
+        )
         chunks = [slice(s, s + micro) for s in range(0, n_rows, micro)]
         shared = (
             cfg.group_size if micro % cfg.group_size == 0 and reading is None else 1
         )  # micro-batches hold whole groups: share prompts (rows with readings differ)
-        # 4. log π_old and log π_ref per micro-batch, without grad
+        # 4. log π_old and log π_ref per micro-batch, without grad and (like the sampler) without dropout
         old_lp: list[torch.Tensor | None] = [None] * len(chunks)
         ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
         with torch.no_grad(), autocast:
@@ -287,16 +345,19 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                     mask[rows],
                     cfg.temperature,
                     shared,
+                    policy.suppressed_tokens,
                 )
                 if cfg.updates_per_batch > 1:
                     old_lp[c] = sequence_logprobs(trainer, *args)
                 if cfg.kl_coef > 0:
                     with reference_context(module, reference):
                         ref_lp[c] = sequence_logprobs(reference if reference is not None else trainer, *args)
+        module.train()
         # 5. μ optimizer steps over the batch
         totals: dict[str, float] = {}
+        gap = 0.0  # Σ |log π_sampler − log π_old| over the batch's completion tokens
         skipped = 0
-        for _ in range(cfg.updates_per_batch):
+        for update in range(cfg.updates_per_batch):
             for c, rows in enumerate(chunks):
                 with autocast:
                     lp = sequence_logprobs(
@@ -306,8 +367,11 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                         mask[rows],
                         cfg.temperature,
                         shared,
+                        policy.suppressed_tokens,
                     )
                 old = old_lp[c] if old_lp[c] is not None else lp.detach()
+                if update == 0 and rollout.sampler_logprobs is not None:
+                    gap += float(((rollout.sampler_logprobs[rows] - old).abs() * mask[rows]).sum())
                 loss, metrics = grpo_loss(
                     lp, old, advantages[rows], mask[rows], loss_cfg, ref_lp[c], batch_tokens, n_rows
                 )
@@ -319,6 +383,12 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                             reading.completion_ids[rows],
                             reading.completion_mask[rows],
                             cfg.temperature,
+                            suppressed_tokens=policy.suppressed_tokens,
+                        )
+                    if reading.sampler_logprobs is not None:  # readings are sampled output too
+                        read_mask = reading.completion_mask[rows]
+                        gap += float(
+                            ((reading.sampler_logprobs[rows] - lp_read.detach()).abs() * read_mask).sum()
                         )
                     read_loss, _ = grpo_loss(
                         lp_read,
@@ -372,19 +442,22 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         lengths = mask.sum(dim=1).float()
         metrics = {
             **totals,
-            "reward/mean": rewards.mean().item(),
-            "reward/std": rewards.std().item(),
+            "reward/mean": step_rewards.mean().item(),
+            "reward/std": step_rewards.std().item(),
             "completion/length_mean": lengths.mean().item(),
             "completion/incomplete_frac": (~rollout.complete).float().mean().item(),
+            "rollout/trained_groups": float(kept_groups),
             "perf/step_s": elapsed,
             "perf/step_cpu_s": time.process_time()
             - cpu_started,  # steadier than wall time on a shared machine
-            "perf/sample_s": sampled - started,
+            "perf/sample_s": sample_s,
             "perf/tokens_per_s": batch_tokens / elapsed,
             "optim/lr": scheduler.get_last_lr()[0],
             "skipped/nonfinite": float(skipped),
             **getattr(reward_fn, "last_metrics", {}),  # a reward's own diagnostics (monitors, parse failures)
         }
+        if rollout.sampler_logprobs is not None:  # None: a stand-in sampler that records nothing
+            metrics["rollout/logprob_gap"] = gap / max(1.0, batch_tokens)  # readings' tokens included
         metrics = {**distributed.mean_across_processes(metrics), "perf/processes": world}
         if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
             metrics.update(

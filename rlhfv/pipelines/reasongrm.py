@@ -3,12 +3,15 @@
 Three stages; stages 1 and 3 are the GRPO pipeline with the pieces defined here:
 1. Zero-RL: GRPO with the outcome reward (`VerdictReward`) on questions the model sometimes, but
    not always, gets right (`OutcomeFilter(keep="mixed")`: 0 < correct < K of K samples).
-2. R* selection + SFT (`main` below): sample G paths per question, keep those whose verdict is
-   right, score each by R* = P(reasoning | Q) · P(answer | Q, reasoning) under the sampling model,
-   keep the single best path per question and fine-tune on them.
+2. R* selection + SFT (`main` below): sample G paths per question, keep the complete ones (ended
+   by EOS, not by the length limit) that close their reasoning with `</think>` and give the right
+   verdict after it, score each by R* = P(reasoning | Q) · P(answer | Q, reasoning) under the
+   sampling model, keep the single best path (R* > 0) per question and fine-tune on them.
 3. Hard-example GRPO: GRPO again on questions the SFT model does not always get right
    (`OutcomeFilter(keep="not_all_correct")`; whether the paper also drops all-wrong ones is not
    public, so "mixed" is available too).
+Both GRPO stages also drop, at every step, the groups whose rewards are all equal and sample
+further prompts in their place (`dynamic_sampling` of the GRPO pipeline; the recipe sets it).
 The outcome-reward tiers follow the authors' released reward function (the paper's exact RL
 reward is not public) and are recipe values.
 """
@@ -94,19 +97,22 @@ class VerdictReward:
 
 def sample_outcomes(
     model: ChatModel, task: Any, samples: int, max_new_tokens: int, temperature: float, batch_prompts: int
-) -> tuple[list[str], list[int]]:
-    """K sampled completions per question (prompt-major) and each question's correct count."""
+) -> tuple[list[str], list[int], list[bool]]:
+    """K sampled completions per question (prompt-major), each question's correct count, and
+    whether each completion ended by itself (not at the length limit)."""
     from rlhfv.rollout import generate
 
     texts: list[str] = []
     counts: list[int] = []
+    complete: list[bool] = []
     for lo in tqdm(range(0, len(task), batch_prompts), desc=f"sampling {samples} per question"):
         examples = [task[i] for i in range(lo, min(lo + batch_prompts, len(task)))]
         rollout = generate(model, [e.prompt for e in examples], samples, max_new_tokens, temperature)
         texts += rollout.texts
+        complete += rollout.complete.tolist()
         for b, e in enumerate(examples):
             counts.append(sum(task.is_correct(t, e) for t in rollout.texts[b * samples : (b + 1) * samples]))
-    return texts, counts
+    return texts, counts, complete
 
 
 class OutcomeFilter:
@@ -127,7 +133,7 @@ class OutcomeFilter:
             raise ValueError(f"OutcomeFilter keep = {keep!r}; choose 'mixed' or 'not_all_correct'")
         self.task = task
         model.module.eval()  # type: ignore[attr-defined]
-        _, counts = sample_outcomes(model, task, samples, max_new_tokens, temperature, batch_prompts)  # type: ignore[arg-type]
+        _, counts, _ = sample_outcomes(model, task, samples, max_new_tokens, temperature, batch_prompts)  # type: ignore[arg-type]
         wanted = mixed_outcome(counts, samples) if keep == "mixed" else [c < samples for c in counts]
         self.indices = [i for i, w in enumerate(wanted) if w]
         logger.info(
@@ -185,23 +191,32 @@ class ReasonGRMConfig:
 def select_paths(
     scorer: ChatModel, task: Any, cfg: ReasonGRMConfig
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Sample G paths per question, keep the correct ones, return the best-R* path per question."""
-    texts, counts = sample_outcomes(
+    """Sample G paths per question, keep the complete correct ones, return the best-R* path per question.
+
+    A path qualifies when it ended by itself (a truncated path's R* scores a reasoning cut short),
+    holds `</think>` (without it the reasoning factor is 0) and gives the right verdict after it.
+    """
+    texts, counts, complete = sample_outcomes(
         scorer, task, cfg.paths_per_question, cfg.max_new_tokens, cfg.temperature, cfg.batch_prompts
     )
     g = cfg.paths_per_question
-    candidates = [(i // g, t) for i, t in enumerate(texts) if task.is_correct(t, task[i // g])]
+    candidates = []
+    for i, (text, done) in enumerate(zip(texts, complete, strict=True)):
+        parsed = parse_verdict(text)
+        if done and parsed.has_think_end and parsed.verdict == task[i // g].label:
+            candidates.append((i // g, text))
     scores: list[float] = []
     for lo in range(0, len(candidates), cfg.batch_prompts):
         chunk = candidates[lo : lo + cfg.batch_prompts]
         scores += path_scores(
             scorer, [task[q].prompt for q, _ in chunk], [t for _, t in chunk], cfg.token_mean
         ).tolist()
-    best = best_paths([q for q, _ in candidates], scores, [True] * len(candidates))
+    best = best_paths([q for q, _ in candidates], scores, [r > 0 for r in scores])
     chosen = [{"question": q, "text": candidates[i][1], "r_star": scores[i]} for q, i in sorted(best.items())]
     stats = {
         "rstar/questions": len(task),
         "rstar/path_accuracy": sum(counts) / max(1, len(texts)),
+        "rstar/complete_correct_paths": len(candidates),
         "rstar/questions_with_a_correct_path": len(chosen),
         "rstar/mean_best_r_star": sum(c["r_star"] for c in chosen) / max(1, len(chosen)),
     }

@@ -60,3 +60,12 @@ def checked_rewards(reward: Reward, rollout: Rollout) -> torch.Tensor:
             f"reward {name} returned non-finite values {values[bad].tolist()} at completions {bad}"
         )
     return values
+
+
+def __getattr__(name: str) -> Any:
+    """`rlhfv.rewards.ScalarRM` without importing torch or transformers with the package."""
+    if name == "ScalarRM":
+        from rlhfv.rewards.scalar import ScalarRM
+
+        return ScalarRM
+    raise AttributeError(f"module 'rlhfv.rewards' has no attribute {name!r}")

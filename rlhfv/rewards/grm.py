@@ -110,6 +110,16 @@ class JudgeRuleReward:
                 "JudgeRuleReward needs a preferred response per item; the data has 'tie' items "
                 "(JudgeTask(ties=...) is for SFT data only, set ties: 0 for the RL stage)"
             )
+        other = [(b, label) for b, label in enumerate(rollout.labels) if label not in ("0", "1")]
+        if other:
+            b, label = other[0]
+            raise ValueError(
+                f"JudgeRuleReward scores judgements of two responses, labelled '0' or '1' (the shown "
+                f"position of the preferred one, as rlhfv.data.pairs.JudgeTask writes them); prompt {b} "
+                f"of this batch has label {label!r} ({len(other)} such prompts). Reading items "
+                "(JudgeTask(reading_items=...)) and plain question data are not judge items: set "
+                "reading_items: 0, or use a reward for answers"
+            )
         out, failures = [], 0
         for i, text in enumerate(rollout.texts):
             preferred = int(rollout.labels[i // g])

@@ -42,6 +42,14 @@ class GroupedComparisonReward:
             reproduces the paper's appendix code (each unordered pair once, lower index first).
         aggregator: "mean_score" (the paper), "borda" or "bradley_terry".
         on_unparsable: "skip" an unreadable verdict, or count it as "zero" for both.
+        uncompared: The reward of a complete completion that no usable verdict scored: the lone
+            complete one of its group (nothing to compare it with), or one whose every verdict
+            was unreadable under on_unparsable "skip". A number gives it that reward; the
+            default 0 is what a truncated completion gets (the aggregators' own value, so
+            finishing alone earns nothing over being cut off). null gives it the mean reward of
+            its group's scored completions (advantage 0 against them: the judge said nothing
+            about it), or 0 when none was scored. `grm/uncompared_frac` in the metrics counts
+            them.
     """
 
     def __init__(
@@ -50,11 +58,14 @@ class GroupedComparisonReward:
         both_orders: bool = False,
         aggregator: str = "mean_score",
         on_unparsable: str = "skip",
+        uncompared: float | None = 0.0,
     ):
         if aggregator not in AGGREGATORS:
             raise ValueError(f"aggregator = {aggregator!r}; choose one of {sorted(AGGREGATORS)}")
         self.judge, self.both_orders, self.on_unparsable = judge, both_orders, on_unparsable
         self.aggregate = AGGREGATORS[aggregator]
+        self.uncompared = uncompared
+        self.last_metrics: dict[str, float] = {}
 
     def __call__(self, rollout: Rollout) -> torch.Tensor:
         g = rollout.group_size
@@ -76,10 +87,22 @@ class GroupedComparisonReward:
         if len(verdicts) != len(flat):
             raise ValueError(f"judge returned {len(verdicts)} verdicts for {len(flat)} pairs")
         texts = list(getattr(self.judge, "last_texts", None) or [""] * len(flat))
-        rewards, rollout.judgments, k = [], [], 0
-        for pairs in groups:
+        rewards, rollout.judgments, k, uncompared = [], [], 0, 0
+        for b, pairs in enumerate(groups):
             mine = verdicts[k : k + len(pairs)]
-            rewards.append(self.aggregate(g, pairs, mine, self.on_unparsable))
+            reward = self.aggregate(g, pairs, mine, self.on_unparsable)  # [G]
+            scored = torch.zeros(g, dtype=torch.bool)  # took part in at least one usable comparison
+            for (i, j), v in zip(pairs, mine, strict=True):
+                if v is not None or self.on_unparsable == "zero":
+                    scored[i] = scored[j] = True
+            lone = torch.tensor(complete[b * g : (b + 1) * g]) & ~scored  # [G]
+            if lone.any():
+                fill = self.uncompared
+                if fill is None:
+                    fill = float(reward[scored].mean()) if scored.any() else 0.0
+                reward = torch.where(lone, torch.full_like(reward, fill), reward)
+                uncompared += int(lone.sum())
+            rewards.append(reward)
             rollout.judgments.append(
                 [
                     {"a": i, "b": j, "text": text, "scores": list(v) if v is not None else None}
@@ -87,6 +110,7 @@ class GroupedComparisonReward:
                 ]
             )
             k += len(pairs)
+        self.last_metrics = {"grm/uncompared_frac": uncompared / max(1, len(rollout.texts))}
         return torch.cat(rewards) if rewards else torch.zeros(0)
 
 

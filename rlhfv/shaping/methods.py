@@ -11,12 +11,13 @@ Choices where the spec says NOT FOUND (each is a constructor argument):
 - PIES / ADOPES schedules: linear in the fraction of training frames done, over `end_fraction` /
   `ramp_fraction` of training (0.5 by default: intrinsic reward gone, or fully corrected, by mid-run).
 - ADOPS ε = 1e-6 (the co-author code's default; the paper note says 1e-7).
-- ADOPS discounts: Q_E(s,a) ≈ r_E + γ_E·V_E(s')·(1−done) and γ_I on V_I(s'). Unlike the co-author
-  code we mask V_I(s') at episode ends, because our intrinsic stream is episodic and the derivation
-  needs Q_I(s,a) = F' + γ_I·V_I(s') to be the intrinsic critic's own target.
-- The PPO advantage weighs the two streams (ext_coef·A_E + int_coef·A_I), so the comparison ADOPS
-  protects is ext_coef·(Q_E − V_E) + int_coef·(Q_I − V_I); `ext_weight` = ext_coef/int_coef scales
-  V_E − Q_E inside Ω. ext_weight = 1 is the spec's formula.
+- ADOPS discounts: Q_E(s,a) ≈ r_E + γ_E·V_E(s')·(1−done) and γ_I on V_I(s'). The derivation needs
+  Q_I(s,a) = F' + γ_I·V_I(s') to be the intrinsic critic's own target, so V_I(s') is masked where
+  the intrinsic stream ends (`int_dones`): at episode ends when it is episodic, never when it is
+  not (RND's setting, as in the co-author code).
+- `ADOPS(ext_weight=w)` scales V_E − Q_E inside Ω; w = 1 is the paper's formula (the default). The
+  PPO advantage weighs the two streams (ext_coef·A_E + int_coef·A_I), so w = ext_coef/int_coef
+  (2 with RND's coefficients) protects that weighted comparison instead: our variant, an option.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class ShapingInputs:
         v_ext, v_ext_next: V_E(s_t), V_E(s_{t+1}) (next values may be anything where dones = 1).
         v_int, v_int_next: V_I(s_t), V_I(s_{t+1}) (likewise).
         gamma_ext, gamma_int: the two discounts.
-        ext_weight: ext_coef / int_coef of the advantage (see module docstring).
+        int_dones: 1.0 where the intrinsic stream ends: `dones` when it is episodic (None means
+            that), zeros when it runs on across episodes as in RND.
     """
 
     intrinsic: torch.Tensor
@@ -54,7 +56,7 @@ class ShapingInputs:
     v_int_next: torch.Tensor
     gamma_ext: float
     gamma_int: float
-    ext_weight: float = 1.0
+    int_dones: torch.Tensor | None = None
 
 
 class ShapingMethod(Protocol):
@@ -235,24 +237,27 @@ class PIES:
 
 class ADOPS:
     """F' = F + ζ·F2 (see `adops_f2`). ADOPS: ζ = 1. ADOPES: `ramp_fraction` > 0 ramps ζ from 0
-    to 1 over that fraction of training, so early exploration gets the raw intrinsic reward."""
+    to 1 over that fraction of training, so early exploration gets the raw intrinsic reward.
+    `ext_weight`: the weight of V_E − Q_E in Ω, 1 as published (see the module docstring)."""
 
     uses_intrinsic = True
 
-    def __init__(self, epsilon: float = 1e-6, ramp_fraction: float = 0.0) -> None:
+    def __init__(self, epsilon: float = 1e-6, ramp_fraction: float = 0.0, ext_weight: float = 1.0) -> None:
         self.epsilon = epsilon
         self.ramp_fraction = ramp_fraction
+        self.ext_weight = ext_weight
 
     def __call__(self, x: ShapingInputs, progress: float) -> torch.Tensor:
         q_ext = x.ext_rewards + x.gamma_ext * x.v_ext_next * (1.0 - x.dones)  # one-step Q_E(s_t, a_t)
+        int_dones = x.dones if x.int_dones is None else x.int_dones
         f2 = adops_f2(
             x.v_ext,
             q_ext,
             x.v_int,
-            x.v_int_next * (1.0 - x.dones),
+            x.v_int_next * (1.0 - int_dones),
             x.intrinsic,
             x.gamma_int,
             self.epsilon,
-            x.ext_weight,
+            self.ext_weight,
         )
         return x.intrinsic + linear_schedule(progress, self.ramp_fraction) * f2

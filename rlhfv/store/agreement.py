@@ -127,3 +127,27 @@ def gold_accuracy(units: Ratings, gold: dict[int, list[int]]) -> list[dict[str, 
     return [
         {"annotator": a, "gold_units": len(h), "accuracy": sum(h) / len(h)} for a, h in sorted(hits.items())
     ]
+
+
+def disputed_tasks(units: Ratings, gold: dict[int, list[int]]) -> list[int]:
+    """Tasks whose annotators disagree on some pair and that have no gold answer yet: the ones
+    still waiting for an admin (an adjudicated task's answer is settled, whatever the votes)."""
+    return sorted({unit[0] for unit, votes in units.items() if len(set(votes.values())) > 1} - set(gold))
+
+
+def annotator_disagreements(units: Ratings, annotator: str) -> list[dict[str, Any]]:
+    """The units where `annotator` gave none of the others' most common labels, with what each
+    person said: the drill-down behind a low kappa. Units nobody else labelled are left out."""
+    rows = []
+    for (task_id, i, j), votes in sorted(units.items()):
+        others = Counter(label for name, label in votes.items() if name != annotator)
+        if annotator not in votes or not others:
+            continue
+        top = max(others.values())
+        if others[votes[annotator]] == top:
+            continue  # agrees with (one of) the most common labels
+        said = {name: "tie" if label == 2 else f"response {i if label == 0 else j} better"
+                for name, label in votes.items()}  # fmt: skip
+        rows.append({"task_id": task_id, "pair": f"{i} vs {j}", "own": said.pop(annotator),
+                     "others": "; ".join(f"{name}: {text}" for name, text in sorted(said.items()))})  # fmt: skip
+    return rows

@@ -4,7 +4,7 @@
     rlhfv annotate import jsonl tasks.jsonl [--images DIR]        tasks with images
     rlhfv annotate import rollouts checkpoints/<run>              a run's sampled completions
     rlhfv annotate import shapes --n 50                           ShapesVQA gold items
-    rlhfv annotate export --out exports/                          a numbered training snapshot
+    rlhfv annotate export [--out DIR]                             a numbered training snapshot
     rlhfv annotate users list | add NAME | passwd NAME | disable NAME | enable NAME
 
 The database defaults to the SQLite file `rlhfv_annotate/store.db` (images in
@@ -87,7 +87,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from rlhfv.store.export import export_snapshot
 
-    snap = export_snapshot(_open(args), args.out, min_labels=args.min_labels)
+    store = _open(args)
+    # The same folder the app exports to, so a snapshot made either way is found in one place.
+    out = args.out or os.environ.get("RLHFV_EXPORTS") or store.media_dir.parent / "exports"
+    snap = export_snapshot(store, out, min_labels=args.min_labels)
     print(f"snapshot v{snap.version}: {snap.pairs} pairs from {snap.labels} labels in {snap.path}")
     return 0
 
@@ -130,13 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["jsonl", "rollouts", "shapes"])
     p.add_argument("path", nargs="?", help="the JSONL file, or the run folder")
     p.add_argument("--images", default=None, help="image folder for jsonl (default: the file's folder)")
-    p.add_argument("--overlap", type=int, default=3, help="independent labels wanted per task")
+    p.add_argument(
+        "--overlap", type=int, default=None, help="labels wanted per task (default: the project's k)"
+    )
     p.add_argument("--min-step", type=int, default=0, help="rollouts: skip steps before this")
     p.add_argument("--n", type=int, default=50, help="shapes: how many pairs")
     p.add_argument("--seed", type=int, default=0, help="shapes: data seed")
     p = sub.add_parser("export", parents=[common], help="write a numbered snapshot for training")
-    p.add_argument("--out", default="rlhfv_annotate/exports")
-    p.add_argument("--min-labels", type=int, default=1, help="skip tasks with fewer labels")
+    p.add_argument("--out", default=None, help="default: 'exports' beside the media folder, as in the app")
+    p.add_argument(
+        "--min-labels",
+        type=int,
+        default=None,
+        help="every task with this many labels (default: settled tasks, k)",
+    )
     p = sub.add_parser("users", parents=[common], help="list, add or change users")
     p.add_argument("action", choices=["list", "add", "passwd", "disable", "enable"])
     p.add_argument("name", nargs="?")

@@ -3,7 +3,7 @@
 `export_snapshot(store, out_root)` writes `out_root/v<N>/`:
 
 - `preferences.jsonl`: the GRM training format (`rlhfv.data.preference`), one row per pair of
-  responses whose majority label is a clear winner (or whose gold answer, where a task has one,
+  responses of a settled task (all k labels in, or a gold answer) whose majority label is a clear winner (or whose gold answer, where a task has one,
   says so). A ranking over N responses yields all its
   implied pairs; pairs that tie or split evenly carry no signal and are left out.
 - `trl.jsonl`: the same pairs in TRL's conversational preference format (`prompt`, `chosen`,
@@ -17,11 +17,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
 import time
+import zipfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from sqlalchemy import func, select
 
 from rlhfv.data.preference import FORMAT_VERSION, PairwisePreference, write_preferences
 from rlhfv.store.agreement import pair_labels
+from rlhfv.store.curation import retired_tasks
 from rlhfv.store.schema import SCHEMA_VERSION, Snapshot
 from rlhfv.store.store import Store
 
@@ -47,12 +50,13 @@ class SnapshotInfo:
 
 
 def majority_pairs(
-    labels: list[dict[str, Any]], min_labels: int = 1, gold: dict[int, list[int]] | None = None
+    labels: list[dict[str, Any]], min_labels: int | None = 1, gold: dict[int, list[int]] | None = None
 ) -> list[PairwisePreference]:
     """Aggregate label rows per task into pairwise preferences by majority over each pair.
 
     A task with a gold answer (a known item, or one an admin adjudicated) exports that answer
-    instead of the vote.
+    instead of the vote. `min_labels=None` keeps only settled tasks: those with all k labels they
+    asked for (the rows' `overlap`), or with a gold answer.
     """
     gold = gold or {}
     by_task: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -60,7 +64,9 @@ def majority_pairs(
         by_task[row["task_id"]].append(row)
     prefs = []
     for task_id, rows in sorted(by_task.items()):
-        if len(rows) < min_labels:
+        if min_labels is None and task_id not in gold and len(rows) < rows[0]["overlap"]:
+            continue  # still being labelled: a single early vote is not the crowd's answer
+        if min_labels is not None and len(rows) < min_labels:
             continue
         votes: dict[tuple[int, int], Counter] = defaultdict(Counter)
         for ranks in [gold[task_id]] if task_id in gold else [row["ranks"] for row in rows]:
@@ -97,11 +103,16 @@ def trl_row(pref: PairwisePreference) -> dict[str, Any]:
     }
 
 
-def export_snapshot(store: Store, out_root: str | Path, min_labels: int = 1) -> SnapshotInfo:
-    """Write the next numbered snapshot under `out_root` and record it in the store."""
+def export_snapshot(store: Store, out_root: str | Path, min_labels: int | None = None) -> SnapshotInfo:
+    """Write the next numbered snapshot under `out_root` and record it in the store.
+
+    By default only settled tasks are exported (k labels, or a gold answer); `min_labels=n`
+    exports every task with at least n labels instead.
+    """
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    labels = store.labels()
+    retired = retired_tasks(store)
+    labels = [row for row in store.labels() if row["task_id"] not in retired]  # withdrawn by an admin
     prefs = majority_pairs(labels, min_labels, store.gold())
     with store.session() as s:  # holds the write lock, so two exports never share a number
         version = (s.scalar(select(func.max(Snapshot.version))) or 0) + 1
@@ -129,7 +140,7 @@ def export_snapshot(store: Store, out_root: str | Path, min_labels: int = 1) -> 
         _write_jsonl(tmp / "trl.jsonl", [trl_row(p) for p in prefs])
         _write_jsonl(tmp / "labels.jsonl", labels)
         digest = hashlib.sha256((tmp / "preferences.jsonl").read_bytes()).hexdigest()
-        manifest = {"version": version, "pairs": len(prefs), "labels": len(labels), "min_labels": min_labels,
+        manifest = {"version": version, "pairs": len(prefs), "labels": len(labels), "min_labels": min_labels,  # null: settled tasks
                     "tasks": len({row["task_id"] for row in labels}), "preference_format": FORMAT_VERSION,
                     "schema_version": SCHEMA_VERSION, "preferences_sha256": digest}  # fmt: skip
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -140,6 +151,27 @@ def export_snapshot(store: Store, out_root: str | Path, min_labels: int = 1) -> 
             )
         )
     return SnapshotInfo(version, target, len(prefs), len(labels), digest)
+
+
+def list_snapshots(store: Store) -> list[SnapshotInfo]:
+    """Every snapshot the store recorded, newest first."""
+    with store.session() as s:
+        rows = s.scalars(select(Snapshot).order_by(Snapshot.version.desc())).all()
+        return [SnapshotInfo(r.version, Path(r.path), r.pairs, r.annotations, r.sha256) for r in rows]
+
+
+def snapshot_archive(path: str | Path) -> bytes:
+    """A snapshot folder as one zip (`v<N>/...`), so the images travel with the rows that name them.
+
+    Images are stored as they are (already compressed); the JSONL files are deflated.
+    """
+    path = Path(path)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            method = zipfile.ZIP_STORED if file.parent.name == "images" else zipfile.ZIP_DEFLATED
+            archive.write(file, f"{path.name}/{file.relative_to(path)}", compress_type=method)
+    return buffer.getvalue()
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -136,7 +136,7 @@ def parse_task_row(row: Any, root: Path, media_dir: Path, max_pixels: int) -> tu
     return task, "", ""
 
 
-def import_jsonl(store: Store, path: str | Path, image_dir: str | Path | None = None, overlap: int = 3,
+def import_jsonl(store: Store, path: str | Path, image_dir: str | Path | None = None, overlap: int | None = None,
                  max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES) -> ImportReport:  # fmt: skip
     """Import task rows from a JSONL file; images are looked up in `image_dir` (default: its folder)."""
     path = Path(path)
@@ -170,8 +170,9 @@ def import_jsonl(store: Store, path: str | Path, image_dir: str | Path | None = 
 
 
 def rollout_task(row: Any, run_dir: Path, media_dir: Path, responses_per_task: int = 4,
-                 max_pixels: int = MAX_PIXELS) -> tuple[NewTask | None, str, str]:  # fmt: skip
-    """A task from one `rollouts.jsonl` row: its prompt, images and distinct completions."""
+                 max_pixels: int = MAX_PIXELS, line: int | None = None) -> tuple[NewTask | None, str, str]:  # fmt: skip
+    """A task from one `rollouts.jsonl` row (at 1-based `line`): its prompt, images and distinct
+    completions. Its external id `step<S>-line<L>` names the rollout it came from."""
     if not isinstance(row, dict):
         return None, "<row>", f"expected a JSON object, got {type(row).__name__}"
     completions = row.get("completions")
@@ -188,10 +189,13 @@ def rollout_task(row: Any, run_dir: Path, media_dir: Path, responses_per_task: i
         return None, "completions", f"needs at least two distinct non-empty completions, got {len(distinct)}"
     if task is not None:
         task.source = f"rollout:{run_dir.resolve().name}"
+        task.external_id = (
+            f"step{row.get('step', 0)}-line{line}" if line is not None else f"step{row.get('step', 0)}"
+        )
     return task, bad_field, message
 
 
-def import_rollouts(store: Store, run_dir: str | Path, overlap: int = 3, min_step: int = 0,
+def import_rollouts(store: Store, run_dir: str | Path, overlap: int | None = None, min_step: int = 0,
                     responses_per_task: int = 4, max_pixels: int = MAX_PIXELS) -> ImportReport:  # fmt: skip
     """Import a run's sampled completions (`rollouts.jsonl`) as tasks; the GRM's verdicts stay hidden.
 
@@ -214,17 +218,18 @@ def import_rollouts(store: Store, run_dir: str | Path, overlap: int = 3, min_ste
         step = row.get("step", 0) if isinstance(row, dict) else 0
         if not isinstance(step, int) or step < min_step:
             continue
-        task, bad_field, message = rollout_task(row, run_dir, store.media_dir, responses_per_task, max_pixels)
+        task, bad_field, message = rollout_task(
+            row, run_dir, store.media_dir, responses_per_task, max_pixels, lineno
+        )
         if task is None:
             report.errors.append(RowError(str(path), lineno, bad_field, message))
             continue
-        task.external_id = f"step{step}-line{lineno}"
         tasks.append(task)
     report.added, report.duplicates = store.add_tasks(tasks, overlap)
     return report
 
 
-def import_shapes(store: Store, n: int = 50, seed: int = 0, split: str = "train", overlap: int = 3,
+def import_shapes(store: Store, n: int = 50, seed: int = 0, split: str = "train", overlap: int | None = None,
                   as_gold: bool = True) -> ImportReport:  # fmt: skip
     """Import ShapesVQA preference pairs; their answers are known, so by default they are gold items."""
     from rlhfv.data.shapes import ShapesVQA

@@ -85,7 +85,7 @@ class Assignment(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16))  # "active" | "done" | "skipped"
+    status: Mapped[str] = mapped_column(String(16))  # "active" | "done" | "skipped" | "returned" | "passed"
     shown_order: Mapped[list[Any]] = mapped_column(JSON)  # response indices, left to right
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -121,6 +121,54 @@ class Snapshot(Base):
     sha256: Mapped[str] = mapped_column(String(64))
 
 
+class LoginAttempt(Base):
+    """One try at logging in (added in schema version 3): the throttle counts these, admins read them.
+
+    The password is never stored, right or wrong; `name` is what was typed, known user or not, so
+    an unknown name is throttled exactly like a known one and the log does not reveal which exist.
+    """
+
+    __tablename__ = "login_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    address: Mapped[str] = mapped_column(String(64), index=True)  # the client's IP, "" when unknown
+    outcome: Mapped[str] = mapped_column(String(16))  # "ok" | "failed" | "locked" | "reset" (new password)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class LoginSession(Base):
+    """A logged-in browser (schema version 3). The browser keeps a random token; only its SHA-256
+    is stored, so a copy of the database cannot be replayed as a login. Deleting the row (log
+    out, password change, account disabled) ends the session at the browser's next request."""
+
+    __tablename__ = "login_sessions"
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Flag(Base):
+    """An annotator's report that a task is broken (schema version 4), for an admin to look at."""
+
+    __tablename__ = "flags"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Retired(Base):
+    """A task an admin withdrew (schema version 4): offered to nobody, exported nowhere. Its
+    labels stay in the database, so retiring can be undone."""
+
+    __tablename__ = "retired_tasks"
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    retired_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 def _create(*models: type[Base]) -> Callable[[Connection], None]:
     return lambda conn: Base.metadata.create_all(
         conn, tables=[Base.metadata.tables[m.__tablename__] for m in models]
@@ -134,6 +182,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
         _create(Meta, User, Task, Gold, Assignment, Annotation),
     ),
     (2, "export snapshots", _create(Snapshot)),
+    (3, "login attempts and login sessions", _create(LoginAttempt, LoginSession)),
+    (4, "flagged and retired tasks", _create(Flag, Retired)),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -15,26 +15,54 @@ import hashlib
 import json
 import logging
 import random
+import secrets
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, or_, select
+from sqlalchemy import create_engine, delete, event, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rlhfv.store.auth import DUMMY_HASH, hash_password, verify_password
-from rlhfv.store.schema import Annotation, Assignment, Gold, Meta, Task, User, migrate, utcnow
+from rlhfv.store.schema import (
+    Annotation,
+    Assignment,
+    Gold,
+    LoginAttempt,
+    LoginSession,
+    Meta,
+    Retired,
+    Snapshot,
+    Task,
+    User,
+    migrate,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
 ROLES = ("admin", "annotator")
 CLAIM_LOCK = 0x726C686676  # PostgreSQL advisory lock key for task claims ("rlhfv")
 DEFAULT_URL = "sqlite:///rlhfv_annotate/store.db"
+# Assignment states: "active" (claimed), "done" (labelled), "skipped" (comes back once, after the
+# rest), "returned" (a skipped task claimed again) and "passed" (skipped a second time: final).
+OPEN = ("active", "returned")
+GIVEN_UP = ("skipped", "passed")
+GIVE_UP = {"active": "skipped", "returned": "passed"}
+RETIRED = select(Retired.task_id)  # tasks an admin withdrew: never offered
+# Failed logins within LOGIN_WINDOW lock an account after MAX_ACCOUNT_FAILURES (a success resets
+# the count) and a client address after MAX_ADDRESS_FAILURES (over all names it tried), until the
+# oldest counted failure leaves the window. Kept in the database, so a reload or a new browser
+# resets nothing, and every app process sees the same counts.
+LOGIN_WINDOW = timedelta(minutes=15)
+MAX_ACCOUNT_FAILURES = 5
+MAX_ADDRESS_FAILURES = 20
+SESSION_LIFETIME = timedelta(hours=12)
 
 
 @dataclass
@@ -152,15 +180,63 @@ class Store:
         except IntegrityError:
             raise ValueError(f"user {name!r} already exists") from None
 
-    def authenticate(self, name: str, password: str) -> UserInfo | None:
+    def authenticate(self, name: str, password: str, address: str = "") -> UserInfo | None:
+        """The user if the password is right and neither the account nor the address is locked.
+
+        Every try is recorded (name, address, time, outcome; never the password). While locked,
+        even the right password is refused, so guessing gains nothing from trying faster.
+        """
+        name = name.strip()[:64]
         with self.session() as s:
-            user = s.scalar(select(User).where(User.name == name.strip()))
-        if user is None or not user.active:
+            locked = login_retry_after(s, name, address) > 0
+            user = s.scalar(select(User).where(User.name == name))
+        if locked or user is None or not user.active:
             verify_password(password, DUMMY_HASH)  # same cost as a real check
-            return None
-        return (
-            UserInfo(user.id, user.name, user.role) if verify_password(password, user.password_hash) else None
-        )
+            ok = False
+        else:
+            ok = verify_password(password, user.password_hash)
+        outcome = "ok" if ok else "locked" if locked else "failed"
+        if not ok:
+            logger.warning(
+                "refused login (%s) for %r from %s", outcome, name, address or "an unknown address"
+            )
+        with self.session() as s:
+            s.add(LoginAttempt(name=name, address=address[:64], outcome=outcome))
+        return UserInfo(user.id, user.name, user.role) if ok and user is not None else None
+
+    def login_retry_after(self, name: str, address: str = "") -> float:
+        """Seconds until this name may try again from this address (0 when it may now)."""
+        with self.session() as s:
+            return login_retry_after(s, name.strip()[:64], address)
+
+    def login_attempts(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent login tries, newest first (admins read these on the Users page)."""
+        with self.session() as s:
+            rows = s.scalars(select(LoginAttempt).order_by(LoginAttempt.id.desc()).limit(limit))
+            return [{"name": a.name, "address": a.address, "outcome": a.outcome, "at": a.at} for a in rows]
+
+    # --- login sessions: what keeps a browser logged in across reloads and tabs --------------
+
+    def start_session(self, user_id: int) -> str:
+        """A new random token for a logged-in browser; the store keeps only its SHA-256."""
+        token = secrets.token_urlsafe(32)
+        with self.session() as s:
+            s.execute(delete(LoginSession).where(LoginSession.expires_at <= utcnow()))  # tidy up
+            s.add(LoginSession(token_sha256=_sha256(token), user_id=user_id,
+                               expires_at=utcnow() + SESSION_LIFETIME))  # fmt: skip
+        return token
+
+    def session_user(self, token: str) -> UserInfo | None:
+        """The user a token logs in, as stored now; None once it expired or was ended."""
+        with self.session() as s:
+            row = s.get(LoginSession, _sha256(token))
+            if row is None or row.expires_at <= utcnow():
+                return None
+        return self.user(row.user_id)
+
+    def end_session(self, token: str) -> None:
+        with self.session() as s:
+            s.execute(delete(LoginSession).where(LoginSession.token_sha256 == _sha256(token)))
 
     def user(self, user_id: int) -> UserInfo | None:
         """The user as stored now (None if unknown or disabled), so a changed role takes effect at once."""
@@ -189,11 +265,32 @@ class Store:
                 user.role = role
             if active is not None:
                 user.active = active
+            if password is not None or active is False:
+                # Whoever knew the old password may be logged in somewhere: end every session.
+                s.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+            if password is not None:  # a new password also lifts the account's lockout
+                s.add(LoginAttempt(name=user.name, address="", outcome="reset"))
 
     # --- tasks -----------------------------------------------------------------------------
 
-    def add_tasks(self, tasks: list[NewTask], overlap: int = 3) -> tuple[int, int]:
-        """Add tasks wanting `overlap` labels each; return (added, already present)."""
+    def default_overlap(self) -> int:
+        """The project's k: labels wanted per task unless an import says otherwise (3 until set)."""
+        return int(self.setting("overlap", "3"))
+
+    def set_overlap(self, overlap: int, task_ids: list[int] | None = None) -> int:
+        """Change k of existing tasks (all, or `task_ids`); return how many changed. Lowering k
+        completes tasks that already have that many labels. The project's k is the setting "overlap"."""
+        if overlap < 1:
+            raise ValueError(f"overlap must be at least 1, got {overlap}")
+        with self.session() as s:
+            query = update(Task).where(Task.overlap != overlap)
+            if task_ids is not None:
+                query = query.where(Task.id.in_(task_ids))
+            return s.execute(query.values(overlap=overlap)).rowcount
+
+    def add_tasks(self, tasks: list[NewTask], overlap: int | None = None) -> tuple[int, int]:
+        """Add tasks wanting `overlap` labels each (default: the project's k); return (added, already present)."""
+        overlap = self.default_overlap() if overlap is None else overlap
         if overlap < 1:
             raise ValueError(f"overlap must be at least 1, got {overlap}")
         added = 0
@@ -221,22 +318,31 @@ class Store:
             task.id, task.prompt, images, list(task.responses), list(assignment.shown_order), task.external_id
         )
 
+    def _holds_a_slot(self) -> Any:
+        """An assignment that fills one of its task's k slots: a label, or a claim within the lease."""
+        live = or_(Assignment.status == "done", Assignment.started_at > utcnow() - self.lease)
+        return Assignment.status.not_in(GIVEN_UP) & live
+
     def next_task(self, user_id: int) -> TaskView | None:
-        """The user's open task, or a newly claimed one they have never been given; None when done.
+        """The user's open task, or a newly claimed one they have never been given, or else one
+        they skipped; None when done.
 
         A task is free while fewer than `overlap` people have labelled it or hold a live claim on
         it; a claim older than the lease stops counting. Tasks closest to complete go first, so
         finished items (and agreement) accrue early. A label submitted on a lapsed claim is still
         kept (no one's work is thrown away), so a task can rarely end with more than k labels.
+        A skipped task comes back once, after everything else, if it still has room; skipped
+        again, it is passed for good.
         """
         with self.session() as s:
             if not self.is_sqlite:
                 s.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
             open_ = s.scalar(
-                select(Assignment).where(Assignment.user_id == user_id, Assignment.status == "active")
+                select(Assignment).where(Assignment.user_id == user_id, Assignment.status.in_(OPEN))
             )
-            live = or_(Assignment.status == "done", Assignment.started_at > utcnow() - self.lease)
-            counted = (Assignment.status != "skipped") & live  # labels given plus claims still held
+            counted = self._holds_a_slot()
+            if open_ is not None and s.get(Retired, open_.task_id) is not None:
+                open_.status, open_.finished_at, open_ = "passed", utcnow(), None  # withdrawn meanwhile
             if open_ is not None:
                 task = s.get_one(Task, open_.task_id)
                 if open_.started_at > utcnow() - self.lease:
@@ -248,25 +354,33 @@ class Store:
                 if (s.scalar(others) or 0) < task.overlap:
                     open_.started_at = utcnow()
                     return self._view(task, open_)
-                open_.status, open_.finished_at = "skipped", utcnow()
-            taken = (
-                select(Assignment.task_id, func.count().label("n"))
-                .where(counted)
-                .group_by(Assignment.task_id)
-                .subquery()
-            )
+                open_.status, open_.finished_at = GIVE_UP[open_.status], utcnow()
+            taken = _slots_taken(counted)
             mine = select(Assignment.task_id).where(Assignment.user_id == user_id)
             n = func.coalesce(taken.c.n, 0)
             query = (
                 select(Task)
                 .outerjoin(taken, taken.c.task_id == Task.id)
-                .where(Task.id.not_in(mine), n < Task.overlap)
+                .where(Task.id.not_in(mine), Task.id.not_in(RETIRED), n < Task.overlap)
                 .order_by(n.desc(), Task.id)
                 .limit(1)
             )
             free = s.scalar(query)
             if free is None:
-                return None
+                skipped = (
+                    select(Assignment)
+                    .join(Task, Task.id == Assignment.task_id)
+                    .outerjoin(taken, taken.c.task_id == Task.id)
+                    .where(Assignment.user_id == user_id, Assignment.status == "skipped", n < Task.overlap)
+                    .where(Task.id.not_in(RETIRED))
+                    .order_by(Assignment.finished_at, Assignment.id)
+                    .limit(1)
+                )
+                back = s.scalar(skipped)
+                if back is None:
+                    return None
+                back.status, back.started_at = "returned", utcnow()
+                return self._view(s.get_one(Task, back.task_id), back)
             task = free
             # Each person sees the responses in their own shuffled order, so left/right position
             # bias averages out over the k labels instead of favouring whichever came first.
@@ -296,14 +410,49 @@ class Store:
             claim.status, claim.finished_at = "done", utcnow()
         return True
 
+    def recent_labels(self, user_id: int, n: int = 5) -> list[dict[str, Any]]:
+        """The user's last `n` labels, newest first, each with the order they saw the responses
+        in and whether it may still change (no snapshot has exported it yet)."""
+        with self.session() as s:
+            exported_until = s.scalar(select(func.max(Snapshot.created_at)))
+            rows = s.execute(
+                select(Annotation, Assignment.shown_order, Task)
+                .join(
+                    Assignment, (Assignment.task_id == Annotation.task_id) & (Assignment.user_id == user_id)
+                )
+                .join(Task, Task.id == Annotation.task_id)
+                .where(Annotation.user_id == user_id)
+                .order_by(Annotation.id.desc())
+                .limit(n)
+            ).all()
+            return [{"task_id": t.id, "prompt": t.prompt, "responses": list(t.responses), "shown_order": list(order),
+                     "ranks": list(a.ranks), "rationale": a.rationale,
+                     "editable": exported_until is None or a.created_at > exported_until}
+                    for a, order, t in rows]  # fmt: skip
+
+    def edit_label(self, user_id: int, task_id: int, ranks: list[int], rationale: str = "") -> None:
+        """Change one's own label, as long as no snapshot has exported it (a training run may
+        already have read an exported label, so it stays as it was)."""
+        with self.session() as s:
+            label = s.scalar(
+                select(Annotation).where(Annotation.user_id == user_id, Annotation.task_id == task_id)
+            )
+            if label is None:
+                raise PermissionError(f"user {user_id} has no label on task {task_id}")
+            exported_until = s.scalar(select(func.max(Snapshot.created_at)))
+            if exported_until is not None and label.created_at <= exported_until:
+                raise ValueError("this label is already in an exported snapshot and can no longer change")
+            label.ranks = check_ranks(ranks, len(s.get_one(Task, task_id).responses))
+            label.rationale = rationale.strip()[:5000]
+
     def skip(self, user_id: int, task_id: int) -> None:
-        """Give the task back; this user will not be offered it again."""
+        """Give the task back; it comes back to this user once, after every other task."""
         with self.session() as s:
             claim = s.scalar(
                 select(Assignment).where(Assignment.user_id == user_id, Assignment.task_id == task_id)
             )
-            if claim is not None and claim.status == "active":
-                claim.status, claim.finished_at = "skipped", utcnow()
+            if claim is not None and claim.status in OPEN:
+                claim.status, claim.finished_at = GIVE_UP[claim.status], utcnow()
 
     # --- project settings (the schema's key/value table) ------------------------------------
 
@@ -321,7 +470,8 @@ class Store:
     # --- reading back ----------------------------------------------------------------------
 
     def user_progress(self, user_id: int) -> dict[str, int]:
-        """How many tasks this user labelled and skipped, and how many are still open to them."""
+        """How many tasks this user labelled and skipped, and how many are still open to them
+        (their own open task included)."""
         with self.session() as s:
             counts = dict(
                 s.execute(
@@ -330,17 +480,31 @@ class Store:
                     .group_by(Assignment.status)
                 ).all()
             )
-            done = select(Annotation.task_id, func.count().label("n")).group_by(Annotation.task_id).subquery()
+            # Free to this user: never given to them, and not every slot filled by labels or by
+            # others' live claims (what next_task would hand out), plus their own open task.
+            taken = _slots_taken(self._holds_a_slot())
             mine = select(Assignment.task_id).where(Assignment.user_id == user_id)
-            left = s.scalar(
+            free = s.scalar(
                 select(func.count())
                 .select_from(Task)
-                .outerjoin(done, done.c.task_id == Task.id)
-                .where(Task.id.not_in(mine), func.coalesce(done.c.n, 0) < Task.overlap)
+                .outerjoin(taken, taken.c.task_id == Task.id)
+                .where(
+                    Task.id.not_in(mine), Task.id.not_in(RETIRED), func.coalesce(taken.c.n, 0) < Task.overlap
+                )
             )
+            n = func.coalesce(taken.c.n, 0)
+            returning = s.scalar(
+                select(func.count())
+                .select_from(Assignment)
+                .join(Task, Task.id == Assignment.task_id)
+                .outerjoin(taken, taken.c.task_id == Task.id)
+                .where(Assignment.user_id == user_id, Assignment.status == "skipped", n < Task.overlap)
+                .where(Task.id.not_in(RETIRED))
+            )
+            left = (free or 0) + counts.get("active", 0) + counts.get("returned", 0) + (returning or 0)
         return {
             "labelled": counts.get("done", 0),
-            "skipped": counts.get("skipped", 0),
+            "skipped": counts.get("skipped", 0) + counts.get("passed", 0),
             "available": int(left or 0),
         }
 
@@ -364,7 +528,7 @@ class Store:
             skipped = dict(
                 s.execute(
                     select(User.name, func.count()).select_from(Assignment).join(User, User.id == Assignment.user_id)
-                    .where(Assignment.status == "skipped").group_by(User.name)
+                    .where(Assignment.status.in_(GIVEN_UP)).group_by(User.name)
                 ).all()
             )  # fmt: skip
         per_user: dict[str, list[float]] = {}
@@ -389,7 +553,7 @@ class Store:
                 {"task_id": a.task_id, "annotator": name, "ranks": list(a.ranks), "rationale": a.rationale,
                  "seconds": a.seconds, "created_at": a.created_at.isoformat(), "prompt": t.prompt,
                  "responses": list(t.responses), "images": list(t.images), "source": t.source,
-                 "external_id": t.external_id}
+                 "external_id": t.external_id, "overlap": t.overlap}
                 for a, name, t in rows
             ]  # fmt: skip
 
@@ -418,6 +582,42 @@ class Store:
             if task is None:
                 raise ValueError(f"no task {task_id}")
             s.merge(Gold(task_id=task_id, ranks=check_ranks(ranks, len(task.responses))))
+
+
+def _slots_taken(holds_a_slot: Any) -> Any:
+    """Per task, how many of its slots are filled: (task_id, n)."""
+    return (
+        select(Assignment.task_id, func.count().label("n"))
+        .where(holds_a_slot)
+        .group_by(Assignment.task_id)
+        .subquery()
+    )
+
+
+def _sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def login_retry_after(s: Session, name: str, address: str) -> float:
+    """Seconds until the account `name` and the client `address` are both out of their lockout."""
+    now, since = utcnow(), utcnow() - LOGIN_WINDOW
+    last_ok = s.scalar(
+        select(func.max(LoginAttempt.at)).where(
+            LoginAttempt.name == name, LoginAttempt.outcome.in_(("ok", "reset"))
+        )
+    )
+    failed = select(LoginAttempt.at).where(LoginAttempt.outcome == "failed", LoginAttempt.at > since)
+    checks = [
+        (failed.where(LoginAttempt.name == name, LoginAttempt.at > (last_ok or since)), MAX_ACCOUNT_FAILURES)
+    ]
+    if address:
+        checks.append((failed.where(LoginAttempt.address == address), MAX_ADDRESS_FAILURES))
+    wait = 0.0
+    for query, limit in checks:
+        recent: list[datetime] = list(s.scalars(query.order_by(LoginAttempt.at.desc()).limit(limit)))
+        if len(recent) == limit:  # locked until the oldest of the last `limit` failures leaves the window
+            wait = max(wait, (recent[-1] + LOGIN_WINDOW - now).total_seconds())
+    return max(wait, 0.0)
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -75,6 +75,29 @@ def test_grpo_loss_keeps_gradient_when_the_clip_would_not_help_a_negative_advant
     assert lp.grad[0, 0].item() == pytest.approx(1.5)
 
 
+def test_clip_frac_counts_exactly_the_tokens_whose_gradient_the_clip_removed():
+    # ratio 1.5 with A < 0 keeps its gradient (previous test): not clipped
+    _, metrics = grpo_loss(torch.tensor([[math.log(1.5)]]), torch.zeros(1, 1), torch.tensor([-1.0]),
+                           torch.ones(1, 1), GRPOLossConfig())  # fmt: skip
+    assert metrics["loss/clip_frac"] == 0.0
+    # random ratios: the clipped share is the share of masked tokens autograd gives no gradient
+    torch.manual_seed(0)
+    lp = (0.5 * torch.randn(6, 7)).requires_grad_()
+    old, mask = torch.zeros(6, 7), (torch.rand(6, 7) > 0.3).float()
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, -2.0])
+    loss, metrics = grpo_loss(lp, old, adv, mask, GRPOLossConfig())
+    loss.backward()
+    no_grad = ((lp.grad == 0).float() * mask).sum() / mask.sum()
+    assert 0 < no_grad < 1 and metrics["loss/clip_frac"] == pytest.approx(no_grad.item())
+    # micro-batches: their fractions add up to the whole batch's (the pipeline sums them)
+    parts = [
+        grpo_loss(lp[i : i + 2], old[i : i + 2], adv[i : i + 2], mask[i : i + 2], GRPOLossConfig(), None,
+                  mask.sum().item(), 6)[1]["loss/clip_frac"]
+        for i in (0, 2, 4)
+    ]  # fmt: skip
+    assert sum(parts) == pytest.approx(metrics["loss/clip_frac"])
+
+
 def test_masked_tokens_do_not_change_the_loss_or_get_gradient():
     lp = torch.randn(2, 4, requires_grad=True)
     old = lp.detach() + 0.1 * torch.randn(2, 4)

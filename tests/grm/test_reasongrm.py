@@ -55,7 +55,7 @@ def test_verdict_reward_scores_a_rollout_with_configurable_tiers():
 
 def test_outcome_filter_keeps_mixed_or_not_all_correct_questions(monkeypatch):
     counts = [0, 2, 4, 3]  # correct answers out of K = 4 for four questions
-    monkeypatch.setattr(reasongrm, "sample_outcomes", lambda *args: ([], counts))
+    monkeypatch.setattr(reasongrm, "sample_outcomes", lambda *args: ([], counts, []))
     model = SimpleNamespace(module=torch.nn.Linear(1, 1))
     task = VerdictTask(Pairs(4))
     assert OutcomeFilter(task, model, samples=4, keep="mixed").indices == [1, 3]
@@ -76,7 +76,7 @@ def test_rstar_stage_keeps_one_correct_path_per_question_and_trains(tmp_path, mo
             f"the red circle is better</think>[[{label}]]",
             f"x</think>[[{wrong[label]}]]",
         ]
-    monkeypatch.setattr(reasongrm, "sample_outcomes", lambda *args: (texts, [2, 2]))
+    monkeypatch.setattr(reasongrm, "sample_outcomes", lambda *args: (texts, [2, 2], [True] * 6))
     recipe = OmegaConf.load(ROOT / "recipes" / "reasongrm_hh.yaml").stages.rstar_sft
     recipe.model = {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 1}
     recipe.scorer = None
@@ -101,3 +101,43 @@ def test_rstar_stage_keeps_one_correct_path_per_question_and_trains(tmp_path, mo
 
 def tiny_task() -> VerdictTask:
     return VerdictTask(Pairs(2), seed=0)
+
+
+def test_rstar_selection_keeps_only_complete_paths_with_think_end_and_a_verdict_after_it(monkeypatch):
+    """Correct-looking paths that R* must not pick: cut by the length limit, no `</think>`, or a
+    verdict only before `</think>`; with them only, a question gets no path at all."""
+    from rlhfv.models.text_lm import tiny_text_lm
+
+    task = VerdictTask(Pairs(2), seed=0)
+    a, b = task[0].label, task[1].label
+    texts = [
+        f"short</think>[[{a}]]",  # q0: the one good path
+        f"a much longer reasoning that was cut</think>[[{a}]]",  # truncated (complete False)
+        f"[[{a}]]",  # no </think>
+        f"[[{b}]] so</think>",  # q1: verdict before </think> only
+        f"fine</think>[[{b}]]",  # truncated
+        f"[[{b}]]",  # no </think>
+    ]
+    complete = [True, False, True, True, False, True]
+    monkeypatch.setattr(reasongrm, "sample_outcomes", lambda *args: (texts, [3, 3], complete))
+    cfg = reasongrm.ReasonGRMConfig(paths_per_question=3, batch_prompts=4)
+    chosen, stats = reasongrm.select_paths(tiny_text_lm(seed=1), task, cfg)
+    assert [(c["question"], c["text"]) for c in chosen] == [(0, texts[0])] and chosen[0]["r_star"] > 0
+    assert stats["rstar/complete_correct_paths"] == 1
+
+
+def test_hard_rl_stage_runs_with_its_held_out_split_and_dynamic_sampling(tmp_path):
+    """The recipe's last stage, tiny: GRPO with dynamic sampling and held-out accuracy before/after."""
+    stage = OmegaConf.load(ROOT / "recipes" / "reasongrm_hh.yaml").stages.hard_rl
+    assert stage.dynamic_sampling > 0 and stage.eval_data.pairs.split == "test"
+    stage.run = {"dir": str(tmp_path / "run"), "device": "cpu"}
+    stage.policy = {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 0}
+    pairs = {"_component_": f"{__name__}.Pairs", "n": 6}
+    stage.train_data = {"_component_": "rlhfv.pipelines.reasongrm.VerdictTask", "pairs": pairs}
+    stage.eval_data.pairs = pairs
+    path = tmp_path / "hard_rl.yaml"
+    OmegaConf.save(stage, path)
+    overrides = ["steps=1", "prompts_per_step=2", "group_size=2", "max_new_tokens=4", "eval_batch_size=6"]
+    assert cli(["run", str(path), *overrides]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "before/accuracy" in summary and "after/accuracy" in summary

@@ -30,7 +30,7 @@ class ScriptedJudge(torch.nn.Module):
         self.tokenizer = tokenizer
         self.weight = torch.nn.Parameter(torch.zeros(1))  # gives the module a device
 
-    def generate(self, input_ids, attention_mask, max_new_tokens, **kwargs):
+    def generate(self, input_ids, attention_mask, **kwargs):  # the settings come in generation_config
         rows = []
         for prompt in self.tokenizer.batch_decode(input_ids, skip_special_tokens=True):
             shown = re.findall(r"\[Response \d\]\n(.*?)\n\[End", prompt)

@@ -8,6 +8,7 @@ from PIL import Image
 
 from rlhfv.models import hf_vlm
 from rlhfv.models.base import load_model, save_model
+from rlhfv.rollout import generate
 from rlhfv.types import Prompt
 
 FAMILIES = ["tiny_qwen2_vl", "tiny_qwen2_5_vl", "tiny_llava", "tiny_idefics3"]
@@ -53,12 +54,11 @@ def test_encoder_left_pads_and_expands_each_image_into_placeholder_tokens(family
 
 def test_generation_with_images_never_samples_an_image_placeholder(family):
     _, model = family
-    batch = model.encoder(_prompts())
+    assert model.encoder.processor.image_token_id in model.suppressed_tokens
     torch.manual_seed(0)
-    out = model.module.generate(**batch, max_new_tokens=8, do_sample=True, temperature=2.0)
-    completion = out[:, batch["input_ids"].shape[1] :]  # [B, T]
-    assert completion.shape == (2, 8) or (completion == model.eos_token_id).any()
-    assert not torch.isin(completion, torch.tensor(model.module.generation_config.suppress_tokens)).any()
+    out = generate(model, _prompts(), group_size=4, max_new_tokens=8, temperature=2.0)
+    completion = out.completion_ids[out.completion_mask.bool()]  # sampled tokens of all 8 rows
+    assert not torch.isin(completion, torch.tensor(model.suppressed_tokens)).any()
 
 
 def test_forward_with_appended_completion_keeps_prompt_logits_and_covers_every_token(family):
@@ -83,7 +83,7 @@ def test_training_forward_reproduces_the_scores_seen_while_generating(family):
         **batch, max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True
     )
     P = batch["input_ids"].shape[1]
-    scores = torch.stack(out.scores, dim=1)  # [B, T, V], after suppression of placeholders
+    scores = torch.stack(out.scores, dim=1)  # [B, T, V]
     with torch.no_grad():
         logits = model.module(**_append(batch, out.sequences[:, P:])).logits[:, P - 1 : -1]  # [B, T, V]
     finite = scores.isfinite()
@@ -115,7 +115,7 @@ def test_save_and_load_give_identical_logits(family, tmp_path):
         torch.testing.assert_close(
             loaded.module(**inputs).logits, model.module(**inputs).logits, rtol=0, atol=0
         )
-    assert loaded.module.generation_config.suppress_tokens == model.module.generation_config.suppress_tokens
+    assert loaded.suppressed_tokens == model.suppressed_tokens and model.suppressed_tokens
 
 
 @pytest.mark.parametrize("name", ["tiny_qwen2_vl", "tiny_idefics3"])

@@ -51,3 +51,28 @@ def test_load_text_lm_with_lora_trains_only_adapters(tiny, tmp_path):
     model = load_text_lm(str(tmp_path / "m"), lora={"r": 2, "target_modules": ["q_proj", "v_proj"]})
     trainable = [n for n, p in model.module.named_parameters() if p.requires_grad]
     assert trainable and all("lora" in n for n in trainable)
+
+
+@pytest.mark.parametrize(
+    "builder",
+    [
+        "rlhfv.models.text_lm.tiny_text_lm",
+        "rlhfv.models.hf_vlm.tiny_qwen2_vl",
+        "rlhfv.models.clip_lm.tiny_clip_lm",
+    ],
+)
+def test_a_tiny_builder_leaves_the_run_random_stream_alone_and_depends_on_its_seed_only(builder):
+    """The run seeds torch with run.seed and then builds its models: a builder that reseeded the
+    global generator with its model seed made every later draw (sampling, shuffles) ignore run.seed."""
+    from rlhfv.config import resolve_target
+
+    build = resolve_target(builder)
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    a = build(seed=0)
+    assert torch.equal(torch.rand(4), expected)
+    b, c = build(seed=0), build(seed=1)
+    same, other = b.module.state_dict(), c.module.state_dict()
+    assert all(torch.equal(v, same[k]) for k, v in a.module.state_dict().items())
+    assert not all(torch.equal(v, other[k]) for k, v in a.module.state_dict().items())

@@ -145,5 +145,56 @@ def test_a_judge_that_reads_first_trains_on_its_readings_too_and_logs_them(tmp_p
     assert cli(["run", recipe, *TINY[2:], "eval_every=0", "steps=1", "run.save_every=0", f"run.dir={tmp_path / 'run'}"]) == 0
     line = json.loads((tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()[0])
     assert len(line["readings"]) == len(line["completions"]) == 3
+    assert read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["rollout/logprob_gap"] < 1e-4  # both parts on-policy
     with pytest.raises(ValueError, match="updates_per_batch 1 and kl_coef 0"):
         cli(["run", recipe, *TINY[2:], "steps=1", "updates_per_batch=2", f"run.dir={tmp_path / 'run2'}"])
+
+
+def test_sampling_stays_on_policy_whatever_the_checkpoint_generation_config_says(tmp_path):
+    """A model folder that ships sampling settings (Qwen2-VL-Instruct folders ship
+    repetition_penalty 1.05) and dropout: the sampler must still draw from the policy that the
+    loss's ratio assumes, and π_old must be computed without dropout, as the sampler ran."""
+    from rlhfv.models.base import save_model
+    from rlhfv.models.text_lm import tiny_text_lm
+
+    folder = tmp_path / "policy"
+    save_model(tiny_text_lm(seed=0), folder)
+    gen = json.loads((folder / "generation_config.json").read_text())
+    gen.update(repetition_penalty=1.3, no_repeat_ngram_size=2, min_new_tokens=3, top_k=5)
+    (folder / "generation_config.json").write_text(json.dumps(gen))
+    config = json.loads((folder / "config.json").read_text())
+    config["attention_dropout"] = 0.3
+    (folder / "config.json").write_text(json.dumps(config))
+    reward = [
+        "reward._component_=rlhfv.rewards.rules.CallableReward",
+        "reward.function=tests.pipelines.test_grpo.text_length",
+    ]
+    policy = {"_component_": "rlhfv.models.base.load_model", "path": str(folder)}
+    rows = run(tmp_path, "run.save_every=0", "updates_per_batch=2", "micro_batch_size=3",
+               "max_new_tokens=8", *reward, policy=policy)  # fmt: skip
+    gaps = [r["rollout/logprob_gap"] for r in rows if "rollout/logprob_gap" in r]
+    assert len(gaps) == 2 and max(gaps) < 1e-4, gaps
+
+
+def flat_for_counting(prompts, completions, labels):
+    """Equal rewards within every "How many" group (zero advantage), varied ones elsewhere."""
+    return [1.0 if p.startswith("How many") else float(len(c)) for p, c in zip(prompts, completions, strict=True)]
+
+
+def test_dynamic_sampling_trains_only_groups_whose_rewards_differ(tmp_path):
+    reward = [
+        "reward._component_=rlhfv.rewards.rules.CallableReward",
+        "reward.function=tests.pipelines.test_grpo.flat_for_counting",
+    ]
+    text = {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 0}
+    extra = ["run.save_every=0", "prompts_per_step=3", "steps=2", "micro_batch_size=3"]
+    rows = run(tmp_path, *extra, "dynamic_sampling=6", *reward, policy=text)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert lines and all(not x["prompt"].startswith("How many") and len(set(x["rewards"])) > 1 for x in lines)
+    assert [r["rollout/trained_groups"] for r in rows if "rollout/trained_groups" in r] == [3.0, 3.0]
+    assert all(r["rollout/logprob_gap"] < 1e-4 for r in rows if "rollout/logprob_gap" in r)
+    # off: the flat groups train too (and show up in rollouts.jsonl)
+    (tmp_path / "off").mkdir()
+    run(tmp_path / "off", *extra, "log_rollouts_prompts=3", *reward, policy=text)
+    lines = [json.loads(x) for x in (tmp_path / "off" / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert any(x["prompt"].startswith("How many") for x in lines)

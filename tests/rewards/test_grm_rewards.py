@@ -33,6 +33,14 @@ def test_judge_rule_reward_grlhfv_and_spct():
         JudgeRuleReward("grlhfv")(FakeRollout(texts, labels=["1", "tie"], group_size=2))
 
 
+@pytest.mark.parametrize("label", ["3", "red", ""])
+def test_judge_rule_reward_refuses_items_that_are_not_judge_items(label):
+    """A reading item's label is the answer ("3" would pass int() and be scored as position 3)."""
+    texts = ["Scores: \\boxed{6, 8}"] * 4
+    with pytest.raises(ValueError, match=f"prompt 1 of this batch has label '{label}'.*reading_items: 0"):
+        JudgeRuleReward("grlhfv")(FakeRollout(texts, labels=["1", label], group_size=2))
+
+
 def test_self_praise_is_found_and_stripped():
     text = "The circle is red. This answer is accurate and complete. I am very confident."
     assert has_self_praise(text)

@@ -93,6 +93,29 @@ def test_grouped_comparison_in_both_orders_judges_twice_as_many_pairs():
     assert judge.calls == [6] and rewards.tolist() == [6.5, 8.5, 4.5]
 
 
+class UnreadableOn3(TableJudge):
+    """TableJudge, except that no verdict involving completion '3' can be read."""
+
+    def __call__(self, prompts, first, second):
+        out = super().__call__(prompts, first, second)
+        return [None if "3" in (a, b) else v for v, a, b in zip(out, first, second, strict=True)]
+
+
+@pytest.mark.parametrize(
+    "uncompared, lone, unreadable",
+    [(0.0, 0.0, 0.0), (5.5, 5.5, 5.5), (None, 0.0, 7.0)],  # null: the group's mean of scored ones
+)
+def test_a_complete_completion_no_verdict_scored_gets_the_uncompared_reward(uncompared, lone, unreadable):
+    # group 0: '1' is the only complete completion; group 1: '3' is complete, every verdict on it unreadable
+    r = rollout(["1", "2", "3", "1", "2", "3"], 3, complete=[True, False, False, True, True, True])
+    reward = GroupedComparisonReward(UnreadableOn3(), uncompared=uncompared)
+    assert reward(r).tolist() == [lone, 0.0, 0.0, 6.0, 8.0, unreadable]  # truncated ones stay at 0
+    assert reward.last_metrics["grm/uncompared_frac"] == pytest.approx(2 / 6)
+    # counted as zero scores, unreadable verdicts do score: '3' gets its mean of zeros
+    zero = GroupedComparisonReward(UnreadableOn3(), on_unparsable="zero", uncompared=5.5)(r)
+    assert zero.tolist()[3:] == [3.0, 4.0, 0.0]
+
+
 def test_format_judge_prefers_the_short_answer_and_writes_a_boxed_verdict():
     judge = FormatJudge(max_words=2)
     verdicts = judge([Prompt("q")], ["Red."], ["It is a very red circle"])

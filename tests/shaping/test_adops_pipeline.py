@@ -1,6 +1,7 @@
 """The PPO + RND pipeline on CartPole: it learns, and it resumes from a checkpoint."""
 
 import json
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -53,3 +54,24 @@ def test_comparison_table_averages_the_late_episodes_of_each_seed():
     # seed 0: mean of returns at frames >= 80 = 0.5; seed 1: 0.0 → mean 0.25, std 0.25
     assert table["a"]["final_mean"] == pytest.approx(0.25) and table["a"]["final_std"] == pytest.approx(0.25)
     assert table["a"]["seeds_with_success"] == 1 and table["b"]["final_mean"] == 0.0
+
+
+def test_a_non_episodic_intrinsic_stream_changes_only_the_intrinsic_targets(tmp_path):
+    """Same seed, same rollouts: cutting the intrinsic GAE at episode ends or not (RND) gives other
+    intrinsic returns; the extrinsic stream stays episodic either way."""
+    losses = {}
+    for episodic in (True, False):
+        folder = tmp_path / str(episodic)
+        main(config(folder, total_steps=256, episodic_intrinsic=episodic, update_epochs=1, num_minibatches=1))
+        losses[episodic] = read_metrics(folder / "metrics.jsonl")[0]
+    assert losses[True]["losses/value_ext"] == pytest.approx(losses[False]["losses/value_ext"])
+    assert losses[True]["losses/value_int"] != pytest.approx(losses[False]["losses/value_int"])
+
+
+def test_the_montezuma_recipe_follows_ppo_rnd():
+    from rlhfv.config import load_recipe
+
+    cfg = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "adops_montezuma.yaml")
+    assert cfg.obs_norm_warmup_steps == 50 * cfg.num_steps  # 50 rollouts of random actions
+    assert not cfg.episodic_intrinsic and cfg.shaping.ext_weight == 1.0
+    assert AdopsPPOConfig().obs_norm_warmup_steps == 50 * 128

@@ -199,3 +199,18 @@ def test_gae_matches_hand_worked_values_and_cuts_at_episode_end():
 def test_grm_rejects_a_zero_delay():
     with pytest.raises(ValueError, match="delay"):
         GRM(delay=0)
+
+
+def test_adops_uses_the_papers_omega_unless_given_another_ext_weight():
+    # the first worked example through the class: Ω = 1·(1 − 0.5) + 0.2 − 0.099 − 1.0 = −0.399
+    x = inputs([[1.0]], [[0.0]], ext_rewards=[[0.5]], v_ext=[[1.0]], v_int=[[0.2]], v_int_next=[[0.1]])
+    assert ADOPS()(x, progress=1.0).item() == pytest.approx(0.600999, abs=1e-6)
+    # our variant, w = ext_coef / int_coef = 2: Ω = 0.101 > 0, no correction
+    assert ADOPS(ext_weight=2.0)(x, progress=1.0).item() == pytest.approx(1.0)
+
+
+def test_a_non_episodic_intrinsic_stream_bootstraps_v_int_across_the_episode_end():
+    # as in the masking test, but the intrinsic stream runs on: Ω = 0.5 + 0.2 − 0.99·0.1 − 1.0
+    x = inputs([[1.0]], [[1.0]], ext_rewards=[[0.5]], v_ext=[[1.0]], v_ext_next=[[5.0]], v_int=[[0.2]],
+               v_int_next=[[0.1]], int_dones=[[0.0]])  # fmt: skip
+    assert ADOPS(epsilon=1e-6)(x, progress=1.0).item() == pytest.approx(0.600999, abs=1e-6)

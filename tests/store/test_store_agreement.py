@@ -8,12 +8,16 @@ import pytest
 
 from rlhfv.store.agreement import (
     agreement_report,
+    annotator_disagreements,
     cohen_kappa,
+    disputed_tasks,
     fleiss_kappa,
     gold_accuracy,
     krippendorff_alpha,
     pair_labels,
+    units_from_labels,
 )
+from rlhfv.store.store import NewTask
 
 
 def test_pair_labels_turn_a_ranking_into_all_implied_pairs_with_ties():
@@ -78,3 +82,37 @@ def test_report_scores_each_annotator_pair_on_shared_units_and_gold_accuracy_per
     accuracy = {r["annotator"]: r for r in gold_accuracy(units, {1: [0, 1]})}
     assert accuracy["ann"]["accuracy"] == 1.0 and accuracy["cat"]["accuracy"] == 0.0
     assert "bob" in accuracy and accuracy["bob"]["gold_units"] == 1
+
+
+def test_a_task_leaves_the_disputed_list_once_it_has_a_gold_answer(store):
+    store.add_tasks([NewTask("split", ["a", "b"]), NewTask("agreed", ["c", "d"])], overlap=2)
+    users = [store.add_user(f"u{i}", f"password-{i}").id for i in range(2)]
+    for uid, split_ranks in zip(users, ([0, 1], [1, 0]), strict=True):
+        for _ in range(2):
+            view = store.next_task(uid)
+            store.submit(uid, view.id, split_ranks if view.prompt == "split" else [0, 1])
+    split_id = next(r["task_id"] for r in store.labels() if r["prompt"] == "split")
+    units = units_from_labels(store.labels())
+    assert disputed_tasks(units, store.gold()) == [split_id]
+    store.set_gold(split_id, [1, 0])
+    assert disputed_tasks(units, store.gold()) == []
+
+
+def test_an_annotators_disagreements_are_the_units_where_she_left_the_others_majority():
+    units = {
+        (1, 0, 1): {"ann": 0, "bob": 1, "cy": 1},  # ann alone: listed
+        (1, 0, 2): {"ann": 0, "bob": 0, "cy": 1},  # ann with the majority
+        (2, 0, 1): {"ann": 2, "bob": 0, "cy": 1},  # the others split 1:1, ann ties: listed
+        (3, 0, 1): {"ann": 1, "bob": 0, "cy": 1},  # others split, ann sides with cy: not listed
+        (4, 0, 1): {"ann": 0},  # nobody to disagree with
+    }
+    rows = annotator_disagreements(units, "ann")
+    assert [(r["task_id"], r["pair"]) for r in rows] == [(1, "0 vs 1"), (2, "0 vs 1")]
+    assert rows[0]["own"] == "response 0 better"
+    assert rows[0]["others"] == "bob: response 1 better; cy: response 1 better"
+    assert rows[1]["own"] == "tie"
+    # bob: task 1 (both pairs) ties with one of the others' labels; tasks 2 and 3 match nobody.
+    assert [(r["task_id"], r["pair"]) for r in annotator_disagreements(units, "bob")] == [
+        (2, "0 vs 1"),
+        (3, "0 vs 1"),
+    ]

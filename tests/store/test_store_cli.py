@@ -47,3 +47,16 @@ def test_users_import_label_and_export_from_the_command_line(tmp_path: Path, mon
     assert Store(db).authenticate("ann", "new-password") is None
     assert main(["annotate", "users", "enable", "ann", "--db", db]) == 0
     assert Store(db).authenticate("ann", "new-password") is not None
+
+
+def test_the_cli_exports_by_default_where_the_app_does(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("RLHFV_EXPORTS", raising=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the working folder must not matter
+    db = tmp_path / "data" / "store.db"
+    store = Store(db)
+    assert main(["annotate", "export", "--db", str(db)]) == 0
+    # The app's Export page writes to exports/ beside the media folder (annotation_ui.ui_admin.exports_root).
+    assert (store.media_dir.parent / "exports" / "v1" / "manifest.json").is_file()
+    assert not any(elsewhere.iterdir())

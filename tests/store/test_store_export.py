@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 
 from PIL import Image
 
 from rlhfv.data.preference import read_preferences
-from rlhfv.store.export import export_snapshot, majority_pairs
+from rlhfv.store.export import export_snapshot, list_snapshots, majority_pairs, snapshot_archive
 from rlhfv.store.ingest import import_jsonl
-from rlhfv.store.store import Store
+from rlhfv.store.store import NewTask, Store
 
 
 def label_all(store: Store, votes: dict[str, list[list[int]]]) -> None:
@@ -60,7 +62,7 @@ def test_snapshot_is_read_by_the_grm_reader_with_images_and_matches_trl_rows(tmp
         "Rank": [[2, 1, 0], [2, 1, 0]],        # z > y > x; third annotator skips
         "Tie": [[0, 0], [0, 0], [0, 1]],       # tie wins
     })  # fmt: skip
-    snap = export_snapshot(store, tmp_path / "exports")
+    snap = export_snapshot(store, tmp_path / "exports", min_labels=1)
     assert (snap.version, snap.pairs, snap.labels) == (1, 4, 8)
     prefs, errors = read_preferences(snap.path / "preferences.jsonl")
     assert errors == [] and len(prefs) == 4
@@ -80,7 +82,7 @@ def test_snapshot_is_read_by_the_grm_reader_with_images_and_matches_trl_rows(tmp
     assert len(raw) == 8 and {r["rationale"] for r in raw} == {"reason 0", "reason 1", "reason 2"}
     manifest = json.loads((snap.path / "manifest.json").read_text())
     assert manifest["pairs"] == 4 and manifest["preferences_sha256"] == snap.sha256
-    again = export_snapshot(store, tmp_path / "exports")
+    again = export_snapshot(store, tmp_path / "exports", min_labels=1)
     assert again.version == 2 and again.sha256 == snap.sha256  # same labels, same content
 
 
@@ -90,6 +92,49 @@ def test_a_gold_answer_overrides_the_vote_in_the_export():
     assert majority_pairs(rows)[0].preferred == 0
     assert majority_pairs(rows, gold={4: [1, 0]})[0].preferred == 1  # adjudicated against the majority
     assert majority_pairs(rows, gold={4: [0, 0]}) == []  # settled as a tie: no training signal
+
+
+def test_by_default_a_snapshot_holds_only_settled_tasks(tmp_path: Path):
+    store = Store(tmp_path / "store.db")
+    store.add_tasks([NewTask("one vote of three", ["a", "b"]), NewTask("adjudicated", ["c", "d"])], overlap=3)
+    store.add_tasks([NewTask("all votes in", ["e", "f"])], overlap=1)
+    users = [store.add_user(f"u{i}", f"password-{i}").id for i in range(2)]
+    for uid in users:
+        while (view := store.next_task(uid)) is not None:
+            if view.prompt != "one vote of three" or uid == users[0]:
+                store.submit(uid, view.id, [0, 1])
+            else:
+                store.skip(uid, view.id)
+    adjudicated = next(r["task_id"] for r in store.labels() if r["prompt"] == "adjudicated")
+    store.set_gold(adjudicated, [1, 0])
+    settled = {p.prompt for p in majority_pairs(store.labels(), None, store.gold())}
+    assert settled == {"adjudicated", "all votes in"}  # 1 of 3 labels is not the crowd's answer
+    snap = export_snapshot(store, tmp_path / "exports")
+    assert snap.pairs == 2
+    assert snap.labels == 4  # labels.jsonl still keeps every label given
+    assert export_snapshot(store, tmp_path / "exports", min_labels=1).pairs == 3
+
+
+def test_the_archive_holds_the_snapshot_with_its_images_and_snapshots_are_listed(tmp_path: Path):
+    store = Store(tmp_path / "store.db")
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (8, 8), (0, 200, 0)).save(tmp_path / "img" / "green.png")
+    rows = [{"prompt": "Colour?", "images": ["green.png"], "responses": ["green", "red"]}]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    import_jsonl(store, tmp_path / "tasks.jsonl", tmp_path / "img", overlap=1)
+    uid = store.add_user("u", "password-u").id
+    store.submit(uid, store.next_task(uid).id, [0, 1])
+    first = export_snapshot(store, tmp_path / "exports")
+    second = export_snapshot(store, tmp_path / "exports")
+    assert [s.version for s in list_snapshots(store)] == [2, 1]
+    assert list_snapshots(store)[1] == first
+    with zipfile.ZipFile(io.BytesIO(snapshot_archive(second.path))) as archive:
+        names = set(archive.namelist())
+        pref = json.loads(archive.read("v2/preferences.jsonl").decode().splitlines()[0])
+        image = pref["images"][0]
+        assert f"v2/{image}" in names  # the row's image path resolves inside the archive
+        assert archive.read(f"v2/{image}") == (tmp_path / "img" / "green.png").read_bytes()
+    assert {"v2/manifest.json", "v2/trl.jsonl", "v2/labels.jsonl"} <= names
 
 
 def test_an_export_killed_before_its_record_is_set_aside_and_written_again(tmp_path: Path):

@@ -76,14 +76,35 @@ def test_an_open_task_is_offered_again_until_answered_and_a_double_submit_is_ign
     assert [r["ranks"] for r in store.labels()] == [[1, 0]]
 
 
-def test_skipped_tasks_never_come_back_to_that_person_but_go_to_others(store):
+def test_a_skipped_task_goes_to_others_and_comes_back_only_while_it_has_room(store):
     store.add_tasks([NewTask("p", ["a", "b"])], overlap=1)
     u, v = annotators(store, 2)
     view = store.next_task(u)
     store.skip(u, view.id)
-    assert store.next_task(u) is None
-    assert store.next_task(v).id == view.id
+    assert store.next_task(v).id == view.id  # the skip freed the slot
+    assert store.next_task(u) is None  # v holds the only slot
     assert store.user_progress(u) == {"labelled": 0, "skipped": 1, "available": 0}
+
+
+def test_skipped_tasks_come_back_once_after_every_other_task(store):
+    store.add_tasks([NewTask(p, ["a", "b"]) for p in ("first", "second", "third")], overlap=2)
+    (u,) = annotators(store, 1)
+    assert store.next_task(u).prompt == "first"
+    store.skip(u, store.next_task(u).id)
+    store.skip(u, store.next_task(u).id)  # "second"
+    assert store.user_progress(u) == {"labelled": 0, "skipped": 2, "available": 3}
+    third = store.next_task(u)
+    assert third.prompt == "third"
+    store.submit(u, third.id, [0, 1])
+    back = store.next_task(u)
+    assert back.prompt == "first" and store.next_task(u).id == back.id  # oldest skip first, held
+    assert store.submit(u, back.id, [1, 0])
+    again = store.next_task(u)
+    assert again.prompt == "second"
+    store.skip(u, again.id)  # skipped twice: passed for good
+    assert store.next_task(u) is None
+    assert store.user_progress(u) == {"labelled": 2, "skipped": 1, "available": 0}
+    assert store.overview()["annotators"][0]["skipped"] == 1
 
 
 def test_a_user_cannot_label_a_task_not_given_to_them_or_give_bad_ranks(store):
@@ -161,3 +182,56 @@ def test_settings_round_trip_and_cannot_touch_the_schema_version(store):
     assert store.setting("guidelines") == "Prefer faithful, short answers."
     with pytest.raises(ValueError, match="migrations only"):
         store.set_setting("schema_version", "1")
+
+
+def test_to_go_leaves_out_tasks_whose_every_slot_is_claimed_by_others(tmp_path):
+    store = Store(tmp_path / "s.db", lease_minutes=30)
+    store.add_tasks([NewTask("p", ["a", "b"]), NewTask("q", ["c", "d"])], overlap=1)
+    u, v = annotators(store, 2)
+    claimed = store.next_task(u)
+    assert store.user_progress(u)["available"] == 2  # u's own open task still counts for u
+    assert store.user_progress(v)["available"] == 1  # only the unclaimed task is left for v
+    assert store.next_task(v).id != claimed.id
+    assert store.user_progress(v)["available"] == 1  # v's own claim
+    stale = Store(tmp_path / "s.db", lease_minutes=0)  # the same database once every claim lapsed
+    w = stale.add_user("walker", "password-w").id
+    assert stale.user_progress(w)["available"] == 2
+
+
+def test_new_tasks_take_the_projects_k_and_an_admin_can_change_k_of_existing_tasks(store):
+    store.add_tasks([NewTask("early", ["a", "b"])])
+    assert store.labels() == [] and store.overview()["labels_wanted"] == 3  # k is 3 until set
+    store.set_setting("overlap", "2")
+    store.add_tasks([NewTask("later", ["c", "d"])])
+    assert store.overview()["labels_wanted"] == 3 + 2
+    assert store.set_overlap(1) == 2 and store.overview()["labels_wanted"] == 2
+    u, v = annotators(store, 2)
+    store.submit(u, store.next_task(u).id, [0, 1])
+    store.submit(u, store.next_task(u).id, [0, 1])
+    assert store.next_task(v) is None  # k = 1 now: both tasks are complete
+    with pytest.raises(ValueError, match="at least 1"):
+        store.set_overlap(0)
+
+
+def test_an_annotator_changes_recent_labels_until_a_snapshot_exports_them(store, tmp_path):
+    from rlhfv.store.export import export_snapshot
+
+    store.add_tasks([NewTask(p, ["a", "b"]) for p in ("p", "q", "r")], overlap=1)
+    (u,) = annotators(store, 1)
+    for _ in range(2):
+        store.submit(u, store.next_task(u).id, [0, 1], rationale="first thought")
+    first, second = store.recent_labels(u)[::-1]
+    assert (first["prompt"], second["prompt"]) == ("p", "q") and first["editable"]
+    assert sorted(first["shown_order"]) == [0, 1]
+    store.edit_label(u, first["task_id"], [1, 0], "on reflection")
+    assert [(r["ranks"], r["rationale"]) for r in store.labels()][0] == ([1, 0], "on reflection")
+    with pytest.raises(ValueError, match="3 integers|2 integers"):
+        store.edit_label(u, first["task_id"], [0, 1, 2])
+    export_snapshot(store, tmp_path / "exports", min_labels=1)
+    store.submit(u, store.next_task(u).id, [0, 0])  # labelled after the export
+    assert [r["editable"] for r in store.recent_labels(u)] == [True, False, False]
+    with pytest.raises(ValueError, match="exported"):
+        store.edit_label(u, first["task_id"], [0, 1])
+    with pytest.raises(PermissionError):
+        store.edit_label(store.add_user("v", "password-v").id, first["task_id"], [0, 1])
+    assert store.labels()[0]["ranks"] == [1, 0]

@@ -55,9 +55,10 @@ class App:
     sync_api: Any
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    """`rlhfv annotate` in a fresh folder: the default SQLite location, a first admin, runs under checkpoints/."""
+    """`rlhfv annotate` in a fresh folder: the default SQLite location, a first admin, runs under
+    checkpoints/. One per test, so each test's queue starts empty of others' labels."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
@@ -87,9 +88,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
         proc.wait(timeout=30)
 
 
-def log_in(app: App, p: Any, name: str, password: str) -> Any:
+def log_in(app: App, p: Any, name: str, password: str, **page_options: Any) -> Any:
     browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    page = browser.new_page()
+    page = browser.new_context(**page_options).new_page()  # a context, so a test can open more tabs
     page.goto(app.url)
     page.get_by_label("User name").fill(name)
     page.get_by_label("Password", exact=True).fill(password)
@@ -103,22 +104,34 @@ def test_an_annotator_logs_in_and_labels_three_tasks_in_chromium(app: App):
     expect = app.sync_api.expect
     with app.sync_api.sync_playwright() as p:
         page = log_in(app, p, "ann", "ann-password")
+        expect(page.get_by_text("0 labelled, 4 to go")).to_be_visible(timeout=30_000)
+        ann = next(u.id for u in app.store.users() if u.name == "ann")
+        assert app.store.user_progress(ann)["available"] == 4  # the open page holds no slot
+        assert app.store.next_task(app.store.add_user("bob", "bob-password").id) is not None
+        assert app.store.user_progress(ann)["available"] == 3  # bob's claim fills one task
+        page.get_by_role("button", name="Start labelling").click()
         for i in range(3):
-            # Tasks come in id order here (one label each); wait until this one's form is drawn.
-            expect(page.get_by_text(f"Question {i}?")).to_be_visible(timeout=30_000)
-            expect(page.get_by_text(f"{i} labelled, {4 - i} to go")).to_be_visible()
+            # Tasks come in id order here (one label each; bob holds the first); wait for the form.
+            expect(page.get_by_text(f"Question {i + 1}?")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text(f"{i} labelled, {3 - i} to go")).to_be_visible()
             expect(page.locator(IDLE)).to_be_attached(timeout=30_000)  # act once the rerun finished
-            form = page.get_by_test_id("stForm")
+            form = page.get_by_role("radiogroup", name="Which response is better?")  # not the edit form's
             form.get_by_text("B", exact=True).click()
             expect(form.get_by_role("radio", name="B", exact=True)).to_be_checked()
             page.get_by_label("Why? (optional)").fill(f"reason {i}")
             page.get_by_role("button", name="Submit").click()
-        expect(page.get_by_text("3 labelled, 1 to go")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Nothing left for you to label")).to_be_visible(timeout=30_000)
         assert page.get_by_text("Export", exact=True).count() == 0  # no admin page in the menu
+    with urllib.request.urlopen(f"{app.url}/_stcore/metrics", timeout=10) as r:  # open to anyone
+        metrics = r.read().decode()
+    # Only counts and cache sizes (README: block it at a proxy if even those are private).
+    assert not [text for text in ("Question", "reason 0", "answer", '"ann"', "password") if text in metrics]
+    assert "active_sessions" in metrics
     labels = app.store.labels()
     assert [row["annotator"] for row in labels] == ["ann"] * 3
     assert [row["rationale"] for row in labels] == ["reason 0", "reason 1", "reason 2"]
     assert len({row["task_id"] for row in labels}) == 3
+    assert "Question 0?" not in {row["prompt"] for row in labels}  # bob's claim, from the lowest id
     for row in labels:  # B is the right-hand response as shown, whichever response that was
         assert row["ranks"].count(0) == 1
 
@@ -139,3 +152,185 @@ def test_the_dashboard_follows_a_run_while_it_writes_metrics(app: App):
         with metrics.open("a") as f:  # the run goes on; only the timed refresh can show this
             f.write(json.dumps({"step": 2, "loss/policy": 0.7, "grm/accuracy": 0.6}) + "\n")
         expect(page.get_by_text("2 metric rows, last step 2")).to_be_visible(timeout=30_000)
+
+
+@pytest.mark.slow
+def test_a_login_survives_reloads_and_new_tabs_until_logout_or_a_password_change(app: App):
+    expect = app.sync_api.expect
+    logged_in, login_form = "Logged in as ann", lambda page: page.get_by_role("button", name="Log in")
+    with app.sync_api.sync_playwright() as p:
+        page = log_in(app, p, "ann", "ann-password")
+        page.reload()
+        expect(page.get_by_text(logged_in)).to_be_visible(timeout=30_000)
+        other = page.context.new_page()  # a second tab of the same browser
+        other.goto(app.url)
+        expect(other.get_by_text(logged_in)).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Log out").click()
+        expect(login_form(page)).to_be_visible(timeout=30_000)
+        other.reload()  # the session ended on the server, so the other tab's cookie is void
+        expect(login_form(other)).to_be_visible(timeout=30_000)
+        page = log_in(app, p, "ann", "ann-password")
+        app.store.update_user("ann", password="a-new-password")  # say, by an admin elsewhere
+        page.reload()
+        expect(login_form(page)).to_be_visible(timeout=30_000)
+        assert page.get_by_text(logged_in).count() == 0
+
+
+def label_task(store: Store, user_id: int, prompt_start: str, ranks: list[int]) -> None:
+    """Have a user label the task whose prompt starts so, skipping whatever comes before it."""
+    while not (view := store.next_task(user_id)).prompt.startswith(prompt_start):
+        store.skip(user_id, view.id)
+    store.submit(user_id, view.id, ranks)
+
+
+def serve_counting(hits: list[str]) -> tuple[str, Any]:
+    """A local web server that records every path asked of it: the stand-in for a tracker."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", server
+
+
+@pytest.mark.slow
+def test_imported_text_loads_nothing_from_other_sites_in_any_page(app: App):
+    hits: list[str] = []
+    tracker, server = serve_counting(hits)
+    bait = lambda where: f"![pixel]({tracker}/{where}.png) <img src='{tracker}/{where}-html.png'>"  # noqa: E731
+    store = app.store
+    store.set_setting("guidelines", f"Be **fair**. {bait('guidelines')}")
+    name = f"![]({tracker}/n.png)"  # a user name is typed by an admin, and shown on every page
+    store.add_user(name, "eve-password")
+    store.add_tasks([NewTask(f"Look {bait('prompt')}", [f"A {bait('a')}", f"B {bait('b')}"]),
+                     NewTask(f"Again {bait('prompt2')}", ["x", f"y {bait('y')}"])], overlap=2)  # fmt: skip
+    voters = [store.add_user(voter, f"{voter}-password").id for voter in ("v1", "v2")]
+    for uid, ranks in zip(voters, ([0, 1], [1, 0]), strict=True):  # a disputed task, which admins see
+        label_task(store, uid, "Look", ranks)
+    label_task(store, voters[0], "Again", [0, 1])  # half done, so it comes first for the next person
+    run = app.folder / "checkpoints" / "live"
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss/policy": 0.5}) + "\n")
+    rollout = {"step": 1, "prompt": bait("rollout"), "completions": [bait("c0"), "c1"],
+               "judgments": [{"a": bait("ja"), "b": 1, "text": bait("jt"), "scores": [1, 2]}]}  # fmt: skip
+    (run / "rollouts.jsonl").write_text(json.dumps(rollout) + "\n")
+    outside: list[str] = []
+    try:
+        with app.sync_api.sync_playwright() as p:
+            page = log_in(app, p, name, "eve-password")
+            page.on("request", lambda r: None if r.url.startswith(app.url) else outside.append(r.url))
+            page.get_by_role("button", name="Start labelling").click()
+            app.sync_api.expect(page.get_by_text(f"{tracker}/prompt2.png", exact=False)).to_be_visible(
+                timeout=30_000
+            )
+            app.sync_api.expect(page.get_by_text("fair", exact=True)).to_be_visible()  # Markdown kept
+            admin = log_in(app, p, "boss", "boss-password")
+            admin.on("request", lambda r: None if r.url.startswith(app.url) else outside.append(r.url))
+            app.sync_api.expect(admin.get_by_text("Tasks with disagreement (1)")).to_be_visible(
+                timeout=30_000
+            )
+            app.sync_api.expect(admin.get_by_text(f"A {bait('a')}")).to_be_visible()
+            admin.get_by_text("Users", exact=True).click()
+            app.sync_api.expect(admin.get_by_text("Add a user")).to_be_visible(timeout=30_000)
+            admin.get_by_text("Training dashboard", exact=True).click()
+            app.sync_api.expect(admin.get_by_text("1 metric rows, last step 1")).to_be_visible(timeout=30_000)
+            time.sleep(2)  # give any image request time to leave
+    finally:
+        server.shutdown()
+    assert hits == [] and outside == []
+
+
+@pytest.mark.slow
+def test_keyboard_shortcuts_choose_submit_and_skip_but_not_while_typing(app: App):
+    expect = app.sync_api.expect
+    with app.sync_api.sync_playwright() as p:
+        page = log_in(app, p, "ann", "ann-password")
+        page.get_by_role("button", name="Start labelling").click()
+        expect(page.get_by_text("Question 0?")).to_be_visible(timeout=30_000)
+        expect(
+            page.get_by_text("Keys: 1 or A, 2 or B, 3 or T choose · Enter submits · S skips")
+        ).to_be_visible()
+        expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+        form = page.get_by_role("radiogroup", name="Which response is better?")
+        page.keyboard.press("2")
+        expect(form.get_by_role("radio", name="B", exact=True)).to_be_checked()
+        page.get_by_label("Why? (optional)").press_sequentially("sat")  # s, a, t typed: no skip, no A
+        expect(form.get_by_role("radio", name="B", exact=True)).to_be_checked()
+        page.evaluate("document.activeElement.blur()")
+        page.keyboard.press("Enter")
+        expect(page.get_by_text("Question 1?")).to_be_visible(timeout=30_000)
+        expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+        page.keyboard.press("s")
+        expect(page.get_by_text("Question 2?")).to_be_visible(timeout=30_000)
+        # The skipped task counts as still to go: it comes back at the end.
+        expect(page.get_by_text("1 labelled, 3 to go, 1 skipped")).to_be_visible(timeout=30_000)
+        expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+        page.keyboard.press("t")
+        expect(form.get_by_role("radio", name="Tie", exact=True)).to_be_checked()
+        page.keyboard.press("Enter")
+        expect(page.get_by_text("2 labelled, 2 to go, 1 skipped")).to_be_visible(timeout=30_000)
+    first, second = app.store.labels()
+    assert (first["prompt"], first["rationale"], second["prompt"]) == ("Question 0?", "sat", "Question 2?")
+    assert first["ranks"].count(0) == 1 and second["ranks"] == [0, 0]
+
+
+CLIPPED = "el => [el, ...el.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1)"
+
+
+@pytest.mark.slow
+def test_buttons_and_rank_fields_show_their_whole_text_in_a_1024_px_window(app: App):
+    from PIL import Image
+
+    Image.new("RGB", (96, 96), (200, 30, 30)).save(app.store.media_dir / "red96.png")
+    four = [f"a fairly long response number {i}, as models write them" for i in range(4)]
+    app.store.add_tasks([NewTask("What is shown?", ["red", "blue"], images=["red96.png"]),
+                         NewTask("Rank four", four)], overlap=3)  # fmt: skip
+    bob = app.store.add_user("bob", "bob-password").id
+    label_task(app.store, bob, "What is shown?", [0, 1])  # one label in: these come first for ann
+    label_task(app.store, bob, "Rank four", [0, 1, 2, 3])
+    expect = app.sync_api.expect
+    with app.sync_api.sync_playwright() as p:
+        page = log_in(app, p, "ann", "ann-password", viewport={"width": 1024, "height": 800})
+        page.get_by_role("button", name="Start labelling").click()
+        for prompt in ("What is shown?", "Rank four"):
+            expect(page.get_by_text(prompt)).to_be_visible(timeout=30_000)
+            expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+            for name in ("Submit", "Skip"):
+                button = page.get_by_role("button", name=name)
+                assert button.inner_text().strip() == name and not button.evaluate(CLIPPED), (prompt, name)
+            for select in page.get_by_test_id("stSelectbox").all():
+                assert not select.evaluate(CLIPPED), select.inner_text()
+            page.get_by_role("button", name="Skip").click()
+
+
+@pytest.mark.slow
+def test_an_admin_downloads_a_snapshot_as_one_zip_with_its_images(app: App):
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    Image.new("RGB", (12, 12), (0, 0, 250)).save(app.store.media_dir / "blue.png")
+    app.store.add_tasks([NewTask("Which colour?", ["blue", "red"], images=["blue.png"])], overlap=1)
+    ann = next(u.id for u in app.store.users() if u.name == "ann")
+    label_task(app.store, ann, "Which colour?", [0, 1])
+    expect = app.sync_api.expect
+    with app.sync_api.sync_playwright() as p:
+        page = log_in(app, p, "boss", "boss-password")
+        page.get_by_text("Export", exact=True).click()
+        page.get_by_role("button", name="Export snapshot").click()
+        expect(page.get_by_text("Snapshot v1:")).to_be_visible(timeout=30_000)
+        with page.expect_download(timeout=30_000) as download:
+            page.get_by_role("button", name="Download v1 (.zip with images)").click()
+        data = Path(download.value.path()).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        row = json.loads(archive.read("v1/preferences.jsonl").decode().splitlines()[0])
+        assert archive.read(f"v1/{row['images'][0]}") == (app.store.media_dir / "blue.png").read_bytes()

@@ -1,0 +1,392 @@
+"""Direct preference optimisation (DPO, cDPO, rDPO, IPO) of any builder's model on preference pairs.
+
+The maths is in `rlhfv.algorithms.preference`; this file is the loop. One step:
+  1. take the step's pairs (a pure function of (seed, step), as in SFT, so a resumed run sees
+     exactly the data an uninterrupted one would);
+  2. score both responses of each pair under the policy: the summed log-probs of the response
+     tokens (EOS included) given the prompt and its images, chosen rows then rejected rows [2B];
+  3. the same under the reference: a frozen copy of the policy, or, for a LoRA policy, the same
+     network with its adapters off (as GRPO does); or, with `precompute_ref_logprobs`, a table
+     filled once before training, after which no reference is held in memory;
+  4. the loss, its gradient accumulated over `grad_accum` micro-batches, one optimizer step.
+A non-finite loss or gradient stops the run or skips the step (`on_nonfinite`), as in GRPO.
+Under DeepSpeed (`zero_stage` 2 or 3, launched with torchrun) every process takes its own
+`batch_size` pairs per micro-batch and ZeRO averages the gradients, as in GRPO.
+
+Pairs come from any data set of `PreferencePair`s: a file (`rlhfv.data.pair_files.PairFile`, which
+reads rlhfv's and TRL's formats and annotation exports), ShapesVQA's templated pairs
+(`rlhfv.data.pairs.ShapesPairs`) or a policy's own answers (`rlhfv.data.pairs.SampledPairs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from rlhfv.algorithms.preference import LOSS_TYPES, PreferenceLogprobs, preference_loss
+from rlhfv.config import RunConfig, component_field, instantiate
+from rlhfv.data.pair_files import checked_pairs
+from rlhfv.models.base import ChatModel, freeze_parameters
+from rlhfv.pipelines.grpo import reference_context
+from rlhfv.rollout import sequence_logprobs
+from rlhfv.training import distributed
+from rlhfv.training.batching import batch_indices, to_device, tokenize_completions
+from rlhfv.training.evaluation import accuracy_summary, evaluate_accuracy
+from rlhfv.training.run import pick_device, seed_everything, start_run, training_state
+from rlhfv.training.schedule import lr_schedule
+from rlhfv.types import PreferencePair
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DPOConfig:
+    """Keys of a DPO recipe.
+
+    Attributes:
+        policy: Model builder node (returns a ChatModel); a LoRA policy comes from the builder.
+        reference: Optional builder node for π_ref (same tokenizer). Omitted: a frozen copy of
+            `policy` (built again from its node), or, for a LoRA policy, the policy with its adapters off.
+        train_data: Data set node yielding `PreferencePair`s.
+        eval_pairs: Optional held-out `PreferencePair`s: implicit-reward accuracy and margin.
+        eval_data: Optional held-out `Example`s with `is_correct`: greedy answer accuracy before
+            and after, as in SFT.
+        optimizer: Optimizer node; the trainable parameters are passed positionally.
+        steps: Optimizer steps; batch_size × grad_accum pairs make one.
+        beta: β of DPO / rDPO, τ of IPO.
+        loss_type: "sigmoid" (DPO, or cDPO with label_smoothing > 0), "robust" (rDPO) or "ipo".
+        label_smoothing: ε: cDPO's label noise ("sigmoid") or rDPO's flip rate ("robust").
+        nll_coef: α of RPO's per-token NLL of the chosen response added to the loss (0: none);
+            it keeps DPO from lowering the chosen answers' likelihood along with the rejected ones'.
+        precompute_ref_logprobs: Score every pair under the reference once before training (the
+            table is kept in checkpoints) and free the reference.
+        on_nonfinite: "stop" at a non-finite loss or gradient, or "skip" that step.
+        freeze: Regular expressions; parameters whose names match one are not trained.
+        zero_stage: 0 (plain PyTorch), 2 or 3 (DeepSpeed ZeRO; launch with torchrun).
+    """
+
+    run: RunConfig = field(default_factory=RunConfig)
+    policy: dict[str, Any] = component_field({"_component_": "rlhfv.models.hf_vlm.tiny_qwen2_vl"})
+    reference: dict[str, Any] | None = None
+    train_data: dict[str, Any] = component_field({"_component_": "rlhfv.data.pairs.ShapesPairs"})
+    eval_pairs: dict[str, Any] | None = None
+    eval_data: dict[str, Any] | None = None
+    optimizer: dict[str, Any] = component_field({"_component_": "torch.optim.AdamW", "lr": 1e-5})
+    steps: int = 200
+    batch_size: int = 8
+    grad_accum: int = 1
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    nll_coef: float = 0.0
+    precompute_ref_logprobs: bool = False
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    max_grad_norm: float = 1.0
+    on_nonfinite: str = "stop"
+    log_every: int = 10
+    eval_every: int = 0
+    eval_batch_size: int = 32
+    max_new_tokens: int = 24
+    freeze: list[str] = field(default_factory=list)
+    zero_stage: int = 0
+
+
+def check_config(cfg: DPOConfig) -> None:
+    """Refuse settings that cannot work, before loading anything."""
+    if cfg.loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type = {cfg.loss_type!r}; choose one of {LOSS_TYPES}")
+    if cfg.beta <= 0:
+        raise ValueError(f"beta = {cfg.beta}: must be > 0")
+    limit = 0.5 if cfg.loss_type == "robust" else 1.0
+    if not 0.0 <= cfg.label_smoothing < limit:
+        raise ValueError(
+            f"label_smoothing = {cfg.label_smoothing}: must be in [0, {limit}) for loss_type {cfg.loss_type!r}"
+        )
+    if cfg.on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"on_nonfinite = {cfg.on_nonfinite!r}; choose 'stop' or 'skip'")
+    if cfg.zero_stage not in (0, 2, 3):
+        raise ValueError(f"zero_stage = {cfg.zero_stage}; choose 0 (no DeepSpeed), 2 or 3")
+    if cfg.zero_stage and cfg.run.save_every:
+        raise ValueError(
+            "run.save_every > 0 with zero_stage > 0: resumable ZeRO checkpoints are not written yet; set run.save_every=0"
+        )
+
+
+def pair_logprobs(
+    model: ChatModel | torch.nn.Module,
+    tokenizer_of: ChatModel,
+    pairs: Sequence[PreferencePair],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of each pair's chosen then rejected response given its prompt, and their
+    lengths in tokens (EOS included). Both [2B]: rows 0..B−1 chosen, B..2B−1 rejected.
+
+    `model` is scored; `tokenizer_of` encodes the prompts and responses (the policy, whose
+    tokenizer a reference shares)."""
+    prompts = [p.prompt for p in pairs] * 2
+    texts = [p.responses[p.preferred] for p in pairs] + [p.responses[1 - p.preferred] for p in pairs]
+    batch = to_device(tokenizer_of.encoder(prompts), device)  # input_ids [2B, P], vision tensors
+    ids, mask = tokenize_completions(tokenizer_of, texts)  # [2B, T]
+    # the policy's suppressed tokens (image placeholders) also when `model` is a bare module
+    logprobs = sequence_logprobs(
+        model, batch, ids.to(device), mask.to(device), suppressed_tokens=tokenizer_of.suppressed_tokens
+    )  # [2B, T]
+    return logprobs.sum(dim=1), mask.sum(dim=1).to(device)
+
+
+@torch.no_grad()
+def reference_table(
+    policy: ChatModel,
+    reference: ChatModel | None,
+    data: Any,
+    batch_size: int,
+    device: torch.device,
+    autocast: Any,
+) -> torch.Tensor:
+    """log π_ref of every pair's chosen and rejected response. Shape [len(data), 2]."""
+    rows = []
+    for start in tqdm(range(0, len(data), batch_size), desc="reference log-probs", unit="batch"):
+        pairs = checked_pairs(data, range(start, min(start + batch_size, len(data))))
+        with autocast, reference_context(policy.module, reference.module if reference else None):
+            summed, _ = pair_logprobs(reference or policy, policy, pairs, device)
+        rows.append(summed.float().view(2, -1).T.cpu())  # [b, 2]
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def evaluate_pairs(
+    policy: ChatModel, data: Any, ref: torch.Tensor, cfg: DPOConfig, device: torch.device, autocast: Any
+) -> dict[str, float]:
+    """Implicit-reward accuracy and margin of the policy on held-out pairs (`ref`: their table)."""
+    was_training = policy.module.training
+    policy.module.eval()
+    totals: dict[str, float] = {}
+    for start in range(0, len(data), cfg.eval_batch_size):
+        idx = list(range(start, min(start + cfg.eval_batch_size, len(data))))
+        with autocast:
+            summed, tokens = pair_logprobs(policy, policy, checked_pairs(data, idx), device)
+        lp = PreferenceLogprobs(*summed.float().chunk(2), *ref[idx].to(device).T, *tokens.chunk(2))
+        _, metrics = preference_loss(lp, cfg.beta, cfg.loss_type, cfg.label_smoothing, cfg.nll_coef)
+        for k in ("loss/dpo", "reward/accuracy", "reward/margin"):
+            totals[k] = totals.get(k, 0.0) + metrics[k] * len(idx) / len(data)
+    policy.module.train(was_training)
+    return {
+        "eval/loss_dpo": totals["loss/dpo"],
+        "eval/reward_accuracy": totals["reward/accuracy"],
+        "eval/reward_margin": totals["reward/margin"],
+    }
+
+
+def main(cfg: DPOConfig) -> dict[str, float]:
+    check_config(cfg)
+    device = pick_device(cfg.run.device)
+    distributed.init_distributed(device)
+    rank, world = distributed.world()
+    run = start_run(cfg) if rank == 0 else None  # one run folder; other processes only seed
+    if run is None:
+        seed_everything(cfg.run.seed + rank)
+    policy: ChatModel = instantiate(cfg.policy)
+    module = policy.module.to(device).train()
+    freeze_parameters(module, cfg.freeze)
+    train = instantiate(cfg.train_data)
+    held_out_pairs = instantiate(cfg.eval_pairs) if cfg.eval_pairs else None
+    held_out = instantiate(cfg.eval_data) if cfg.eval_data else None
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = instantiate(cfg.optimizer, params)
+    scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.schedule)
+    autocast = torch.autocast(
+        device.type,
+        dtype=getattr(torch, cfg.run.dtype),
+        enabled=cfg.run.dtype != "float32" and not cfg.zero_stage,
+    )
+    is_lora = hasattr(module, "disable_adapter")
+    # Reference log-probs that do not change during training are computed once: the held-out
+    # pairs' always, the training pairs' with precompute_ref_logprobs. A resumed run reads both
+    # back from its checkpoint, so it needs no reference for them.
+    saved = (run.state if run is not None else None) or {}
+    needs_reference = (
+        not cfg.precompute_ref_logprobs
+        or "train_ref" not in saved
+        or (held_out_pairs is not None and "eval_ref" not in saved)
+    )
+    reference: ChatModel | None = None
+    if needs_reference and (cfg.reference or not is_lora):  # LoRA without a reference node: adapters off
+        reference = instantiate(cfg.reference or cfg.policy)  # a frozen copy: the node built again
+        reference.module.to(device).eval().requires_grad_(False)
+    train_ref = saved.get("train_ref")
+    if cfg.precompute_ref_logprobs and train_ref is None:
+        train_ref = reference_table(policy, reference, train, cfg.eval_batch_size, device, autocast)
+    eval_ref = saved.get("eval_ref")
+    if held_out_pairs is not None and eval_ref is None:
+        eval_ref = reference_table(policy, reference, held_out_pairs, cfg.eval_batch_size, device, autocast)
+    if cfg.precompute_ref_logprobs:
+        reference = None  # nothing below needs it: free it
+    engine = None
+    if cfg.zero_stage:  # after the reference tables: ZeRO-3 shards the policy's parameters
+        engine = distributed.deepspeed_engine(
+            module,
+            optimizer,
+            cfg.zero_stage,
+            cfg.batch_size,
+            cfg.grad_accum,
+            cfg.max_grad_norm,
+            cfg.run.dtype,
+        )
+    trainer = engine if engine is not None else module  # what the training forward pass calls
+    synced = cfg.zero_stage == 3 and world > 1
+    start_step = run.start_step if run is not None else 0
+    summary: dict[str, float] = {}
+    if run is not None and run.state is not None:
+        summary = run.restore(module, optimizer, scheduler)
+    elif held_out is not None:
+        before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
+        summary = accuracy_summary(before, "before")
+        if run is not None:
+            run.log(0, before)
+            logger.info("held-out accuracy before DPO: %.3f", before["eval/accuracy"])
+
+    def state() -> dict[str, Any]:
+        extra: dict[str, Any] = {"data_position": {"pairs_seen": step * cfg.batch_size * cfg.grad_accum}}
+        if train_ref is not None:
+            extra["train_ref"] = train_ref
+        if eval_ref is not None:
+            extra["eval_ref"] = eval_ref
+        return training_state(module, optimizer, scheduler, summary, **extra)
+
+    bar = tqdm(
+        range(start_step + 1, cfg.steps + 1),
+        initial=start_step,
+        total=cfg.steps,
+        desc="dpo",
+        disable=rank > 0,
+    )
+    step = start_step
+    for step in bar:
+        started = time.perf_counter()
+        totals: dict[str, float] = {}
+        skipped = 0
+        for micro in range(cfg.grad_accum):
+            # 1. the step's pairs (each process its own)
+            indices = batch_indices(
+                step,
+                rank * cfg.grad_accum + micro,
+                cfg.batch_size,
+                cfg.grad_accum * world,
+                len(train),
+                cfg.run.seed,
+            )
+            pairs = checked_pairs(train, indices)
+            # 2. policy log-probs [2B] → chosen [B], rejected [B]
+            with autocast:
+                summed, tokens = pair_logprobs(trainer, policy, pairs, device)
+            chosen, rejected = summed.float().chunk(2)
+            # 3. reference log-probs [B] each
+            if train_ref is not None:
+                ref_chosen, ref_rejected = train_ref[indices].to(device).T
+            else:
+                with (
+                    torch.no_grad(),
+                    autocast,
+                    reference_context(module, reference.module if reference else None),
+                ):
+                    ref_summed, _ = pair_logprobs(reference or policy, policy, pairs, device)
+                ref_chosen, ref_rejected = ref_summed.float().chunk(2)
+            lp = PreferenceLogprobs(chosen, rejected, ref_chosen, ref_rejected, *tokens.chunk(2))
+            # 4. loss and gradient
+            loss, metrics = preference_loss(lp, cfg.beta, cfg.loss_type, cfg.label_smoothing, cfg.nll_coef)
+            if not torch.isfinite(loss):
+                cause = (
+                    "the loss overflowed although its inputs are finite (check beta and the learning rate)"
+                )
+                if not torch.isfinite(summed).all():
+                    cause = "the policy log-probs hold NaN/inf"
+                elif not torch.isfinite(ref_chosen + ref_rejected).all():
+                    cause = "the reference log-probs hold NaN/inf"
+                if (
+                    cfg.on_nonfinite == "stop" or engine is not None
+                ):  # DeepSpeed cannot drop half an accumulation
+                    raise FloatingPointError(
+                        f"step {step}: DPO loss is {loss.item()} ({cause}; pairs {indices[:4]}…); "
+                        "no checkpoint was written for this step"
+                    )
+                logger.warning("step %d: skipping the step, DPO loss is %s: %s", step, loss.item(), cause)
+                skipped = 1
+                break
+            if engine is not None:
+                engine.backward(loss)  # scaled by 1/grad_accum; the engine steps at the last micro-batch
+                engine.step()
+            else:
+                (loss / cfg.grad_accum).backward()
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
+        grad_norm = torch.tensor(0.0)
+        if engine is None and not skipped:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                if cfg.on_nonfinite == "stop":
+                    raise FloatingPointError(
+                        f"step {step}: gradient norm is {grad_norm.item()}; no checkpoint was written for this step"
+                    )
+                logger.warning("step %d: skipping the step, gradient norm is %s", step, grad_norm.item())
+                skipped = 1
+            if not skipped:
+                optimizer.step()
+        if not skipped:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - started
+        if totals:
+            bar.set_postfix(loss=f"{totals['loss/dpo']:.3f}", acc=f"{totals['reward/accuracy']:.2f}")
+        metrics = {}
+        if step % cfg.log_every == 0 or step == cfg.steps or skipped:
+            metrics = {
+                **totals,
+                "optim/lr": scheduler.get_last_lr()[0],
+                "perf/pairs_per_s": cfg.batch_size * cfg.grad_accum * world / elapsed,
+                "skipped/nonfinite": float(skipped),
+            }
+            if engine is None:  # DeepSpeed clips inside its step
+                metrics["optim/grad_norm"] = float(grad_norm)
+            metrics = distributed.mean_across_processes(metrics)
+        evaluate_now = step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)
+        if evaluate_now and held_out_pairs is not None and eval_ref is not None:
+            metrics.update(evaluate_pairs(policy, held_out_pairs, eval_ref, cfg, device, autocast))
+            summary["after/reward_accuracy"] = metrics["eval/reward_accuracy"]
+            summary["after/reward_margin"] = metrics["eval/reward_margin"]
+        if evaluate_now and held_out is not None:
+            metrics.update(
+                evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
+            )
+            summary.update(accuracy_summary(metrics, "after"))
+        if step == cfg.steps and totals:
+            summary["final_loss"] = totals["loss/dpo"]
+        if run is None:
+            continue
+        if metrics:
+            run.log(step, metrics)
+        if engine is None:
+            run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+    final = policy
+    if engine is not None:
+        weights = distributed.full_state_dict(engine)  # a collective: every process takes part
+        if run is not None:  # a fresh, unsharded copy of the architecture holds the gathered weights
+            final = instantiate(cfg.policy)
+            final.module.load_state_dict(weights)
+    if run is None:
+        return summary
+    if "after/accuracy" in summary:
+        logger.info(
+            "held-out accuracy: before %.3f, after %.3f",
+            summary.get("before/accuracy", float("nan")),
+            summary["after/accuracy"],
+        )
+    if "after/reward_accuracy" in summary:
+        logger.info("held-out pairs: implicit-reward accuracy %.3f", summary["after/reward_accuracy"])
+    return run.finish(final, summary)

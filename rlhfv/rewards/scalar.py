@@ -1,0 +1,95 @@
+"""A score-only reward model as a GRPO reward: one scalar per completion from a trained head.
+
+    reward: {_component_: rlhfv.rewards.ScalarRM, path: <run>/final, normalize: true}
+
+The reward model reads the prompt (with its images) and the completion's text, tokenized with its
+own tokenizer, so it need not share the policy's. With `normalize`, each batch's scores are
+standardized (mean 0, std 1 over the N completions). A reward model's scale is arbitrary: GRPO's
+`scale_rewards` divides it out within each group, but with `scale_rewards: false`, or when the
+score is added to other rewards, the scale would set the step size and the weighting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from rlhfv.config import ExistingPath
+
+if TYPE_CHECKING:
+    from rlhfv.models.base import ChatModel
+    from rlhfv.models.reward_head import ScalarRewardModel
+    from rlhfv.rollout import Rollout
+    from rlhfv.types import Prompt
+
+
+def score_responses(
+    chat: ChatModel,
+    rm: ScalarRewardModel,
+    prompts: Sequence[Prompt],
+    texts: Sequence[str],
+    device: torch.device,
+) -> torch.Tensor:
+    """The reward model's score of each (prompt, response text), response EOS-terminated. [N]"""
+    from rlhfv.training.batching import to_device, tokenize_completions
+
+    batch = to_device(chat.encoder(list(prompts)), device)  # input_ids [N, P], vision tensors
+    ids, mask = tokenize_completions(chat, list(texts))  # [N, T]
+    return rm(batch, ids.to(device), mask.to(device))
+
+
+class ScalarRM:
+    """Rewards from a reward model written by `rlhfv.pipelines.reward_model` (its `final/` folder).
+
+    Args:
+        path: The reward model folder.
+        normalize: Standardize each batch's scores (mean 0, std 1).
+        batch_size: Completions per forward pass.
+        device: "auto" (a GPU if there is one), "cpu" or "cuda".
+        dtype: The backbone's dtype.
+    """
+
+    name = "ScalarRM"
+
+    def __init__(
+        self,
+        path: ExistingPath,
+        normalize: bool = False,
+        batch_size: int = 32,
+        device: str = "auto",
+        dtype: str = "float32",
+    ):
+        from rlhfv.models.reward_head import load_reward_model
+        from rlhfv.training.run import pick_device
+
+        self.device = pick_device(device)
+        self.chat, self.rm = load_reward_model(str(path), dtype)
+        self.rm.to(self.device).eval().requires_grad_(False)
+        self.normalize, self.batch_size = normalize, batch_size
+        self.last_metrics: dict[str, float] = {}
+
+    @torch.no_grad()
+    def __call__(self, rollout: Rollout) -> torch.Tensor:
+        g = rollout.group_size
+        prompts = [p for p in rollout.prompts for _ in range(g)]  # prompt-major, like the rollout's rows
+        scores = torch.cat(
+            [
+                score_responses(
+                    self.chat,
+                    self.rm,
+                    prompts[s : s + self.batch_size],
+                    rollout.texts[s : s + self.batch_size],
+                    self.device,
+                )
+                for s in range(0, len(prompts), self.batch_size)
+            ]
+        ).cpu()  # [N]
+        self.last_metrics = {
+            "rm/score_mean": scores.mean().item(),
+            "rm/score_std": scores.std().item() if len(scores) > 1 else 0.0,
+        }
+        if self.normalize and len(scores) > 1:
+            scores = (scores - scores.mean()) / (scores.std() + 1e-6)  # equal scores give 0, not NaN
+        return scores
