@@ -81,7 +81,7 @@ class ActiveLoopConfig:
     Attributes:
         store: The preference store (a SQLite path or database URL; "": `<run.dir>/store.db`).
         annotators: "simulated" (scripted labellers, `simulated`) or "app" (people in the app).
-        overlap: Labels wanted per task (k).
+        overlap: Labels wanted per task (k; 0: the project's k, the store's `default_overlap`).
         policy: The policy whose answers are paired (ChatModel node).
         grm: The GRM every round's training starts from (ChatModel node).
         pool: Questions with `is_correct(text, example)` (a data set node taking `seed`; each
@@ -110,7 +110,7 @@ class ActiveLoopConfig:
     store: str = ""
     annotators: str = "simulated"
     simulated: SimulatedLabellers = field(default_factory=SimulatedLabellers)
-    overlap: int = 1
+    overlap: int = 0
     policy: dict[str, Any] = component_field({"_component_": "rlhfv.models.hf_vlm.tiny_qwen2_vl"})
     grm: dict[str, Any] = component_field({"_component_": "rlhfv.models.hf_vlm.tiny_qwen2_vl"})
     pool: dict[str, Any] = component_field({"_component_": "rlhfv.data.shapes.ShapesVQA", "size": 32})
@@ -187,11 +187,19 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
             "saving the loop state", lambda: store.set_setting(f"loop:{cfg.run.name}", json.dumps(new_state))
         )
 
+    # k is fixed when the loop starts, so a resumed loop waits for what it asked
+    overlap = state["overlap"] if state else cfg.overlap or retrying("reading k", store.default_overlap)
+    labellers = cfg.simulated.count or overlap
+    if cfg.annotators == "simulated" and labellers < overlap:
+        raise RecipeError(
+            f"{source}: simulated.count = {labellers} labellers cannot give each task overlap = "
+            f"{overlap} labels (one label per person per task); raise simulated.count"
+        )
     if state is None:
         grm_start = run.dir / "grm_start"  # every round's GRM training starts from this copy
         save_model(instantiate(cfg.grm), grm_start)
         state = {"id": secrets.token_hex(4), "round": 1, "phase": "sample", "grm": str(grm_start),
-                 "grm_start": str(grm_start), "history": [], "stopped": ""}  # fmt: skip
+                 "grm_start": str(grm_start), "overlap": overlap, "history": [], "stopped": ""}  # fmt: skip
         save(state)
     # the policy the rounds pair: the recipe's, or the latest one the loop trained
     policy: ChatModel = load_model(state["policy"]) if state.get("policy") else instantiate(cfg.policy)
@@ -217,7 +225,7 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
             save(state)
 
         if state["phase"] == "wait":
-            wait_for_labels(cfg, store, round_prefix, pool, r, retrying, run.dir)
+            wait_for_labels(cfg, store, round_prefix, pool, r, overlap, retrying, run.dir)
             state = {**state, "phase": "export"}
             save(state)
 
@@ -295,13 +303,9 @@ def check_config(cfg: ActiveLoopConfig, source: str) -> None:
     """Refuse a recipe the loop cannot run, before any work, naming the key and value."""
     if cfg.annotators not in ("simulated", "app"):
         raise RecipeError(f"{source}: annotators = {cfg.annotators!r}; choose 'simulated' or 'app'")
-    labellers = cfg.simulated.count or cfg.overlap
-    if cfg.annotators == "simulated" and labellers < cfg.overlap:
-        raise RecipeError(
-            f"{source}: simulated.count = {labellers} labellers cannot give each task overlap = "
-            f"{cfg.overlap} labels (one label per person per task); raise simulated.count"
-        )
-    for key in ("overlap", "per_round", "rounds", "judge_samples"):
+    if cfg.overlap < 0:
+        raise RecipeError(f"{source}: overlap = {cfg.overlap}; give k ≥ 1, or 0 for the project's k")
+    for key in ("per_round", "rounds", "judge_samples"):
         if getattr(cfg, key) < 1:
             raise RecipeError(f"{source}: {key} = {getattr(cfg, key)!r}; must be at least 1")
     if cfg.samples < 2:
@@ -410,7 +414,7 @@ def sample_and_queue(
         images = [store_pil_image(image, store.media_dir) for image in pair.prompt.images]
         tasks.append(NewTask(prompt=pair.prompt.text, responses=list(pair.responses), images=images,
                              source=f"loop:{cfg.run.name}", external_id=f"{round_prefix}q{index}"))  # fmt: skip
-    added, present = retrying("queueing tasks", lambda: store.add_tasks(tasks, cfg.overlap))
+    added, present = retrying("queueing tasks", lambda: store.add_tasks(tasks, state["overlap"]))
     hold_if_asked(run.dir, "queue")  # queued, the state not yet saved: the riskiest moment to die
     if present:
         logger.warning(
@@ -418,7 +422,7 @@ def sample_and_queue(
         )
     logger.info(
         "round %d: %d candidate pairs, %d unparsable, queued %d (overlap %d)",
-        r, len(candidates), unparsable, added, cfg.overlap,
+        r, len(candidates), unparsable, added, state["overlap"],
     )  # fmt: skip
     return {"loop/candidates": len(candidates), "loop/unparsable": unparsable, "loop/queued": added}
 
@@ -429,13 +433,14 @@ def wait_for_labels(
     round_prefix: str,
     pool: Any,
     r: int,
+    overlap: int,
     retrying: Callable[..., Any],
     run_dir: Path,
 ) -> None:
     """Step 4: simulated labellers label the round; or poll the store until people have."""
     if cfg.annotators == "simulated":
         examples = {f"{round_prefix}q{i}": pool[i] for i in range(len(pool))}  # the question behind each task
-        count = cfg.simulated.count or cfg.overlap
+        count = cfg.simulated.count or overlap
         for i in range(count):
             ann = retrying("adding an annotator", lambda i=i: SimulatedAnnotator(
                 store, f"simulated-{i}", cfg.simulated.error_rate, cfg.simulated.seed))  # fmt: skip

@@ -558,7 +558,8 @@ class Store:
             ]  # fmt: skip
 
     def task_progress(self, external_prefix: str) -> dict[str, TaskProgress]:
-        """Every task whose external id starts with `external_prefix`, by external id, with its label count."""
+        """Every task whose external id starts with `external_prefix`, by external id, with its label
+        count; a task an admin withdrew (retired) is left out: it will get no more labels."""
         with self.session() as s:
             per_task = (
                 select(Annotation.task_id, func.count().label("n")).group_by(Annotation.task_id).subquery()
@@ -567,6 +568,7 @@ class Store:
                 select(Task.id, Task.external_id, Task.overlap, func.coalesce(per_task.c.n, 0))
                 .outerjoin(per_task, per_task.c.task_id == Task.id)
                 .where(Task.external_id.startswith(external_prefix, autoescape=True))
+                .where(Task.id.not_in(RETIRED))
                 .order_by(Task.id)
             ).all()
         return {ext: TaskProgress(tid, ext, overlap, int(n)) for tid, ext, overlap, n in rows}

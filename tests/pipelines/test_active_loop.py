@@ -196,8 +196,12 @@ def test_app_annotators_time_out_resumably_and_the_loop_takes_peoples_labels_on_
     with pytest.raises(TimeoutError, match=r"round 1: 4 labels still missing on 2 tasks .* run.resume=auto"):
         cli(["run", RECIPE, *tiny(run_dir, tiny_model, *app)])
     assert loop_state(run_dir)["phase"] == "wait"
+    from rlhfv.store.curation import retire_task
+
     store = Store(run_dir / "store.db")
-    # people label through the store as the app does; a third person labels a task of another source
+    # an admin withdraws one of the round's tasks: the loop stops waiting for it and does not count it
+    retire_task(store, next(iter(store.task_progress("loop:").values())).id)
+    # people label through the store as the app does, one of them also a task of another source
     store.add_tasks([NewTask(prompt="not the loop's", responses=["a", "b"], external_id="mine")], overlap=1)
     for name in ("ann", "bob"):
         user = store.add_user(name, f"{name}-password").id
@@ -206,18 +210,22 @@ def test_app_annotators_time_out_resumably_and_the_loop_takes_peoples_labels_on_
     store.close()
     assert cli(["run", RECIPE, *tiny(run_dir, tiny_model, *app)]) == 0
     state = loop_state(run_dir)
-    assert state["history"][0]["labels/used"] == 4  # the foreign label is not the loop's
+    assert state["history"][0]["labels/used"] == 2  # neither the foreign label nor the retired task's
     rows = (Path(state["snapshot"]) / "preferences.jsonl").read_text().splitlines()
     loop_rows = (Path(state["snapshot"]) / "loop_preferences.jsonl").read_text().splitlines()
-    assert len(rows) == 3 and len(loop_rows) == 2  # exported, kept in the store, not trained on
+    assert len(rows) == 2 and len(loop_rows) == 1  # the foreign pair is exported but not trained on
 
 
 def test_an_admin_can_end_a_round_early_and_a_round_without_pairs_keeps_the_grm(tmp_path, tiny_model):
     run_dir = tmp_path / "run"
     store = Store(run_dir / "store.db")
     store.set_setting("loop:active_loop_shapes:end_round", "1")  # what the app's admin would set
+    store.set_setting("overlap", "4")  # the project's k, which overlap=0 takes
     store.close()
-    assert cli(["run", RECIPE, *tiny(run_dir, tiny_model, "annotators=app", "rounds=1")]) == 0
+    assert cli(["run", RECIPE, *tiny(run_dir, tiny_model, "annotators=app", "rounds=1", "overlap=0")]) == 0
+    store = Store(run_dir / "store.db")
+    assert [p.overlap for p in store.task_progress("loop:").values()] == [4, 4]
+    store.close()
     state = loop_state(run_dir)
     assert state["history"][0]["labels/used"] == 0 and state["history"][0]["labels/pairs"] == 0
     assert state["grm"] == state["grm_start"] and not (run_dir / "round_1" / "grm").exists()
