@@ -126,14 +126,14 @@ def check_data_overlap(recipe: Any, source: str) -> None:
     """Refuse a recipe whose training data and held-out data can share items.
 
     Data nodes are the components that take a `split` ("train" / "test" / "all"); the held-out
-    ones are those under an `eval_data` key, in any stage. Two nodes read the same data when they
+    ones are those under an `eval_data` or `eval_pairs` key, in any stage. Two nodes read the same data when they
     name the same file (`path`), or, with no file, the same generator. They are disjoint only
     when one reads split "train" and the other split "test" with the same `test_fraction`; the
     same split (whatever `limit` and `seed` pick), or "all", shares items.
     """
     train, held_out = [], []
     for key, node in _data_nodes(recipe, ""):
-        (held_out if "eval_data" in key.split(".") else train).append((key, node))
+        (held_out if {"eval_data", "eval_pairs"} & set(key.split(".")) else train).append((key, node))
     for t_key, t in train:
         for e_key, e in held_out:
             if t["source"] != e["source"]:

@@ -151,3 +151,11 @@ def test_a_recipe_that_evaluates_on_data_it_trains_on_is_refused(tmp_path, capsy
         RecipeError, match="held-out data stages.grpo.eval_data both read rlhfv.data.shapes.ShapesVQA"
     ):
         load_recipe(shapes, ["stages.grpo.eval_data.split=train"])
+
+
+def test_held_out_preference_pairs_count_as_held_out_data():
+    """DPO's `eval_pairs` are held out like `eval_data`: on split test they are accepted, on train refused."""
+    dpo = str(ROOT / "recipes" / "dpo_shapes.yaml")
+    assert cli(["validate", dpo]) == 0
+    with pytest.raises(RecipeError, match="held-out data stages.dpo.eval_pairs.data"):
+        load_recipe(dpo, ["stages.dpo.eval_pairs.data.split=train"])
