@@ -11,7 +11,7 @@ from rlhfv.config import load_recipe
 ROOT = Path(__file__).resolve().parents[2]
 MINIGRID = str(ROOT / "recipes" / "adops_minigrid.yaml")
 MONTEZUMA = str(ROOT / "recipes" / "adops_montezuma.yaml")
-METHODS = ["ppo", "rnd", "pbrs", "pbim", "grm_d1", "pies", "adops", "adopes"]
+METHODS = ["ppo", "rnd", "pbrs", "pbim", "grm_d1", "pies", "adops", "adopes", "adops_w2"]
 
 
 def test_adops_recipes_validate_and_name_every_method():
