@@ -181,8 +181,8 @@ class GridTower(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels [I, 3, S, S] → pooled [I, C], tokens [I, g·g, C]."""
-        frozen = not self.trains or not torch.is_grad_enabled()
-        if self.cache is not None and frozen and not self.trunk.training:
+        # a tower that trains changes its weights, hence its fingerprint, every step: no cache
+        if self.cache is not None and not self.trains and not self.trunk.training:
             features = self.cached_feature_map(pixels)
         else:
             features = self.feature_map(pixels)  # [I, C, h, w]
