@@ -132,7 +132,7 @@ class GridTower(nn.Module):
         self.timm_model, self.layer, self.grid, self.side = timm_model, layer, grid, side
         self.width, self.num_tokens = channels, grid * grid
         self.cache = cache
-        self._fingerprint: tuple[int, str] | None = None  # (weights version, digest)
+        self._fingerprint: tuple[int, str] | None = None  # (weights' versions and storage, digest)
 
     @property
     def trains(self) -> bool:
@@ -154,10 +154,12 @@ class GridTower(nn.Module):
 
     def fingerprint(self) -> str:
         """Digest of the tower's identity and weights; recomputed only when a weight changed in place."""
-        version = sum(p._version for p in self.trunk.state_dict().values())
+        tensors = [*self.trunk.named_parameters(), *self.trunk.named_buffers()]
+        # in-place writes bump a tensor's version; .to() and reassignment give it new storage
+        version = hash(tuple((t._version, t.data_ptr()) for _, t in tensors))
         if self._fingerprint is None or self._fingerprint[0] != version:
             digest = hashlib.sha256(json.dumps([self.timm_model, self.layer]).encode())
-            for name, tensor in self.trunk.state_dict().items():
+            for name, tensor in tensors:
                 digest.update(name.encode())
                 digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
             self._fingerprint = (version, digest.hexdigest())
