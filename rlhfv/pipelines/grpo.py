@@ -474,12 +474,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         summary["final_reward"] = metrics["reward/mean"]
         if engine is None:
             run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
-    final = policy
-    if engine is not None:
-        weights = distributed.full_state_dict(engine)  # a collective: every process takes part
-        if run is not None:  # a fresh, unsharded copy of the architecture holds the gathered weights
-            final = instantiate(cfg.policy)
-            final.module.load_state_dict(weights)
+    final = distributed.unsharded_model(engine, policy, lambda: instantiate(cfg.policy), run is not None)
     if run is None:
         return summary
     if "after/accuracy" in summary:

@@ -94,3 +94,17 @@ def full_state_dict(engine: Any) -> dict[str, torch.Tensor]:
         params, modifier_rank=None, enabled=engine.zero_optimization_stage() == 3
     ):
         return {k: v.detach().cpu().clone() for k, v in engine.module.state_dict().items()}
+
+
+def unsharded_model(engine: Any, model: Any, rebuild: Any, writes: bool) -> Any:
+    """The model a run saves at its end: `model` itself, or under ZeRO a fresh, unsharded copy of
+    the architecture (`rebuild()`) holding the gathered weights. Under ZeRO this is a collective:
+    every process calls it, and only the one that `writes` builds the copy."""
+    if engine is None:
+        return model
+    weights = full_state_dict(engine)
+    if not writes:
+        return model
+    final = rebuild()
+    final.module.load_state_dict(weights)
+    return final
