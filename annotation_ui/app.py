@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the page modules bes
 import ui_admin  # noqa: E402
 import ui_dashboard  # noqa: E402
 import ui_label  # noqa: E402
+import ui_loop  # noqa: E402
 
 from rlhfv.store.store import DEFAULT_URL, SESSION_LIFETIME, Store, UserInfo  # noqa: E402
 
@@ -104,7 +105,8 @@ def main() -> None:
         # Admins land on progress, their usual first look; Label stays one click away.
         pages = {"Progress & agreement": ui_admin.render_progress, **pages, "Tasks": ui_admin.render_tasks,
                  "Import tasks": ui_admin.render_import, "Export": ui_admin.render_export,
-                 "Users": ui_admin.render_users, "Training dashboard": ui_dashboard.render}  # fmt: skip
+                 "Users": ui_admin.render_users, "Training dashboard": ui_dashboard.render,
+                 "Loop": ui_loop.render}  # fmt: skip
     with st.sidebar:
         st.text(f"Logged in as {user.name} ({user.role})")  # plain text: a name is user input
         page = st.radio("Page", list(pages), key="page")

@@ -10,7 +10,8 @@ Each round r:
    duplicates, and the top `per_round` are queued in the store with `overlap` labels wanted each,
    under the external id `loop:<id>:r<r>:q<question>`;
 4. wait: simulated annotators label them through the store API, or (`annotators: app`) the loop
-   polls the store until people have, an admin ends the round, or `wait_timeout_s` passes;
+   polls the store until people have, an admin ends the round (the app's Loop page sets
+   `loop:<run.name>:end_round`), or `wait_timeout_s` passes;
 5. export: a numbered snapshot of every label (`rlhfv.store.export`);
 6. train: the starting GRM is fine-tuned (`rlhfv.pipelines.sft`) on all the loop's labels so far
    and scored on the held-out pairs of `grm_train.eval_data`; that model judges the next round;
@@ -19,11 +20,12 @@ Each round r:
 The loop stops after `rounds`, at `label_budget` labels or at `target_accuracy`.
 
 Crash safety: the round and phase live in `<run.dir>/loop_state.json` (written atomically after
-each phase and mirrored into the store's settings as `loop:<run.name>`); tasks and labels live in
-the store. Every phase can be done again without harm: sampling is seeded per round, a round whose
-tasks are already in the store is not sampled or queued again, labels are the store's (a label is
-never copied out and counted), an export is a new numbered snapshot, and the GRM's SFT run resumes
-its own checkpoints. So after `kill -9`, `run.resume=auto` continues the same round.
+each phase and mirrored into the store's settings as `loop:<run.name>`, which the app's Loop page
+reads); tasks and labels live in the store. Every phase can be done again without harm: sampling
+is seeded per round, a round whose tasks are already in the store is not sampled or queued again,
+labels are the store's (a label is never copied out and counted), an export is a new numbered
+snapshot, and the GRM's SFT run resumes its own checkpoints. So after `kill -9`, `run.resume=auto`
+continues the same round.
 """
 
 from __future__ import annotations
@@ -221,12 +223,14 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
                 stats = sample_and_queue(
                     cfg, policy, pool, state, round_prefix, strategy, store, run, retrying
                 )
-            state = {**state, "phase": "wait", "stats": stats}
+            # wall-clock time (the app shows how long the round has waited; a resume keeps it)
+            state = {**state, "phase": "wait", "stats": stats, "wait_started": time.time()}
             save(state)
 
         if state["phase"] == "wait":
             wait_for_labels(cfg, store, round_prefix, pool, r, overlap, retrying, run.dir)
-            state = {**state, "phase": "export"}
+            waited = round(time.time() - state.get("wait_started", time.time()), 1)
+            state = {**state, "phase": "export", "stats": {**state.get("stats", {}), "loop/wait_s": waited}}
             save(state)
 
         if state["phase"] == "export":

@@ -467,6 +467,16 @@ class Store:
         with self.session() as s:
             s.merge(Meta(key=key, value=value))
 
+    def settings(self, prefix: str) -> dict[str, str]:
+        """Every setting whose key starts with `prefix`, by key (say, each loop's `loop:<name>`)."""
+        with self.session() as s:
+            rows = s.execute(
+                select(Meta.key, Meta.value)
+                .where(Meta.key.startswith(prefix, autoescape=True))
+                .order_by(Meta.key)
+            ).all()
+        return {key: value for key, value in rows}
+
     # --- reading back ----------------------------------------------------------------------
 
     def user_progress(self, user_id: int) -> dict[str, int]:
