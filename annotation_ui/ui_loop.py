@@ -98,7 +98,9 @@ def show_loop(store: Store, user: UserInfo, name: str, state: dict[str, Any]) ->
         missing, tasks = labels_missing(store, state)
         cols[1].metric("Labels still needed", missing)
         cols[2].metric("Waiting for", duration(time.time() - state.get("wait_started", time.time())))
-        st.caption(f"Round {r} has {plural(tasks, 'task')} in the queue, {state['overlap']} labels each.")
+        st.caption(
+            f"Round {r} has {plural(tasks, 'task')} in the queue, {plural(state['overlap'], 'label')} each."
+        )
         end_round(store, user, name, r, missing)
     else:
         cols[1].metric("Labels still needed", "–")
@@ -107,8 +109,10 @@ def show_loop(store: Store, user: UserInfo, name: str, state: dict[str, Any]) ->
     if not history:
         st.info("No round finished yet.")
         return
+    import pandas as pd
+
     rows = round_rows(history)
-    st.dataframe(rows, width="stretch", hide_index=True)
+    st.table(pd.DataFrame(rows), hide_index=True)  # a plain table: a few rows, all shown, text in the page
     trained = [(row["labels used"], rec["grm/accuracy"]) for row, rec in zip(rows, history, strict=True)
                if row["GRM accuracy"] != "not trained (no pairs)"]  # fmt: skip
     if len(trained) > 1:

@@ -56,18 +56,15 @@ class App:
 
 
 @pytest.fixture
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    """`rlhfv annotate` in a fresh folder: the default SQLite location, a first admin, runs under
-    checkpoints/. One per test, so each test's queue starts empty of others' labels."""
+def bare_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    """`rlhfv annotate` in a fresh folder: the default SQLite location, a first admin and one
+    annotator, runs under checkpoints/, no task yet. One per test, so no test sees another's labels."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     folder = tmp_path_factory.mktemp("app")
     store = Store(folder / "rlhfv_annotate" / "store.db")  # where `rlhfv annotate` looks by default
     store.add_user("ann", "ann-password")
-    store.add_tasks(
-        [NewTask(f"Question {i}?", [f"left answer {i}", f"right answer {i}"]) for i in range(4)], 1
-    )
     (folder / "checkpoints" / "live").mkdir(parents=True)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLHFV_")}
@@ -86,6 +83,14 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def app(bare_app: App) -> App:
+    """The app with four one-label tasks queued, "Question 0?" to "Question 3?"."""
+    tasks = [NewTask(f"Question {i}?", [f"left answer {i}", f"right answer {i}"]) for i in range(4)]
+    bare_app.store.add_tasks(tasks, 1)
+    return bare_app
 
 
 def log_in(app: App, p: Any, name: str, password: str, **page_options: Any) -> Any:
@@ -334,3 +339,97 @@ def test_an_admin_downloads_a_snapshot_as_one_zip_with_its_images(app: App):
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         row = json.loads(archive.read("v1/preferences.jsonl").decode().splitlines()[0])
         assert archive.read(f"v1/{row['images'][0]}") == (app.store.media_dir / "blue.png").read_bytes()
+
+
+def wait_for(what: str, done: Any, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Poll `done()` until true; fail at once, with the loop's log, if the loop process died."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"the loop exited ({proc.returncode}) before {what}: {log.read_text()[-3000:]}"
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout} s: {log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_people_label_a_loop_round_in_chromium_and_the_loop_page_shows_round_2(bare_app: App, tmp_path: Path):
+    """The closed loop with people: the loop queues round 1, ann labels it in the browser, the loop
+    trains the GRM on her labels and queues round 2, which the admin's Loop page shows and ends."""
+    from rlhfv.models.base import save_model
+    from rlhfv.models.hf_vlm import tiny_qwen2_vl
+
+    model, run_dir, log = tmp_path / "tiny", tmp_path / "loop", tmp_path / "loop.log"
+    save_model(tiny_qwen2_vl(seed=0), model)
+    parity = "tests.data.test_pairs.ParityGraded"  # a rule a random tiny policy's answers split
+    overrides = [
+        f"run.dir={run_dir}", f"store={bare_app.store.url}", "annotators=app", "overlap=1", "per_round=2",
+        "rounds=2", "poll_s=0.2", "wait_timeout_s=150", f"policy.path={model}", f"grm.path={model}",
+        f"pool._component_={parity}", "pool.size=6", "pool.tasks=[count]", "samples=3", "max_new_tokens=6",
+        "judge_samples=2", "judge_max_new_tokens=6", "judge_force=true", "grm_train.steps=2",
+        "grm_train.batch_size=2", "grm_train.warmup_steps=0", "grm_train.eval_batch_size=4",
+        "grm_train.max_new_tokens=6", f"grm_train.eval_data.pairs.data._component_={parity}",
+        "grm_train.eval_data.pairs.data.size=4", "grm_train.eval_data.pairs.data.tasks=[count]",
+        "grm_train.eval_data.pairs.max_new_tokens=6", "grm_train.eval_data.pairs.samples=3",
+    ]  # fmt: skip
+    recipe = str(ROOT / "recipes" / "active_loop_shapes.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    store, expect = bare_app.store, bare_app.sync_api.expect
+    state = lambda: json.loads(store.setting("loop:active_loop_shapes") or "{}")  # noqa: E731
+    with log.open("w") as out:
+        loop = subprocess.Popen([sys.executable, "-m", "rlhfv.cli", "run", recipe, *overrides], cwd=ROOT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        # 1. the loop queues round 1 and waits for people
+        wait_for("round 1's wait", lambda: state().get("phase") == "wait", loop, log)
+        round_1 = store.task_progress(f"loop:{state()['id']}:r1:")
+        assert len(round_1) == 2 and all(p.overlap == 1 and p.labels == 0 for p in round_1.values())
+        with bare_app.sync_api.sync_playwright() as p:
+            # 2. an annotator labels those tasks in the browser: the images and answers the policy gave
+            page = log_in(bare_app, p, "ann", "ann-password")
+            expect(page.get_by_text("0 labelled, 2 to go")).to_be_visible(timeout=30_000)
+            page.get_by_role("button", name="Start labelling").click()
+            for i in range(2):
+                expect(page.get_by_text(f"{i} labelled, {2 - i} to go")).to_be_visible(timeout=30_000)
+                expect(page.get_by_role("img").first).to_be_visible()  # the ShapesVQA picture
+                expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+                form = page.get_by_role("radiogroup", name="Which response is better?")
+                form.get_by_text("A", exact=True).click()
+                expect(form.get_by_role("radio", name="A", exact=True)).to_be_checked()
+                page.get_by_role("button", name="Submit").click()
+            expect(page.get_by_text("Nothing left for you to label")).to_be_visible(timeout=30_000)
+            # 3. the loop takes her labels, retrains the GRM and queues round 2
+            wait_for("round 2's wait", lambda: (state()["round"], state()["phase"]) == (2, "wait"), loop, log)
+            # 4. the admin's Loop page shows round 2, and ends it
+            admin = log_in(bare_app, p, "boss", "boss-password")
+            admin.get_by_text("Loop", exact=True).click()
+            expect(admin.get_by_text("Round 2: waiting for labels")).to_be_visible(timeout=30_000)
+            metric = lambda label: admin.get_by_test_id("stMetric").filter(has_text=label)  # noqa: E731
+            expect(metric("Labels still needed")).to_contain_text("2")
+            expect(metric("Labels used so far")).to_contain_text("2")
+            accuracy = f"{state()['history'][0]['grm/accuracy']:.3f}"  # round 1's, as the loop recorded it
+            expect(admin.get_by_test_id("stTable").get_by_role("row").nth(1)).to_contain_text(accuracy)
+            expect(admin.locator(IDLE)).to_be_attached(timeout=30_000)
+            admin.get_by_role("button", name="End round 2 now").click()
+            # the loop stops waiting, trains once more and ends; the page follows it there
+            finished = admin.get_by_text("Finished after 2 rounds: all 2 rounds done.")
+            expect(finished).to_be_visible(timeout=60_000)
+            rows = admin.get_by_test_id("stTable").get_by_role("row")
+            expect(rows).to_have_count(3)  # the header, round 1, round 2
+        assert loop.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if loop.poll() is None:
+            os.killpg(loop.pid, signal.SIGKILL)
+            loop.wait()
+    final = state()
+    assert final["phase"] == "done" and [h["round"] for h in final["history"]] == [1, 2]
+    assert [h["labels/used"] for h in final["history"]] == [2, 2]  # ann's two; round 2 ended with none
+    assert [h["labels/pairs"] for h in final["history"]] == [2, 2]
+    assert all(0 <= h["grm/accuracy"] <= 1 for h in final["history"])  # trained both rounds (NaN: not)
+    labels = store.labels()
+    assert [(row["annotator"], row["external_id"].split(":")[2]) for row in labels] == [("ann", "r1")] * 2
+    assert {row["external_id"] for row in labels} == set(round_1)
+    assert store.setting("loop:active_loop_shapes:end_round") == "2"
+    assert (run_dir / "round_1" / "grm" / "final").is_dir() and final["grm"].endswith("round_2/grm/final")

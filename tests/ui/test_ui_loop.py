@@ -68,7 +68,8 @@ def test_the_loop_page_shows_round_labels_needed_time_waiting_and_each_rounds_ac
     minutes, seconds = re.fullmatch(r"(\d+) min (\d+) s", shown["Waiting for"]).groups()
     assert 125 <= 60 * int(minutes) + int(seconds) <= 125 + late + 1
     assert shown["Labels used so far"] == "4"
-    table = at.dataframe[0].value
+    assert "Round 2 has 2 tasks in the queue, 2 labels each." in [c.value for c in at.caption]
+    table = at.table[0].value
     assert table.to_dict("records") == [
         {"round": 1, "labels used": 4, "preference pairs": 3, "candidates": 5, "unparsable": 1, "queued": 2,
          "waited": "1 min 1 s", "GRM accuracy": "0.625"}
@@ -100,7 +101,7 @@ ui_loop.render(Store({store.url!r}), UserInfo({ann.id}, "ann", "admin"))  # a fo
 """
     at = AppTest.from_string(script, default_timeout=30).run()
     assert [e.value for e in at.error] == ["This page is for admins only."]
-    assert not at.button and not at.metric and not at.dataframe
+    assert not at.button and not at.metric and not at.table
     assert store.setting(END) == ""
 
 
@@ -114,7 +115,7 @@ def test_a_finished_loop_shows_why_it_stopped_and_a_round_that_trained_nothing(s
     at = loop_page(store)
     assert [s.value for s in at.success] == ["Finished after 2 rounds: all 2 rounds done."]
     assert metrics(at)["Labels still needed"] == "–" and metrics(at)["Labels used so far"] == "6"
-    rows = at.dataframe[0].value.to_dict("records")
+    rows = at.table[0].value.to_dict("records")
     assert [r["GRM accuracy"] for r in rows] == ["not trained (no pairs)", "0.700"]
     assert rows[1]["policy accuracy"] == "0.400"
     assert not at.selectbox and not [b for b in at.button if b.label.startswith("End round")]
