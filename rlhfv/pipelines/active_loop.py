@@ -400,6 +400,11 @@ def sample_and_queue(
     rng = random.Random(seed)
     informativeness = strategy(judgements, rng)  # [C], None: the judgements cannot say
     unparsable = sum(all(s is None for s in j.scores) for j in judgements)
+    if unparsable:
+        logger.warning(
+            "round %d: no judgement of %d of the %d candidate pairs parsed; they are skipped (loop/unparsable), "
+            "never queued with a made-up score", r, unparsable, len(candidates),
+        )  # fmt: skip
     order = ranked(informativeness, rng)
     if cfg.diverse:
         hashes = [image_hash(p.prompt.images) for _, p in candidates]

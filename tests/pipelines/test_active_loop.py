@@ -190,7 +190,9 @@ def test_an_empty_pool_and_unparsable_judgements_stop_the_round_clearly_and_it_s
 
 
 @pytest.mark.slow
-def test_app_annotators_time_out_resumably_and_the_loop_takes_peoples_labels_on_resume(tmp_path, tiny_model):
+def test_app_annotators_time_out_resumably_and_the_loop_takes_peoples_labels_on_resume(
+    tmp_path, tiny_model, caplog
+):
     run_dir = tmp_path / "run"
     app = ["annotators=app", "wait_timeout_s=0.3", "rounds=1"]
     with pytest.raises(TimeoutError, match=r"round 1: 4 labels still missing on 2 tasks .* run.resume=auto"):
@@ -209,6 +211,8 @@ def test_app_annotators_time_out_resumably_and_the_loop_takes_peoples_labels_on_
             store.submit(user, view.id, [0, 1])
     store.close()
     assert cli(["run", RECIPE, *tiny(run_dir, tiny_model, *app)]) == 0
+    foreign = store.task_progress("mine")["mine"].id
+    assert f"labels on 1 task(s) the loop does not track (task ids [{foreign}])" in caplog.text
     state = loop_state(run_dir)
     assert state["history"][0]["labels/used"] == 2  # neither the foreign label nor the retired task's
     rows = (Path(state["snapshot"]) / "preferences.jsonl").read_text().splitlines()
@@ -246,3 +250,71 @@ def test_a_loop_in_progress_is_not_restarted_without_being_asked(tmp_path, tiny_
     (tmp_path / "run" / "loop_state.json").write_text("{}")
     with pytest.raises(RunExistsError, match="run.resume=auto"):
         cli(["run", RECIPE, *tiny(tmp_path / "run", tiny_model, "run.resume=never")])
+
+
+def test_a_candidate_whose_judgements_all_fail_to_parse_is_skipped_counted_and_never_queued(
+    tmp_path, tiny_model, monkeypatch, caplog
+):
+    from dataclasses import replace
+
+    from rlhfv.pipelines import active_loop
+
+    judge, kept = active_loop.judge, []
+
+    def all_but_one_unparsable(grm, items, **kwargs):
+        """The real judgements, but every candidate after the first loses all its scores."""
+        out = judge(grm, items, **kwargs)
+        for j, item in enumerate(items):
+            if not kept:
+                kept.append((item.question, item.responses))
+            elif (item.question, item.responses) != kept[0]:
+                out[j] = replace(out[j], scores=[None] * len(out[j].scores))
+        return out
+
+    monkeypatch.setattr(active_loop, "judge", all_but_one_unparsable)
+    run_dir = tmp_path / "run"
+    assert cli(["run", RECIPE, *tiny(run_dir, tiny_model, "rounds=1")]) == 0
+    stats = loop_state(run_dir)["history"][0]
+    assert stats["loop/candidates"] > 2  # several to choose from, per_round = 2 …
+    assert stats["loop/unparsable"] == stats["loop/candidates"] - 1  # … all counted as unparsable but one,
+    assert stats["loop/queued"] == 1  # so one task is queued, not two: none with a made-up score
+    n, c = stats["loop/unparsable"], stats["loop/candidates"]
+    assert f"round 1: no judgement of {n} of the {c} candidate pairs parsed; they are skipped" in caplog.text
+    store = Store(run_dir / "store.db")
+    queued = store.labels()
+    store.close()
+    assert {(row["prompt"], tuple(row["responses"])) for row in queued} == {(kept[0][0], tuple(kept[0][1]))}
+
+
+def test_a_store_lost_mid_round_is_retried_then_stops_naming_the_phase_and_the_loop_resumes(
+    tmp_path, tiny_model, monkeypatch, caplog
+):
+    from sqlalchemy.exc import OperationalError
+
+    calls = []
+    task_progress = Store.task_progress
+
+    def lost_after_queueing(self, prefix):
+        calls.append(prefix)
+        if len(calls) > 1:  # the first read is the sample phase's; from the wait on, the store is gone
+            raise OperationalError("SELECT", {}, Exception("unable to open database file"))
+        return task_progress(self, prefix)
+
+    monkeypatch.setattr(Store, "task_progress", lost_after_queueing)
+    run_dir = tmp_path / "run"
+    app = ["annotators=app", "rounds=1", "store_retries=2"]
+    with pytest.raises(
+        RuntimeError, match=r"reading tasks failed 3 times .* round 1, phase wait: make the store"
+    ):
+        cli(["run", RECIPE, *tiny(run_dir, tiny_model, *app)])
+    assert caplog.text.count("retrying in") == 2
+    assert (loop_state(run_dir)["round"], loop_state(run_dir)["phase"]) == (1, "wait")
+    monkeypatch.undo()  # the store is back: the same round continues, its tasks not queued again
+    store = Store(run_dir / "store.db")
+    store.set_setting("loop:active_loop_shapes:end_round", "1")
+    store.close()
+    assert cli(["run", RECIPE, *tiny(run_dir, tiny_model, *app)]) == 0
+    assert loop_state(run_dir)["history"][0]["loop/queued"] == 2
+    store = Store(run_dir / "store.db")
+    assert len(store.task_progress("loop:")) == 2
+    store.close()
