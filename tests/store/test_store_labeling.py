@@ -184,6 +184,14 @@ def test_settings_round_trip_and_cannot_touch_the_schema_version(store):
         store.set_setting("schema_version", "1")
 
 
+def test_settings_by_prefix_match_the_prefix_literally(store):
+    for key in ("loop:a", "loop:a:end_round", "loop_b", "loopxc", "guidelines"):
+        store.set_setting(key, key.upper())
+    # "_" and "%" are SQL LIKE wildcards: a prefix must not match them loosely
+    assert store.settings("loop:") == {"loop:a": "LOOP:A", "loop:a:end_round": "LOOP:A:END_ROUND"}
+    assert store.settings("loop_") == {"loop_b": "LOOP_B"}
+
+
 def test_to_go_leaves_out_tasks_whose_every_slot_is_claimed_by_others(tmp_path):
     store = Store(tmp_path / "s.db", lease_minutes=30)
     store.add_tasks([NewTask("p", ["a", "b"]), NewTask("q", ["c", "d"])], overlap=1)
