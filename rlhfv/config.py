@@ -192,9 +192,30 @@ def _validate_stage(cfg: DictConfig, source: str, prefix: str) -> DictConfig:
     if run.resume not in RESUME_MODES:
         raise RecipeError(f"{source}: {prefix}run.resume = {run.resume!r}; choose one of {RESUME_MODES}")
     _validate_components(merged, source, prefix)
+    if "rollout" in merged and merged.rollout.get("engine") == "vllm":
+        _check_engine(merged, source, prefix)
     OmegaConf.set_struct(merged, False)
     merged.pipeline = str(cfg.pipeline)
     return merged
+
+
+def _check_engine(cfg: DictConfig, source: str, prefix: str) -> None:
+    """A vLLM rollout engine loads Hugging Face checkpoints only, and VLMs on GPU only: say so at
+    validation, not after the policy has loaded."""
+    from rlhfv.engine.vllm import check_supported
+
+    device = str(cfg.run.device)
+    on_gpu = device == "cuda" or device == "auto" and _cuda_available()
+    try:
+        check_supported(OmegaConf.to_container(cfg.policy, resolve=True), on_gpu, source, prefix)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise RecipeError(str(e)) from e
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _explain(e: OmegaConfBaseException, source: str, prefix: str, schema: type) -> str:
