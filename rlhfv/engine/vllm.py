@@ -213,6 +213,8 @@ class VLLMEngine:
             "RLHFV_ENGINE_AUTHKEY": authkey.hex(),
             "VLLM_CPU_KVCACHE_SPACE": str(self.settings.kv_cache_gb),
             "VLLM_CPU_OMP_THREADS_BIND": self.settings.threads,
+            # the engine core in the server process itself: one process less to start (each imports vllm)
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         }
         cmd = [
             str(self.python),
