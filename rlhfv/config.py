@@ -207,7 +207,7 @@ def _check_engine(cfg: DictConfig, source: str, prefix: str) -> None:
     device = str(cfg.run.device)
     on_gpu = device == "cuda" or device == "auto" and _cuda_available()
     try:
-        check_supported(OmegaConf.to_container(cfg.policy, resolve=True), on_gpu, source, prefix)  # type: ignore[arg-type]
+        check_supported(OmegaConf.to_container(cfg.policy, resolve=False), on_gpu, source, prefix)  # type: ignore[arg-type]
     except ValueError as e:
         raise RecipeError(str(e)) from e
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from rlhfv.engine import RolloutConfig
-from rlhfv.models.base import ChatModel
+from rlhfv.models.base import MODEL_CARD, ChatModel
 from rlhfv.rollout import Rollout, _cut_at_stop
 from rlhfv.types import Prompt
 
@@ -57,8 +57,17 @@ class EngineDied(EngineError):
 
 def check_supported(policy_node: dict[str, Any], on_gpu: bool, source: str = "recipe", prefix: str = "") -> None:
     """Refuse, before any work, a policy vLLM cannot load: custom MLLMs (clip_lm, cnn towers) and
-    tiny test builders are not Hugging Face checkpoints, and VLMs need a GPU engine."""
+    tiny test builders are not Hugging Face checkpoints, and VLMs need a GPU engine.
+
+    `load_model` folders are judged by the loader their card names; one whose folder does not
+    exist yet (an earlier stage's output) is checked when the engine starts.
+    """
     target = str(policy_node.get("_component_", ""))
+    card = Path(str(policy_node.get("path", ""))) / MODEL_CARD
+    if target == "rlhfv.models.base.load_model":
+        if not card.is_file():
+            return
+        target = json.loads(card.read_text())["loader"]
     where = f"{source}: {prefix}rollout.engine = 'vllm' with {prefix}policy._component_ = {target!r}"
     if target not in VLLM_LOADERS:
         raise ValueError(
@@ -155,6 +164,7 @@ class VLLMEngine:
                 f"rollout.engine = 'vllm': the policy suppresses tokens {list(policy.suppressed_tokens)[:5]}, "
                 "which the engine's sampler cannot yet; keep rollout.engine: hf"
             )
+        check_supported({"_component_": policy.loader}, torch.cuda.is_available(), "policy", "")
         self.policy, self.settings, self.seed = policy, settings, seed
         self.sampling = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         self.stop_strings = list(stop_strings)
