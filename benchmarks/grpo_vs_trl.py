@@ -114,7 +114,9 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> dict:
     main(validate_recipe(OmegaConf.create(recipe), "benchmark"))
     rows = [r for r in read_metrics(out_dir / "metrics.jsonl") if "perf/step_s" in r]
     # the engine process has exited by now: the largest finished child's peak is the engine's
-    engine_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if args.engine == "vllm" else 0.0
+    engine_mb = (
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if args.engine == "vllm" else 0.0
+    )
     return {
         "step_s": [r["perf/step_s"] for r in rows][args.warmup :],
         "step_cpu_s": [r["perf/step_cpu_s"] for r in rows][args.warmup :],

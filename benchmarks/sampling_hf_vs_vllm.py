@@ -64,7 +64,9 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch threads of the HF side")
-    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="sampling precision, both")
+    p.add_argument(
+        "--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="sampling precision, both"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     policy = load_text_lm(args.model)

