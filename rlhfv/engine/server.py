@@ -96,10 +96,22 @@ def generate(llm, request: dict) -> list[list[dict]]:
 
 
 def reload(llm, weights_dir: str) -> float:
+    """Load the folder's weights into the running model.
+
+    `reload_weights` redoes the weight processing (the CPU backend's repacking); a plain
+    `load_weights` into the repacked layers fails there. With the engine core in this process
+    (VLLM_ENABLE_V1_MULTIPROCESSING=0) the tensors are handed over directly, memory-mapped from
+    the file; otherwise the workers read the folder themselves.
+    """
     began = time.perf_counter()
-    # `reload_weights` re-runs the model loader on the folder, including the CPU backend's weight
-    # repacking; a plain `load_weights` into the repacked layers fails there.
-    llm.collective_rpc("reload_weights", kwargs={"weights_path": weights_dir})
+    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
+        from safetensors import safe_open
+
+        with safe_open(os.path.join(weights_dir, "model.safetensors"), framework="pt") as f:
+            weights = ((name, f.get_tensor(name)) for name in f.keys())
+            llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+    else:
+        llm.collective_rpc("reload_weights", kwargs={"weights_path": weights_dir})
     llm.reset_prefix_cache()  # cached prompt blocks were computed by the old weights
     return time.perf_counter() - began
 

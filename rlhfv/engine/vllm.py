@@ -17,11 +17,13 @@ run (checkpoints already written stay as they are).
 from __future__ import annotations
 
 import copy
+import ctypes
 import json
 import logging
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -146,6 +148,15 @@ def check_names(exported: set[str], names: set[str]) -> None:
         )
 
 
+def _die_with_parent() -> None:
+    """In the engine's process before it runs: Linux kills it when the trainer dies, so a killed
+    run leaves no engine behind."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class VLLMEngine:
     """A vLLM process sampling from the trainer's policy (see the module docstring)."""
 
@@ -186,7 +197,11 @@ class VLLMEngine:
         self.process: subprocess.Popen | None = None
         self.conn: Connection | None = None
         self.restarts_left = 1
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # no engine and no weight copy left behind in /dev/shm
+            raise
 
     # -- process ---------------------------------------------------------------------------
 
@@ -219,6 +234,7 @@ class VLLMEngine:
     def start(self) -> None:
         """Start the engine process and wait until it listens (or fails, or times out)."""
         address = str(self.dir / "engine.sock")
+        Path(address).unlink(missing_ok=True)  # a dead engine's socket would block the new one's
         authkey = secrets.token_bytes(16)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
@@ -247,7 +263,9 @@ class VLLMEngine:
             cmd += ["--gpu-memory-utilization", str(self.settings.gpu_memory_utilization)]
         log = self.log_path.open("ab")
         began = time.monotonic()
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.dir)
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.dir, preexec_fn=_die_with_parent
+        )
         log.close()
         while True:
             if self.process.poll() is not None:
