@@ -114,8 +114,12 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> dict:
     main(validate_recipe(OmegaConf.create(recipe), "benchmark"))
     rows = [r for r in read_metrics(out_dir / "metrics.jsonl") if "perf/step_s" in r]
     # the engine process has exited by now: the largest finished child's peak is the engine's
-    engine_mb = (
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if args.engine == "vllm" else 0.0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    engine_mb = children.ru_maxrss / 1024 if args.engine == "vllm" else 0.0
+    # the engine's CPU time is not in perf/step_cpu_s (another process): its whole run's, start-up
+    # included, spread over the steps, is reported beside it
+    engine_cpu_s = (
+        (children.ru_utime + children.ru_stime) / max(1, len(rows)) if args.engine == "vllm" else 0.0
     )
     return {
         "step_s": [r["perf/step_s"] for r in rows][args.warmup :],
@@ -126,6 +130,7 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> dict:
         "completion_len": statistics.mean(r["completion/length_mean"] for r in rows),
         "peak_rss_mb": peak_rss_mb() + engine_mb,
         "engine_rss_mb": engine_mb,
+        "engine_cpu_s_per_step": engine_cpu_s,
         "peak_cuda_mb": peak_cuda_mb(),
     }
 
@@ -320,6 +325,7 @@ def compare(name: str, model_dir: str, args: argparse.Namespace) -> dict:
                 print(
                     f"  {name} ours (vLLM): median sampling {statistics.median(last['sample_s']):.2f} s, "
                     f"sync {statistics.median(last['sync_s']):.2f} s per step, engine peak {last['engine_rss_mb']:.0f} MB, "
+                    f"engine CPU {last.get('engine_cpu_s_per_step', float('nan')):.2f} s per step (start-up included; not in CPU s/step below), "
                     f"logprob gap {max(last['logprob_gap']):.4f} at most",
                     flush=True,
                 )

@@ -18,6 +18,12 @@ own prompts and ZeRO averages the gradients.
 over completion tokens, where π_sampler is what `generate` drew each token from and π_old is what
 the loss takes as the sampling policy. It is ~1e-5 in float32; bf16 sampling (`rollout_dtype`),
 top_p < 1, dropout, or a sampler that departs from the policy raise it.
+
+The sampler is `rollout.engine`: "hf" generates in this process on the trained module; "vllm"
+runs a vLLM process (`rlhfv.engine.vllm`) that gets the trainer's weights after every
+`rollout.sync_every` steps (`perf/sync_s`). There the gap also measures the engine's kernels and
+precision, and a missed sync shows as a jump in it; `rollout.tis_cap` weights each token's loss
+by the capped ratio π_old / π_engine.
 """
 
 from __future__ import annotations
