@@ -51,8 +51,11 @@ class RunConfig:
         tensorboard: Also write TensorBoard events.
         device: "auto" (CUDA if present), "cpu" or "cuda".
         dtype: Compute dtype under autocast: "float32" (no autocast), "bfloat16" or "float16".
-        cpu_threads: Torch intra-op threads (0: torch's default). Tiny models on a small CPU
-            often run faster on 1 thread than on 2.
+        cpu_threads: Torch intra-op threads (0: torch's default, one per core). The default 1
+            comes from `benchmarks/threads_hf.py` on a busy 2-core machine: SmolLM2-135M sampled
+            5.8× and trained 3× slower on 2 threads than on 1 (the threads wait for each other
+            whenever another program holds a core). On an idle machine with many cores, or to
+            train a larger model on CPU, measure and raise it.
     """
 
     name: str = "run"
@@ -64,7 +67,7 @@ class RunConfig:
     tensorboard: bool = False
     device: str = "auto"
     dtype: str = "float32"
-    cpu_threads: int = 0
+    cpu_threads: int = 1
 
 
 RESUME_MODES = ("never", "auto", "overwrite")
