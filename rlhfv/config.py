@@ -1,7 +1,8 @@
 """Recipes: load YAML with overrides, validate against the code, instantiate `_component_` nodes.
 
 A recipe names its pipeline (`pipeline: rlhfv.pipelines.sft.main`); the pipeline's first
-parameter is annotated with a dataclass that lists every top-level key the recipe may use. Any node
+parameter is annotated with a dataclass that lists every top-level key the recipe may use. A
+pipeline module may add its own checks as `check_recipe(cfg, source, prefix)`, raising ValueError. Any node
 `{_component_: dotted.path, **kwargs}` is bound to its target's signature. Both checks run before
 any work, and every error names the recipe file, the key path and the value.
 
@@ -195,30 +196,15 @@ def _validate_stage(cfg: DictConfig, source: str, prefix: str) -> DictConfig:
     if run.resume not in RESUME_MODES:
         raise RecipeError(f"{source}: {prefix}run.resume = {run.resume!r}; choose one of {RESUME_MODES}")
     _validate_components(merged, source, prefix)
-    if "rollout" in merged and merged.rollout.get("engine") == "vllm":
-        _check_engine(merged, source, prefix)
+    check = getattr(inspect.getmodule(pipeline), "check_recipe", None)  # the pipeline's own checks
+    if check is not None:
+        try:
+            check(merged, source, prefix)
+        except ValueError as e:
+            raise RecipeError(str(e)) from e
     OmegaConf.set_struct(merged, False)
     merged.pipeline = str(cfg.pipeline)
     return merged
-
-
-def _check_engine(cfg: DictConfig, source: str, prefix: str) -> None:
-    """A vLLM rollout engine loads Hugging Face checkpoints only, and VLMs on GPU only: say so at
-    validation, not after the policy has loaded."""
-    from rlhfv.engine.vllm import check_supported
-
-    device = str(cfg.run.device)
-    on_gpu = device == "cuda" or device == "auto" and _cuda_available()
-    try:
-        check_supported(OmegaConf.to_container(cfg.policy, resolve=False), on_gpu, source, prefix)  # type: ignore[arg-type]
-    except ValueError as e:
-        raise RecipeError(str(e)) from e
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _explain(e: OmegaConfBaseException, source: str, prefix: str, schema: type) -> str:

@@ -157,6 +157,19 @@ def check_config(cfg: GRPOConfig) -> None:
         )
 
 
+def check_recipe(cfg: Any, source: str, prefix: str) -> None:
+    """At `rlhfv validate`: a vLLM engine needs a policy vLLM can load (`check_supported`)."""
+    if cfg.rollout.engine != "vllm":
+        return
+    from omegaconf import OmegaConf
+
+    from rlhfv.engine.vllm import check_supported
+
+    device = str(cfg.run.device)
+    on_gpu = device == "cuda" or device == "auto" and torch.cuda.is_available()
+    check_supported(OmegaConf.to_container(cfg.policy, resolve=False), on_gpu, source, prefix)  # type: ignore[arg-type]
+
+
 def reference_context(policy_module: torch.nn.Module, reference: torch.nn.Module | None) -> Any:
     """Where log π_ref comes from: a frozen copy, or the LoRA policy with its adapters off."""
     if reference is None:

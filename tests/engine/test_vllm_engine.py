@@ -142,3 +142,23 @@ def test_grpo_trains_on_the_engine_syncing_every_step_and_logs_a_small_gap(tmp_p
         assert row["perf/sync_s"] > 0  # synced after every step
         assert row["rollout/logprob_gap"] < 1e-3  # float32 engine, synced: the same policy
     assert (tmp_path / "run" / "engine.log").exists()
+
+
+def test_an_architecture_vllm_lacks_fails_at_start_with_the_engines_reason(tmp_path):
+    requirements()
+    from transformers import BertConfig, BertLMHeadModel
+
+    from rlhfv.models.text_lm import load_text_lm, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, is_decoder=True,
+    )  # fmt: skip
+    folder = tmp_path / "bert"
+    BertLMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    policy = load_text_lm(str(folder))
+    with pytest.raises(EngineError) as e:
+        VLLMEngine(policy, RolloutConfig(engine="vllm", start_timeout_s=240), 4, 1.0, 1.0, [], "float32", 0)
+    assert "rollout.vllm_python" in str(e.value) and "BertLMHeadModel" in str(e.value)
