@@ -101,7 +101,7 @@ def default_python() -> Path:
     return engine_home() / "vllm" / "bin" / "python"
 
 
-def engine_state_dict(module: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def engine_state_dict(module: Any, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """The trainer's weights under the names of a Hugging Face checkpoint, LoRA merged in.
 
     peft wraps names (`base_model.model.…`, `….base_layer.weight`) and adds `lora_A/B`; with the
@@ -126,7 +126,7 @@ def engine_state_dict(module: torch.nn.Module, dtype: torch.dtype) -> dict[str, 
     return out
 
 
-def expected_names(module: torch.nn.Module) -> set[str]:
+def expected_names(module: Any) -> set[str]:
     """The tensor names of a checkpoint of this architecture with untied embeddings, from an
     empty copy built on the meta device (no memory, no weights)."""
     base = module.get_base_model() if hasattr(module, "get_base_model") else module
@@ -214,7 +214,7 @@ class VLLMEngine:
         sync that changed only the embeddings, against 1e-5 for every other tensor).
         """
         self.weights.mkdir(parents=True, exist_ok=True)
-        base = self.policy.module
+        base: Any = self.policy.module  # a transformers model, or peft's wrapper of one
         base = base.get_base_model() if hasattr(base, "get_base_model") else base
         config = copy.deepcopy(base.config)
         config.tie_word_embeddings = False

@@ -415,7 +415,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                             shared,
                             policy.suppressed_tokens,
                         )
-                    old = old_lp[c] if old_lp[c] is not None else lp.detach()
+                    old = lp.detach() if (saved := old_lp[c]) is None else saved  # [n, T]
                     weights = None  # [n, T] truncated importance weights π_old / π_sampler
                     if rollout.sampler_logprobs is not None:
                         if update == 0:
