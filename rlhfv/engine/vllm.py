@@ -220,6 +220,10 @@ class VLLMEngine:
         config.tie_word_embeddings = False
         config.save_pretrained(self.weights)
         self.policy.encoder.save_pretrained(self.weights)
+        # vLLM refuses a max_model_len above what the model's positions allow
+        self.max_model_len = min(
+            self.settings.max_model_len, getattr(config, "max_position_embeddings", 1 << 30)
+        )
         self._write_weights()
 
     def _write_weights(self) -> None:
@@ -257,7 +261,7 @@ class VLLMEngine:
             "--seed",
             str(self.seed),
             "--max-model-len",
-            str(self.settings.max_model_len),
+            str(self.max_model_len),
         ]
         if torch.cuda.is_available():
             cmd += ["--gpu-memory-utilization", str(self.settings.gpu_memory_utilization)]

