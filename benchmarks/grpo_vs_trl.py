@@ -2,6 +2,12 @@
 
     python benchmarks/grpo_vs_trl.py                      # tiny text model, then SmolLM2-135M-Instruct
     python benchmarks/grpo_vs_trl.py --models tiny --steps 4
+    python benchmarks/grpo_vs_trl.py --models smollm2 --engine vllm   # rlhfv samples with vLLM
+
+With `--engine vllm` rlhfv samples in a vLLM process (`rlhfv engine install vllm` first), synced
+with the trainer after every step; its peak memory is reported apart and added to rlhfv's (the
+two peaks need not coincide, so the sum is an upper bound). TRL samples with transformers as
+before: its own vLLM modes need a GPU.
 
 Both trainers run in child processes of this one invocation, one after the other, alternating
 (rlhfv, TRL, rlhfv, TRL, ...) so that load from other programs on the machine hits both alike. Each
@@ -103,14 +109,28 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> dict:
         "kl_coef": 0.0,
         "log_rollouts_every": 0,
         "rollout_dtype": args.rollout_dtype,
+        "rollout": {"engine": args.engine, "logprob_gap_warn": 0.0},
     }
     main(validate_recipe(OmegaConf.create(recipe), "benchmark"))
     rows = [r for r in read_metrics(out_dir / "metrics.jsonl") if "perf/step_s" in r]
+    # the engine process has exited by now: the largest finished child's peak is the engine's
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    engine_mb = children.ru_maxrss / 1024 if args.engine == "vllm" else 0.0
+    # the engine's CPU time is not in perf/step_cpu_s (another process): its whole run's, start-up
+    # included, spread over the steps, is reported beside it
+    engine_cpu_s = (
+        (children.ru_utime + children.ru_stime) / max(1, len(rows)) if args.engine == "vllm" else 0.0
+    )
     return {
         "step_s": [r["perf/step_s"] for r in rows][args.warmup :],
         "step_cpu_s": [r["perf/step_cpu_s"] for r in rows][args.warmup :],
+        "sample_s": [r["perf/sample_s"] for r in rows][args.warmup :],
+        "sync_s": [r.get("perf/sync_s", 0.0) for r in rows][args.warmup :],
+        "logprob_gap": [r.get("rollout/logprob_gap", float("nan")) for r in rows],
         "completion_len": statistics.mean(r["completion/length_mean"] for r in rows),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb() + engine_mb,
+        "engine_rss_mb": engine_mb,
+        "engine_cpu_s_per_step": engine_cpu_s,
         "peak_cuda_mb": peak_cuda_mb(),
     }
 
@@ -273,6 +293,7 @@ def launch(kind: str, model_dir: str, args: argparse.Namespace) -> dict:
         "--model-dir",
         model_dir,
         f"--rollout-dtype={args.rollout_dtype}",
+        f"--engine={args.engine}",
     ]
     for key in (
         "steps",
@@ -300,6 +321,14 @@ def compare(name: str, model_dir: str, args: argparse.Namespace) -> dict:
         for kind in ("ours", "trl"):
             runs[kind].append(launch(kind, model_dir, args))
             last = runs[kind][-1]
+            if kind == "ours" and args.engine == "vllm":
+                print(
+                    f"  {name} ours (vLLM): median sampling {statistics.median(last['sample_s']):.2f} s, "
+                    f"sync {statistics.median(last['sync_s']):.2f} s per step, engine peak {last['engine_rss_mb']:.0f} MB, "
+                    f"engine CPU {last.get('engine_cpu_s_per_step', float('nan')):.2f} s per step (start-up included; not in CPU s/step below), "
+                    f"logprob gap {max(last['logprob_gap']):.4f} at most",
+                    flush=True,
+                )
             print(
                 f"  {name} {kind}: median {statistics.median(last['step_s']):.2f} s/step "
                 f"({statistics.median(last['step_cpu_s']):.2f} CPU s/step) over {len(last['step_s'])}, "
@@ -339,6 +368,7 @@ def main() -> None:
         "--dtype", default="float32", choices=["float32", "bfloat16"], help="training precision, both"
     )
     p.add_argument("--rollout-dtype", default="", help="rlhfv only: sampling precision ('' = --dtype)")
+    p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rlhfv only: rollout.engine")
     p.add_argument(
         "--bf16-check",
         action="store_true",
@@ -360,7 +390,7 @@ def main() -> None:
     print(
         f"GRPO step time, rlhfv vs TRL: B={args.prompts} G={args.group_size} max_new_tokens={args.max_new_tokens}, "
         f"{args.device} ({isa}), {args.threads} threads, training {args.dtype}, "
-        f"rlhfv sampling {args.rollout_dtype or args.dtype}"
+        f"rlhfv sampling {args.rollout_dtype or args.dtype} with {args.engine}"
     )
     if args.bf16_check:
         print(json.dumps(bf16_check(args.smollm2_dir, args), indent=2))

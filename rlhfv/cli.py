@@ -1,4 +1,4 @@
-"""`rlhfv run | validate | ls | eval | annotate | models`.
+"""`rlhfv run | validate | ls | eval | annotate | models | engine`.
 
 `run` and `validate` live here; the other commands hand their arguments to the module that owns
 them (`rlhfv.grm.evaluate`, `rlhfv.store.cli`, `rlhfv.models.hub`), which keeps `rlhfv --help` fast.
@@ -19,6 +19,7 @@ DELEGATED = {
     "eval": ("rlhfv.grm.evaluate", "evaluate a reward model: rlhfv eval grm --help"),
     "annotate": ("rlhfv.store.cli", "the annotation app and its data: rlhfv annotate --help"),
     "models": ("rlhfv.models.hub", "get pretrained models: rlhfv models pull smollm2-135m-instruct"),
+    "engine": ("rlhfv.engine.install", "rollout engine environments: rlhfv engine install vllm"),
 }
 
 

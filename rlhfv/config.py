@@ -1,7 +1,8 @@
 """Recipes: load YAML with overrides, validate against the code, instantiate `_component_` nodes.
 
 A recipe names its pipeline (`pipeline: rlhfv.pipelines.sft.main`); the pipeline's first
-parameter is annotated with a dataclass that lists every top-level key the recipe may use. Any node
+parameter is annotated with a dataclass that lists every top-level key the recipe may use. A
+pipeline module may add its own checks as `check_recipe(cfg, source, prefix)`, raising ValueError. Any node
 `{_component_: dotted.path, **kwargs}` is bound to its target's signature. Both checks run before
 any work, and every error names the recipe file, the key path and the value.
 
@@ -51,8 +52,11 @@ class RunConfig:
         tensorboard: Also write TensorBoard events.
         device: "auto" (CUDA if present), "cpu" or "cuda".
         dtype: Compute dtype under autocast: "float32" (no autocast), "bfloat16" or "float16".
-        cpu_threads: Torch intra-op threads (0: torch's default). Tiny models on a small CPU
-            often run faster on 1 thread than on 2.
+        cpu_threads: Torch intra-op threads (0: torch's default, one per core). The default 1
+            comes from `benchmarks/threads_hf.py` on a busy 2-core machine: SmolLM2-135M sampled
+            5.8× and trained 3× slower on 2 threads than on 1 (the threads wait for each other
+            whenever another program holds a core). On an idle machine with many cores, or to
+            train a larger model on CPU, measure and raise it.
     """
 
     name: str = "run"
@@ -64,7 +68,7 @@ class RunConfig:
     tensorboard: bool = False
     device: str = "auto"
     dtype: str = "float32"
-    cpu_threads: int = 0
+    cpu_threads: int = 1
 
 
 RESUME_MODES = ("never", "auto", "overwrite")
@@ -192,6 +196,12 @@ def _validate_stage(cfg: DictConfig, source: str, prefix: str) -> DictConfig:
     if run.resume not in RESUME_MODES:
         raise RecipeError(f"{source}: {prefix}run.resume = {run.resume!r}; choose one of {RESUME_MODES}")
     _validate_components(merged, source, prefix)
+    check = getattr(inspect.getmodule(pipeline), "check_recipe", None)  # the pipeline's own checks
+    if check is not None:
+        try:
+            check(merged, source, prefix)
+        except ValueError as e:
+            raise RecipeError(str(e)) from e
     OmegaConf.set_struct(merged, False)
     merged.pipeline = str(cfg.pipeline)
     return merged

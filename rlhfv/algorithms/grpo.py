@@ -82,6 +82,7 @@ def grpo_loss(
     ref_logprobs: torch.Tensor | None = None,
     batch_tokens: float | None = None,
     batch_sequences: int | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate plus k3 KL, averaged as `cfg.loss_norm` says.
 
@@ -95,6 +96,7 @@ def grpo_loss(
         batch_tokens: Completion tokens in the whole batch this micro-batch is part of
             (default: this micro-batch's), for "token_mean".
         batch_sequences: Completions in the whole batch (default: n), for the other two.
+        token_weights: Per-token weights of the surrogate, no grad (`truncated_is_weights`). [n, T]
     Returns:
         The loss to minimise (this micro-batch's share) and float metrics.
     """
@@ -104,6 +106,8 @@ def grpo_loss(
     adv = advantages.to(logprobs.dtype).unsqueeze(1)  # [n, 1]: every token of o_i gets Â_i
     clipped = ratio.clamp(1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps)
     surrogate = -torch.minimum(ratio * adv, clipped * adv)  # [n, T]
+    if token_weights is not None:
+        surrogate = surrogate * token_weights.detach().to(surrogate.dtype)
     loss = masked_average(surrogate, mask, cfg, batch_tokens, batch_sequences)
     metrics = {"loss/policy": loss.item()}
     if cfg.kl_coef > 0:
@@ -141,3 +145,16 @@ def masked_average(
         lengths = mask.sum(dim=1).clamp(min=1.0)  # [n]
         return ((per_token * mask).sum(dim=1) / lengths).sum() / sequences
     return (per_token * mask).sum() / (sequences * cfg.max_len)
+
+
+def truncated_is_weights(
+    old_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, cap: float
+) -> torch.Tensor:
+    """Truncated importance sampling (Yao et al. 2025, "Your efficient RL framework secretly brings
+    you off-policy RL training"; TRL's vllm_importance_sampling_cap, verl's TIS): the tokens were
+    drawn by the engine's sampler π_sampler, not by π_old that the loss assumes, so each token's
+    term is weighted by π_old / π_sampler, capped at `cap` to bound the variance.
+
+    Shapes: [n, T] each → [n, T] (no grad). Masked positions, where both are 0, get weight 1.
+    """
+    return torch.exp(old_logprobs.detach() - sampler_logprobs).clamp(max=cap)

@@ -182,6 +182,7 @@ def judge(
     force: bool = False,
     hints: Sequence[int] | None = None,
     reading: bool = False,
+    engine: Any | None = None,
 ) -> list[Judgement]:
     """Judge every item k times in ONE batched generate call (B·k rows).
 
@@ -198,6 +199,8 @@ def judge(
         reading: The judge first answers each item's question itself, before it sees the
             responses, and its answer is shown after them (`pointwise_prompt(reading=...)`); items
             with the same question and images share one reading when greedy.
+        engine: A rollout engine serving this judge (`rlhfv.engine.vllm.VLLMEngine`): the B·k
+            prompts go to it in one call instead of `generate` (not with `reading`).
     """
     from rlhfv.rollout import generate
 
@@ -223,9 +226,18 @@ def judge(
                 key = (item.question, *map(id, item.images))
                 prompt.reading = readings.setdefault(key, Prompt(item.question, list(item.images)))
             prompts.append(prompt)
-    rollout = generate(
-        model, prompts, group_size=1, max_new_tokens=max_new_tokens, temperature=temperature, greedy=greedy
-    )
+    if engine is not None and not reading:
+        seed = (rng or random).randrange(2**31)  # random: seeded with the run by seed_everything
+        rollout = engine.generate(prompts, 1, [""] * len(prompts), seed, max_new_tokens, temperature, greedy)
+    else:
+        rollout = generate(
+            model,
+            prompts,
+            group_size=1,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            greedy=greedy,
+        )
     texts, forced = list(rollout.texts), [False] * len(prompts)
     if force:
         counts = [len(item.responses) for item in items for _ in range(k)]

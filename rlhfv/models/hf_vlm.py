@@ -69,7 +69,8 @@ class HFPromptEncoder:
         self.processor = processor
         self.dtype = dtype  # floating vision tensors (pixel values) are cast to the model's dtype
 
-    def __call__(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
+    def texts(self, prompts: Sequence[Prompt]) -> list[str]:
+        """The chat-templated prompt texts, one image marker per image (not yet expanded)."""
         conversations = []
         for p in prompts:
             messages = (
@@ -78,7 +79,10 @@ class HFPromptEncoder:
             content = [{"type": "image"} for _ in p.images] + [{"type": "text", "text": p.text}]
             conversations.append(messages + [{"role": "user", "content": content}])
         texts = self.processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
-        texts = [t + p.prefill for t, p in zip(texts, prompts, strict=True)]
+        return [t + p.prefill for t, p in zip(texts, prompts, strict=True)]
+
+    def __call__(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
+        texts = self.texts(prompts)
         has_images = any(p.images for p in prompts)
         batch = self.processor(
             text=texts,

@@ -18,6 +18,12 @@ own prompts and ZeRO averages the gradients.
 over completion tokens, where π_sampler is what `generate` drew each token from and π_old is what
 the loss takes as the sampling policy. It is ~1e-5 in float32; bf16 sampling (`rollout_dtype`),
 top_p < 1, dropout, or a sampler that departs from the policy raise it.
+
+The sampler is `rollout.engine`: "hf" generates in this process on the trained module; "vllm"
+runs a vLLM process (`rlhfv.engine.vllm`) that gets the trainer's weights after every
+`rollout.sync_every` steps (`perf/sync_s`). There the gap also measures the engine's kernels and
+precision, and a missed sync shows as a jump in it; `rollout.tis_cap` weights each token's loss
+by the capped ratio π_old / π_engine.
 """
 
 from __future__ import annotations
@@ -32,11 +38,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from rlhfv.algorithms.grpo import GRPOLossConfig, group_advantages, grpo_loss
+from rlhfv.algorithms.grpo import GRPOLossConfig, group_advantages, grpo_loss, truncated_is_weights
 from rlhfv.config import RunConfig, component_field, instantiate
+from rlhfv.engine import HFEngine, RolloutConfig, RolloutEngine, check_rollout_config
 from rlhfv.models.base import ChatModel, freeze_parameters
 from rlhfv.rewards import checked_rewards
-from rlhfv.rollout import Rollout, generate, rollout_of_groups, sequence_logprobs
+from rlhfv.rollout import Rollout, rollout_of_groups, sequence_logprobs
 from rlhfv.training import distributed
 from rlhfv.training.batching import batch_indices
 from rlhfv.training.evaluation import accuracy_summary, evaluate_accuracy
@@ -77,6 +84,8 @@ class GRPOConfig:
             with avx512_bf16 or AMX, and on GPUs.
         freeze: Regular expressions; parameters whose names match one are not trained (e.g.
             ["visual"] keeps a Qwen2-VL vision tower fixed).
+        rollout: The sampling engine (`rlhfv.engine.RolloutConfig`): `hf` in this process, or
+            `vllm` in its own, synced every `rollout.sync_every` steps.
     """
 
     run: RunConfig = field(default_factory=RunConfig)
@@ -111,6 +120,7 @@ class GRPOConfig:
     zero_stage: int = 0
     rollout_dtype: str = ""
     freeze: list[str] = field(default_factory=list)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
 
 def check_config(cfg: GRPOConfig) -> None:
@@ -136,10 +146,28 @@ def check_config(cfg: GRPOConfig) -> None:
         )
     if cfg.rollout_dtype not in ("", "float32", "bfloat16", "float16"):
         raise ValueError(f"rollout_dtype = {cfg.rollout_dtype!r}; choose '', float32, bfloat16 or float16")
+    check_rollout_config(cfg.rollout)
+    if cfg.rollout.engine == "vllm" and cfg.zero_stage:
+        raise ValueError(
+            "rollout.engine = 'vllm' with zero_stage > 0: the engine syncs from one unsharded model"
+        )
     if cfg.zero_stage and cfg.run.save_every:
         raise ValueError(
             "run.save_every > 0 with zero_stage > 0: resumable ZeRO checkpoints are not written yet; set run.save_every=0"
         )
+
+
+def check_recipe(cfg: Any, source: str, prefix: str) -> None:
+    """At `rlhfv validate`: a vLLM engine needs a policy vLLM can load (`check_supported`)."""
+    if cfg.rollout.engine != "vllm":
+        return
+    from omegaconf import OmegaConf
+
+    from rlhfv.engine.vllm import check_supported
+
+    device = str(cfg.run.device)
+    on_gpu = device == "cuda" or device == "auto" and torch.cuda.is_available()
+    check_supported(OmegaConf.to_container(cfg.policy, resolve=False), on_gpu, source, prefix)  # type: ignore[arg-type]
 
 
 def reference_context(policy_module: torch.nn.Module, reference: torch.nn.Module | None) -> Any:
@@ -266,6 +294,24 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         disable=rank != 0,
     )
     step = start_step
+    sampler: RolloutEngine
+    if cfg.rollout.engine == "vllm":
+        from rlhfv.engine.vllm import VLLMEngine
+
+        # the engine starts from the trainer's weights as they are now (resumed runs included)
+        sampler = VLLMEngine(
+            policy,
+            cfg.rollout,
+            cfg.max_new_tokens,
+            cfg.temperature,
+            cfg.top_p,
+            cfg.stop_strings,
+            rollout_dtype,
+            cfg.run.seed,
+            log_dir=run.dir if run is not None else None,
+        )
+    else:
+        sampler = HFEngine(policy, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.stop_strings, synced)
 
     sample_s = 0.0  # this step's time in generate (perf/sample_s), rewards excluded
 
@@ -277,91 +323,67 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         seed = cfg.run.seed + 7919 * round_
         indices = batch_indices(step, rank, cfg.prompts_per_step, world, len(train), seed)
         examples = [train[i] for i in indices]
-        with sample_autocast:
-            rollout = generate(
-                policy,
+        with sample_autocast:  # the HF engine's precision; a vLLM engine runs in rollout_dtype anyway
+            rollout = sampler.generate(
                 [e.prompt for e in examples],
                 cfg.group_size,
-                cfg.max_new_tokens,
-                cfg.temperature,
-                cfg.top_p,
-                cfg.stop_strings,
-                labels=[e.label for e in examples],
-                synced_gpus=synced,
+                [e.label for e in examples],
+                step + 100_003 * round_,
             )
         sample_s += time.perf_counter() - began
         return rollout, checked_rewards(reward_fn, rollout)  # a broken reward stops before any update
 
-    for step in bar:
-        started, cpu_started, sample_s = time.perf_counter(), time.process_time(), 0.0
-        # 1–3. prompts of this step and process, G samples each, their rewards
-        module.eval()  # sampling: no dropout
-        rollout, rewards = sample(0)  # [N]
-        step_rewards = rewards  # what the policy scores on this step's prompts (reward/mean)
-        kept_groups = cfg.prompts_per_step
-        if cfg.dynamic_sampling:
-            # DAPO's dynamic sampling: a group whose G rewards are all equal has zero advantage and
-            # teaches nothing. Keep the others, and sample further rounds until B groups differ.
-            first = (rollout, rewards)
-            picks: list[tuple[Rollout, int]] = []
-            kept_rewards: list[torch.Tensor] = []
-            for round_ in range(cfg.dynamic_sampling):
-                if round_ > 0:
-                    rollout, rewards = sample(round_)
-                grouped = rewards.view(-1, cfg.group_size)  # [B, G]
-                for b in torch.nonzero(grouped.amax(dim=1) > grouped.amin(dim=1)).flatten().tolist():
-                    if len(picks) < cfg.prompts_per_step:
-                        picks.append((rollout, b))
-                        kept_rewards.append(grouped[b])
-                if len(picks) == cfg.prompts_per_step:
-                    break
-            kept_groups = len(picks)
-            # with no group left, the first round trains (zero advantages: only the KL term acts)
-            rollout, rewards = (rollout_of_groups(policy, picks), torch.cat(kept_rewards)) if picks else first
-        advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards).to(device)  # [N]
-        n_rows = len(rollout)
-        mask = rollout.completion_mask  # [N, T]
-        reading = rollout.reading  # the first part of each output, written from its own prompt
-        if reading is not None and (cfg.updates_per_batch > 1 or cfg.kl_coef > 0):
-            raise ValueError(
-                "prompts with a reading (JudgeTask(reading='self')) train with updates_per_batch 1 and kl_coef 0 only"
-            )
-        # token_mean over whole outputs: a reading's tokens count with the rest of its output's
-        batch_tokens = float(mask.sum()) + (
-            float(reading.completion_mask.sum()) if reading is not None else 0.0
-        )
-        chunks = [slice(s, s + micro) for s in range(0, n_rows, micro)]
-        shared = (
-            cfg.group_size if micro % cfg.group_size == 0 and reading is None else 1
-        )  # micro-batches hold whole groups: share prompts (rows with readings differ)
-        # 4. log π_old and log π_ref per micro-batch, without grad and (like the sampler) without dropout
-        old_lp: list[torch.Tensor | None] = [None] * len(chunks)
-        ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
-        with torch.no_grad(), autocast:
-            for c, rows in enumerate(chunks):
-                args = (
-                    rollout.select(rows),
-                    rollout.completion_ids[rows],
-                    mask[rows],
-                    cfg.temperature,
-                    shared,
-                    policy.suppressed_tokens,
+    try:
+        for step in bar:
+            started, cpu_started, sample_s = time.perf_counter(), time.process_time(), 0.0
+            # 1–3. prompts of this step and process, G samples each, their rewards
+            module.eval()  # sampling: no dropout
+            rollout, rewards = sample(0)  # [N]
+            step_rewards = rewards  # what the policy scores on this step's prompts (reward/mean)
+            kept_groups = cfg.prompts_per_step
+            if cfg.dynamic_sampling:
+                # DAPO's dynamic sampling: a group whose G rewards are all equal has zero advantage and
+                # teaches nothing. Keep the others, and sample further rounds until B groups differ.
+                first = (rollout, rewards)
+                picks: list[tuple[Rollout, int]] = []
+                kept_rewards: list[torch.Tensor] = []
+                for round_ in range(cfg.dynamic_sampling):
+                    if round_ > 0:
+                        rollout, rewards = sample(round_)
+                    grouped = rewards.view(-1, cfg.group_size)  # [B, G]
+                    for b in torch.nonzero(grouped.amax(dim=1) > grouped.amin(dim=1)).flatten().tolist():
+                        if len(picks) < cfg.prompts_per_step:
+                            picks.append((rollout, b))
+                            kept_rewards.append(grouped[b])
+                    if len(picks) == cfg.prompts_per_step:
+                        break
+                kept_groups = len(picks)
+                # with no group left, the first round trains (zero advantages: only the KL term acts)
+                rollout, rewards = (
+                    (rollout_of_groups(policy, picks), torch.cat(kept_rewards)) if picks else first
                 )
-                if cfg.updates_per_batch > 1:
-                    old_lp[c] = sequence_logprobs(trainer, *args)
-                if cfg.kl_coef > 0:
-                    with reference_context(module, reference):
-                        ref_lp[c] = sequence_logprobs(reference if reference is not None else trainer, *args)
-        module.train()
-        # 5. μ optimizer steps over the batch
-        totals: dict[str, float] = {}
-        gap = 0.0  # Σ |log π_sampler − log π_old| over the batch's completion tokens
-        skipped = 0
-        for update in range(cfg.updates_per_batch):
-            for c, rows in enumerate(chunks):
-                with autocast:
-                    lp = sequence_logprobs(
-                        trainer,
+            advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards).to(device)  # [N]
+            n_rows = len(rollout)
+            mask = rollout.completion_mask  # [N, T]
+            reading = rollout.reading  # the first part of each output, written from its own prompt
+            if reading is not None and (cfg.updates_per_batch > 1 or cfg.kl_coef > 0):
+                raise ValueError(
+                    "prompts with a reading (JudgeTask(reading='self')) train with updates_per_batch 1 and kl_coef 0 only"
+                )
+            # token_mean over whole outputs: a reading's tokens count with the rest of its output's
+            batch_tokens = float(mask.sum()) + (
+                float(reading.completion_mask.sum()) if reading is not None else 0.0
+            )
+            chunks = [slice(s, s + micro) for s in range(0, n_rows, micro)]
+            shared = (
+                cfg.group_size if micro % cfg.group_size == 0 and reading is None else 1
+            )  # micro-batches hold whole groups: share prompts (rows with readings differ)
+            # 4. log π_old and log π_ref per micro-batch, without grad and (like the sampler) without dropout
+            old_lp: list[torch.Tensor | None] = [None] * len(chunks)
+            ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
+            with torch.no_grad(), autocast:
+                for c, rows in enumerate(chunks):
+                    args = (
                         rollout.select(rows),
                         rollout.completion_ids[rows],
                         mask[rows],
@@ -369,111 +391,173 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                         shared,
                         policy.suppressed_tokens,
                     )
-                old = old_lp[c] if old_lp[c] is not None else lp.detach()
-                if update == 0 and rollout.sampler_logprobs is not None:
-                    gap += float(((rollout.sampler_logprobs[rows] - old).abs() * mask[rows]).sum())
-                loss, metrics = grpo_loss(
-                    lp, old, advantages[rows], mask[rows], loss_cfg, ref_lp[c], batch_tokens, n_rows
-                )
-                if reading is not None:
+                    if cfg.updates_per_batch > 1:
+                        old_lp[c] = sequence_logprobs(trainer, *args)
+                    if cfg.kl_coef > 0:
+                        with reference_context(module, reference):
+                            ref_lp[c] = sequence_logprobs(
+                                reference if reference is not None else trainer, *args
+                            )
+            module.train()
+            # 5. μ optimizer steps over the batch
+            totals: dict[str, float] = {}
+            gap = 0.0  # Σ |log π_sampler − log π_old| over the batch's completion tokens
+            skipped = 0
+            for update in range(cfg.updates_per_batch):
+                for c, rows in enumerate(chunks):
                     with autocast:
-                        lp_read = sequence_logprobs(
+                        lp = sequence_logprobs(
                             trainer,
-                            reading.select(rows),
-                            reading.completion_ids[rows],
-                            reading.completion_mask[rows],
+                            rollout.select(rows),
+                            rollout.completion_ids[rows],
+                            mask[rows],
                             cfg.temperature,
-                            suppressed_tokens=policy.suppressed_tokens,
+                            shared,
+                            policy.suppressed_tokens,
                         )
-                    if reading.sampler_logprobs is not None:  # readings are sampled output too
-                        read_mask = reading.completion_mask[rows]
-                        gap += float(
-                            ((reading.sampler_logprobs[rows] - lp_read.detach()).abs() * read_mask).sum()
-                        )
-                    read_loss, _ = grpo_loss(
-                        lp_read,
-                        lp_read.detach(),
+                    old = lp.detach() if (saved := old_lp[c]) is None else saved  # [n, T]
+                    weights = None  # [n, T] truncated importance weights π_old / π_sampler
+                    if rollout.sampler_logprobs is not None:
+                        if update == 0:
+                            gap += float(((rollout.sampler_logprobs[rows] - old).abs() * mask[rows]).sum())
+                        if cfg.rollout.tis_cap:
+                            weights = truncated_is_weights(
+                                old, rollout.sampler_logprobs[rows], cfg.rollout.tis_cap
+                            )
+                    loss, metrics = grpo_loss(
+                        lp,
+                        old,
                         advantages[rows],
-                        reading.completion_mask[rows],
+                        mask[rows],
                         loss_cfg,
-                        None,
+                        ref_lp[c],
                         batch_tokens,
                         n_rows,
+                        weights,
                     )
-                    loss = loss + read_loss
-                    metrics["loss/policy"] += read_loss.item()
-                if not torch.isfinite(loss):
-                    cause = nonfinite_cause(lp, old, ref_lp[c], advantages[rows])
-                    if (
-                        cfg.on_nonfinite == "stop" or engine is not None
-                    ):  # DeepSpeed cannot drop half an accumulation
-                        raise FloatingPointError(
-                            f"step {step}: GRPO loss is {loss.item()}: {cause}; no checkpoint was written for this step"
+                    if reading is not None:
+                        with autocast:
+                            lp_read = sequence_logprobs(
+                                trainer,
+                                reading.select(rows),
+                                reading.completion_ids[rows],
+                                reading.completion_mask[rows],
+                                cfg.temperature,
+                                suppressed_tokens=policy.suppressed_tokens,
+                            )
+                        if reading.sampler_logprobs is not None:  # readings are sampled output too
+                            read_mask = reading.completion_mask[rows]
+                            gap += float(
+                                ((reading.sampler_logprobs[rows] - lp_read.detach()).abs() * read_mask).sum()
+                            )
+                        read_loss, _ = grpo_loss(
+                            lp_read,
+                            lp_read.detach(),
+                            advantages[rows],
+                            reading.completion_mask[rows],
+                            loss_cfg,
+                            None,
+                            batch_tokens,
+                            n_rows,
                         )
-                    logger.warning("step %d: skipping the batch, loss is %s: %s", step, loss.item(), cause)
-                    skipped = 1
-                    break
-                if engine is not None:
-                    engine.backward(
-                        loss, scale_wrt_gas=False
-                    )  # micro losses already add up to the batch loss
-                    engine.step()
-                else:
-                    loss.backward()
-                for k, v in metrics.items():
-                    totals[k] = totals.get(k, 0.0) + v / cfg.updates_per_batch
-            if skipped:
-                optimizer.zero_grad(set_to_none=True)
-                break
-            if engine is None:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                if not torch.isfinite(grad_norm):
-                    if cfg.on_nonfinite == "stop":
-                        raise FloatingPointError(
-                            f"step {step}: gradient norm is {grad_norm.item()}; no checkpoint was written for this step"
+                        loss = loss + read_loss
+                        metrics["loss/policy"] += read_loss.item()
+                    if not torch.isfinite(loss):
+                        cause = nonfinite_cause(lp, old, ref_lp[c], advantages[rows])
+                        if (
+                            cfg.on_nonfinite == "stop" or engine is not None
+                        ):  # DeepSpeed cannot drop half an accumulation
+                            raise FloatingPointError(
+                                f"step {step}: GRPO loss is {loss.item()}: {cause}; no checkpoint was written for this step"
+                            )
+                        logger.warning(
+                            "step %d: skipping the batch, loss is %s: %s", step, loss.item(), cause
                         )
+                        skipped = 1
+                        break
+                    if engine is not None:
+                        engine.backward(
+                            loss, scale_wrt_gas=False
+                        )  # micro losses already add up to the batch loss
+                        engine.step()
+                    else:
+                        loss.backward()
+                    for k, v in metrics.items():
+                        totals[k] = totals.get(k, 0.0) + v / cfg.updates_per_batch
+                if skipped:
                     optimizer.zero_grad(set_to_none=True)
-                    skipped = 1
                     break
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-        elapsed = time.perf_counter() - started
-        lengths = mask.sum(dim=1).float()
-        metrics = {
-            **totals,
-            "reward/mean": step_rewards.mean().item(),
-            "reward/std": step_rewards.std().item(),
-            "completion/length_mean": lengths.mean().item(),
-            "completion/incomplete_frac": (~rollout.complete).float().mean().item(),
-            "rollout/trained_groups": float(kept_groups),
-            "perf/step_s": elapsed,
-            "perf/step_cpu_s": time.process_time()
-            - cpu_started,  # steadier than wall time on a shared machine
-            "perf/sample_s": sample_s,
-            "perf/tokens_per_s": batch_tokens / elapsed,
-            "optim/lr": scheduler.get_last_lr()[0],
-            "skipped/nonfinite": float(skipped),
-            **getattr(reward_fn, "last_metrics", {}),  # a reward's own diagnostics (monitors, parse failures)
-        }
-        if rollout.sampler_logprobs is not None:  # None: a stand-in sampler that records nothing
-            metrics["rollout/logprob_gap"] = gap / max(1.0, batch_tokens)  # readings' tokens included
-        metrics = {**distributed.mean_across_processes(metrics), "perf/processes": world}
-        if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
-            metrics.update(
-                evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
+                if engine is None:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                    if not torch.isfinite(grad_norm):
+                        if cfg.on_nonfinite == "stop":
+                            raise FloatingPointError(
+                                f"step {step}: gradient norm is {grad_norm.item()}; no checkpoint was written for this step"
+                            )
+                        optimizer.zero_grad(set_to_none=True)
+                        skipped = 1
+                        break
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+            sync_s = 0.0  # the engine follows the trainer: new weights every rollout.sync_every steps
+            if step % cfg.rollout.sync_every == 0 and not skipped:
+                sync_s = sampler.sync(step)
+            elapsed = time.perf_counter() - started
+            lengths = mask.sum(dim=1).float()
+            metrics = {
+                **totals,
+                "reward/mean": step_rewards.mean().item(),
+                "reward/std": step_rewards.std().item(),
+                "completion/length_mean": lengths.mean().item(),
+                "completion/incomplete_frac": (~rollout.complete).float().mean().item(),
+                "rollout/trained_groups": float(kept_groups),
+                "perf/step_s": elapsed,
+                "perf/step_cpu_s": time.process_time()
+                - cpu_started,  # steadier than wall time on a shared machine
+                "perf/sample_s": sample_s,
+                "perf/sync_s": sync_s,
+                "perf/tokens_per_s": batch_tokens / elapsed,
+                "optim/lr": scheduler.get_last_lr()[0],
+                "skipped/nonfinite": float(skipped),
+                **getattr(
+                    reward_fn, "last_metrics", {}
+                ),  # a reward's own diagnostics (monitors, parse failures)
+            }
+            if rollout.sampler_logprobs is not None:  # None: a stand-in sampler that records nothing
+                metrics["rollout/logprob_gap"] = gap / max(1.0, batch_tokens)  # readings' tokens included
+                if (
+                    cfg.rollout.logprob_gap_warn
+                    and metrics["rollout/logprob_gap"] > cfg.rollout.logprob_gap_warn
+                ):
+                    logger.warning(
+                        "step %d: rollout/logprob_gap = %.4f > rollout.logprob_gap_warn = %g: the sampler's "
+                        "policy differs from the trained one (a missed weight sync, low precision, or "
+                        "sync_every > 1); rollout.tis_cap corrects the loss for it",
+                        step,
+                        metrics["rollout/logprob_gap"],
+                        cfg.rollout.logprob_gap_warn,
+                    )
+            metrics = {**distributed.mean_across_processes(metrics), "perf/processes": world}
+            if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
+                metrics.update(
+                    evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
+                )
+                summary.update(accuracy_summary(metrics, "after"))
+            if run is None:
+                continue
+            bar.set_postfix(
+                reward=f"{metrics['reward/mean']:.3f}", loss=f"{metrics.get('loss/policy', 0):.3f}"
             )
-            summary.update(accuracy_summary(metrics, "after"))
-        if run is None:
-            continue
-        bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", loss=f"{metrics.get('loss/policy', 0):.3f}")
-        if step % cfg.log_every == 0 or step == cfg.steps or "eval/accuracy" in metrics:
-            run.log(step, metrics)
-        if cfg.log_rollouts_every and step % cfg.log_rollouts_every == 0:
-            write_rollouts(run.dir, step, rollout, rewards, cfg.log_rollouts_prompts)
-        summary["final_reward"] = metrics["reward/mean"]
-        if engine is None:
-            run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+            if step % cfg.log_every == 0 or step == cfg.steps or "eval/accuracy" in metrics:
+                run.log(step, metrics)
+            if cfg.log_rollouts_every and step % cfg.log_rollouts_every == 0:
+                write_rollouts(run.dir, step, rollout, rewards, cfg.log_rollouts_prompts)
+            summary["final_reward"] = metrics["reward/mean"]
+            if engine is None:
+                run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+    finally:
+        sampler.close()
     final = distributed.unsharded_model(engine, policy, lambda: instantiate(cfg.policy), run is not None)
     if run is None:
         return summary

@@ -39,6 +39,10 @@ class GRMJudge:
         reading: The judge answers each question itself before it sees the answers to compare
             (`rlhfv.grm.judge.judge(reading=True)`); for judges trained with
             `JudgeTask(reading=...)`.
+        engine: "hf" (generate in this process) or "vllm": a vLLM process serves the judge (a
+            frozen GRM: nothing to sync) and all pairs of a rollout go to it in one call,
+            prefix caching on; `batch_size` is then ignored.
+        vllm_python: The engine environment's interpreter ("" = `rlhfv engine install vllm`'s).
     """
 
     def __init__(
@@ -51,11 +55,26 @@ class GRMJudge:
         batch_size: int = 64,
         device: str = "auto",
         reading: bool = False,
+        engine: str = "hf",
+        vllm_python: str = "",
     ):
         from rlhfv.training.run import pick_device
 
         self.model = model
         self.model.module.to(pick_device(device)).eval()
+        self.engine = None
+        if engine not in ("hf", "vllm"):
+            raise ValueError(f"GRMJudge engine = {engine!r}; choose 'hf' or 'vllm'")
+        if engine == "vllm":
+            import weakref
+
+            from rlhfv.engine import RolloutConfig
+            from rlhfv.engine.vllm import VLLMEngine
+
+            dtype = str(next(model.module.parameters()).dtype).removeprefix("torch.")
+            settings = RolloutConfig(engine="vllm", vllm_python=vllm_python)
+            self.engine = VLLMEngine(model, settings, max_new_tokens, temperature, 1.0, [], dtype, seed=0)
+            weakref.finalize(self, self.engine.close)  # the engine process ends with the judge
         self.max_new_tokens, self.greedy, self.temperature = max_new_tokens, greedy, temperature
         self.principles, self.batch_size, self.reading = principles, batch_size, reading
         self.last_texts: list[str] = []
@@ -70,16 +89,18 @@ class GRMJudge:
         ]
         verdicts: list[tuple[float, float] | None] = []
         self.last_texts = []
-        for start in range(0, len(items), self.batch_size):
+        step = len(items) if self.engine is not None else self.batch_size  # the engine takes all at once
+        for start in range(0, len(items), step):
             for j in judge(
                 self.model,
-                items[start : start + self.batch_size],
+                items[start : start + step],
                 k=1,
                 greedy=self.greedy,
                 temperature=self.temperature,
                 max_new_tokens=self.max_new_tokens,
                 principles=self.principles,
                 reading=self.reading,
+                engine=self.engine,
             ):
                 scores = j.scores[0]
                 verdicts.append((scores[0], scores[1]) if scores is not None else None)

