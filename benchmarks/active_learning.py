@@ -143,7 +143,9 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace, held_out: int)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for strategy, points in curves.items():
         xs = [pt["labels"] for pt in points]
-        ax.plot(xs, [pt["accuracy"] for pt in points], marker="o", label=f"{strategy} ({seeds[strategy]} seeds)")
+        ax.plot(
+            xs, [pt["accuracy"] for pt in points], marker="o", label=f"{strategy} ({seeds[strategy]} seeds)"
+        )
         ax.fill_between(xs, [pt["min"] for pt in points], [pt["max"] for pt in points], alpha=0.2)
     ax.set_xlabel("labels used")
     ax.set_ylabel("GRM held-out accuracy")
@@ -161,8 +163,12 @@ def main() -> None:
     p.add_argument("--strategies", nargs="+", default=["at_random", "uncertainty"])
     p.add_argument("--error-rate", type=float, default=0.1)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "active_learning")
-    p.add_argument("--policy", type=Path, default=Path("checkpoints/grlhfv_shapes/policy_sft/final"),
-                   help="the policy whose answers are paired: the flagship's policy_sft (rlhfv run recipes/grlhfv_shapes.yaml)")
+    p.add_argument(
+        "--policy",
+        type=Path,
+        default=Path("checkpoints/grlhfv_shapes/policy_sft/final"),
+        help="the policy whose answers are paired: the flagship's policy_sft (rlhfv run recipes/grlhfv_shapes.yaml)",
+    )
     p.add_argument("--grm", type=Path, default=Path("checkpoints/grlhfv_shapes/grm_refine/final"),
                    help="the starting GRM: the flagship's grm_refine (or grm_sft)")  # fmt: skip
     p.add_argument("--tiny", action="store_true", help="random tiny models: checks the script in ~2 minutes")
@@ -174,7 +180,9 @@ def main() -> None:
     if not args.tiny:
         for flag, path in (("--policy", args.policy), ("--grm", args.grm)):
             if not (path / "config.json").is_file():
-                p.error(f"{flag} {path}: no checkpoint there; run `rlhfv run recipes/grlhfv_shapes.yaml` first")
+                p.error(
+                    f"{flag} {path}: no checkpoint there; run `rlhfv run recipes/grlhfv_shapes.yaml` first"
+                )
     args.out.mkdir(parents=True, exist_ok=True)
     models = [] if args.tiny else [f"policy.path={args.policy.resolve()}", f"grm.path={args.grm.resolve()}"]
     extra = (tiny_overrides(Path(tempfile.mkdtemp())) if args.tiny else models) + args.overrides

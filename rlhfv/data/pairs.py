@@ -230,8 +230,12 @@ class AnsweredPairs:
             if not isinstance(row, dict):
                 continue
             answers, reference = row.get("answers"), row.get("reference", "")
-            if not (isinstance(answers, list) and len(answers) == 2 and all(isinstance(a, str) for a in answers)):
-                raise ValueError(f"{path}:{line}: field 'answers' must list two short answers, got {answers!r:.80}")
+            if not (
+                isinstance(answers, list) and len(answers) == 2 and all(isinstance(a, str) for a in answers)
+            ):
+                raise ValueError(
+                    f"{path}:{line}: field 'answers' must list two short answers, got {answers!r:.80}"
+                )
             if not isinstance(reference, str):
                 raise ValueError(f"{path}:{line}: field 'reference' must be a string, got {reference!r:.80}")
             extra[str(row.get("id") or f"{Path(path).stem}-{line}")] = (answers, reference)

@@ -503,7 +503,10 @@ def pair_answers(responses: list[str], preferred: int, question: Any) -> dict[st
     labelled winner as the reference answer: the reading a "compare" judge is trained to quote
     (`JudgeTask(reading="given")`). The label, not the answer key, decides the reference, so a
     labeller's mistake is learned as a person's would be."""
-    return {"answers": [short_answer(r, question.label) for r in responses], "reference": responses[preferred]}
+    return {
+        "answers": [short_answer(r, question.label) for r in responses],
+        "reference": responses[preferred],
+    }
 
 
 def loop_preferences(snapshot: Path, questions: dict[int, Any]) -> int:
@@ -519,7 +522,9 @@ def loop_preferences(snapshot: Path, questions: dict[int, Any]) -> int:
         row = json.loads(line)
         task_id = int(row["id"].split("-", 1)[0][1:])  # "t{task_id}-r{i}-r{j}", rlhfv.store.export
         if task_id in questions:
-            kept.append(json.dumps({**row, **pair_answers(row["responses"], row["preferred"], questions[task_id])}))
+            kept.append(
+                json.dumps({**row, **pair_answers(row["responses"], row["preferred"], questions[task_id])})
+            )
         else:
             foreign.add(task_id)
     if foreign:

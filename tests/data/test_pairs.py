@@ -9,7 +9,14 @@ import torch
 from PIL import Image
 
 from rlhfv.data.formats import PreferenceData
-from rlhfv.data.pairs import AnsweredPairs, ComparisonDrill, JudgeTask, SampledPairs, ShapesPairs, short_answer
+from rlhfv.data.pairs import (
+    AnsweredPairs,
+    ComparisonDrill,
+    JudgeTask,
+    SampledPairs,
+    ShapesPairs,
+    short_answer,
+)
 from rlhfv.data.shapes import ShapesVQA, mentioned
 
 
