@@ -61,9 +61,25 @@ def run_loop(out: Path, strategy: str, seed: int, error_rate: float, extra: list
         f"simulated.seed={seed}", f"simulated.error_rate={error_rate}",
         f"selection=rlhfv.grm.selection.{strategy}", *extra,
     ]  # fmt: skip
-    summary = main(load_recipe(RECIPE, overrides))
-    state = json.loads((out / strategy / f"seed{seed}" / "loop_state.json").read_text())
-    return {**summary, "accuracy_before": state["history"][0].get("grm/accuracy_before")}
+    main(load_recipe(RECIPE, overrides))
+    return finished_run(out / strategy / f"seed{seed}")
+
+
+def finished_run(run_dir: Path) -> dict | None:
+    """A run's curve from its loop state (None: not finished): accuracy and labels by round, the
+    starting GRM's accuracy (0 labels) and the number of held-out pairs."""
+    path = run_dir / "loop_state.json"
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    if state.get("phase") != "done":
+        return None
+    history = state["history"]
+    return {
+        "run_dir": str(run_dir),
+        "accuracy_by_round": [h["grm/accuracy"] for h in history],
+        "labels_by_round": [h["labels/used"] for h in history],
+        "accuracy_before": history[0].get("grm/accuracy_before"),
+        "held_out": history[-1].get("grm/held_out", 0),
+    }
 
 
 def label_share(curves: dict[str, list[dict]], strategy: str) -> float | None:
@@ -172,12 +188,17 @@ def main() -> None:
     p.add_argument("--grm", type=Path, default=Path("checkpoints/grlhfv_shapes/grm_refine/final"),
                    help="the starting GRM: the flagship's grm_refine (or grm_sft)")  # fmt: skip
     p.add_argument("--tiny", action="store_true", help="random tiny models: checks the script in ~2 minutes")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the table and plot from the finished runs in --out",
+    )
     p.add_argument("overrides", nargs="*", help="recipe overrides for every run (key=value)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if "at_random" not in args.strategies:
         p.error("--strategies must include at_random, the control the label share is measured against")
-    if not args.tiny:
+    if not args.tiny and not args.report_only:
         for flag, path in (("--policy", args.policy), ("--grm", args.grm)):
             if not (path / "config.json").is_file():
                 p.error(
@@ -191,10 +212,13 @@ def main() -> None:
     table = ""
     for seed in args.seeds:
         for strategy in args.strategies:
-            runs[strategy].append(run_loop(args.out, strategy, seed, args.error_rate, extra))
-            state = json.loads((args.out / strategy / f"seed{seed}" / "loop_state.json").read_text())
-            held_out = state["history"][-1].get("grm/held_out", 0)
-            table = report(runs, args, held_out)
+            if args.report_only:
+                done = finished_run(args.out / strategy / f"seed{seed}")
+            else:
+                done = run_loop(args.out, strategy, seed, args.error_rate, extra)
+            if done is not None:
+                runs[strategy].append(done)
+                table = report(runs, args, done["held_out"])
     print(table)
 
 
