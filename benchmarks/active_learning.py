@@ -4,10 +4,16 @@ Every strategy runs `recipes/active_loop_shapes.yaml` with the same seeds (so th
 questions each round), scripted labellers at `--error-rate` (10% by default) and the same number
 of rounds; the table gives each round's mean labels and accuracy (min-max over seeds), and the
 label share: how many labels each strategy needed to reach `at_random`'s final mean accuracy, as a
-share of `at_random`'s labels (issue 16's goal for `uncertainty`: at most 60%).
+share of `at_random`'s labels (issue 16's goal for `uncertainty`: at most 60%). Runs go seed by
+seed (every strategy on a seed, then the next seed), and the table and plot are rewritten after
+each, so a stopped benchmark leaves the seeds it finished; a rerun continues (run.resume=auto).
 
-    # the real setting (needs `rlhfv run recipes/grlhfv_shapes.yaml --stages policy_sft` first)
-    python benchmarks/active_learning.py --seeds 0 1 2 --out results/active_learning
+The GRM starts from the flagship's grm_refine and the pairs are its SFT policy's answers, so from
+a fresh clone first run the flagship, which writes both checkpoints (about 2 hours on 2 cores):
+
+    rlhfv run recipes/grlhfv_shapes.yaml
+    python benchmarks/active_learning.py --seeds 0 1 2 --out results/active_learning \
+        --policy checkpoints/grlhfv_shapes/policy_sft/final --grm checkpoints/grlhfv_shapes/grm_refine/final
     # the tiny setting: random tiny models and a parity checker; checks the script, measures nothing
     python benchmarks/active_learning.py --tiny --seeds 0 1 2 --out /tmp/active_learning_tiny
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import statistics
 import tempfile
 from pathlib import Path
@@ -45,6 +52,7 @@ def tiny_overrides(models: Path) -> list[str]:
 
 
 def run_loop(out: Path, strategy: str, seed: int, error_rate: float, extra: list[str]) -> dict:
+    """One loop run; its summary, with the starting GRM's accuracy (0 labels) as `accuracy_before`."""
     from rlhfv.config import load_recipe
     from rlhfv.pipelines.active_loop import main
 
@@ -53,12 +61,30 @@ def run_loop(out: Path, strategy: str, seed: int, error_rate: float, extra: list
         f"simulated.seed={seed}", f"simulated.error_rate={error_rate}",
         f"selection=rlhfv.grm.selection.{strategy}", *extra,
     ]  # fmt: skip
-    return main(load_recipe(RECIPE, overrides))
+    main(load_recipe(RECIPE, overrides))
+    return finished_run(out / strategy / f"seed{seed}")
+
+
+def finished_run(run_dir: Path) -> dict | None:
+    """A run's curve from its loop state (None: not finished): accuracy and labels by round, the
+    starting GRM's accuracy (0 labels) and the number of held-out pairs."""
+    path = run_dir / "loop_state.json"
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    if state.get("phase") != "done":
+        return None
+    history = state["history"]
+    return {
+        "run_dir": str(run_dir),
+        "accuracy_by_round": [h["grm/accuracy"] for h in history],
+        "labels_by_round": [h["labels/used"] for h in history],
+        "accuracy_before": history[0].get("grm/accuracy_before"),
+        "held_out": history[-1].get("grm/held_out", 0),
+    }
 
 
 def label_share(curves: dict[str, list[dict]], strategy: str) -> float | None:
     """Labels `strategy` needed to reach at_random's final mean accuracy, over at_random's labels
-    (None: not reached, or at_random never rose above its first round, so there is nothing to reach)."""
+    (None: not reached, or at_random never rose above its start, so there is nothing to reach)."""
     target = curves["at_random"][-1]["accuracy"]
     if target <= curves["at_random"][0]["accuracy"]:
         return None
@@ -68,29 +94,17 @@ def label_share(curves: dict[str, list[dict]], strategy: str) -> float | None:
     return None
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--strategies", nargs="+", default=["at_random", "uncertainty"])
-    p.add_argument("--error-rate", type=float, default=0.1)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "active_learning")
-    p.add_argument("--tiny", action="store_true", help="random tiny models: checks the script in ~2 minutes")
-    p.add_argument("overrides", nargs="*", help="recipe overrides for every run (key=value)")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    if "at_random" not in args.strategies:
-        p.error("--strategies must include at_random, the control the label share is measured against")
-    args.out.mkdir(parents=True, exist_ok=True)
-    extra = (tiny_overrides(Path(tempfile.mkdtemp())) if args.tiny else []) + args.overrides
-
-    runs = {
-        s: [run_loop(args.out, s, seed, args.error_rate, extra) for seed in args.seeds]
-        for s in args.strategies
-    }
+def curves_of(runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Per strategy: the starting GRM (round 0, no labels) and each round, mean and min-max over seeds."""
     curves: dict[str, list[dict]] = {}
     for strategy, summaries in runs.items():
+        if not summaries:
+            continue
         rounds = min(len(s["accuracy_by_round"]) for s in summaries)
-        curves[strategy] = [
+        before = [s["accuracy_before"] for s in summaries if s["accuracy_before"] is not None]
+        start = [{"round": 0, "labels": 0, "accuracy": statistics.mean(before), "min": min(before),
+                  "max": max(before)}] if before else []  # fmt: skip
+        curves[strategy] = start + [
             {
                 "round": r + 1,
                 "labels": statistics.mean(s["labels_by_round"][r] for s in summaries),
@@ -100,9 +114,20 @@ def main() -> None:
             }
             for r in range(rounds)
         ]
+    return curves
+
+
+def report(runs: dict[str, list[dict]], args: argparse.Namespace, held_out: int) -> str:
+    """Write the table (markdown), the data (JSON) and the plot (PNG) of the runs so far."""
+    curves = curves_of(runs)
+    seeds = {s: len(v) for s, v in runs.items()}
+    final = curves["at_random"][-1]["accuracy"] if curves.get("at_random") else 0.5
+    noise = 1.96 * math.sqrt(final * (1 - final) / held_out) if held_out else float("nan")
     lines = [
-        f"GRM held-out accuracy by round, mean (min-max) over seeds {args.seeds}, labeller error rate "
-        f"{args.error_rate}{' (tiny setting: random tiny models, measures nothing)' if args.tiny else ''}",
+        f"GRM held-out accuracy by round, mean (min-max) over seeds (runs per strategy: {seeds}), labeller "
+        f"error rate {args.error_rate}{' (tiny setting: random tiny models, measures nothing)' if args.tiny else ''}. "
+        f"Round 0 is the starting GRM. {held_out} held-out pairs: one accuracy's 95% interval is "
+        f"about ±{noise:.3f} (binomial, at at_random's final accuracy).",
         "",
         "| strategy | round | labels | accuracy |",
         "| --- | --- | --- | --- |",
@@ -114,12 +139,12 @@ def main() -> None:
         ]
     lines.append("")
     for strategy in curves:
-        if strategy != "at_random":
+        if strategy != "at_random" and "at_random" in curves:
             share = label_share(curves, strategy)
             reached = (
                 f"{share:.0%} of at_random's labels"
                 if share is not None
-                else "not reached (or at_random did not improve on its first round)"
+                else "not reached (or at_random did not improve on its start)"
             )
             lines.append(f"- {strategy} reaches at_random's final accuracy with: {reached} (goal: ≤ 60%)")
     table = "\n".join(lines) + "\n"
@@ -134,14 +159,66 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for strategy, points in curves.items():
         xs = [pt["labels"] for pt in points]
-        ax.plot(xs, [pt["accuracy"] for pt in points], marker="o", label=strategy)
+        ax.plot(
+            xs, [pt["accuracy"] for pt in points], marker="o", label=f"{strategy} ({seeds[strategy]} seeds)"
+        )
         ax.fill_between(xs, [pt["min"] for pt in points], [pt["max"] for pt in points], alpha=0.2)
     ax.set_xlabel("labels used")
     ax.set_ylabel("GRM held-out accuracy")
-    ax.set_title(f"active loop, {len(args.seeds)} seeds, {args.error_rate:.0%} label noise")
+    ax.set_title(f"active loop, {args.error_rate:.0%} label noise, {held_out} held-out pairs", fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.out / "active_learning.png", dpi=120)
+    plt.close(fig)
+    return table
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--strategies", nargs="+", default=["at_random", "uncertainty"])
+    p.add_argument("--error-rate", type=float, default=0.1)
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "active_learning")
+    p.add_argument(
+        "--policy",
+        type=Path,
+        default=Path("checkpoints/grlhfv_shapes/policy_sft/final"),
+        help="the policy whose answers are paired: the flagship's policy_sft (rlhfv run recipes/grlhfv_shapes.yaml)",
+    )
+    p.add_argument("--grm", type=Path, default=Path("checkpoints/grlhfv_shapes/grm_refine/final"),
+                   help="the starting GRM: the flagship's grm_refine (or grm_sft)")  # fmt: skip
+    p.add_argument("--tiny", action="store_true", help="random tiny models: checks the script in ~2 minutes")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the table and plot from the finished runs in --out",
+    )
+    p.add_argument("overrides", nargs="*", help="recipe overrides for every run (key=value)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if "at_random" not in args.strategies:
+        p.error("--strategies must include at_random, the control the label share is measured against")
+    if not args.tiny and not args.report_only:
+        for flag, path in (("--policy", args.policy), ("--grm", args.grm)):
+            if not (path / "config.json").is_file():
+                p.error(
+                    f"{flag} {path}: no checkpoint there; run `rlhfv run recipes/grlhfv_shapes.yaml` first"
+                )
+    args.out.mkdir(parents=True, exist_ok=True)
+    models = [] if args.tiny else [f"policy.path={args.policy.resolve()}", f"grm.path={args.grm.resolve()}"]
+    extra = (tiny_overrides(Path(tempfile.mkdtemp())) if args.tiny else models) + args.overrides
+
+    runs: dict[str, list[dict]] = {s: [] for s in args.strategies}
+    table = ""
+    for seed in args.seeds:
+        for strategy in args.strategies:
+            if args.report_only:
+                done = finished_run(args.out / strategy / f"seed{seed}")
+            else:
+                done = run_loop(args.out, strategy, seed, args.error_rate, extra)
+            if done is not None:
+                runs[strategy].append(done)
+                table = report(runs, args, done["held_out"])
     print(table)
 
 

@@ -4,7 +4,8 @@
 - `SampledPairs`: a policy's own sampled answers, one the checker accepts against one it rejects
   (the pairs a grouped-comparison judge meets in policy RL).
 - Files (the annotation app's export, RLAIF-V, HH-RLHF …) come through
-  `rlhfv.data.formats.PreferenceData`.
+  `rlhfv.data.formats.PreferenceData`; `AnsweredPairs` reads such a file whose rows also carry
+  each response's short answer and a reference (the active loop's labelled pairs).
 - `JudgeTask`: turns pairs into examples for training a pointwise generative judge (GRLHF-V
   §3.1): the prompt shows the image, the question and the two responses in a per-item random order;
   `label` is the 0-based shown position of the preferred response; `answer` is a short judgement in
@@ -13,9 +14,11 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -196,6 +199,49 @@ class SampledPairs:
                 f"SampledPairs: none of the {size} questions got both a right and a wrong answer "
                 f"in {samples} samples"
             )
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> PreferencePair:
+        return self.pairs[index]
+
+
+class AnsweredPairs:
+    """Pairs from an rlhfv preference JSONL file whose rows also give `answers` (each response's
+    short answer, in the stored order) and `reference` (an answer to the question), so that
+    `JudgeTask(analysis="compare")` can quote them. The active loop writes such rows: the answers
+    of the pool question behind each task, and the labelled winner as the reference.
+
+    Args:
+        path: The JSONL file (`rlhfv.data.preference` rows plus `answers` and `reference`).
+    """
+
+    def __init__(self, path: str | Path):
+        from rlhfv.data.formats import PreferenceData
+
+        data = PreferenceData("jsonl", path)
+        extra: dict[str, tuple[list[str], str]] = {}
+        for line, text in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError:
+                continue  # PreferenceData skipped and reported it
+            if not isinstance(row, dict):
+                continue
+            answers, reference = row.get("answers"), row.get("reference", "")
+            if not (
+                isinstance(answers, list) and len(answers) == 2 and all(isinstance(a, str) for a in answers)
+            ):
+                raise ValueError(
+                    f"{path}:{line}: field 'answers' must list two short answers, got {answers!r:.80}"
+                )
+            if not isinstance(reference, str):
+                raise ValueError(f"{path}:{line}: field 'reference' must be a string, got {reference!r:.80}")
+            extra[str(row.get("id") or f"{Path(path).stem}-{line}")] = (answers, reference)
+        self.pairs = data.pairs
+        for pair in self.pairs:
+            pair.answers, pair.reference = extra[pair.id]
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -47,7 +47,7 @@ from sqlalchemy.exc import OperationalError
 from tqdm import tqdm
 
 from rlhfv.config import RecipeError, RunConfig, component_field, instantiate, resolve_target, validate_recipe
-from rlhfv.data.pairs import split_pair
+from rlhfv.data.pairs import short_answer, split_pair
 from rlhfv.grm.judge import JudgeItem, judge
 from rlhfv.grm.selection import diverse, image_hash, ranked
 from rlhfv.models.base import ChatModel, load_model, save_model
@@ -91,6 +91,10 @@ class ActiveLoopConfig:
         samples, max_new_tokens, temperature: The policy's answers per question.
         judge_samples, judge_max_new_tokens, judge_temperature: The GRM's judgements per pair
             (the order alternates; temperature 0: greedy).
+        judge_reading: The GRM answers each question itself before it sees the two answers, and
+            compares them with its own (`rlhfv.grm.judge.judge(reading=True)`): the mode of a GRM
+            trained with `JudgeTask(reading=...)`, as the flagship's grm_refine is. Off: it judges
+            from the question and answers alone.
         judge_force: Let a GRM too small for the output contract write its scores after a forced
             `Scores: \\boxed{` (`rlhfv.grm.judge.force_scores`); off, such judgements are unparsable.
         selection: Dotted path of a strategy in `rlhfv.grm.selection` (or your own, same signature).
@@ -122,6 +126,7 @@ class ActiveLoopConfig:
     judge_samples: int = 2
     judge_max_new_tokens: int = 64
     judge_temperature: float = 0.7
+    judge_reading: bool = False
     judge_force: bool = False
     selection: str = "rlhfv.grm.selection.uncertainty"
     diverse: bool = False
@@ -207,6 +212,7 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
     policy: ChatModel = load_model(state["policy"]) if state.get("policy") else instantiate(cfg.policy)
     policy.module.to(run.device).eval()
     loop_prefix = f"loop:{state['id']}:"
+    held_out = None  # grm_train.eval_data, built once (the policy samples its pairs) for every round
 
     while state["phase"] != "done":
         r = state["round"]
@@ -237,8 +243,7 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
             snapshot = retrying("exporting", lambda: export_snapshot(store, run.dir / "exports"))
             hold_if_asked(run.dir, "export")
             progress = retrying("reading tasks", lambda: store.task_progress(loop_prefix))
-            tracked = {p.id for p in progress.values()}
-            pairs = loop_preferences(snapshot.path, tracked)
+            pairs = loop_preferences(snapshot.path, loop_questions(cfg, progress))
             labels = sum(p.labels for p in progress.values())
             state = {
                 **state,
@@ -250,10 +255,13 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
             save(state)
 
         if state["phase"] == "train":
-            summary = train_grm(cfg, state, run.dir / f"round_{r}" / "grm", source)
+            if held_out is None and state["pairs"]:
+                held_out = instantiate(cfg.grm_train["eval_data"])
+            summary = train_grm(cfg, state, run.dir / f"round_{r}" / "grm", source, held_out)
             hold_if_asked(run.dir, "train")
             record = {"round": r, "labels/used": state["labels"], "labels/pairs": state["pairs"], **state.get("stats", {}),
-                      "grm/accuracy": summary.get("after/accuracy", float("nan"))}  # fmt: skip
+                      "grm/accuracy": summary.get("after/accuracy", float("nan")),
+                     "grm/held_out": len(held_out) if held_out is not None else 0}  # fmt: skip
             if "before/accuracy" in summary and not state["history"]:
                 record["grm/accuracy_before"] = summary["before/accuracy"]
             history = [*state["history"], record]
@@ -394,7 +402,8 @@ def sample_and_queue(
         for start in tqdm(range(0, len(items), 16), desc=f"round {r}: judging pairs", unit="batch"):
             judgements += judge(grm, items[start : start + 16], k=k, orders=orders[start : start + 16],
                                 greedy=cfg.judge_temperature == 0, temperature=cfg.judge_temperature or 1.0,
-                                max_new_tokens=cfg.judge_max_new_tokens, force=cfg.judge_force)  # fmt: skip
+                                max_new_tokens=cfg.judge_max_new_tokens, force=cfg.judge_force,
+                                reading=cfg.judge_reading)  # fmt: skip
     del grm
     hold_if_asked(run.dir, "sample")
     rng = random.Random(seed)
@@ -476,8 +485,34 @@ def wait_for_labels(
         time.sleep(cfg.poll_s)
 
 
-def loop_preferences(snapshot: Path, tracked: set[int]) -> int:
-    """Write `loop_preferences.jsonl` next to the snapshot's pairs: those of the loop's own tasks.
+def loop_questions(cfg: ActiveLoopConfig, progress: dict[str, Any]) -> dict[int, Any]:
+    """The pool question behind each of the loop's tasks, by task id: the external id
+    `loop:<id>:r<r>:q<i>` names the round (whose pool is seeded by it) and the question's index."""
+    pools: dict[int, Any] = {}
+    questions = {}
+    for external_id, task in progress.items():
+        r, q = (int(part[1:]) for part in external_id.split(":")[-2:])
+        if r not in pools:
+            pools[r] = instantiate(cfg.pool, seed=cfg.run.seed * 100_003 + r)
+        questions[task.id] = pools[r][q]
+    return questions
+
+
+def pair_answers(responses: list[str], preferred: int, question: Any) -> dict[str, Any]:
+    """What each response answers (`short_answer` in the kind of the question's label) and the
+    labelled winner as the reference answer: the reading a "compare" judge is trained to quote
+    (`JudgeTask(reading="given")`). The label, not the answer key, decides the reference, so a
+    labeller's mistake is learned as a person's would be."""
+    return {
+        "answers": [short_answer(r, question.label) for r in responses],
+        "reference": responses[preferred],
+    }
+
+
+def loop_preferences(snapshot: Path, questions: dict[int, Any]) -> int:
+    """Write `loop_preferences.jsonl` next to the snapshot's pairs: those of the loop's own tasks
+    (`questions`: the pool question behind each, by task id), each with its responses' short answers
+    and a reference (`pair_answers`; read by `rlhfv.data.pairs.AnsweredPairs`).
 
     A label on a task the loop does not track (another source's, or added by hand) stays in the
     store and the snapshot but is left out of the loop's training, with a warning naming it.
@@ -486,7 +521,12 @@ def loop_preferences(snapshot: Path, tracked: set[int]) -> int:
     for line in (snapshot / "preferences.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         task_id = int(row["id"].split("-", 1)[0][1:])  # "t{task_id}-r{i}-r{j}", rlhfv.store.export
-        (kept.append(line) if task_id in tracked else foreign.add(task_id))
+        if task_id in questions:
+            kept.append(
+                json.dumps({**row, **pair_answers(row["responses"], row["preferred"], questions[task_id])})
+            )
+        else:
+            foreign.add(task_id)
     if foreign:
         logger.warning(
             "%s: labels on %d task(s) the loop does not track (task ids %s) are kept in the store but "
@@ -496,8 +536,11 @@ def loop_preferences(snapshot: Path, tracked: set[int]) -> int:
     return len(kept)
 
 
-def train_grm(cfg: ActiveLoopConfig, state: dict[str, Any], run_dir: Path, source: str) -> dict[str, Any]:
-    """Step 6: SFT from the starting GRM on all the loop's labelled pairs (its own run, resumable)."""
+def train_grm(
+    cfg: ActiveLoopConfig, state: dict[str, Any], run_dir: Path, source: str, held_out: Any
+) -> dict[str, Any]:
+    """Step 6: SFT from the starting GRM on all the loop's labelled pairs (its own run, resumable),
+    scored on the held-out pairs (the starting GRM too, in the first round)."""
     from rlhfv.pipelines import sft
 
     if state["pairs"] == 0:
@@ -513,8 +556,7 @@ def train_grm(cfg: ActiveLoopConfig, state: dict[str, Any], run_dir: Path, sourc
             "_component_": "rlhfv.data.pairs.JudgeTask",
             **cfg.judge_task,
             "pairs": {
-                "_component_": "rlhfv.data.formats.PreferenceData",
-                "format": "jsonl",
+                "_component_": "rlhfv.data.pairs.AnsweredPairs",
                 "path": str(Path(state["snapshot"]) / "loop_preferences.jsonl"),
             },  # fmt: skip
         },
@@ -527,7 +569,8 @@ def train_grm(cfg: ActiveLoopConfig, state: dict[str, Any], run_dir: Path, sourc
             "save_every": max(1, cfg.grm_train.get("steps", 200) // 4),
         },  # a kill costs a quarter at most  # fmt: skip
     }
-    return sft.main(validate_recipe(OmegaConf.create(stage), f"{source}: grm_train, round {state['round']}"))
+    recipe = validate_recipe(OmegaConf.create(stage), f"{source}: grm_train, round {state['round']}")
+    return sft.main(recipe, held_out=held_out, evaluate_before=not state["history"])
 
 
 def train_policy(cfg: ActiveLoopConfig, state: dict[str, Any], run_dir: Path, source: str) -> dict[str, Any]:
@@ -549,6 +592,7 @@ def train_policy(cfg: ActiveLoopConfig, state: dict[str, Any], run_dir: Path, so
                 "_component_": "rlhfv.rewards.grm.GRMJudge",
                 "model": {"_component_": "rlhfv.models.base.load_model", "path": state["grm"]},
                 "max_new_tokens": cfg.judge_max_new_tokens,
+                "reading": cfg.judge_reading,
             },
         },
         "run": {

@@ -58,20 +58,24 @@ class SFTConfig:
     freeze: list[str] = field(default_factory=list)
 
 
-def main(cfg: SFTConfig) -> dict[str, float]:
+def main(cfg: SFTConfig, held_out: Any = None, evaluate_before: bool = True) -> dict[str, float]:
+    """Fine-tune; `held_out` is an eval set already built (used instead of `cfg.eval_data`: the
+    active loop builds its held-out pairs once and scores every round on them), and
+    `evaluate_before=False` skips the score before training (the loop needs it once)."""
     run = start_run(cfg)
     policy: ChatModel = instantiate(cfg.policy)
     policy.module.to(run.device).train()
     freeze_parameters(policy.module, cfg.freeze)
     train = instantiate(cfg.train_data)
-    held_out = instantiate(cfg.eval_data) if cfg.eval_data else None
+    if held_out is None and cfg.eval_data:
+        held_out = instantiate(cfg.eval_data)
     params = [p for p in policy.module.parameters() if p.requires_grad]
     optimizer = instantiate(cfg.optimizer, params)
     scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.schedule)
     summary: dict[str, float] = {}
     if run.state is not None:
         summary = run.restore(policy.module, optimizer, scheduler)
-    elif held_out is not None:
+    elif held_out is not None and evaluate_before:
         before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens)
         summary = accuracy_summary(before, "before")
         run.log(0, before)

@@ -9,7 +9,14 @@ import torch
 from PIL import Image
 
 from rlhfv.data.formats import PreferenceData
-from rlhfv.data.pairs import ComparisonDrill, JudgeTask, SampledPairs, ShapesPairs, short_answer
+from rlhfv.data.pairs import (
+    AnsweredPairs,
+    ComparisonDrill,
+    JudgeTask,
+    SampledPairs,
+    ShapesPairs,
+    short_answer,
+)
 from rlhfv.data.shapes import ShapesVQA, mentioned
 
 
@@ -54,6 +61,22 @@ def test_preference_file_loads_images_and_skips_bad_rows(tmp_path):
     assert data[0].prompt.images[0].size == (8, 8) and data[1].preferred == 1
     fields = sorted(e.field for e in data.errors)
     assert fields == ["<json>", "images", "responses"]
+
+
+def test_answered_pairs_carry_short_answers_and_a_reference_into_the_compare_task(tmp_path):
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "ok.png")
+    row = {"id": "t1-r0-r1", "prompt": "What colour is the shape?", "responses": ["It is blue.", "It is red."],
+           "preferred": 1, "images": ["ok.png"], "answers": ["blue", "red"], "reference": "It is red."}  # fmt: skip
+    path = tmp_path / "loop.jsonl"
+    path.write_text(json.dumps(row) + "\n{not json\n")
+    data = AnsweredPairs(path)
+    assert len(data) == 1 and data[0].answers == ["blue", "red"] and data[0].reference == "It is red."
+    item = JudgeTask(data, analysis="compare", reading="given", shuffle=False)[0]
+    assert "Response 1 says blue, the image shows red: wrong." in item.answer and item.label == "1"
+    assert "It is red." in item.prompt.text  # the labelled winner is shown as the reading
+    path.write_text(json.dumps({**row, "answers": ["blue"]}) + "\n")
+    with pytest.raises(ValueError, match=r"loop.jsonl:1: field 'answers' must list two short answers"):
+        AnsweredPairs(path)
 
 
 def test_shapes_judge_target_grounds_its_analysis_in_the_reference_answer():

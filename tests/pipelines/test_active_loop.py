@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rlhfv.cli import main as cli
+from rlhfv.data.pairs import short_answer
 from rlhfv.store.store import NewTask, Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,6 +86,24 @@ def test_the_tiny_loop_runs_its_rounds_and_reports_accuracy_per_round(tmp_path, 
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "grm/accuracy" in r] == [1, 2]
     assert all("loop/unparsable" in r for r in rows if "grm/accuracy" in r)
+    # it trained on its pairs with each response's short answer and the labelled winner as the reading
+    snapshot = Path(loop_state(tmp_path / "run")["snapshot"])
+    pairs = [json.loads(x) for x in (snapshot / "loop_preferences.jsonl").read_text().splitlines()]
+    assert pairs and all(p["reference"] == p["responses"][p["preferred"]] for p in pairs)
+    assert all(p["answers"] == [short_answer(r, "1") for r in p["responses"]] for p in pairs)
+
+
+@pytest.mark.slow
+def test_the_mode_without_a_reading_still_runs(tmp_path, tiny_model, capsys):
+    """A GRM judged and trained on the question and answers alone (no own answer, "verdict")."""
+    verdict = ["judge_reading=false", "judge_task.analysis=verdict", "judge_task.reading=none",
+               "judge_task.misread=0", "judge_task.reading_items=0", "grm_train.eval_data.analysis=verdict",
+               "grm_train.eval_data.reading=none"]  # fmt: skip
+    assert cli(["run", RECIPE, *tiny(tmp_path / "run", tiny_model, *verdict)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["labels_by_round"] == [4, 8] and len(out["accuracy_by_round"]) == 2
+    recipe = (tmp_path / "run" / "round_2" / "grm" / "recipe.yaml").read_text()
+    assert "analysis: verdict" in recipe and "reading: given" not in recipe
 
 
 @pytest.mark.slow
