@@ -68,6 +68,10 @@ def summarize(
             m["greedy/forced_rate"] = sum(r["forced"] for r in g) / (2 * len(g))
             m["greedy/tie_rate"] = sum(r["ties"] for r in g) / max(1, sum(r["parsed"] for r in g))
             m["greedy/position_consistency"] = sum(consistent) / len(consistent) if consistent else None
+        if all("verdict" in per_item[i] for i in idx):
+            v = [per_item[i]["verdict"] for i in idx]
+            m["verdict/accuracy"] = mean_ci([r["credit"] for r in v])
+            m["verdict/position_consistency"] = sum(r["consistent"] for r in v) / len(v)
         if all("sampled" in per_item[i] for i in idx) and ks:
             s = [per_item[i]["sampled"] for i in idx]
             for k in ks:
@@ -118,4 +122,16 @@ def summary_table(results: dict[str, Any]) -> list[str]:
             f"{share(m.get('greedy/tie_rate')):>5}  {share(m.get(f'{part}/parse_failure_rate')):>8}  "
             f"{share(m.get(f'{part}/forced_rate')):>6}"
         )
+    return lines + per_k_lines(overall)
+
+
+def per_k_lines(overall: dict[str, Any]) -> list[str]:
+    """All items' accuracy (95% CI) for each way of judging: greedy, one verdict, voting@k, meta@k."""
+    names = [k.split("/")[0] for k in overall if k.endswith("/accuracy")]
+    if len(names) < 2:
+        return []
+    lines = ["", f"{'all items':<14}  {'accuracy':>8}  {'95% CI':>13}"]
+    for name in names:
+        acc = overall[f"{name}/accuracy"]
+        lines.append(f"{name:<14}  {acc['mean']:>8.3f}  {acc['ci95_low']:.3f}-{acc['ci95_high']:.3f}")
     return lines
