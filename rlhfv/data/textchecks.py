@@ -7,17 +7,17 @@ itself (a CRC32 of its text), so train and test never share a question, whatever
 
 Kinds, each with the canonical short label the checker compares against:
 
-- add:          "What is 23 + 48?"                                        label "71"
-- sub:          "What is 82 - 37?"                                        label "45"
-- compare:      "Which number is larger, 47 or 74?"                       label "74"
+- add:          "What is 23 + 8? Answer in one sentence."                 label "31"
+- sub:          "What is 15 - 7? ..."                                     label "8"
+- compare:      "Which number is larger, 47 or 74? ..."                   label "74"
 - count_words:  'How many words are in the sentence "the dog ran home"?'  label "4"
 - count_letters:'How many letters are in the word "garden"?'              label "6"
 - caps:         'Rewrite this sentence in capital letters: "the cat sat."' label the sentence upper-cased
 - three_words:  "Describe the sea in exactly three words."                label "3" (a word count)
 
-Preference pairs put a right answer against a wrong one said in the *same* template ("23 + 48 =
-71." against "23 + 48 = 61."), so length and phrasing carry no cue: a judge has to check the
-answer (recompute 23 + 48, count the words, look at the letters' case). Wrong numbers are the
+Preference pairs put a right answer against a wrong one said in the *same* template ("23 + 8 =
+31." against "23 + 8 = 41."), so length and phrasing carry no cue: a judge has to check the
+answer (recompute 23 + 8, count the words, look at the letters' case). Wrong numbers are the
 slips a model makes: a carry off by ten, a count off by one, the other number of the two.
 """
 
@@ -31,6 +31,7 @@ from rlhfv.types import Example, PreferencePair, Prompt
 
 KINDS = ("add", "sub", "compare", "count_words", "count_letters", "caps", "three_words")
 SPLITS = ("train", "test")
+ONE_SENTENCE = " Answer in one sentence."  # a small model then says its answer before it rambles
 TEST_SHARE = 5  # one question in TEST_SHARE is a test question (by CRC32 of its text)
 
 WORDS = (
@@ -78,14 +79,16 @@ def _off_by(rng: random.Random, value: int, steps: tuple[int, ...]) -> int:
 def _make(rng: random.Random, kind: str) -> tuple[str, str, str, str]:
     """(question, label, right response, wrong response) of one kind; both responses share a template."""
     if kind in ("add", "sub"):
-        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        # one-digit operands, or a two-digit and a one-digit: SmolLM2-135M gets the first mostly
+        # right and the second mostly wrong (results/textgrm_textchecks.md)
+        a, b = rng.randint(2, 9) if rng.random() < 0.5 else rng.randint(10, 49), rng.randint(2, 9)
         if kind == "sub":
-            a, b = max(a, b) + 10, min(a, b)
+            a, b = a + b, b  # a non-negative difference
         op, value = ("+", a + b) if kind == "add" else ("-", a - b)
-        wrong = _off_by(rng, value, (10, 1, 9, 11))
+        wrong = _off_by(rng, value, (1, 2, 10))
         template = rng.choice(["{a} {op} {b} = {x}.", "The answer is {x}.", "{a} {op} {b} is {x}."])
         say = lambda x: template.format(a=a, op=op, b=b, x=x)  # noqa: E731
-        return f"What is {a} {op} {b}?", str(value), say(value), say(wrong)
+        return f"What is {a} {op} {b}?{ONE_SENTENCE}", str(value), say(value), say(wrong)
     if kind == "compare":
         a = rng.randint(10, 99)
         b = int(str(a)[::-1]) if a % 10 and a % 11 else _off_by(rng, a, (1, 2, 3, 10))
@@ -102,13 +105,13 @@ def _make(rng: random.Random, kind: str) -> tuple[str, str, str, str]:
         n = len(sentence.split())
         wrong = _off_by(rng, n, (1,))
         template = rng.choice(["The sentence has {x} words.", "There are {x} words.", "{x} words."])
-        question = f'How many words are in the sentence "{sentence}"?'
+        question = f'How many words are in the sentence "{sentence}"?{ONE_SENTENCE}'
         return question, str(n), template.format(x=n), template.format(x=wrong)
     if kind == "count_letters":
-        word = rng.choice(VOCAB)
+        word = rng.choice([w for w in VOCAB if len(w) <= 6])
         wrong = _off_by(rng, len(word), (1,))
         template = rng.choice(['The word "{w}" has {x} letters.', "It has {x} letters.", "{x} letters."])
-        question = f'How many letters are in the word "{word}"?'
+        question = f'How many letters are in the word "{word}"?{ONE_SENTENCE}'
         return (
             question,
             str(len(word)),
