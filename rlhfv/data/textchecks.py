@@ -95,7 +95,7 @@ def _make(rng: random.Random, kind: str) -> tuple[str, str, str, str]:
         big, small = max(a, b), min(a, b)
         template = rng.choice(["{x} is larger.", "The larger number is {x}.", "{x} is the larger one."])
         return (
-            f"Which number is larger, {a} or {b}?",
+            f"Which number is larger, {a} or {b}?{ONE_SENTENCE}",
             str(big),
             template.format(x=big),
             template.format(x=small),
