@@ -11,7 +11,8 @@ calls `generate` once per sample. Both paths sample exactly `--tokens` new token
     python benchmarks/voting_vs_loop.py --model smollm2-135m-instruct --textchecks --items 4 --k 8 \
         --tokens 32 --meta-rm checkpoints/spct_textchecks/meta_rm/final
 
-`--textchecks` judges TextChecks test pairs instead of one fixed question. `--meta-rm DIR` also
+The batched path also runs with every row encoding its whole prompt (`share_prefix=False`), to
+show what encoding the judge instructions once saves. `--textchecks` judges TextChecks test pairs instead of one fixed question. `--meta-rm DIR` also
 times meta-RM scoring of the k judgements per item: one batched forward of all items' k
 judgements against one forward per judgement.
 
@@ -121,6 +122,14 @@ def main() -> None:
     judge(model, items[:1], k=2, rng=random.Random(0), max_new_tokens=4)  # warm-up
     t_batched = timed(batched, model, items, args.k, args.tokens, 0, repeats=args.repeats)
     t_loop = timed(loop, model, items, args.k, args.tokens, 0, repeats=args.repeats)
+    import functools
+
+    import rlhfv.rollout
+
+    shared = rlhfv.rollout.generate  # the same batched call, each row encoding its whole prompt
+    rlhfv.rollout.generate = functools.partial(shared, share_prefix=False)
+    t_unshared = timed(batched, model, items, args.k, args.tokens, 0, repeats=args.repeats)
+    rlhfv.rollout.generate = shared
     result = {
         "model": args.model + (" (random weights)" if args.random_weights else ""),
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
@@ -131,6 +140,8 @@ def main() -> None:
         "batched_judgements_per_s": args.items / t_batched,
         "loop_judgements_per_s": args.items / t_loop,
         "speedup": t_loop / t_batched,
+        "batched_without_shared_prefix_judgements_per_s": args.items / t_unshared,
+        "shared_prefix_speedup": t_unshared / t_batched,
         "torch_threads": torch.get_num_threads(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), torch {torch.__version__}",
     }
