@@ -6,7 +6,7 @@ accuracy per kind, and with `--samples S` the share of questions whose S sampled
 (temperature `--temperature`) the checker splits into right and wrong (`SampledPairs` keeps those).
 
     OMP_NUM_THREADS=1 python benchmarks/textchecks_policy.py --model smollm2-135m-instruct \
-        --per-kind 40 --samples 4 --out results/textchecks_policy_smollm2.json
+        --per-kind 40 --samples 4 --out results/textchecks/policy_smollm2.json
 """
 
 from __future__ import annotations
