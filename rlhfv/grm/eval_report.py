@@ -86,8 +86,19 @@ def summarize(
         for e, r in zip(items[:3], per_item[:3], strict=True)
         if "greedy" in r
     ]
+    credits = [  # per item, for paired comparisons of two ways of judging on the same items
+        {
+            "id": e.id,
+            "subset": e.subset,
+            **({"greedy": r["greedy"]["credit"]} if "greedy" in r else {}),
+            **({"verdict": r["verdict"]["credit"]} if "verdict" in r else {}),
+            **{k: v for k, v in r.get("sampled", {}).items() if "@" in k},
+        }
+        for e, r in zip(items, per_item, strict=True)
+    ]
     return {
         "items": len(items),
+        "per_item": credits,
         "seconds": elapsed,
         "metrics": metrics,
         "failure_reasons": dict(failures.most_common(20)),

@@ -427,7 +427,9 @@ def test_help_lists_every_format_with_its_fields(capsys):
     assert "output_1, output_2" in out and "annotator votes" in out and "--map" in out
 
 
-def test_textchecks_is_a_format_without_a_data_file_and_prints_each_way_of_judging(monkeypatch, capsys):
+def test_textchecks_is_a_format_without_a_data_file_and_prints_each_way_of_judging(
+    monkeypatch, capsys, tmp_path
+):
     """`--format textchecks` generates test pairs; the table lists greedy, one verdict and each voting@k."""
     from rlhfv.grm import verdict
 
@@ -438,12 +440,15 @@ def test_textchecks_is_a_format_without_a_data_file_and_prints_each_way_of_judgi
         lambda model, items, preferred: [verdict.OneVerdict([p, p], 1.0, True) for p in preferred],
     )
     argv = ["grm", "--model", "tiny", "--format", "textchecks", "--limit", "14", "--k", "1", "2", "--verdict"]
+    argv += ["--no-greedy", "--out", str(tmp_path / "r.json")]
     assert evaluate.main(argv) == 0
     out = capsys.readouterr().out
     assert "textchecks/add" in out and "textchecks/caps" in out
     lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     assert lines["verdict"][0] == "1.000"  # the scripted verdicts are all right
     assert lines["voting@1"][0] == lines["voting@2"][0] == "0.500"  # every vote ties: a coin flip
+    per_item = json.loads((tmp_path / "r.json").read_text())["per_item"]  # for paired comparisons
+    assert len(per_item) == 14 and all(r["verdict"] == 1.0 and r["voting@2"] == 0.5 for r in per_item)
 
 
 def test_the_one_verdict_baseline_reads_one_letter_per_order_on_a_real_tokenizer():
