@@ -103,6 +103,7 @@ def generate(
     synced_gpus: bool = False,
     allowed_tokens: Callable[[int, torch.Tensor], list[int]] | None = None,
     reading_tokens: int = 32,
+    share_prefix: bool = True,
 ) -> Rollout:
     """Sample `group_size` completions for every prompt, batched, with the KV cache.
 
@@ -124,6 +125,8 @@ def generate(
         allowed_tokens: Constrained decoding: (row, ids generated so far [t]) → the token ids that
             may come next (e.g. `rlhfv.grm.judge.ScoreLineGrammar`).
         reading_tokens: Length limit of a reading.
+        share_prefix: Encode the token prefix that every row shares (a judge's instructions)
+            once and let the rows reuse its KV cache (`shared_prefix_batch`); text-only prompts.
     """
     rows = [p for p in prompts for _ in range(group_size)]  # prompt-major: b·G + k
     reading = None
@@ -155,8 +158,12 @@ def generate(
         recorder = SampledLogprobs()
         processors.append(recorder)
     extra: dict[str, Any] = {"tokenizer": policy.tokenizer} if stop_strings else {}
+    inputs = batch
+    shared = shared_prefix_batch(policy, batch) if share_prefix else None
+    if shared is not None:
+        inputs, extra["cache"] = shared
+    width = inputs["input_ids"].shape[1]
     if allowed_tokens is not None:
-        width = batch["input_ids"].shape[1]
         extra["prefix_allowed_tokens_fn"] = lambda row, ids: allowed_tokens(row, ids[width:])
     # `generate` fills every setting its config leaves unset from the model's own config (the
     # checkpoint's generation_config.json); for the call, the model's own config is ours.
@@ -166,7 +173,7 @@ def generate(
         for m in models:
             m.generation_config = config
         out = policy.module.generate(
-            **batch,
+            **inputs,
             generation_config=config,
             logits_processor=processors,
             synced_gpus=synced_gpus,
@@ -175,7 +182,7 @@ def generate(
     finally:
         for m, own in zip(models, saved, strict=True):
             m.generation_config = own
-    ids = out[:, batch["input_ids"].shape[1] :]  # [N, T'] generated part, T' ≤ max_new_tokens
+    ids = out[:, width:]  # [N, T'] generated part, T' ≤ max_new_tokens
     sampler_logprobs = recorder.logprobs(ids) if recorder is not None else None  # [N, T'] or None
     ids, mask, complete = completion_ends(ids, policy, stop_strings, max_new_tokens)
     texts = [
@@ -196,6 +203,54 @@ def generate(
         reading=reading,
         sampler_logprobs=sampler_logprobs * mask if sampler_logprobs is not None else None,
     )
+
+
+MIN_SHARED_PREFIX = 32  # tokens; below this, one more forward call costs more than it saves
+
+
+@torch.no_grad()
+def shared_prefix_batch(
+    policy: ChatModel, batch: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], Any] | None:
+    """The rows' common token prefix encoded once, and the batch rearranged to reuse it.
+
+    A judge's rows share its instructions (~170 tokens of a ~250-token prompt); encoding them
+    once instead of once per row cut the prompt work of a k-sample judgement about threefold.
+    The rows (left-padded, [N, P]) become [shared prefix | padding | own suffix] ([N, L + W]),
+    with the padding masked: `generate` takes position ids from the attention mask, so each
+    token keeps the position it had, and it starts from the prefix's cache (repeated N times)
+    and encodes only the suffixes. Returns None when there is nothing worth sharing (one row,
+    images, or a common prefix under `MIN_SHARED_PREFIX` tokens).
+    """
+    from transformers import GenerationMixin
+
+    ids, mask = batch["input_ids"], batch["attention_mask"]  # [N, P]
+    if set(batch) != {"input_ids", "attention_mask"} or ids.shape[0] < 2:
+        return None
+    if not any(isinstance(m, GenerationMixin) for m in policy.module.modules()):
+        return None  # a stand-in with its own generate (tests): no forward to encode the prefix with
+    rows = [row[m.bool()] for row, m in zip(ids, mask, strict=True)]  # unpadded, each [P_i]
+    shared = min(len(r) for r in rows) - 1  # every row keeps at least one token of its own
+    for r in rows[1:]:
+        differ = (r[:shared] != rows[0][:shared]).nonzero()
+        if len(differ):
+            shared = int(differ[0])
+    if shared < MIN_SHARED_PREFIX:
+        return None
+    prefix = rows[0][:shared]
+    out = policy.module(input_ids=prefix[None], attention_mask=torch.ones_like(prefix)[None], use_cache=True)
+    cache = out.past_key_values
+    if cache is None:  # a module that keeps no cache here (gradient checkpointing in training mode)
+        return None
+    cache.batch_repeat_interleave(len(rows))
+    width = max(len(r) for r in rows) - shared
+    new_ids = torch.full((len(rows), shared + width), policy.pad_token_id, dtype=ids.dtype, device=ids.device)
+    new_mask = torch.zeros_like(new_ids, dtype=mask.dtype)
+    new_ids[:, :shared], new_mask[:, :shared] = prefix, 1
+    for i, r in enumerate(rows):
+        new_ids[i, shared + width - (len(r) - shared) :] = r[shared:]
+        new_mask[i, shared + width - (len(r) - shared) :] = 1
+    return {"input_ids": new_ids, "attention_mask": new_mask}, cache
 
 
 def rollout_of_groups(policy: ChatModel, picks: Sequence[tuple[Rollout, int]]) -> Rollout:

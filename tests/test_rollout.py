@@ -98,14 +98,20 @@ def test_prompts_with_a_reading_are_answered_in_two_passes_and_keep_the_reading_
     greedy = generate(policy, judged, group_size=2, max_new_tokens=4, greedy=True)
     alone = generate(policy, [question], group_size=1, max_new_tokens=32, greedy=True)
     assert greedy.reading is not None and greedy.reading.texts == alone.texts * 4  # one reading, reused
-    filled = generate(policy, [Prompt(f"Judge these. Mine: {alone.texts[0].strip()} End.")], 1, 4, greedy=True)
+    filled = generate(
+        policy, [Prompt(f"Judge these. Mine: {alone.texts[0].strip()} End.")], 1, 4, greedy=True
+    )
     assert greedy.texts == filled.texts * 4  # the second pass saw the slot filled in
     torch.manual_seed(0)
     sampled = generate(policy, judged[:1], group_size=3, max_new_tokens=4)
     reading = sampled.reading
     assert reading.completion_ids.shape[0] == 3 and len(set(reading.texts)) > 1  # each row reads on its own
-    logprobs = sequence_logprobs(policy, reading.select(slice(0, 3)), reading.completion_ids, reading.completion_mask)
-    assert (logprobs[reading.completion_mask == 0] == 0).all() and (logprobs[reading.completion_mask == 1] < 0).all()
+    logprobs = sequence_logprobs(
+        policy, reading.select(slice(0, 3)), reading.completion_ids, reading.completion_mask
+    )
+    assert (logprobs[reading.completion_mask == 0] == 0).all() and (
+        logprobs[reading.completion_mask == 1] < 0
+    ).all()
     with pytest.raises(ValueError, match="no Prompt.reading"):
         generate(policy, [judged[0], question], group_size=1, max_new_tokens=2)
 
@@ -131,3 +137,49 @@ def test_the_sampler_draws_from_the_distribution_sequence_logprobs_computes():
     plain = sequence_logprobs(policy.module, r.prompt_batch, r.completion_ids, r.completion_mask, 0.7)
     assert (plain - lp)[m].abs().max() > 1e-3  # without the suppression the distributions differ
     assert gen.repetition_penalty == 1.3  # the model's own config is left as it was
+
+
+def test_a_shared_prompt_prefix_is_encoded_once_and_changes_no_token():
+    """Judge prompts share ~170 tokens of instructions: encoded once, the greedy completions and
+    the sampled log-probabilities are those of encoding every row whole."""
+    from rlhfv.grm.prompts import pointwise_prompt
+    from rlhfv.rollout import shared_prefix_batch
+
+    policy = tiny_text_lm(seed=0)
+    prompts = [
+        pointwise_prompt("What is 3 + 4?", ["3 + 4 = 7.", "3 + 4 = 8."]),
+        pointwise_prompt(
+            "How many letters are in the word 'cat'?", ["It has 4 letters.", "It has 3 letters."]
+        ),
+        pointwise_prompt("Which number is larger, 12 or 21?", ["21.", "12."]),
+    ]
+    batch = policy.encoder(prompts)
+    rearranged, cache = shared_prefix_batch(policy, batch)
+    n_shared = cache.get_seq_length()
+    assert (
+        n_shared >= 32
+        and (rearranged["input_ids"][:, :n_shared] == rearranged["input_ids"][:1, :n_shared]).all()
+    )
+    assert (
+        rearranged["attention_mask"].sum(1).tolist() == batch["attention_mask"].sum(1).tolist()
+    )  # no token lost
+    whole = generate(policy, prompts, 2, 10, greedy=True, share_prefix=False)
+    shared = generate(policy, prompts, 2, 10, greedy=True, share_prefix=True)
+    assert shared.texts == whole.texts
+    torch.manual_seed(3)
+    a = generate(policy, prompts, 2, 6, temperature=1.0, share_prefix=False)
+    torch.manual_seed(3)
+    b = generate(policy, prompts, 2, 6, temperature=1.0, share_prefix=True)
+    assert a.texts == b.texts
+    assert torch.allclose(a.sampler_logprobs, b.sampler_logprobs, atol=1e-4)
+    assert torch.equal(
+        b.prompt_batch["input_ids"], batch["input_ids"].repeat_interleave(2, 0)
+    )  # consumers see plain rows
+
+
+def test_prompts_without_a_long_common_prefix_are_not_rearranged():
+    from rlhfv.rollout import shared_prefix_batch
+
+    policy = tiny_text_lm(seed=0)
+    assert shared_prefix_batch(policy, policy.encoder([Prompt("a b c"), Prompt("d e f")])) is None
+    assert shared_prefix_batch(policy, policy.encoder([Prompt("one prompt " * 40)])) is None

@@ -68,6 +68,10 @@ def summarize(
             m["greedy/forced_rate"] = sum(r["forced"] for r in g) / (2 * len(g))
             m["greedy/tie_rate"] = sum(r["ties"] for r in g) / max(1, sum(r["parsed"] for r in g))
             m["greedy/position_consistency"] = sum(consistent) / len(consistent) if consistent else None
+        if all("verdict" in per_item[i] for i in idx):
+            v = [per_item[i]["verdict"] for i in idx]
+            m["verdict/accuracy"] = mean_ci([r["credit"] for r in v])
+            m["verdict/position_consistency"] = sum(r["consistent"] for r in v) / len(v)
         if all("sampled" in per_item[i] for i in idx) and ks:
             s = [per_item[i]["sampled"] for i in idx]
             for k in ks:
@@ -82,8 +86,19 @@ def summarize(
         for e, r in zip(items[:3], per_item[:3], strict=True)
         if "greedy" in r
     ]
+    credits = [  # per item, for paired comparisons of two ways of judging on the same items
+        {
+            "id": e.id,
+            "subset": e.subset,
+            **({"greedy": r["greedy"]["credit"]} if "greedy" in r else {}),
+            **({"verdict": r["verdict"]["credit"]} if "verdict" in r else {}),
+            **{k: v for k, v in r.get("sampled", {}).items() if "@" in k},
+        }
+        for e, r in zip(items, per_item, strict=True)
+    ]
     return {
         "items": len(items),
+        "per_item": credits,
         "seconds": elapsed,
         "metrics": metrics,
         "failure_reasons": dict(failures.most_common(20)),
@@ -118,4 +133,16 @@ def summary_table(results: dict[str, Any]) -> list[str]:
             f"{share(m.get('greedy/tie_rate')):>5}  {share(m.get(f'{part}/parse_failure_rate')):>8}  "
             f"{share(m.get(f'{part}/forced_rate')):>6}"
         )
+    return lines + per_k_lines(overall)
+
+
+def per_k_lines(overall: dict[str, Any]) -> list[str]:
+    """All items' accuracy (95% CI) for each way of judging: greedy, one verdict, voting@k, meta@k."""
+    names = [k.split("/")[0] for k in overall if k.endswith("/accuracy")]
+    if len(names) < 2:
+        return []
+    lines = ["", f"{'all items':<14}  {'accuracy':>8}  {'95% CI':>13}"]
+    for name in names:
+        acc = overall[f"{name}/accuracy"]
+        lines.append(f"{name:<14}  {acc['mean']:>8.3f}  {acc['ci95_low']:.3f}-{acc['ci95_high']:.3f}")
     return lines

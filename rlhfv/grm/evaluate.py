@@ -93,6 +93,15 @@ def shapes_items(size: int, seed: int) -> list[EvalItem]:
     ]
 
 
+def textchecks_items(size: int, split: str, seed: int) -> list[EvalItem]:
+    """TextChecks preference pairs (`rlhfv.data.textchecks`): a right answer against a wrong one."""
+    from rlhfv.data.textchecks import TextChecks
+
+    data = TextChecks(size=size, split=split, seed=seed)
+    pairs = [data.preference_pair(i) for i in range(size)]
+    return [EvalItem(JudgeItem(p.prompt.text, list(p.responses)), p.preferred, p.source, p.id) for p in pairs]
+
+
 def build_judge(spec: str, dtype: str = "float32") -> Any:
     """`tiny` (random tiny text LM, for tests), an rlhfv model folder, an HF folder or a pulled name."""
     from rlhfv.models.base import MODEL_CARD, load_model
@@ -148,8 +157,11 @@ def evaluate_grm(
     progress: bool = True,
     force: bool = False,
     reading: bool = False,
+    verdict: bool = False,
 ) -> dict[str, Any]:
     """Run the evaluation described in the module docstring; return the results dictionary.
+
+    `verdict`: also the LLM-as-a-judge baseline, one A/B verdict per order (`rlhfv.grm.verdict`).
 
     `reading`: the judge answers each question itself before it sees the responses
     (`rlhfv.grm.judge.judge(reading=True)`), for judges trained with `JudgeTask(reading=...)`.
@@ -185,6 +197,15 @@ def evaluate_grm(
                 acc=f"{sum(r['greedy']['credit'] for r in per_item[: lo + len(chunk)]) / (lo + len(chunk)):.3f}"
             )
         bar.close()
+    if verdict:
+        from rlhfv.grm.verdict import one_verdicts
+
+        for lo in tqdm(
+            range(0, len(items), batch_size), desc="one verdict", unit="batch", disable=not progress
+        ):
+            chunk = items[lo : lo + batch_size]
+            for i, v in enumerate(one_verdicts(model, [e.item for e in chunk], [e.preferred for e in chunk])):
+                per_item[lo + i]["verdict"] = {"credit": v.credit, "consistent": v.consistent}
     k_max = max(ks) if ks else 0
     if k_max:  # k_max shuffled samples per item, all of an item's samples in the same generate call
         step = max(1, batch_size // k_max)
@@ -238,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         help="pairwise / best-of-n accuracy of a pointwise generative judge",
         description=__doc__,
         epilog=f"data formats (--format) and the fields they read:\n{formats}\n"
-        f"  {'shapes':13s} ShapesVQA test pairs, generated (no --data)",
+        f"  {'shapes':13s} ShapesVQA test pairs, generated (no --data)\n"
+        f"  {'textchecks':13s} TextChecks pairs (rlhfv.data.textchecks), generated: --limit items of --split (test unless train)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -271,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         "--k", type=int, nargs="*", default=[1, 4, 8], help="voting@k values; none to skip sampling"
     )
     p.add_argument("--no-greedy", action="store_true", help="skip the greedy two-order pass")
+    p.add_argument(
+        "--verdict",
+        action="store_true",
+        help="also the LLM-as-a-judge baseline: one A/B verdict per order, no critique (rlhfv.grm.verdict)",
+    )
     p.add_argument("--temperature", type=float, default=0.5)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8, help="generated rows per generate() call")
@@ -289,14 +316,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--out", help="write the full results as JSON here (the table goes to stdout)")
     args = parser.parse_args(argv)
-    if args.format != "shapes" and not args.data:
-        parser.error("--data is required unless --format shapes")
+    if args.format not in ("shapes", "textchecks") and not args.data:
+        parser.error("--data is required unless --format shapes or textchecks")
 
     errors: list[Any] = []  # RowErrors
     ties = 0
     try:  # a bad format, file, mapping or model is one line, not a traceback
         if args.format == "shapes":
             items = shapes_items(args.limit or 64, args.seed)
+        elif args.format == "textchecks":
+            items = textchecks_items(
+                args.limit or 300, "train" if args.split == "train" else "test", args.seed
+            )
         else:
             from rlhfv.data.formats import load_preference_data, select_rows
 
@@ -335,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         greedy=not args.no_greedy,
         force=args.force_scores,
         reading=args.reading,
+        verdict=args.verdict,
     )
     results["skipped_rows"] = len(errors)
     results["row_errors"] = row_error_lines(errors)  # the first 20 in full, then a count

@@ -44,6 +44,14 @@ VERDICT_INSTRUCTIONS = (
 )
 
 
+ONE_VERDICT_INSTRUCTIONS = (
+    "Please act as a fair judge and decide which of two AI assistants answered the user's question "
+    "better{image_note}. Check whether each answer is correct and does what the user asked. Do not let "
+    "the order of the answers or their length decide. Give only your final verdict: [[A]] if "
+    "assistant A is better, [[B]] if assistant B is better."
+)
+
+
 def pointwise_prompt(
     question: str,
     responses: Sequence[str],
@@ -105,3 +113,17 @@ def verdict_prompt(question: str, answer_a: str, answer_b: str, images: Sequence
         f"\n\n[Answer B]\n{answer_b.strip()}\n[End of answer B]"
     )
     return Prompt(text=text, images=list(images))
+
+
+def one_verdict_prompt(
+    question: str, answer_a: str, answer_b: str, images: Sequence[Image.Image] = ()
+) -> Prompt:
+    """The LLM-as-a-judge baseline (MT-Bench's pairwise judge, no reasoning): the reply starts
+    `[[` and the judge writes one letter (`rlhfv.grm.verdict.one_verdicts`)."""
+    text = ONE_VERDICT_INSTRUCTIONS.format(image_note=" (about the image(s) shown above)" if images else "")
+    text += (
+        f"\n\n[User Question]\n{question.strip()}\n\n[The Start of Assistant A's Answer]\n{answer_a.strip()}"
+        f"\n[The End of Assistant A's Answer]\n\n[The Start of Assistant B's Answer]\n{answer_b.strip()}"
+        "\n[The End of Assistant B's Answer]"
+    )
+    return Prompt(text=text, images=list(images), prefill="[[")

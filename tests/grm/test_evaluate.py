@@ -425,3 +425,40 @@ def test_help_lists_every_format_with_its_fields(capsys):
     for name in describe_formats():
         assert f"  {name} " in out
     assert "output_1, output_2" in out and "annotator votes" in out and "--map" in out
+
+
+def test_textchecks_is_a_format_without_a_data_file_and_prints_each_way_of_judging(
+    monkeypatch, capsys, tmp_path
+):
+    """`--format textchecks` generates test pairs; the table lists greedy, one verdict and each voting@k."""
+    from rlhfv.grm import verdict
+
+    monkeypatch.setattr(evaluate, "judge", scripted_judge(lambda shown, j: ParsedScores([5.0, 5.0])))
+    monkeypatch.setattr(
+        verdict,
+        "one_verdicts",
+        lambda model, items, preferred: [verdict.OneVerdict([p, p], 1.0, True) for p in preferred],
+    )
+    argv = ["grm", "--model", "tiny", "--format", "textchecks", "--limit", "14", "--k", "1", "2", "--verdict"]
+    argv += ["--no-greedy", "--out", str(tmp_path / "r.json")]
+    assert evaluate.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "textchecks/add" in out and "textchecks/caps" in out
+    lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert lines["verdict"][0] == "1.000"  # the scripted verdicts are all right
+    assert lines["voting@1"][0] == lines["voting@2"][0] == "0.500"  # every vote ties: a coin flip
+    per_item = json.loads((tmp_path / "r.json").read_text())["per_item"]  # for paired comparisons
+    assert len(per_item) == 14 and all(r["verdict"] == 1.0 and r["voting@2"] == 0.5 for r in per_item)
+
+
+def test_the_one_verdict_baseline_reads_one_letter_per_order_on_a_real_tokenizer():
+    from rlhfv.grm.verdict import one_verdicts
+    from rlhfv.models.text_lm import tiny_text_lm
+
+    items = [JudgeItem("What is 2 + 2?", ["4.", "5."]), JudgeItem("What is 3 + 3?", ["7.", "6."])]
+    preferred = [0, 1]
+    verdicts = one_verdicts(tiny_text_lm(seed=0), items, preferred)
+    for v, best in zip(verdicts, preferred, strict=True):
+        assert set(v.picks) <= {0, 1} and len(v.picks) == 2
+        assert v.credit == sum(p == best for p in v.picks) / 2
+        assert v.consistent == (v.picks[0] == v.picks[1])
