@@ -27,17 +27,31 @@ if TYPE_CHECKING:
 
 def score_responses(
     chat: ChatModel,
-    rm: ScalarRewardModel,
+    rm: ScalarRewardModel | torch.nn.Module,
     prompts: Sequence[Prompt],
     texts: Sequence[str],
     device: torch.device,
+    max_prompt_tokens: int = 0,
+    max_response_tokens: int = 0,
 ) -> torch.Tensor:
-    """The reward model's score of each (prompt, response text), response EOS-terminated. [N]"""
+    """The reward model's score of each (prompt, response text), response EOS-terminated. [N]
+
+    `max_prompt_tokens` keeps each prompt's last tokens (its latest turn; text prompts only, since
+    cutting a VLM prompt would cut its image placeholders) and `max_response_tokens` each response's
+    first ones, its EOS then cut with the rest; 0 keeps everything. On CPU a long dialogue costs
+    its full length in every forward pass, and the pair is decided mostly by the final exchange.
+    """
     from rlhfv.training.batching import to_device, tokenize_completions
 
-    batch = to_device(chat.encoder(list(prompts)), device)  # input_ids [N, P], vision tensors
+    batch = chat.encoder(list(prompts))  # input_ids [N, P] left-padded, vision tensors
+    if max_prompt_tokens and batch["input_ids"].shape[1] > max_prompt_tokens:
+        if set(batch) != {"input_ids", "attention_mask"}:
+            raise ValueError("max_prompt_tokens cuts text prompts only: these prompts carry images")
+        batch = {k: v[:, -max_prompt_tokens:] for k, v in batch.items()}  # [N, max_prompt_tokens]
     ids, mask = tokenize_completions(chat, list(texts))  # [N, T]
-    return rm(batch, ids.to(device), mask.to(device))
+    if max_response_tokens:
+        ids, mask = ids[:, :max_response_tokens], mask[:, :max_response_tokens]
+    return rm(to_device(batch, device), ids.to(device), mask.to(device))
 
 
 class ScalarRM:
