@@ -33,7 +33,7 @@ def recipe(folder: Path) -> Path:
         "run": {"seed": 0, "device": "cpu", "cpu_threads": 1, "save_every": 0},
         "model": {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 0},
         "train_data": {"_component_": "rlhfv.data.pairs.ShapesPairs", "size": 16, "image_size": 24},
-        "eval_pairs": {"_component_": "rlhfv.data.pairs.ShapesPairs", "size": 6, "image_size": 24, "seed": 1},
+        "eval_pairs": {"_component_": "rlhfv.data.pairs.ShapesPairs", "size": 6, "image_size": 24, "split": "test"},
         "optimizer": {"_component_": "torch.optim.AdamW", "lr": 0.01},
         "steps": 2,
         "batch_size": 2,
@@ -67,7 +67,7 @@ def test_reward_model_under_zero_matches_one_process_with_the_same_pairs(tmp_pat
         assert a["rm/margin"] == pytest.approx(b["rm/margin"], rel=1e-3, abs=1e-6)
     assert got[-1]["eval/margin"] == pytest.approx(expected[-1]["eval/margin"], rel=1e-3, abs=1e-6)
     # the saved model holds the gathered weights: it scores held-out pairs as the single run's does
-    pairs = ShapesPairs(size=6, image_size=24, seed=1)
+    pairs = ShapesPairs(size=6, image_size=24, split="test")
     zero_rm, single_rm = (load_reward_model(str(folder / "final")) for folder in (zero, single))
     margins = [
         pairwise_accuracy(*rm, pairs, 6, torch.device("cpu"))["eval/margin"] for rm in (zero_rm, single_rm)
