@@ -12,6 +12,8 @@ pairs `recipes/grlhfv_shapes.yaml`'s grm_rl stage trains on), it trains:
     grm_rl         GRPO, grouped comparison, with the GRM after RL on the preference set (grm_rl)
     exact          GRPO with the exact-answer reward: a perfect judge, the ceiling
     grm_rl_paper   grm_rl with the paper's Table 5 policy settings: kl_coef 0.02, temperature 1.0
+    rm_grpo_eos    rm_grpo with 5 taken off the score of every answer cut at max_new_tokens (the
+                   policy of rm_grpo learned to repeat "4 4 4 …" to the limit, which the RM liked)
 
 The paper's untrained GRM is an instruct MLLM asked to judge. A tiny random-weight model cannot
 write a judgement at all until the cold start teaches it, so the untrained row's judge is the GRM
@@ -49,7 +51,17 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FLAGSHIP = ROOT / "recipes/grlhfv_shapes.yaml"
 GRM_STAGES = ["policy_sft", "grm_drill", "grm_warmup", "grm_sft", "grm_refine", "grm_rl"]
-ROWS = ["dpo", "rm_grpo", "grm_untrained", "grm_sft", "grm_rl", "exact", "grm_rl_paper", "dpo_plain"]
+ROWS = [
+    "dpo",
+    "rm_grpo",
+    "grm_untrained",
+    "grm_sft",
+    "grm_rl",
+    "exact",
+    "grm_rl_paper",
+    "dpo_plain",
+    "rm_grpo_eos",
+]
 LABELS = {
     "dpo": "DPO (+NLL, dpo_shapes settings)",
     "dpo_plain": "plain DPO (nll_coef 0, lr 2e-5)",
@@ -59,6 +71,7 @@ LABELS = {
     "grm_rl": "GRPO, GRM+RL",
     "exact": "GRPO, exact answer (ceiling)",
     "grm_rl_paper": "GRPO, GRM+RL, KL 0.02 T 1.0",
+    "rm_grpo_eos": "GRPO, score-only RM, missing-EOS penalty 5",
 }
 TEST_IMAGES = 600
 sys.path.insert(0, str(HERE))
@@ -104,12 +117,16 @@ def row_recipe(row: str, shared: Path, untrained: str) -> dict[str, Any]:
     judge = stage["reward"]["reward"]["judge"]
     grm = {"grm_untrained": untrained, "grm_sft": "grm_refine"}.get(row, "grm_rl")
     judge["model"] = model_node(shared / grm / "final")
-    if row == "rm_grpo":
+    if row.startswith("rm_grpo"):
         stage["reward"] = {
             "_component_": "rlhfv.rewards.ScalarRM",
             "path": str(shared / "rm/final"),
             "normalize": True,
         }
+        if (
+            row == "rm_grpo_eos"
+        ):  # 5: far beyond the RM's spread on the policy's answers (std 0.35 at the start)
+            stage["reward"]["missing_eos_penalty"] = 5.0
     elif row == "exact":
         stage["reward"] = {"_component_": "rlhfv.rewards.rules.ExactAnswerReward"}
     elif row == "grm_rl_paper":
@@ -208,11 +225,30 @@ def judge_accuracies(out: Path, shared: Path, untrained: str) -> dict[str, float
     return found
 
 
+def preference_set_size(out: Path, shared: Path) -> dict[str, Any]:
+    """How many pairs the preference set holds, and a digest of them: every run rebuilds the set
+    from the same seeded node, so every run that reads it saw these pairs."""
+    import hashlib
+
+    from rlhfv.config import instantiate
+
+    cache = out / "preference_set.json"
+    if not cache.exists():
+        train, _ = preference_nodes(shared / "policy_sft/final")
+        pairs = instantiate(train)
+        digest = hashlib.sha256()
+        for p in pairs:
+            digest.update(json.dumps([p.prompt.text, p.responses, p.preferred]).encode())
+        cache.write_text(json.dumps({"pairs": len(pairs), "sha256": digest.hexdigest()[:16]}))
+    return json.loads(cache.read_text())
+
+
 def table(out: Path, seeds: list[int], rows: list[str], untrained: str) -> list[str]:
     shared = out / "shared"
     judged = judge_accuracies(out, shared, untrained) if (shared / "rm/summary.json").exists() else {}
     own = {
         "rm_grpo": judged.get("rm"),
+        "rm_grpo_eos": judged.get("rm"),
         "grm_untrained": judged.get(untrained),
         "grm_sft": judged.get("grm_refine"),
         "grm_rl": judged.get("grm_rl"),
@@ -250,6 +286,8 @@ def table(out: Path, seeds: list[int], rows: list[str], untrained: str) -> list[
         lines.append(
             f"| {ROWS.index(row) + 1 if row in ROWS[:6] else '-'} | {LABELS[row]} | {acc} | {' | '.join(cells)} | {mean} |"
         )
+    if (out / "preference_set.json").exists():
+        lines.append(f"preference set: {json.loads((out / 'preference_set.json').read_text())}")
     if judged:
         lines.append(
             f"held-out pairs: {judged.get('grm_rl/pairs')}; score-only RM before training {judged['rm/before']:.3f}; "
@@ -288,6 +326,7 @@ def main() -> None:
             out / "rm.log",
         )
         start = sft_answers(out, shared)
+        preference_set_size(out, shared)
         for seed in args.seeds:  # every row at one seed before the next seed: a partial table is balanced
             for row in args.rows:
                 run_dir = out / row / f"seed{seed}"

@@ -7,6 +7,13 @@ own tokenizer, so it need not share the policy's. With `normalize`, each batch's
 standardized (mean 0, std 1 over the N completions). A reward model's scale is arbitrary: GRPO's
 `scale_rewards` divides it out within each group, but with `scale_rewards: false`, or when the
 score is added to other rewards, the scale would set the step size and the weighting.
+
+The reward model reads every completion with an EOS after it, so it cannot tell an answer that
+ended from one cut at `max_new_tokens`. `missing_eos_penalty` (TRL's option of the same name) is
+subtracted from the raw score of every cut completion: a tiny Qwen2-VL policy on ShapesVQA learned,
+without it, to answer "4 4 4 4 …" up to the limit, which its reward model scored 4.3 against 1.8 for
+its short answers (benchmarks/grlhfv_table2.py, row rm_grpo). Grouped comparison gives a cut
+completion its lowest reward in the same way.
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ class ScalarRM:
         batch_size: Completions per forward pass.
         device: "auto" (a GPU if there is one), "cpu" or "cuda".
         dtype: The backbone's dtype.
+        missing_eos_penalty: Subtracted from the raw score of each completion that did not end by
+            itself (`rollout.complete` False), before normalisation; 0: none.
     """
 
     name = "ScalarRM"
@@ -74,6 +83,7 @@ class ScalarRM:
         batch_size: int = 32,
         device: str = "auto",
         dtype: str = "float32",
+        missing_eos_penalty: float = 0.0,
     ):
         from rlhfv.models.reward_head import load_reward_model
         from rlhfv.training.run import pick_device
@@ -82,6 +92,7 @@ class ScalarRM:
         self.chat, self.rm = load_reward_model(str(path), dtype)
         self.rm.to(self.device).eval().requires_grad_(False)
         self.normalize, self.batch_size = normalize, batch_size
+        self.missing_eos_penalty = missing_eos_penalty
         self.last_metrics: dict[str, float] = {}
 
     @torch.no_grad()
@@ -104,6 +115,7 @@ class ScalarRM:
             "rm/score_mean": scores.mean().item(),
             "rm/score_std": scores.std().item() if len(scores) > 1 else 0.0,
         }
+        scores = scores - self.missing_eos_penalty * (~rollout.complete.cpu()).float()  # [N]
         if self.normalize and len(scores) > 1:
             scores = (scores - scores.mean()) / (scores.std() + 1e-6)  # equal scores give 0, not NaN
         return scores

@@ -155,7 +155,10 @@ def test_token_caps_keep_the_prompt_end_and_the_response_start_and_refuse_image_
     rm = ScalarRewardModel(chat.module, hidden_size(chat.module, chat.pad_token_id)).eval()
     cpu = torch.device("cpu")
     tail = " the shapes are red and blue, which one is on the left?"
-    prompts = [Prompt("first a long story about a circle" + tail), Prompt("then another, about squares" + tail)]
+    prompts = [
+        Prompt("first a long story about a circle" + tail),
+        Prompt("then another, about squares" + tail),
+    ]
     responses = ["the red one, and more words follow here", "the red one, then other words entirely"]
 
     def scores(caps: tuple[int, int], which: str) -> torch.Tensor:
@@ -172,3 +175,19 @@ def test_token_caps_keep_the_prompt_end_and_the_response_start_and_refuse_image_
     vlm_rm = ScalarRewardModel(vlm.module, hidden_size(vlm.module, vlm.pad_token_id))
     with pytest.raises(ValueError, match="carry images"):
         score_responses(vlm, vlm_rm, [ShapesVQA(1)[0].prompt], ["two"], cpu, 4, 0)
+
+
+def test_scalar_rm_takes_the_missing_eos_penalty_off_cut_completions_only(tmp_path):
+    import dataclasses
+
+    from rlhfv.data.shapes import ShapesVQA
+    from rlhfv.models.text_lm import tiny_text_lm
+    from rlhfv.rewards import ScalarRM
+    from rlhfv.rollout import generate
+
+    run_rm(tmp_path / "rm", steps=1)
+    rollout = generate(tiny_text_lm(seed=1), [ShapesVQA(2)[i].prompt for i in range(2)], 2, 6, 1.0)
+    rollout = dataclasses.replace(rollout, complete=torch.tensor([True, False, True, False]))
+    plain = ScalarRM(str(tmp_path / "rm" / "final"), device="cpu")(rollout)
+    penalised = ScalarRM(str(tmp_path / "rm" / "final"), device="cpu", missing_eos_penalty=2.5)(rollout)
+    torch.testing.assert_close(plain - penalised, torch.tensor([0.0, 2.5, 0.0, 2.5]))
