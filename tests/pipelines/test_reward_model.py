@@ -141,3 +141,53 @@ def test_reward_model_evaluates_on_a_file_rlhfv_eval_grm_reads(tmp_path):
     held_out = {"_component_": "rlhfv.data.formats.PreferenceData", "format": "jsonl", "path": str(path)}
     summary, _ = run_rm(tmp_path / "run", eval_pairs=held_out, steps=1)
     assert summary["after/pairwise_accuracy"] in {k / 5 for k in range(6)}  # 5 pairs, each right or wrong
+
+
+def test_token_caps_keep_the_prompt_end_and_the_response_start_and_refuse_image_prompts():
+    from rlhfv.data.shapes import ShapesVQA
+    from rlhfv.models.hf_vlm import tiny_qwen2_vl
+    from rlhfv.models.reward_head import ScalarRewardModel, hidden_size
+    from rlhfv.models.text_lm import tiny_text_lm
+    from rlhfv.rewards.scalar import score_responses
+    from rlhfv.types import Prompt
+
+    chat = tiny_text_lm(seed=0)
+    rm = ScalarRewardModel(chat.module, hidden_size(chat.module, chat.pad_token_id)).eval()
+    cpu = torch.device("cpu")
+    tail = " the shapes are red and blue, which one is on the left?"
+    prompts = [
+        Prompt("first a long story about a circle" + tail),
+        Prompt("then another, about squares" + tail),
+    ]
+    responses = ["the red one, and more words follow here", "the red one, then other words entirely"]
+
+    def scores(caps: tuple[int, int], which: str) -> torch.Tensor:
+        with torch.no_grad():
+            if which == "prompts":  # the same response after two prompts that differ at the start
+                return score_responses(chat, rm, prompts, [responses[0]] * 2, cpu, *caps)
+            return score_responses(chat, rm, [prompts[0]] * 2, responses, cpu, *caps)  # differ at the end
+
+    assert not torch.allclose(*scores((0, 0), "prompts"))  # uncapped, the openings count ...
+    torch.testing.assert_close(*scores((12, 0), "prompts"))  # ... and the last 12 tokens are the same
+    assert not torch.allclose(*scores((0, 0), "responses"))
+    torch.testing.assert_close(*scores((0, 4), "responses"))  # the first 4 response tokens are the same
+    vlm = tiny_qwen2_vl(seed=0)
+    vlm_rm = ScalarRewardModel(vlm.module, hidden_size(vlm.module, vlm.pad_token_id))
+    with pytest.raises(ValueError, match="carry images"):
+        score_responses(vlm, vlm_rm, [ShapesVQA(1)[0].prompt], ["two"], cpu, 4, 0)
+
+
+def test_scalar_rm_takes_the_missing_eos_penalty_off_cut_completions_only(tmp_path):
+    import dataclasses
+
+    from rlhfv.data.shapes import ShapesVQA
+    from rlhfv.models.text_lm import tiny_text_lm
+    from rlhfv.rewards import ScalarRM
+    from rlhfv.rollout import generate
+
+    run_rm(tmp_path / "rm", steps=1)
+    rollout = generate(tiny_text_lm(seed=1), [ShapesVQA(2)[i].prompt for i in range(2)], 2, 6, 1.0)
+    rollout = dataclasses.replace(rollout, complete=torch.tensor([True, False, True, False]))
+    plain = ScalarRM(str(tmp_path / "rm" / "final"), device="cpu")(rollout)
+    penalised = ScalarRM(str(tmp_path / "rm" / "final"), device="cpu", missing_eos_penalty=2.5)(rollout)
+    torch.testing.assert_close(plain - penalised, torch.tensor([0.0, 2.5, 0.0, 2.5]))
