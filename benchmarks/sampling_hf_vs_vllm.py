@@ -21,23 +21,13 @@ import os
 import time
 
 import torch
+from grpo_vs_trl import QUESTIONS  # the same prompts as the GRPO comparison (benchmarks/ is on sys.path)
 
 from rlhfv.engine import RolloutConfig
 from rlhfv.engine.vllm import VLLMEngine
 from rlhfv.models.text_lm import load_text_lm
 from rlhfv.rollout import generate
 from rlhfv.types import Prompt
-
-QUESTIONS = [
-    "Explain in a few sentences why the sky is blue.",
-    "Describe how a bicycle works to a child.",
-    "Write a short story about a red triangle that wants to be a circle.",
-    "What are three good habits for writing clear code? Explain each.",
-    "Explain what a neural network is, without any equations.",
-    "Describe the water cycle step by step.",
-    "Why do leaves change colour in autumn?",
-    "Give advice to someone learning to cook for the first time.",
-]
 
 
 def memory_bandwidth(mib: int = 512, repeats: int = 5) -> float:

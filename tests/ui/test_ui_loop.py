@@ -7,25 +7,13 @@ import json
 import math
 import re
 import time
-from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
 from rlhfv.store.store import NewTask, Store
+from tests.ui.test_ui_app import APP, logged_in
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "annotation_ui" / "app.py"
 END = "loop:shapes_loop:end_round"
-
-
-def logged_in(name: str, password: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=30)
-    at.run()
-    at.text_input(key="login-name").input(name)
-    at.text_input(key="login-password").input(password)
-    next(b for b in at.button if b.label == "Log in").click().run()
-    assert not at.exception, at.exception
-    return at
 
 
 def loop_page(store: Store) -> AppTest:
