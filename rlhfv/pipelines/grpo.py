@@ -366,9 +366,9 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             n_rows = len(rollout)
             mask = rollout.completion_mask  # [N, T]
             reading = rollout.reading  # the first part of each output, written from its own prompt
-            if reading is not None and (cfg.updates_per_batch > 1 or cfg.kl_coef > 0):
+            if reading is not None and cfg.updates_per_batch > 1:
                 raise ValueError(
-                    "prompts with a reading (JudgeTask(reading='self')) train with updates_per_batch 1 and kl_coef 0 only"
+                    "prompts with a reading (JudgeTask(reading='self')) train with updates_per_batch 1 only"
                 )
             # token_mean over whole outputs: a reading's tokens count with the rest of its output's
             batch_tokens = float(mask.sum()) + (
@@ -381,6 +381,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             # 4. log π_old and log π_ref per micro-batch, without grad and (like the sampler) without dropout
             old_lp: list[torch.Tensor | None] = [None] * len(chunks)
             ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
+            ref_read_lp: list[torch.Tensor | None] = [None] * len(chunks)  # the readings' log π_ref
             with torch.no_grad(), autocast:
                 for c, rows in enumerate(chunks):
                     args = (
@@ -395,9 +396,17 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                         old_lp[c] = sequence_logprobs(trainer, *args)
                     if cfg.kl_coef > 0:
                         with reference_context(module, reference):
-                            ref_lp[c] = sequence_logprobs(
-                                reference if reference is not None else trainer, *args
-                            )
+                            ref_model = reference if reference is not None else trainer
+                            ref_lp[c] = sequence_logprobs(ref_model, *args)
+                            if reading is not None:
+                                ref_read_lp[c] = sequence_logprobs(
+                                    ref_model,
+                                    reading.select(rows),
+                                    reading.completion_ids[rows],
+                                    reading.completion_mask[rows],
+                                    cfg.temperature,
+                                    suppressed_tokens=policy.suppressed_tokens,
+                                )
             module.train()
             # 5. μ optimizer steps over the batch
             totals: dict[str, float] = {}
@@ -450,18 +459,20 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                             gap += float(
                                 ((reading.sampler_logprobs[rows] - lp_read.detach()).abs() * read_mask).sum()
                             )
-                        read_loss, _ = grpo_loss(
+                        read_loss, read_metrics = grpo_loss(
                             lp_read,
                             lp_read.detach(),
                             advantages[rows],
                             reading.completion_mask[rows],
                             loss_cfg,
-                            None,
+                            ref_read_lp[c],
                             batch_tokens,
                             n_rows,
                         )
                         loss = loss + read_loss
-                        metrics["loss/policy"] += read_loss.item()
+                        for key in ("loss/policy", "loss/kl"):
+                            if key in read_metrics:
+                                metrics[key] += read_metrics[key]
                     if not torch.isfinite(loss):
                         cause = nonfinite_cause(lp, old, ref_lp[c], advantages[rows])
                         if (

@@ -146,8 +146,15 @@ def test_a_judge_that_reads_first_trains_on_its_readings_too_and_logs_them(tmp_p
     line = json.loads((tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()[0])
     assert len(line["readings"]) == len(line["completions"]) == 3
     assert read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["rollout/logprob_gap"] < 1e-4  # both parts on-policy
-    with pytest.raises(ValueError, match="updates_per_batch 1 and kl_coef 0"):
+    with pytest.raises(ValueError, match="updates_per_batch 1 only"):
         cli(["run", recipe, *TINY[2:], "steps=1", "updates_per_batch=2", f"run.dir={tmp_path / 'run2'}"])
+    # the paper's KL term covers the reading too: once the judge has moved, both parts pay it
+    kl_run = ["eval_every=0", "steps=2", "run.save_every=0", "kl_coef=0.5", "optimizer.lr=0.05",
+              "reward._component_=rlhfv.rewards.rules.CallableReward",
+              "reward.function=tests.pipelines.test_grpo.text_length"]  # fmt: skip
+    assert cli(["run", recipe, *TINY[2:], *kl_run, f"run.dir={tmp_path / 'run3'}"]) == 0
+    kl = [r["loss/kl"] for r in read_metrics(tmp_path / "run3" / "metrics.jsonl") if "loss/kl" in r]
+    assert len(kl) == 2 and kl[0] == pytest.approx(0.0, abs=1e-6) and kl[1] > 0
 
 
 def test_sampling_stays_on_policy_whatever_the_checkpoint_generation_config_says(tmp_path):
