@@ -24,9 +24,11 @@ recipes train, and `--compact` shows judges the prompt without instructions they
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
+from pathlib import Path
 
 import torch
 
@@ -55,12 +57,37 @@ def held_out_items(
     return JudgeTask(pairs, analysis="compare", reading="self", compact=compact), 80
 
 
-def answers_right(path: str, data: object, tokens: int, batch_size: int = 50) -> tuple[list[str], list[bool]]:
+def answers_right(
+    path: str, data: object, tokens: int, batch_size: int = 50, cache: Path | None = None
+) -> tuple[list[str], list[bool]]:
+    """Each item's family and whether the model at `path` answered it right (greedy). With `cache`
+    (a JSON file) a model already graded on the same items is read back instead of asked again."""
     from rlhfv.models.base import load_model
     from rlhfv.training.evaluation import graded_answers
 
+    if cache is not None and cache.is_file():
+        saved = json.loads(cache.read_text())
+        return saved["tasks"], saved["right"]
     graded = graded_answers(load_model(path), data, batch_size, tokens)
-    return [task for task, _, _ in graded], [right for _, _, right in graded]
+    tasks, right = [task for task, _, _ in graded], [ok for _, _, ok in graded]
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"tasks": tasks, "right": right, "texts": [t for _, t, _ in graded]}))
+    return tasks, right
+
+
+def cache_file(folder: str | None, model: str, args: argparse.Namespace) -> Path | None:
+    """Where one model's graded answers on these exact items are kept: its folder (and its
+    weights' modification time, so a retrained model is asked again) and every argument that picks
+    the items or the answers are part of the name."""
+    if not folder:
+        return None
+    weights = [p.stat().st_mtime_ns for p in sorted(Path(model).glob("*.safetensors"))]
+    key = json.dumps(
+        [str(Path(model).resolve()), weights, args.size, args.seed, args.judge, args.tasks, args.sampled_from,
+         args.image_size, args.dtype, args.compact],
+    )  # fmt: skip
+    return Path(folder) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
 def mcnemar_p(gained: int, lost: int) -> float:
@@ -115,6 +142,10 @@ def main() -> None:
         "--compact", action="store_true", help="with --judge: the judge prompt without instructions"
     )
     parser.add_argument("--batch-size", type=int, default=50, help="items per generate call")
+    parser.add_argument(
+        "--cache",
+        help="folder: keep each model's graded answers, reused when the same model meets the same items",
+    )
     args = parser.parse_args()
     if args.sampled_from and not args.judge:
         parser.error("--sampled-from needs --judge")
@@ -127,8 +158,12 @@ def main() -> None:
         data, tokens = held_out_items(
             args.size, args.seed, args.judge, tasks_kept, args.sampled_from, args.image_size, args.compact
         )
-        tasks, a = answers_right(args.before, data, tokens, args.batch_size)
-        _, b = answers_right(args.after, data, tokens, args.batch_size)
+        tasks, a = answers_right(
+            args.before, data, tokens, args.batch_size, cache_file(args.cache, args.before, args)
+        )
+        _, b = answers_right(
+            args.after, data, tokens, args.batch_size, cache_file(args.cache, args.after, args)
+        )
     rows = {"all": compare(a, b)}
     for task in sorted(set(tasks)) if len(set(tasks)) > 1 else []:
         keep = [i for i, t in enumerate(tasks) if t == task]
