@@ -1,4 +1,4 @@
-"""recipes/grlhfv_vlm.yaml's tiny variant: the same four stages from a saved tiny ClipLM in place
+"""recipes/grlhfv_vlm.yaml's tiny variant: the same five stages from a saved tiny ClipLM in place
 of the instruction-tuned pretrained MLLM (the loader, LoRA, the compact judge and the ceiling
 stage all take the same code path)."""
 
@@ -21,7 +21,10 @@ def test_grlhfv_vlm_tiny_variant_runs_every_stage_from_a_saved_clip_lm(tmp_path)
     overrides = [
         f"run.dir={tmp_path / 'run'}",
         "run.dtype=float32",
-        f"stages.grm_sft.policy.path={start}",
+        f"stages.grm_drill.policy.path={start}",
+        "stages.grm_drill.steps=1",
+        "stages.grm_drill.batch_size=2",
+        "stages.grm_drill.eval_data.size=2",
         "stages.grm_sft.steps=1",
         "stages.grm_sft.batch_size=2",
         "stages.grm_sft.train_data.pairs.size=8",
@@ -43,7 +46,7 @@ def test_grlhfv_vlm_tiny_variant_runs_every_stage_from_a_saved_clip_lm(tmp_path)
     ]
     assert cli(["run", str(ROOT / "recipes" / "grlhfv_vlm.yaml"), *overrides]) == 0
     run = tmp_path / "run"
-    for stage in ("grm_sft", "grm_rl", "policy_rl", "policy_rl_exact"):
+    for stage in ("grm_drill", "grm_sft", "grm_rl", "policy_rl", "policy_rl_exact"):
         assert (run / stage / "final" / "model.safetensors").is_file(), stage
     judge_row = json.loads((run / "grm_rl" / "rollouts.jsonl").read_text().splitlines()[0])
     assert len(judge_row["readings"]) == 2  # the GRM wrote its own answer before each judgement
