@@ -15,20 +15,32 @@ item counts as right when the preferred response gets the strictly higher score.
 With `--sampled-from <policy>` the judges meet that policy's own answers instead (test questions,
 one answer the checker accepts against one it rejects: `rlhfv.data.pairs.SampledPairs`), as in
 grouped comparison. `--tasks count,colour` keeps those question families only.
+
+For the pretrained MLLM (`recipes/grlhfv_vlm.yaml`): `--image-size 224` draws the images at the
+tower's input size as its training data were, `--dtype bfloat16` answers under bf16 autocast as the
+recipes train, and `--compact` shows judges the prompt without instructions they were trained on.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
+from pathlib import Path
 
 import torch
 
 
 def held_out_items(
-    size: int, seed: int, judge: bool, tasks: list[str] | None, sampled_from: str | None
+    size: int,
+    seed: int,
+    judge: bool,
+    tasks: list[str] | None,
+    sampled_from: str | None,
+    image_size: int = 96,
+    compact: bool = False,
 ) -> tuple[object, int]:
     """The held-out items both models are graded on, and the tokens an answer may take."""
     from rlhfv.data.pairs import JudgeTask, SampledPairs, ShapesPairs
@@ -36,21 +48,46 @@ def held_out_items(
     from rlhfv.models.base import load_model
 
     if not judge:
-        return ShapesVQA(size=size, split="test", seed=seed, tasks=tasks), 24
+        return ShapesVQA(size=size, split="test", seed=seed, tasks=tasks, image_size=image_size), 24
     if sampled_from:
-        questions = ShapesVQA(size=size, split="test", seed=seed, tasks=tasks)
+        questions = ShapesVQA(size=size, split="test", seed=seed, tasks=tasks, image_size=image_size)
         pairs: object = SampledPairs(load_model(sampled_from), questions, seed=seed)
     else:
-        pairs = ShapesPairs(size=size, split="test", seed=seed, tasks=tasks)
-    return JudgeTask(pairs, analysis="compare", reading="self"), 80
+        pairs = ShapesPairs(size=size, split="test", seed=seed, tasks=tasks, image_size=image_size)
+    return JudgeTask(pairs, analysis="compare", reading="self", compact=compact), 80
 
 
-def answers_right(path: str, data: object, tokens: int, batch_size: int = 50) -> tuple[list[str], list[bool]]:
+def answers_right(
+    path: str, data: object, tokens: int, batch_size: int = 50, cache: Path | None = None
+) -> tuple[list[str], list[bool]]:
+    """Each item's family and whether the model at `path` answered it right (greedy). With `cache`
+    (a JSON file) a model already graded on the same items is read back instead of asked again."""
     from rlhfv.models.base import load_model
     from rlhfv.training.evaluation import graded_answers
 
+    if cache is not None and cache.is_file():
+        saved = json.loads(cache.read_text())
+        return saved["tasks"], saved["right"]
     graded = graded_answers(load_model(path), data, batch_size, tokens)
-    return [task for task, _, _ in graded], [right for _, _, right in graded]
+    tasks, right = [task for task, _, _ in graded], [ok for _, _, ok in graded]
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"tasks": tasks, "right": right, "texts": [t for _, t, _ in graded]}))
+    return tasks, right
+
+
+def cache_file(folder: str | None, model: str, args: argparse.Namespace) -> Path | None:
+    """Where one model's graded answers on these exact items are kept: its folder (and its
+    weights' modification time, so a retrained model is asked again) and every argument that picks
+    the items or the answers are part of the name."""
+    if not folder:
+        return None
+    weights = [p.stat().st_mtime_ns for p in sorted(Path(model).glob("*.safetensors"))]
+    key = json.dumps(
+        [str(Path(model).resolve()), weights, args.size, args.seed, args.judge, args.tasks, args.sampled_from,
+         args.image_size, args.dtype, args.compact],
+    )  # fmt: skip
+    return Path(folder) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
 def mcnemar_p(gained: int, lost: int) -> float:
@@ -97,17 +134,36 @@ def main() -> None:
     )
     parser.add_argument("--tasks", help="question families to keep, comma-separated (default: all)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--image-size", type=int, default=96, help="side of the drawn images (224 for the MLLM)"
+    )
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype")
+    parser.add_argument(
+        "--compact", action="store_true", help="with --judge: the judge prompt without instructions"
+    )
+    parser.add_argument("--batch-size", type=int, default=50, help="items per generate call")
+    parser.add_argument(
+        "--cache",
+        help="folder: keep each model's graded answers, reused when the same model meets the same items",
+    )
     args = parser.parse_args()
     if args.sampled_from and not args.judge:
         parser.error("--sampled-from needs --judge")
     torch.set_num_threads(args.threads)
     if args.seed is None:
         args.seed = 3 if args.judge else 0
-    data, tokens = held_out_items(
-        args.size, args.seed, args.judge, args.tasks.split(",") if args.tasks else None, args.sampled_from
-    )
-    tasks, a = answers_right(args.before, data, tokens)
-    _, b = answers_right(args.after, data, tokens)
+    tasks_kept = args.tasks.split(",") if args.tasks else None
+    autocast = torch.autocast("cpu", dtype=getattr(torch, args.dtype), enabled=args.dtype != "float32")
+    with autocast:  # the policy samples its pairs' answers at the same precision the judges answer
+        data, tokens = held_out_items(
+            args.size, args.seed, args.judge, tasks_kept, args.sampled_from, args.image_size, args.compact
+        )
+        tasks, a = answers_right(
+            args.before, data, tokens, args.batch_size, cache_file(args.cache, args.before, args)
+        )
+        _, b = answers_right(
+            args.after, data, tokens, args.batch_size, cache_file(args.cache, args.after, args)
+        )
     rows = {"all": compare(a, b)}
     for task in sorted(set(tasks)) if len(set(tasks)) > 1 else []:
         keep = [i for i, t in enumerate(tasks) if t == task]
@@ -120,9 +176,12 @@ def main() -> None:
         )
     print(
         json.dumps(
-            {"before": args.before, "after": args.after, "seed": args.seed, "tasks": args.tasks, "rows": rows}
+            {
+                "before": args.before, "after": args.after, "seed": args.seed, "tasks": args.tasks,
+                "image_size": args.image_size, "dtype": args.dtype, "rows": rows,
+            }
         )
-    )
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

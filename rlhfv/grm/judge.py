@@ -183,6 +183,7 @@ def judge(
     hints: Sequence[int] | None = None,
     reading: bool = False,
     engine: Any | None = None,
+    compact: bool = False,
 ) -> list[Judgement]:
     """Judge every item k times in ONE batched generate call (B·k rows).
 
@@ -201,6 +202,8 @@ def judge(
             with the same question and images share one reading when greedy.
         engine: A rollout engine serving this judge (`rlhfv.engine.vllm.VLLMEngine`): the B·k
             prompts go to it in one call instead of `generate` (not with `reading`).
+        compact: The prompt without instructions (`pointwise_prompt(compact=True)`), for judges
+            trained on `JudgeTask(compact=True)`: they learned the output contract from targets.
     """
     from rlhfv.rollout import generate
 
@@ -220,7 +223,13 @@ def judge(
             shown = [item.responses[i] for i in order]
             hint = shown_index(hints[b], order) if hints is not None else None
             prompt = pointwise_prompt(
-                item.question, shown, item.images, principles, hint, reading=READING_SLOT if reading else None
+                item.question,
+                shown,
+                item.images,
+                principles,
+                hint,
+                compact=compact,
+                reading=READING_SLOT if reading else None,
             )
             if reading:
                 key = (item.question, *map(id, item.images))

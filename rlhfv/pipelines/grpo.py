@@ -331,7 +331,10 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                 step + 100_003 * round_,
             )
         sample_s += time.perf_counter() - began
-        return rollout, checked_rewards(reward_fn, rollout)  # a broken reward stops before any update
+        # a model-based reward (a GRM's judgements) runs at the run's precision too: outside the
+        # autocast it generated in float32, 1.7x slower on a bf16 CPU for the pretrained MLLM
+        with autocast:
+            return rollout, checked_rewards(reward_fn, rollout)  # a broken reward stops before any update
 
     try:
         for step in bar:

@@ -39,6 +39,8 @@ class GRMJudge:
         reading: The judge answers each question itself before it sees the answers to compare
             (`rlhfv.grm.judge.judge(reading=True)`); for judges trained with
             `JudgeTask(reading=...)`.
+        compact: The judge prompt without instructions (`pointwise_prompt(compact=True)`), for
+            judges trained on `JudgeTask(compact=True)` prompts.
         engine: "hf" (generate in this process) or "vllm": a vLLM process serves the judge (a
             frozen GRM: nothing to sync) and all pairs of a rollout go to it in one call,
             prefix caching on; `batch_size` is then ignored.
@@ -55,6 +57,7 @@ class GRMJudge:
         batch_size: int = 64,
         device: str = "auto",
         reading: bool = False,
+        compact: bool = False,
         engine: str = "hf",
         vllm_python: str = "",
     ):
@@ -77,6 +80,7 @@ class GRMJudge:
             weakref.finalize(self, self.engine.close)  # the engine process ends with the judge
         self.max_new_tokens, self.greedy, self.temperature = max_new_tokens, greedy, temperature
         self.principles, self.batch_size, self.reading = principles, batch_size, reading
+        self.compact = compact
         self.last_texts: list[str] = []
 
     def __call__(
@@ -101,6 +105,7 @@ class GRMJudge:
                 principles=self.principles,
                 reading=self.reading,
                 engine=self.engine,
+                compact=self.compact,
             ):
                 scores = j.scores[0]
                 verdicts.append((scores[0], scores[1]) if scores is not None else None)

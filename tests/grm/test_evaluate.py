@@ -462,3 +462,27 @@ def test_the_one_verdict_baseline_reads_one_letter_per_order_on_a_real_tokenizer
         assert set(v.picks) <= {0, 1} and len(v.picks) == 2
         assert v.credit == sum(p == best for p in v.picks) / 2
         assert v.consistent == (v.picks[0] == v.picks[1])
+
+
+def test_a_compact_judge_sees_the_request_and_responses_without_the_instructions():
+    """`GRMJudge(compact=True)` prompts as `JudgeTask(compact=True)` trained: no instructions, the
+    same request and response blocks (and the judge's own reading last)."""
+    from rlhfv.grm.prompts import POINTWISE_INSTRUCTIONS
+    from rlhfv.models.text_lm import tiny_text_lm
+    from rlhfv.rewards.grm import GRMJudge
+    from rlhfv.types import Prompt
+
+    model = tiny_text_lm(seed=0)
+    shown = []
+    original = model.module.generate
+    model.module.generate = lambda **kw: shown.extend(kw["input_ids"].tolist()) or original(**kw)
+    opening = POINTWISE_INSTRUCTIONS.split(".")[0]  # "You are a careful reviewer"
+    for compact in (False, True):
+        shown.clear()
+        GRMJudge(model, max_new_tokens=3, device="cpu", compact=compact, reading=True)(
+            [Prompt("How many shapes?")], ["There are 2."], ["There are 3."]
+        )
+        texts = [model.tokenizer.decode(row, skip_special_tokens=True) for row in shown]
+        judging = texts[-1]  # after the reading
+        assert "[Response 2]" in judging and "[Your own answer" in judging
+        assert (opening in judging) is not compact

@@ -142,7 +142,20 @@ def test_a_judge_that_reads_first_trains_on_its_readings_too_and_logs_them(tmp_p
     }
     cfg.reward = {"_component_": "rlhfv.rewards.grm.JudgeRuleReward"}
     OmegaConf.save(cfg, recipe)
-    assert cli(["run", recipe, *TINY[2:], "eval_every=0", "steps=1", "run.save_every=0", f"run.dir={tmp_path / 'run'}"]) == 0
+    assert (
+        cli(
+            [
+                "run",
+                recipe,
+                *TINY[2:],
+                "eval_every=0",
+                "steps=1",
+                "run.save_every=0",
+                f"run.dir={tmp_path / 'run'}",
+            ]
+        )
+        == 0
+    )
     line = json.loads((tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()[0])
     assert len(line["readings"]) == len(line["completions"]) == 3
     assert read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["rollout/logprob_gap"] < 1e-4  # both parts on-policy
@@ -185,7 +198,9 @@ def test_sampling_stays_on_policy_whatever_the_checkpoint_generation_config_says
 
 def flat_for_counting(prompts, completions, labels):
     """Equal rewards within every "How many" group (zero advantage), varied ones elsewhere."""
-    return [1.0 if p.startswith("How many") else float(len(c)) for p, c in zip(prompts, completions, strict=True)]
+    return [
+        1.0 if p.startswith("How many") else float(len(c)) for p, c in zip(prompts, completions, strict=True)
+    ]
 
 
 def test_dynamic_sampling_trains_only_groups_whose_rewards_differ(tmp_path):
@@ -205,3 +220,22 @@ def test_dynamic_sampling_trains_only_groups_whose_rewards_differ(tmp_path):
     run(tmp_path / "off", *extra, "log_rollouts_prompts=3", *reward, policy=text)
     lines = [json.loads(x) for x in (tmp_path / "off" / "run" / "rollouts.jsonl").read_text().splitlines()]
     assert any(x["prompt"].startswith("How many") for x in lines)
+
+
+def bf16_only(prompts, completions, labels):
+    """A reward that refuses to run outside bf16 autocast (the recipe imports it by path, so it
+    reports by raising: the run then stops with the reward's error)."""
+    if not (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16):
+        raise RuntimeError("the reward ran without the run's bf16 autocast")
+    return [float(len(c)) for c in completions]
+
+
+def test_a_model_based_reward_runs_under_the_runs_bf16_autocast(tmp_path):
+    """A GRM judges under run.dtype's autocast like the policy samples: in float32 the pretrained
+    MLLM's judge generated 1.7x slower."""
+    reward = [
+        "reward._component_=rlhfv.rewards.rules.CallableReward",
+        "reward.function=tests.pipelines.test_grpo.bf16_only",
+    ]
+    rows = run(tmp_path, "steps=1", "run.save_every=0", "run.dtype=bfloat16", *reward)
+    assert "reward/mean" in rows[-1]
