@@ -14,7 +14,8 @@ The second SPCT stage, rule-based online RL with the ±1 reward (Eq. 11), is the
 recipes/spct_rl_shapes.yaml.
 
 The sampled trajectories are written to `<run dir>/rft_trajectories.jsonl` (item index, display
-order, text, hinted flag) so a resumed run trains on exactly the same data without resampling.
+order, text, hinted flag) once sampling ends, so a resumed run, with or without a checkpoint,
+trains on exactly the same data without resampling.
 """
 
 from __future__ import annotations
@@ -219,9 +220,10 @@ def main(cfg: SPCTConfig) -> dict[str, float]:
     pairs = instantiate(cfg.pairs)
     trajectories_file = Path(run.dir) / TRAJECTORIES
     summary: dict[str, float] = {}
-    if run.state is not None and trajectories_file.is_file():  # resume: same data, no resampling
+    if trajectories_file.is_file():  # resume: same data, no resampling (written once sampling ended)
         kept = [json.loads(line) for line in trajectories_file.read_text().splitlines()]
-        summary = dict(run.state["summary"])
+        summary = dict(run.state["summary"]) if run.state is not None else {}
+        logger.info("training on the %d trajectories already sampled in %s", len(kept), trajectories_file)
     else:
         sampler: ChatModel = instantiate(cfg.sampler) if cfg.sampler else grm
         sampler.module.to(run.device).eval()
