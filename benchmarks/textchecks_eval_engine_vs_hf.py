@@ -55,7 +55,14 @@ def main() -> None:
     sides: dict[str, dict] = {}
     began = time.perf_counter()
     engine = VLLMEngine(
-        model, RolloutConfig(engine="vllm"), args.max_new_tokens, args.temperature, 1.0, [], "float32", args.seed
+        model,
+        RolloutConfig(engine="vllm"),
+        args.max_new_tokens,
+        args.temperature,
+        1.0,
+        [],
+        "float32",
+        args.seed,
     )
     start_s = time.perf_counter() - began
     try:
@@ -69,9 +76,7 @@ def main() -> None:
                 "seconds": r["seconds"],
                 "items_per_s": r["items_per_s"],
                 "samples_per_s": len(items) * args.k / r["seconds"],
-                "accuracy": {
-                    m: v["mean"] for m, v in r["metrics"]["all"].items() if m.endswith("/accuracy")
-                },
+                "accuracy": {m: v["mean"] for m, v in r["metrics"]["all"].items() if m.endswith("/accuracy")},
             }
             print(name, json.dumps(sides[name]), flush=True)
     finally:

@@ -32,7 +32,11 @@ def paired(a: list[float], b: list[float], seed: int = 0, rounds: int = 2000) ->
     rng, n = random.Random(seed), len(a)
     diffs = [y - x for x, y in zip(a, b, strict=True)]
     means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(rounds))
-    return {"diff": sum(diffs) / n, "ci95_low": means[int(0.025 * rounds)], "ci95_high": means[int(0.975 * rounds) - 1]}
+    return {
+        "diff": sum(diffs) / n,
+        "ci95_low": means[int(0.025 * rounds)],
+        "ci95_high": means[int(0.975 * rounds) - 1],
+    }
 
 
 def strict(credits: list[float]) -> list[float]:
@@ -69,7 +73,11 @@ def main() -> None:
         table[label] = {"seconds": run["seconds"], "ways": {}}
         m = run["metrics"]
         if "greedy/accuracy" in m:  # two orders per item: its credit is a mean, strict comes from the eval
-            row = {"strict": m["greedy/strict_accuracy"], "half": m["greedy/accuracy"], "tie_share": m["greedy/tie_rate"]}
+            row = {
+                "strict": m["greedy/strict_accuracy"],
+                "half": m["greedy/accuracy"],
+                "tie_share": m["greedy/tie_rate"],
+            }
             table[label]["ways"]["greedy"] = row
             lines.append(
                 f"| {label} | greedy, both orders | {row['half']['n']} | {fmt(row['strict'])} | {fmt(row['half'])} | {row['tie_share']:.2f} |"
@@ -99,7 +107,9 @@ def main() -> None:
         if a not in ra["items"][0] or b not in rb["items"][0]:
             continue
         if ra["ids"] != rb["ids"]:
-            raise ValueError(f"{name}: the two evaluations judged different items; use the same --limit and --seed")
+            raise ValueError(
+                f"{name}: the two evaluations judged different items; use the same --limit and --seed"
+            )
         ca, cb = [r[a] for r in ra["items"]], [r[b] for r in rb["items"]]
         d = {"strict": paired(strict(ca), strict(cb)), "half": paired(ca, cb), "items": len(ca)}
         table["paired"][name] = d

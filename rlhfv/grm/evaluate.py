@@ -264,7 +264,9 @@ def start_engine(model: Any, args: argparse.Namespace) -> Any:
         raise ValueError("--engine vllm with --reading: the judge's own readings need --engine hf")
     settings = RolloutConfig(engine="vllm", vllm_python=args.vllm_python)
     try:
-        return VLLMEngine(model, settings, args.max_new_tokens, args.temperature, 1.0, [], args.dtype, args.seed)
+        return VLLMEngine(
+            model, settings, args.max_new_tokens, args.temperature, 1.0, [], args.dtype, args.seed
+        )
     except EngineError as e:  # no environment, an unsupported model: one line, not a traceback
         raise ValueError(f"--engine vllm: {e}") from e
 
@@ -343,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         help="vllm: judgements and forced score lines sampled by a vLLM process (rlhfv engine install vllm); "
         "use a large --batch-size (rows per engine call), e.g. 512",
     )
-    p.add_argument("--vllm-python", default="", help="the engine environment's interpreter (default: the installed one)")
+    p.add_argument(
+        "--vllm-python", default="", help="the engine environment's interpreter (default: the installed one)"
+    )
     p.add_argument("--out", help="write the full results as JSON here (the table goes to stdout)")
     args = parser.parse_args(argv)
     if args.format not in ("shapes", "textchecks") and not args.data:

@@ -134,7 +134,9 @@ def score_line_regex(n: int, low: int, high: int) -> str:
     if high - low > 1000:
         number = "(0|[1-9][0-9]*)"
     else:
-        number = "(" + "|".join(str(v) for v in sorted(range(low, high + 1), key=lambda v: -len(str(v)))) + ")"
+        number = (
+            "(" + "|".join(str(v) for v in sorted(range(low, high + 1), key=lambda v: -len(str(v)))) + ")"
+        )
     return number + f"(, ?{number})" * (n - 1) + r"\}"
 
 
@@ -171,7 +173,13 @@ def force_scores(
         for n in sorted({counts[i] for i in todo}):
             group = [r for r, i in enumerate(todo) if counts[i] == n]
             continued = engine.generate(
-                [rows[r] for r in group], 1, [""] * len(group), seed, longest, temperature, greedy,
+                [rows[r] for r in group],
+                1,
+                [""] * len(group),
+                seed,
+                longest,
+                temperature,
+                greedy,
                 regex=score_line_regex(n, low, high),
             )
             for r, tail in zip(group, continued.texts, strict=True):
@@ -271,8 +279,15 @@ def judge(
     if force:
         counts = [len(item.responses) for item in items for _ in range(k)]
         texts, forced = force_scores(
-            model, prompts, texts, counts, greedy, temperature, score_range,
-            engine=None if reading else engine, seed=seed + 1,
+            model,
+            prompts,
+            texts,
+            counts,
+            greedy,
+            temperature,
+            score_range,
+            engine=None if reading else engine,
+            seed=seed + 1,
         )
     low, high = score_range if score_range else (None, None)
     out = []

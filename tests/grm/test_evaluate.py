@@ -183,7 +183,10 @@ def test_the_engines_score_line_regex_accepts_the_complete_lines_the_grammar_acc
     tokenizer = tiny_text_lm(seed=0).tokenizer
     pieces = ["0", "1", "7", "10", "11", "01", ",", ", ", ",,", " "]
     for n in (2, 3):
-        grammar, pattern = ScoreLineGrammar(tokenizer, [n], 1, 10, eos=0), re.compile(score_line_regex(n, 1, 10))
+        grammar, pattern = (
+            ScoreLineGrammar(tokenizer, [n], 1, 10, eos=0),
+            re.compile(score_line_regex(n, 1, 10)),
+        )
         agree = 0
         for length in range(1, 6):
             for parts in itertools.product(pieces, repeat=length):

@@ -110,9 +110,19 @@ def test_a_rerun_without_checkpoint_trains_on_the_trajectories_already_sampled(t
     path.write_text("# tiny variant\n" + OmegaConf.to_yaml(recipe))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    rows = [{"item": i, "order": [0, 1], "text": "Fine.\nScores: \\boxed{7, 3}", "hinted": False} for i in (0, 1)]
+    rows = [
+        {"item": i, "order": [0, 1], "text": "Fine.\nScores: \\boxed{7, 3}", "hinted": False} for i in (0, 1)
+    ]
     (run_dir / "rft_trajectories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    args = ["run", str(path), f"run.dir={run_dir}", "steps=1", "batch_size=2", "warmup_steps=0", "log_every=1"]
+    args = [
+        "run",
+        str(path),
+        f"run.dir={run_dir}",
+        "steps=1",
+        "batch_size=2",
+        "warmup_steps=0",
+        "log_every=1",
+    ]
     assert cli(args) == 0
     assert (run_dir / "final" / "rlhfv_model.json").is_file()
 
