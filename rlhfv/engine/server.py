@@ -10,7 +10,8 @@ strings): the server listens only once the model is loaded, so a trainer that ca
 the engine is ready. Each request is a dict with an "op"; each reply is {"ok": True, …} or
 {"ok": False, "error": text}.
   generate  prompts [[token id]], n, temperature, top_p, top_k, max_tokens, seed, stop_token_ids,
-            stop (strings) → outputs: per prompt, n × {token_ids, logprobs, finished}
+            stop (strings), regex (optional: every completion matches it, vLLM's structured
+            outputs) → outputs: per prompt, n × {token_ids, logprobs, finished}
             (logprobs: log-prob of each sampled token under the distribution it was drawn from)
   sync      weights_dir → seconds spent reloading
   health    → pid
@@ -42,6 +43,11 @@ def load_engine(args: argparse.Namespace):  # -> vllm.LLM
         "generation_config": "vllm",
         # Log-probs after temperature / top-p / top-k: the distribution each token was drawn from.
         "logprobs_mode": "processed_logprobs",
+        # Whole prefills only: a chunked prefill discards the token sampled after a partial chunk
+        # and rewinds its request's seeded generator, which vLLM's CPU generators cannot
+        # ("CPU Generator does not use offset"; seen with 512 judge rows in one call).
+        "enable_chunked_prefill": False,
+        "max_num_batched_tokens": max(args.max_model_len, 8192),
     }
     if args.gpu_memory_utilization > 0:
         kwargs["gpu_memory_utilization"] = args.gpu_memory_utilization
@@ -52,6 +58,12 @@ def load_engine(args: argparse.Namespace):  # -> vllm.LLM
 
 def generate(llm, request: dict) -> list[list[dict]]:
     from vllm import SamplingParams
+
+    structured = None
+    if request.get("regex"):
+        from vllm.sampling_params import StructuredOutputsParams
+
+        structured = StructuredOutputsParams(regex=request["regex"])
 
     params = SamplingParams(
         n=request["n"],
@@ -66,6 +78,7 @@ def generate(llm, request: dict) -> list[list[dict]]:
         include_stop_str_in_output=True,
         skip_special_tokens=False,
         detokenize=bool(request["stop"]),  # stop strings need text; token ids are what we return
+        structured_outputs=structured,
     )
     prompts = []
     for i, ids in enumerate(request["prompts"]):

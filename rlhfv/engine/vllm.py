@@ -371,10 +371,12 @@ class VLLMEngine:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         greedy: bool = False,
+        regex: str | None = None,
     ) -> Rollout:
         """G samples of each prompt, all prompts in one engine call (prefix caching shares the
         prompts' common starts). `max_new_tokens`, `temperature` and `greedy` override the
-        engine's sampling for this call (a judge's settings differ from the policy's)."""
+        engine's sampling for this call (a judge's settings differ from the policy's); `regex`
+        constrains every completion to match it (vLLM's structured outputs, e.g. a score line)."""
         if any(p.reading is not None for p in prompts):
             raise EngineError("prompts with a reading (JudgeTask(reading='self')) need rollout.engine: hf")
         encoded = self.policy.encoder(prompts)  # [B, P] left-padded
@@ -402,6 +404,7 @@ class VLLMEngine:
                 **({"max_tokens": max_new_tokens} if max_new_tokens is not None else {}),
                 **({"temperature": temperature} if temperature is not None else {}),
                 **({"temperature": 0.0} if greedy else {}),  # vLLM's greedy decoding
+                **({"regex": regex} if regex else {}),
             }
         )
         rows = [c for group in reply["outputs"] for c in group]  # prompt-major: b·G + k

@@ -158,6 +158,7 @@ def evaluate_grm(
     force: bool = False,
     reading: bool = False,
     verdict: bool = False,
+    engine: Any | None = None,
 ) -> dict[str, Any]:
     """Run the evaluation described in the module docstring; return the results dictionary.
 
@@ -165,6 +166,10 @@ def evaluate_grm(
 
     `reading`: the judge answers each question itself before it sees the responses
     (`rlhfv.grm.judge.judge(reading=True)`), for judges trained with `JudgeTask(reading=...)`.
+
+    `engine`: a `VLLMEngine` serving `model`: the greedy and sampled judgements and their forced
+    score lines go to it (`batch_size` rows per call); the one verdict and meta-RM scores stay
+    in this process.
     """
     from tqdm import tqdm
 
@@ -177,6 +182,7 @@ def evaluate_grm(
         "principles": principles,
         "force": force,
         "reading": reading,
+        "engine": engine,
     }
     if greedy:  # two rows per item (stored order, reversed), batch_size rows per generate call
         step = max(1, batch_size // 2)
@@ -244,7 +250,25 @@ def evaluate_grm(
             bar.update(len(chunk))
         bar.close()
     elapsed = time.perf_counter() - start
-    return summarize(items, per_item, failures, ks, elapsed, meta is not None)
+    results = summarize(items, per_item, failures, ks, elapsed, meta is not None)
+    results["items_per_s"] = len(items) / elapsed if elapsed > 0 else None
+    return results
+
+
+def start_engine(model: Any, args: argparse.Namespace) -> Any:
+    """A vLLM process serving the judge (frozen: nothing to sync), in the judge's dtype."""
+    from rlhfv.engine import RolloutConfig
+    from rlhfv.engine.vllm import EngineError, VLLMEngine
+
+    if args.reading:
+        raise ValueError("--engine vllm with --reading: the judge's own readings need --engine hf")
+    settings = RolloutConfig(engine="vllm", vllm_python=args.vllm_python)
+    try:
+        return VLLMEngine(
+            model, settings, args.max_new_tokens, args.temperature, 1.0, [], args.dtype, args.seed
+        )
+    except EngineError as e:  # no environment, an unsupported model: one line, not a traceback
+        raise ValueError(f"--engine vllm: {e}") from e
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,6 +338,16 @@ def main(argv: list[str] | None = None) -> int:
         help="the judge answers each question itself before it sees the responses (judges trained with JudgeTask(reading=...))",
     )
     p.add_argument("--dtype", default="float32")
+    p.add_argument(
+        "--engine",
+        default="hf",
+        choices=["hf", "vllm"],
+        help="vllm: judgements and forced score lines sampled by a vLLM process (rlhfv engine install vllm); "
+        "use a large --batch-size (rows per engine call), e.g. 512",
+    )
+    p.add_argument(
+        "--vllm-python", default="", help="the engine environment's interpreter (default: the installed one)"
+    )
     p.add_argument("--out", help="write the full results as JSON here (the table goes to stdout)")
     args = parser.parse_args(argv)
     if args.format not in ("shapes", "textchecks") and not args.data:
@@ -350,24 +384,30 @@ def main(argv: list[str] | None = None) -> int:
             from rlhfv.grm.meta_rm import load_meta_rm
 
             meta = load_meta_rm(args.meta_rm, args.dtype)
+        engine = start_engine(model, args) if args.engine == "vllm" else None
     except (OSError, ValueError) as e:  # FileNotFoundError is an OSError
         print(f"error: {e}", file=sys.stderr)
         return 2
-    results = evaluate_grm(
-        model,
-        items,
-        args.k,
-        args.temperature,
-        args.max_new_tokens,
-        args.batch_size,
-        args.seed,
-        meta,
-        args.principles,
-        greedy=not args.no_greedy,
-        force=args.force_scores,
-        reading=args.reading,
-        verdict=args.verdict,
-    )
+    try:
+        results = evaluate_grm(
+            model,
+            items,
+            args.k,
+            args.temperature,
+            args.max_new_tokens,
+            args.batch_size,
+            args.seed,
+            meta,
+            args.principles,
+            greedy=not args.no_greedy,
+            force=args.force_scores,
+            reading=args.reading,
+            verdict=args.verdict,
+            engine=engine,
+        )
+    finally:
+        if engine is not None:
+            engine.close()
     results["skipped_rows"] = len(errors)
     results["row_errors"] = row_error_lines(errors)  # the first 20 in full, then a count
     results["tied_pairs"] = ties  # gold ties: no right answer, not scored

@@ -127,6 +127,19 @@ class ScoreLineGrammar:
         return allowed or [self.eos]
 
 
+def score_line_regex(n: int, low: int, high: int) -> str:
+    """The lines `ScoreLineGrammar` allows, as a regular expression: n whole numbers in
+    [low, high] (no leading zeros), comma-separated with an optional space, then `}`. Ranges
+    wider than 1,000 allow any whole number (the parser clips)."""
+    if high - low > 1000:
+        number = "(0|[1-9][0-9]*)"
+    else:
+        number = (
+            "(" + "|".join(str(v) for v in sorted(range(low, high + 1), key=lambda v: -len(str(v)))) + ")"
+        )
+    return number + f"(, ?{number})" * (n - 1) + r"\}"
+
+
 def force_scores(
     model: ChatModel,
     prompts: Sequence[Prompt],
@@ -135,12 +148,16 @@ def force_scores(
     greedy: bool,
     temperature: float,
     score_range: tuple[float, float] | None = (1.0, 10.0),
+    engine: Any | None = None,
+    seed: int = 0,
 ) -> tuple[list[str], list[bool]]:
     """Texts without a `\\boxed{...}` get the score line's opening appended, and the judge writes
     the scores under `ScoreLineGrammar` (counts[i] scores for row i).
 
     Returns the (possibly extended) texts and which of them were forced. One generate call over
-    the rows that need it; rows with a box are returned unchanged.
+    the rows that need it; rows with a box are returned unchanged. With an `engine`
+    (`VLLMEngine`) the rows go to it instead, constrained by `score_line_regex` (the same lines
+    as the grammar; one call per distinct count).
     """
     from rlhfv.rollout import generate
 
@@ -151,8 +168,25 @@ def force_scores(
     heads = [texts[i].rstrip() + FORCED_SCORE_LINE for i in todo]
     rows = [replace(prompts[i], prefill=head) for i, head in zip(todo, heads, strict=True)]
     low, high = (math.ceil(score_range[0]), math.floor(score_range[1])) if score_range else (0, 10**6)
-    grammar = ScoreLineGrammar(model.tokenizer, [counts[i] for i in todo], low, high, model.eos_token_id)
     longest = max(counts[i] for i in todo) * (len(str(high)) + 2) + 2
+    if engine is not None:
+        for n in sorted({counts[i] for i in todo}):
+            group = [r for r, i in enumerate(todo) if counts[i] == n]
+            continued = engine.generate(
+                [rows[r] for r in group],
+                1,
+                [""] * len(group),
+                seed,
+                longest,
+                temperature,
+                greedy,
+                regex=score_line_regex(n, low, high),
+            )
+            for r, tail in zip(group, continued.texts, strict=True):
+                tail = tail[: tail.index("}") + 1] if "}" in tail else tail  # nothing after the line
+                out[todo[r]], forced[todo[r]] = heads[r] + tail, True
+        return out, forced
+    grammar = ScoreLineGrammar(model.tokenizer, [counts[i] for i in todo], low, high, model.eos_token_id)
     continued = generate(
         model,
         rows,
@@ -201,7 +235,8 @@ def judge(
             responses, and its answer is shown after them (`pointwise_prompt(reading=...)`); items
             with the same question and images share one reading when greedy.
         engine: A rollout engine serving this judge (`rlhfv.engine.vllm.VLLMEngine`): the B·k
-            prompts go to it in one call instead of `generate` (not with `reading`).
+            prompts go to it in one call instead of `generate`, and so do forced score lines
+            (not with `reading`).
         compact: The prompt without instructions (`pointwise_prompt(compact=True)`), for judges
             trained on `JudgeTask(compact=True)`: they learned the output contract from targets.
     """
@@ -235,8 +270,10 @@ def judge(
                 key = (item.question, *map(id, item.images))
                 prompt.reading = readings.setdefault(key, Prompt(item.question, list(item.images)))
             prompts.append(prompt)
+    # the engine's sampling seed (random: seeded with the run by seed_everything); the HF path
+    # draws nothing here, so its display orders stay those of earlier runs
+    seed = (rng or random).randrange(2**31) if engine is not None else 0
     if engine is not None and not reading:
-        seed = (rng or random).randrange(2**31)  # random: seeded with the run by seed_everything
         rollout = engine.generate(prompts, 1, [""] * len(prompts), seed, max_new_tokens, temperature, greedy)
     else:
         rollout = generate(
@@ -250,7 +287,17 @@ def judge(
     texts, forced = list(rollout.texts), [False] * len(prompts)
     if force:
         counts = [len(item.responses) for item in items for _ in range(k)]
-        texts, forced = force_scores(model, prompts, texts, counts, greedy, temperature, score_range)
+        texts, forced = force_scores(
+            model,
+            prompts,
+            texts,
+            counts,
+            greedy,
+            temperature,
+            score_range,
+            engine=None if reading else engine,
+            seed=seed + 1,
+        )
     low, high = score_range if score_range else (None, None)
     out = []
     for b, item in enumerate(items):

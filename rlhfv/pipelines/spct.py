@@ -14,7 +14,8 @@ The second SPCT stage, rule-based online RL with the ±1 reward (Eq. 11), is the
 recipes/spct_rl_shapes.yaml.
 
 The sampled trajectories are written to `<run dir>/rft_trajectories.jsonl` (item index, display
-order, text, hinted flag) so a resumed run trains on exactly the same data without resampling.
+order, text, hinted flag) once sampling ends, so a resumed run, with or without a checkpoint,
+trains on exactly the same data without resampling.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class SPCTConfig:
         principles: Optional annotation principles ('w/ principles' prompts).
         score_low / score_high: The score range; scores outside it are clamped (as DeepSeek-GRM's card does).
         steps, batch_size, grad_accum, warmup_steps, schedule, max_grad_norm: SFT on kept trajectories.
+        engine: "hf" (sample in this process) or "vllm": a vLLM process serves the (frozen)
+            sampler and takes `sample_batch_size` rows per call, forced score lines included.
+        vllm_python: The engine environment's interpreter ("" = `rlhfv engine install vllm`'s).
     """
 
     run: RunConfig = field(default_factory=RunConfig)
@@ -86,10 +90,27 @@ class SPCTConfig:
     schedule: str = "constant"
     max_grad_norm: float = 1.0
     log_every: int = 10
+    engine: str = "hf"
+    vllm_python: str = ""
+
+
+def sampling_engine(model: ChatModel, engine: str, vllm_python: str, max_new_tokens: int, seed: int) -> Any:
+    """None for "hf"; for "vllm" a `VLLMEngine` serving `model` as it is now (never synced:
+    the sampling stages judge with a frozen model). The caller closes it."""
+    if engine not in ("hf", "vllm"):
+        raise ValueError(f"engine = {engine!r}; choose 'hf' or 'vllm'")
+    if engine == "hf":
+        return None
+    from rlhfv.engine import RolloutConfig
+    from rlhfv.engine.vllm import VLLMEngine
+
+    dtype = str(next(model.module.parameters()).dtype).removeprefix("torch.")
+    settings = RolloutConfig(engine="vllm", vllm_python=vllm_python)
+    return VLLMEngine(model, settings, max_new_tokens, 1.0, 1.0, [], dtype, seed)
 
 
 def rejective_sample(
-    sampler: ChatModel, pairs: Any, cfg: SPCTConfig, rng: random.Random
+    sampler: ChatModel, pairs: Any, cfg: SPCTConfig, rng: random.Random, engine: Any | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Steps 1-2: sample, judge correctness (Eq. 10), keep the informative correct trajectories."""
     n_samples, kept = cfg.samples_per_item, []
@@ -118,8 +139,9 @@ def rejective_sample(
             score_range=score_range,
             clip=True,
             force=cfg.force_scores,
+            engine=engine,
         )
-        hinted = hinted_samples(sampler, chunk, cfg, rng) if cfg.hinted else [None] * len(chunk)
+        hinted = hinted_samples(sampler, chunk, cfg, rng, engine) if cfg.hinted else [None] * len(chunk)
         for (index, pair), j, hint in zip(chunk, judged, hinted, strict=True):
             truth = preferred_truth(len(pair.responses), pair.preferred)
             correct = [spct_correct(s, truth) for s in j.scores]
@@ -153,7 +175,11 @@ def rejective_sample(
 
 
 def hinted_samples(
-    sampler: ChatModel, chunk: list[tuple[int, Any]], cfg: SPCTConfig, rng: random.Random
+    sampler: ChatModel,
+    chunk: list[tuple[int, Any]],
+    cfg: SPCTConfig,
+    rng: random.Random,
+    engine: Any | None = None,
 ) -> list[dict[str, Any] | None]:
     """One hinted sample per item (the prompt names the best response); kept only if correct."""
     orders = [[shuffled_order(len(p.responses), rng)] for _, p in chunk]
@@ -168,6 +194,7 @@ def hinted_samples(
         clip=True,
         force=cfg.force_scores,
         hints=[p.preferred for _, p in chunk],
+        engine=engine,
     )
     out: list[dict[str, Any] | None] = []
     for (index, p), j in zip(chunk, judged, strict=True):
@@ -193,13 +220,19 @@ def main(cfg: SPCTConfig) -> dict[str, float]:
     pairs = instantiate(cfg.pairs)
     trajectories_file = Path(run.dir) / TRAJECTORIES
     summary: dict[str, float] = {}
-    if run.state is not None and trajectories_file.is_file():  # resume: same data, no resampling
+    if trajectories_file.is_file():  # resume: same data, no resampling (written once sampling ended)
         kept = [json.loads(line) for line in trajectories_file.read_text().splitlines()]
-        summary = dict(run.state["summary"])
+        summary = dict(run.state["summary"]) if run.state is not None else {}
+        logger.info("training on the %d trajectories already sampled in %s", len(kept), trajectories_file)
     else:
         sampler: ChatModel = instantiate(cfg.sampler) if cfg.sampler else grm
         sampler.module.to(run.device).eval()
-        kept, stats = rejective_sample(sampler, pairs, cfg, random.Random(cfg.run.seed))
+        engine = sampling_engine(sampler, cfg.engine, cfg.vllm_python, cfg.max_new_tokens, cfg.run.seed)
+        try:
+            kept, stats = rejective_sample(sampler, pairs, cfg, random.Random(cfg.run.seed), engine)
+        finally:
+            if engine is not None:
+                engine.close()
         trajectories_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
         summary.update(stats)
         run.log(0, stats)
@@ -261,6 +294,7 @@ class MetaRMConfig:
         pairs: Preference data set node. samples_per_item: Judgements sampled per item.
         steps, batch_size: BCE training. The meta-RM is saved to `<run dir>/final`
             (`rlhfv.grm.meta_rm.load_meta_rm`; `rlhfv eval grm --meta-rm` reads it).
+        engine, vllm_python: As in `SPCTConfig`: who samples the judgements.
     """
 
     run: RunConfig = field(default_factory=RunConfig)
@@ -277,6 +311,8 @@ class MetaRMConfig:
     steps: int = 100
     batch_size: int = 8
     log_every: int = 10
+    engine: str = "hf"
+    vllm_python: str = ""
 
 
 def meta_rm_main(cfg: MetaRMConfig) -> dict[str, float]:
@@ -290,6 +326,7 @@ def meta_rm_main(cfg: MetaRMConfig) -> dict[str, float]:
     else:
         grm: ChatModel = instantiate(cfg.grm)
         grm.module.to(run.device).eval()
+        engine = sampling_engine(grm, cfg.engine, cfg.vllm_python, cfg.max_new_tokens, cfg.run.seed)
         rows, rng, per_call = (
             [],
             random.Random(cfg.run.seed),
@@ -307,6 +344,7 @@ def meta_rm_main(cfg: MetaRMConfig) -> dict[str, float]:
                 max_new_tokens=cfg.max_new_tokens,
                 principles=cfg.principles,
                 force=cfg.force_scores,
+                engine=engine,
             )
             for (index, p), j in zip(chunk, judged, strict=True):
                 truth = preferred_truth(len(p.responses), p.preferred)
@@ -314,6 +352,8 @@ def meta_rm_main(cfg: MetaRMConfig) -> dict[str, float]:
                     {"item": index, "order": o, "text": t, "correct": spct_correct(s, truth)}
                     for o, t, s in zip(j.orders, j.texts, j.scores, strict=True)
                 ]
+        if engine is not None:
+            engine.close()
         samples_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
         grm.module.cpu()
     positive = sum(r["correct"] for r in rows) / max(1, len(rows))

@@ -118,6 +118,24 @@ def test_judge_prompts_go_to_the_engine_in_one_call_and_greedy_matches_hf(policy
     assert sum(a == b for a, b in zip(engine_texts, hf_texts, strict=False)) >= 4, (engine_texts, hf_texts)
 
 
+def test_eval_grm_on_the_engine_forces_well_formed_score_lines_like_the_hf_grammar(policy, engine):
+    """`evaluate_grm(engine=...)`: judgements and forced score lines come from the engine (the
+    regex standing in for the HF grammar), every sample parses, and greedy lines match HF's."""
+    from rlhfv.grm.evaluate import evaluate_grm, textchecks_items
+
+    items = textchecks_items(2, "test", 0)
+    common = dict(ks=[1, 2], max_new_tokens=8, force=True, progress=False, batch_size=64)
+    on_engine = evaluate_grm(policy, items, engine=engine, **common)
+    on_hf = evaluate_grm(policy, items, **common)
+    metrics = on_engine["metrics"]["all"]
+    assert metrics["sampled/forced_rate"] == 1.0 and metrics["sampled/parse_failure_rate"] == 0.0
+    assert metrics["greedy/parse_failure_rate"] == 0.0
+    engine_lines = [t.rsplit("Scores:", 1)[1] for e in on_engine["examples"] for t in e["greedy_texts"]]
+    hf_lines = [t.rsplit("Scores:", 1)[1] for e in on_hf["examples"] for t in e["greedy_texts"]]
+    assert len(engine_lines) == 4
+    assert sum(a == b for a, b in zip(engine_lines, hf_lines, strict=True)) >= 3, (engine_lines, hf_lines)
+
+
 def test_an_engine_that_dies_is_restarted_once_then_the_run_stops(policy, engine):
     os.kill(engine.process.pid, signal.SIGKILL)
     rollout = engine.generate(PROMPTS, G, ["", ""], 20)  # restarted, from the synced weights

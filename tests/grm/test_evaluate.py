@@ -171,6 +171,33 @@ def test_the_score_line_grammar_accepts_exactly_the_well_formed_lines():
     assert grammar(0, torch.tensor(ids)) == [0]  # a finished line allows only EOS
 
 
+def test_the_engines_score_line_regex_accepts_the_complete_lines_the_grammar_accepts():
+    """`score_line_regex` (what a vLLM engine is constrained by) and `ScoreLineGrammar` (the HF
+    path) must allow the same finished lines, for two and three scores."""
+    import itertools
+    import re
+
+    from rlhfv.grm.judge import ScoreLineGrammar, score_line_regex
+    from rlhfv.models.text_lm import tiny_text_lm
+
+    tokenizer = tiny_text_lm(seed=0).tokenizer
+    pieces = ["0", "1", "7", "10", "11", "01", ",", ", ", ",,", " "]
+    for n in (2, 3):
+        grammar, pattern = (
+            ScoreLineGrammar(tokenizer, [n], 1, 10, eos=0),
+            re.compile(score_line_regex(n, 1, 10)),
+        )
+        agree = 0
+        for length in range(1, 6):
+            for parts in itertools.product(pieces, repeat=length):
+                line = "".join(parts) + "}"
+                assert bool(pattern.fullmatch(line)) == grammar.valid(line, n), (n, line)
+                agree += grammar.valid(line, n)
+        assert agree > 10  # the comparison covered accepted lines, not only rejected ones
+    assert re.fullmatch(score_line_regex(2, 0, 10**6), "123, 0}")
+    assert not re.fullmatch(score_line_regex(2, 0, 10**6), "0123, 0}")
+
+
 def test_a_reading_judge_answers_each_question_once_before_it_sees_the_responses():
     """`reading=True`: one greedy reading per distinct question and image (shared by both orders of
     an item), then the judgements, whose prompts show that reading after the responses."""

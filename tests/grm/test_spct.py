@@ -95,6 +95,38 @@ def test_rejective_sampling_drops_too_easy_items_and_incorrect_trajectories():
     assert stats["rft/parse_failure_rate"] == pytest.approx(4 / 12)  # the 4 impossible samples of 12
 
 
+def failing_sampler() -> ChatModel:
+    raise AssertionError("the sampler was built although the trajectories were already sampled")
+
+
+def test_a_rerun_without_checkpoint_trains_on_the_trajectories_already_sampled(tmp_path):
+    """Sampling ends by writing rft_trajectories.jsonl; a run stopped in SFT before any
+    checkpoint must not sample again (minutes of engine time) when started again."""
+    recipe = OmegaConf.load(ROOT / "recipes" / "spct_rft_hh.yaml")
+    recipe.grm = {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 1}
+    recipe.sampler = {"_component_": f"{__name__}.failing_sampler"}
+    recipe.pairs = {"_component_": "rlhfv.data.pairs.ShapesPairs", "size": 2}
+    path = tmp_path / "spct_tiny.yaml"
+    path.write_text("# tiny variant\n" + OmegaConf.to_yaml(recipe))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    rows = [
+        {"item": i, "order": [0, 1], "text": "Fine.\nScores: \\boxed{7, 3}", "hinted": False} for i in (0, 1)
+    ]
+    (run_dir / "rft_trajectories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = [
+        "run",
+        str(path),
+        f"run.dir={run_dir}",
+        "steps=1",
+        "batch_size=2",
+        "warmup_steps=0",
+        "log_every=1",
+    ]
+    assert cli(args) == 0
+    assert (run_dir / "final" / "rlhfv_model.json").is_file()
+
+
 @pytest.mark.slow
 def test_spct_rft_recipe_tiny_variant_trains_on_kept_trajectories(tmp_path):
     recipe = OmegaConf.load(ROOT / "recipes" / "spct_rft_hh.yaml")
