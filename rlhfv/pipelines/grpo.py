@@ -218,6 +218,20 @@ def nonfinite_cause(
     return "the loss overflowed although its inputs are finite (check the learning rate and loss_norm)"
 
 
+def reading_logprobs(
+    model: torch.nn.Module, reading: Rollout, rows: slice, temperature: float, policy: ChatModel
+) -> torch.Tensor:
+    """log π under `model` of the sampled tokens of the readings in `rows`. Shape [n, T_read]."""
+    return sequence_logprobs(
+        model,
+        reading.select(rows),
+        reading.completion_ids[rows],
+        reading.completion_mask[rows],
+        temperature,
+        suppressed_tokens=policy.suppressed_tokens,
+    )
+
+
 def main(cfg: GRPOConfig) -> dict[str, float]:
     check_config(cfg)
     device = pick_device(cfg.run.device)
@@ -402,13 +416,8 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                             ref_model = reference if reference is not None else trainer
                             ref_lp[c] = sequence_logprobs(ref_model, *args)
                             if reading is not None:
-                                ref_read_lp[c] = sequence_logprobs(
-                                    ref_model,
-                                    reading.select(rows),
-                                    reading.completion_ids[rows],
-                                    reading.completion_mask[rows],
-                                    cfg.temperature,
-                                    suppressed_tokens=policy.suppressed_tokens,
+                                ref_read_lp[c] = reading_logprobs(
+                                    ref_model, reading, rows, cfg.temperature, policy
                                 )
             module.train()
             # 5. μ optimizer steps over the batch
@@ -449,14 +458,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                     )
                     if reading is not None:
                         with autocast:
-                            lp_read = sequence_logprobs(
-                                trainer,
-                                reading.select(rows),
-                                reading.completion_ids[rows],
-                                reading.completion_mask[rows],
-                                cfg.temperature,
-                                suppressed_tokens=policy.suppressed_tokens,
-                            )
+                            lp_read = reading_logprobs(trainer, reading, rows, cfg.temperature, policy)
                         if reading.sampler_logprobs is not None:  # readings are sampled output too
                             read_mask = reading.completion_mask[rows]
                             gap += float(

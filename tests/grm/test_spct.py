@@ -95,6 +95,17 @@ def test_rejective_sampling_drops_too_easy_items_and_incorrect_trajectories():
     assert stats["rft/parse_failure_rate"] == pytest.approx(4 / 12)  # the 4 impossible samples of 12
 
 
+def tiny_rft_recipe(tmp_path: Path, sampler: str, pairs: int) -> Path:
+    """spct_rft_hh.yaml with a tiny GRM, the named sampler of this module and `pairs` ShapesPairs."""
+    recipe = OmegaConf.load(ROOT / "recipes" / "spct_rft_hh.yaml")
+    recipe.grm = {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 1}
+    recipe.sampler = {"_component_": f"{__name__}.{sampler}"}
+    recipe.pairs = {"_component_": "rlhfv.data.pairs.ShapesPairs", "size": pairs}
+    path = tmp_path / "spct_tiny.yaml"
+    path.write_text("# tiny variant\n" + OmegaConf.to_yaml(recipe))
+    return path
+
+
 def failing_sampler() -> ChatModel:
     raise AssertionError("the sampler was built although the trajectories were already sampled")
 
@@ -102,12 +113,7 @@ def failing_sampler() -> ChatModel:
 def test_a_rerun_without_checkpoint_trains_on_the_trajectories_already_sampled(tmp_path):
     """Sampling ends by writing rft_trajectories.jsonl; a run stopped in SFT before any
     checkpoint must not sample again (minutes of engine time) when started again."""
-    recipe = OmegaConf.load(ROOT / "recipes" / "spct_rft_hh.yaml")
-    recipe.grm = {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 1}
-    recipe.sampler = {"_component_": f"{__name__}.failing_sampler"}
-    recipe.pairs = {"_component_": "rlhfv.data.pairs.ShapesPairs", "size": 2}
-    path = tmp_path / "spct_tiny.yaml"
-    path.write_text("# tiny variant\n" + OmegaConf.to_yaml(recipe))
+    path = tiny_rft_recipe(tmp_path, "failing_sampler", pairs=2)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     rows = [
@@ -129,12 +135,7 @@ def test_a_rerun_without_checkpoint_trains_on_the_trajectories_already_sampled(t
 
 @pytest.mark.slow
 def test_spct_rft_recipe_tiny_variant_trains_on_kept_trajectories(tmp_path):
-    recipe = OmegaConf.load(ROOT / "recipes" / "spct_rft_hh.yaml")
-    recipe.grm = {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 1}
-    recipe.sampler = {"_component_": f"{__name__}.scripted_sampler"}
-    recipe.pairs = {"_component_": "rlhfv.data.pairs.ShapesPairs", "size": 6}
-    path = tmp_path / "spct_tiny.yaml"
-    path.write_text("# tiny variant\n" + OmegaConf.to_yaml(recipe))
+    path = tiny_rft_recipe(tmp_path, "scripted_sampler", pairs=6)
     run_dir = tmp_path / "run"
     args = [
         "run",
