@@ -16,6 +16,13 @@ With `--sampled-from <policy>` the judges meet that policy's own answers instead
 one answer the checker accepts against one it rejects: `rlhfv.data.pairs.SampledPairs`), as in
 grouped comparison. `--tasks count,colour` keeps those question families only.
 
+`--verdict` compares two ReasonGRM judges (`recipes/reasongrm_textchecks.yaml`): held-out
+TextChecks pairs (test split) as A/B verdict prompts in a seeded random order, answered greedily
+within `--max-new-tokens`; an item counts as right when the last verdict after `</think>` names the
+right answer.
+
+    python benchmarks/paired_accuracy.py --verdict --before <run>/random_sft/final --after <run>/rstar_sft/final --size 300
+
 For the pretrained MLLM (`recipes/grlhfv_vlm.yaml`): `--image-size 224` draws the images at the
 tower's input size as its training data were, `--dtype bfloat16` answers under bf16 autocast as the
 recipes train, and `--compact` shows judges the prompt without instructions they were trained on.
@@ -41,12 +48,18 @@ def held_out_items(
     sampled_from: str | None,
     image_size: int = 96,
     compact: bool = False,
+    verdict: bool = False,
 ) -> tuple[object, int]:
     """The held-out items both models are graded on, and the tokens an answer may take."""
     from rlhfv.data.pairs import JudgeTask, SampledPairs, ShapesPairs
     from rlhfv.data.shapes import ShapesVQA
     from rlhfv.models.base import load_model
 
+    if verdict:
+        from rlhfv.data.textchecks import TextCheckPairs
+        from rlhfv.pipelines.reasongrm import VerdictTask
+
+        return VerdictTask(TextCheckPairs(size=size, split="test", seed=seed), seed=seed), 48
     if not judge:
         return ShapesVQA(size=size, split="test", seed=seed, tasks=tasks, image_size=image_size), 24
     if sampled_from:
@@ -85,7 +98,8 @@ def cache_file(folder: str | None, model: str, args: argparse.Namespace) -> Path
     weights = [p.stat().st_mtime_ns for p in sorted(Path(model).glob("*.safetensors"))]
     key = json.dumps(
         [str(Path(model).resolve()), weights, args.size, args.seed, args.judge, args.tasks, args.sampled_from,
-         args.image_size, args.dtype, args.compact],
+         args.image_size, args.dtype, args.compact]
+        + ([args.max_new_tokens] if args.verdict else []),
     )  # fmt: skip
     return Path(folder) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
@@ -130,6 +144,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, help="test data seed (default 0; with --judge 3)")
     parser.add_argument("--judge", action="store_true", help="compare two judges on preference pairs")
     parser.add_argument(
+        "--verdict", action="store_true", help="compare two ReasonGRM judges on TextChecks A/B verdicts"
+    )
+    parser.add_argument("--max-new-tokens", type=int, help="tokens an answer may take (default: the mode's)")
+    parser.add_argument(
         "--sampled-from", help="with --judge: pairs of this policy's own answers (its model folder)"
     )
     parser.add_argument("--tasks", help="question families to keep, comma-separated (default: all)")
@@ -149,6 +167,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.sampled_from and not args.judge:
         parser.error("--sampled-from needs --judge")
+    if args.verdict and (args.judge or args.tasks):
+        parser.error("--verdict takes neither --judge nor --tasks")
     torch.set_num_threads(args.threads)
     if args.seed is None:
         args.seed = 3 if args.judge else 0
@@ -156,8 +176,10 @@ def main() -> None:
     autocast = torch.autocast("cpu", dtype=getattr(torch, args.dtype), enabled=args.dtype != "float32")
     with autocast:  # the policy samples its pairs' answers at the same precision the judges answer
         data, tokens = held_out_items(
-            args.size, args.seed, args.judge, tasks_kept, args.sampled_from, args.image_size, args.compact
-        )
+            args.size, args.seed, args.judge, tasks_kept, args.sampled_from, args.image_size, args.compact,
+            args.verdict,
+        )  # fmt: skip
+        tokens = args.max_new_tokens or tokens
         tasks, a = answers_right(
             args.before, data, tokens, args.batch_size, cache_file(args.cache, args.before, args)
         )

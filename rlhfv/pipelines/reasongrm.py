@@ -10,6 +10,11 @@ Three stages; stages 1 and 3 are the GRPO pipeline with the pieces defined here:
 3. Hard-example GRPO: GRPO again on questions the SFT model does not always get right
    (`OutcomeFilter(keep="not_all_correct")`; whether the paper also drops all-wrong ones is not
    public, so "mixed" is available too).
+A model that never closes a reasoning (SmolLM2-135M: no `</think>` in 160 tokens) gives Zero-RL
+nothing to learn from; the paper starts from a reasoning model (QwQ-32B). `FormatPaths` is a
+format cold start for such a model, an SFT data set run before Zero-RL (our addition, a recipe
+stage). `ReasonGRMConfig.selection = "random"` picks a random correct path instead of the best R*
+one: the paper's ablation, run on the very candidates an R* stage sampled (`paths_from`).
 Both GRPO stages also drop, at every step, the groups whose rewards are all equal and sample
 further prompts in their place (`dynamic_sampling` of the GRPO pipeline; the recipe sets it).
 The outcome-reward tiers follow the authors' released reward function (the paper's exact RL
@@ -22,7 +27,8 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +48,10 @@ from rlhfv.types import Example
 
 logger = logging.getLogger(__name__)
 
-PATHS = "rstar_paths.jsonl"
+PATHS = "rstar_paths.jsonl"  # the paths a stage trained on
+CANDIDATES = "rstar_candidates.jsonl"  # every complete correct path it sampled, with its R*
+SELECTIONS = ("rstar", "random")
+HINT = "\n\n(The better answer is {label}. Explain why, briefly.)"
 
 
 class VerdictTask:
@@ -115,6 +124,63 @@ def sample_outcomes(
     return texts, counts, complete
 
 
+class FormatPaths:
+    """A format cold start: one path per question that ends as ReasonGRM's contract asks.
+
+    `model` writes a short reasoning under the question's prompt with the right verdict told
+    (`hint`), sampled at `temperature`; the reasoning is cut after its last full sentence (any
+    `</think>` or verdict it wrote is dropped) and closed with `</think>` and the right verdict.
+    The examples pair the *unhinted* prompt with that path. Nothing checks that the reasoning
+    supports the verdict: an SFT stage on these teaches the output contract, not judging.
+    """
+
+    def __init__(
+        self,
+        task: object,
+        model: object,
+        max_new_tokens: int = 32,
+        temperature: float = 0.7,
+        hint: bool = True,
+        batch_prompts: int = 16,
+        seed: int = 0,
+    ):
+        from rlhfv.rollout import generate
+
+        self.task = task
+        model.module.eval()  # type: ignore[attr-defined]
+        torch.manual_seed(seed)
+        self.examples: list[Example] = []
+        for lo in tqdm(range(0, len(task), batch_prompts), desc="format paths"):  # type: ignore[arg-type]
+            chunk = [task[i] for i in range(lo, min(lo + batch_prompts, len(task)))]  # type: ignore[index, arg-type]
+            prompts = [
+                replace(e.prompt, text=e.prompt.text + HINT.format(label=e.label)) if hint else e.prompt
+                for e in chunk
+            ]
+            texts = generate(model, prompts, 1, max_new_tokens, temperature).texts  # type: ignore[arg-type]
+            self.examples += [
+                replace(e, answer=f"{whole_sentences(t)}\n</think>\n\n[[{e.label}]]".lstrip())
+                for e, t in zip(chunk, texts, strict=True)
+            ]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> Example:
+        return self.examples[index]
+
+    def is_correct(self, text: str, example: Example) -> bool:
+        return self.task.is_correct(text, example)  # type: ignore[attr-defined]
+
+
+def whole_sentences(text: str) -> str:
+    """`text` before any `</think>` or `[[`, cut after its last full sentence (all of it if none ends)."""
+    text = text.split("</think>")[0].split("[[")[0].strip()
+    end = max(text.rfind(mark) for mark in (". ", ".\n", "! ", "? ", "\n"))
+    if text.endswith((".", "!", "?")):
+        return text
+    return text[: end + 1].strip() if end > 0 else text
+
+
 class OutcomeFilter:
     """The questions of `task` worth RL: sampled K times by `model`, keep "mixed" (0 < c < K) or
     "not_all_correct" (c < K). A recipe node wrapping any data set with `is_correct`."""
@@ -168,6 +234,11 @@ class ReasonGRMConfig:
         task: Data set node of verdict examples (`VerdictTask`).
         paths_per_question: G sampled paths per question (the authors: 16).
         token_mean: "arith" (the paper's text) or "geom" (the authors' code) per-token mean in R*.
+        selection: "rstar" (the paper: the best R* path per question) or "random" (a random
+            correct path per question, seeded by `run.seed`: the paper's ablation).
+        paths_from: The folder of an earlier stage of this pipeline on the same `task`: train on a
+            selection from its sampled candidates (`rstar_candidates.jsonl`) instead of sampling
+            anew, so R* and random selection are compared on one pool of paths.
     """
 
     run: RunConfig = field(default_factory=RunConfig)
@@ -177,6 +248,8 @@ class ReasonGRMConfig:
     optimizer: dict[str, Any] = component_field({"_component_": "torch.optim.AdamW", "lr": 5e-6})
     paths_per_question: int = 16
     token_mean: str = "arith"
+    selection: str = "rstar"
+    paths_from: str | None = None
     temperature: float = 1.0
     max_new_tokens: int = 512
     batch_prompts: int = 4
@@ -188,10 +261,10 @@ class ReasonGRMConfig:
     log_every: int = 10
 
 
-def select_paths(
+def sample_candidates(
     scorer: ChatModel, task: Any, cfg: ReasonGRMConfig
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Sample G paths per question, keep the complete correct ones, return the best-R* path per question.
+    """Sample G paths per question and keep the complete correct ones, each with its R*.
 
     A path qualifies when it ended by itself (a truncated path's R* scores a reasoning cut short),
     holds `</think>` (without it the reasoning factor is 0) and gives the right verdict after it.
@@ -200,27 +273,66 @@ def select_paths(
         scorer, task, cfg.paths_per_question, cfg.max_new_tokens, cfg.temperature, cfg.batch_prompts
     )
     g = cfg.paths_per_question
-    candidates = []
+    found = []
     for i, (text, done) in enumerate(zip(texts, complete, strict=True)):
         parsed = parse_verdict(text)
         if done and parsed.has_think_end and parsed.verdict == task[i // g].label:
-            candidates.append((i // g, text))
+            found.append((i // g, text))
     scores: list[float] = []
-    for lo in range(0, len(candidates), cfg.batch_prompts):
-        chunk = candidates[lo : lo + cfg.batch_prompts]
+    for lo in range(0, len(found), cfg.batch_prompts):
+        chunk = found[lo : lo + cfg.batch_prompts]
         scores += path_scores(
             scorer, [task[q].prompt for q, _ in chunk], [t for _, t in chunk], cfg.token_mean
         ).tolist()
-    best = best_paths([q for q, _ in candidates], scores, [r > 0 for r in scores])
-    chosen = [{"question": q, "text": candidates[i][1], "r_star": scores[i]} for q, i in sorted(best.items())]
+    candidates = [
+        {"question": q, "prompt_crc": prompt_crc(task, q), "text": t, "r_star": r}
+        for (q, t), r in zip(found, scores, strict=True)
+    ]
     stats = {
         "rstar/questions": len(task),
         "rstar/path_accuracy": sum(counts) / max(1, len(texts)),
         "rstar/complete_correct_paths": len(candidates),
-        "rstar/questions_with_a_correct_path": len(chosen),
-        "rstar/mean_best_r_star": sum(c["r_star"] for c in chosen) / max(1, len(chosen)),
     }
-    return chosen, stats
+    return candidates, stats
+
+
+def prompt_crc(task: Any, question: int) -> int:
+    return zlib.crc32(task[question].prompt.text.encode())
+
+
+def read_candidates(folder: str, task: Any) -> list[dict[str, Any]]:
+    """An earlier stage's candidates, checked to be about the questions of `task`."""
+    path = Path(folder) / CANDIDATES
+    if not path.is_file():
+        raise FileNotFoundError(f"paths_from: {path} does not exist; run the R* stage that samples them first")
+    candidates = [json.loads(line) for line in path.read_text().splitlines()]
+    for c in candidates:
+        if c["question"] >= len(task) or c["prompt_crc"] != prompt_crc(task, c["question"]):
+            raise ValueError(
+                f"paths_from: {path}: question {c['question']} was sampled for another prompt than "
+                "this stage's; both stages need the same task"
+            )
+    return candidates
+
+
+def choose_paths(candidates: list[dict[str, Any]], selection: str, seed: int) -> list[dict[str, Any]]:
+    """One path per question: the best R* one, or a random one (same pool, same questions)."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection = {selection!r}; choose one of {', '.join(SELECTIONS)}")
+    usable = [c for c in candidates if c["r_star"] > 0]
+    if selection == "rstar":
+        best = best_paths([c["question"] for c in usable], [c["r_star"] for c in usable], [True] * len(usable))
+        return [usable[i] for _, i in sorted(best.items())]
+    by_question: dict[int, list[dict[str, Any]]] = {}
+    for c in usable:
+        by_question.setdefault(c["question"], []).append(c)
+    rng = random.Random(seed)
+    return [rng.choice(by_question[q]) for q in sorted(by_question)]
+
+
+def mean_tokens(model: ChatModel, paths: list[dict[str, Any]]) -> float:
+    lengths = [len(model.tokenizer(p["text"], add_special_tokens=False)["input_ids"]) for p in paths]
+    return sum(lengths) / max(1, len(lengths))
 
 
 def main(cfg: ReasonGRMConfig) -> dict[str, float]:
@@ -233,10 +345,24 @@ def main(cfg: ReasonGRMConfig) -> dict[str, float]:
         chosen = [json.loads(line) for line in paths_file.read_text().splitlines()]
         summary = dict(run.state["summary"])
     else:
-        scorer: ChatModel = instantiate(cfg.scorer) if cfg.scorer else model
-        scorer.module.to(run.device).eval()
-        chosen, stats = select_paths(scorer, task, cfg)
+        stats: dict[str, float] = {}
+        if cfg.paths_from:
+            candidates = read_candidates(cfg.paths_from, task)
+        else:
+            scorer: ChatModel = instantiate(cfg.scorer) if cfg.scorer else model
+            scorer.module.to(run.device).eval()
+            candidates, stats = sample_candidates(scorer, task, cfg)
+            (Path(run.dir) / CANDIDATES).write_text("".join(json.dumps(c) + "\n" for c in candidates))
+        chosen = choose_paths(candidates, cfg.selection, cfg.run.seed)
         paths_file.write_text("".join(json.dumps(c) + "\n" for c in chosen))
+        stats.update(
+            {
+                "rstar/questions_with_a_correct_path": len(chosen),
+                "rstar/mean_chosen_r_star": sum(c["r_star"] for c in chosen) / max(1, len(chosen)),
+                "rstar/mean_chosen_tokens": mean_tokens(model, chosen),
+                "rstar/mean_candidate_tokens": mean_tokens(model, candidates),
+            }
+        )
         summary.update(stats)
         run.log(0, stats)
     if not chosen:

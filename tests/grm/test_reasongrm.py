@@ -97,6 +97,17 @@ def test_rstar_stage_keeps_one_correct_path_per_question_and_trains(tmp_path, mo
     assert [c["question"] for c in chosen] == [0, 1]
     assert all(task.is_correct(c["text"], task[c["question"]]) and 0 < c["r_star"] < 1 for c in chosen)
     assert (tmp_path / "run" / "final" / "rlhfv_model.json").is_file()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["rstar/complete_correct_paths"] == 4 and summary["rstar/mean_chosen_tokens"] > 0
+
+    # The ablation trains on a random pick from the same candidates, sampling nothing.
+    monkeypatch.setattr(reasongrm, "sample_outcomes", lambda *args: pytest.fail("paths_from samples nothing"))
+    ablation = [*args, f"run.dir={tmp_path / 'random'}", "selection=random", f"paths_from={tmp_path / 'run'}"]
+    assert cli(ablation) == 0
+    picked = [json.loads(line) for line in (tmp_path / "random" / "rstar_paths.jsonl").read_text().splitlines()]
+    assert [c["question"] for c in picked] == [0, 1] and all(c["text"] in texts for c in picked)
+    with pytest.raises(FileNotFoundError, match="rstar_candidates.jsonl does not exist"):
+        cli([*args, f"run.dir={tmp_path / 'none'}", f"paths_from={tmp_path / 'random'}"])
 
 
 def tiny_task() -> VerdictTask:
@@ -121,9 +132,55 @@ def test_rstar_selection_keeps_only_complete_paths_with_think_end_and_a_verdict_
     complete = [True, False, True, True, False, True]
     monkeypatch.setattr(reasongrm, "sample_outcomes", lambda *args: (texts, [3, 3], complete))
     cfg = reasongrm.ReasonGRMConfig(paths_per_question=3, batch_prompts=4)
-    chosen, stats = reasongrm.select_paths(tiny_text_lm(seed=1), task, cfg)
-    assert [(c["question"], c["text"]) for c in chosen] == [(0, texts[0])] and chosen[0]["r_star"] > 0
+    candidates, stats = reasongrm.sample_candidates(tiny_text_lm(seed=1), task, cfg)
+    assert [(c["question"], c["text"]) for c in candidates] == [(0, texts[0])] and candidates[0]["r_star"] > 0
     assert stats["rstar/complete_correct_paths"] == 1
+
+
+def test_random_selection_draws_from_the_same_pool_and_questions_as_rstar():
+    pool = [
+        {"question": q, "text": f"q{q} path {i}", "r_star": r}
+        for q, scores in ((0, [0.2, 0.9, 0.4]), (1, [0.0]), (2, [0.5, 0.1]))
+        for i, r in enumerate(scores)
+    ]
+    best = reasongrm.choose_paths(pool, "rstar", seed=0)
+    assert [c["text"] for c in best] == ["q0 path 1", "q2 path 0"]  # q1's only path has R* 0
+    draws = [reasongrm.choose_paths(pool, "random", seed=s) for s in range(20)]
+    assert all([c["question"] for c in d] == [0, 2] for d in draws)
+    assert {c["text"] for d in draws for c in d} == {c["text"] for c in pool if c["r_star"] > 0}
+    assert reasongrm.choose_paths(pool, "random", seed=3) == draws[3]  # seeded
+    with pytest.raises(ValueError, match="selection = 'longest'"):
+        reasongrm.choose_paths(pool, "longest", seed=0)
+
+
+def test_paths_from_another_task_are_refused(tmp_path):
+    task = VerdictTask(Pairs(2), seed=0)
+    row = {"question": 1, "prompt_crc": reasongrm.prompt_crc(task, 1), "text": "t", "r_star": 0.5}
+    (tmp_path / reasongrm.CANDIDATES).write_text(json.dumps(row) + "\n")
+    assert reasongrm.read_candidates(str(tmp_path), task) == [row]
+    other = VerdictTask(Pairs(2), seed=0)
+    other.pairs.pairs[1] = PreferencePair(Prompt("another question"), ["good", "bad"], 0, "1")
+    with pytest.raises(ValueError, match="question 1 was sampled for another prompt"):
+        reasongrm.read_candidates(str(tmp_path), other)
+
+
+def test_format_paths_close_the_models_reasoning_with_the_right_verdict_on_the_unhinted_prompt():
+    from rlhfv.models.text_lm import tiny_text_lm
+
+    task = VerdictTask(Pairs(6), seed=0)
+    paths = reasongrm.FormatPaths(task, tiny_text_lm(seed=0), max_new_tokens=6, batch_prompts=4)
+    assert len(paths) == 6
+    for i in range(6):
+        e = paths[i]
+        assert e.prompt == task[i].prompt and "(The better answer" not in e.prompt.text
+        assert e.answer.endswith(f"</think>\n\n[[{task[i].label}]]") and task.is_correct(e.answer, task[i])
+
+
+def test_whole_sentences_keeps_the_reasoning_up_to_its_last_full_sentence():
+    assert reasongrm.whole_sentences("A is right. B adds wrong. So") == "A is right. B adds wrong."
+    assert reasongrm.whole_sentences("A is right.</think>[[A]] more") == "A is right."
+    assert reasongrm.whole_sentences("no sentence ends") == "no sentence ends"
+    assert reasongrm.whole_sentences("  ") == ""
 
 
 def test_hard_rl_stage_runs_with_its_held_out_split_and_dynamic_sampling(tmp_path):
@@ -141,3 +198,22 @@ def test_hard_rl_stage_runs_with_its_held_out_split_and_dynamic_sampling(tmp_pat
     assert cli(["run", str(path), *overrides]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert "before/accuracy" in summary and "after/accuracy" in summary
+
+
+@pytest.mark.slow
+def test_the_cold_start_stage_teaches_a_model_to_close_its_reasoning_with_a_verdict(tmp_path):
+    """The TextChecks recipe's first stage, tiny: SFT on format paths until the model, answering
+    its training questions greedily, ends each with `</think>` and the right verdict."""
+    stage = OmegaConf.load(ROOT / "recipes" / "reasongrm_textchecks.yaml").stages.cold_start
+    tiny = {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 0}
+    stage.policy = stage.train_data.model = tiny
+    stage.train_data.task.pairs = {"_component_": f"{__name__}.Pairs", "n": 2}
+    stage.train_data.max_new_tokens = 3
+    stage.eval_data = stage.train_data.task
+    stage.run = {"dir": str(tmp_path / "run"), "device": "cpu"}
+    path = tmp_path / "cold_start.yaml"
+    OmegaConf.save(stage, path)
+    overrides = ["steps=60", "batch_size=2", "warmup_steps=0", "optimizer.lr=0.01", "max_new_tokens=40"]
+    assert cli(["run", str(path), *overrides]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["before/accuracy"] == 0.0 and summary["after/accuracy"] == 1.0
