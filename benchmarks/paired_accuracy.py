@@ -19,7 +19,8 @@ grouped comparison. `--tasks count,colour` keeps those question families only.
 `--verdict` compares two ReasonGRM judges (`recipes/reasongrm_textchecks.yaml`): held-out
 TextChecks pairs (test split) as A/B verdict prompts in a seeded random order, answered greedily
 within `--max-new-tokens`; an item counts as right when the last verdict after `</think>` names the
-right answer.
+right answer. `--pairs-format hh-rlhf --data <file>` (or llmbar) shows them the file's test pairs
+instead, to see whether what they learned on TextChecks transfers.
 
     python benchmarks/paired_accuracy.py --verdict --before <run>/random_sft/final --after <run>/rstar_sft/final --size 300
 
@@ -49,6 +50,8 @@ def held_out_items(
     image_size: int = 96,
     compact: bool = False,
     verdict: bool = False,
+    pairs_format: str = "textchecks",
+    data: str | None = None,
 ) -> tuple[object, int]:
     """The held-out items both models are graded on, and the tokens an answer may take."""
     from rlhfv.data.pairs import JudgeTask, SampledPairs, ShapesPairs
@@ -56,10 +59,14 @@ def held_out_items(
     from rlhfv.models.base import load_model
 
     if verdict:
+        from rlhfv.data.formats import PreferenceData
         from rlhfv.data.textchecks import TextCheckPairs
         from rlhfv.pipelines.reasongrm import VerdictTask
 
-        return VerdictTask(TextCheckPairs(size=size, split="test", seed=seed), seed=seed), 48
+        if pairs_format == "textchecks":
+            return VerdictTask(TextCheckPairs(size=size, split="test", seed=seed), seed=seed), 48
+        file_pairs = PreferenceData(pairs_format, data, limit=size, seed=seed, split="test")
+        return VerdictTask(file_pairs, seed=seed), 48
     if not judge:
         return ShapesVQA(size=size, split="test", seed=seed, tasks=tasks, image_size=image_size), 24
     if sampled_from:
@@ -99,7 +106,7 @@ def cache_file(folder: str | None, model: str, args: argparse.Namespace) -> Path
     key = json.dumps(
         [str(Path(model).resolve()), weights, args.size, args.seed, args.judge, args.tasks, args.sampled_from,
          args.image_size, args.dtype, args.compact]
-        + ([args.max_new_tokens] if args.verdict else []),
+        + ([args.max_new_tokens, args.pairs_format, args.data] if args.verdict else []),
     )  # fmt: skip
     return Path(folder) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
@@ -146,6 +153,10 @@ def main() -> None:
     parser.add_argument(
         "--verdict", action="store_true", help="compare two ReasonGRM judges on TextChecks A/B verdicts"
     )
+    parser.add_argument(
+        "--pairs-format", default="textchecks", help="with --verdict: textchecks, or a file format (hh-rlhf, llmbar)"
+    )
+    parser.add_argument("--data", help="with --pairs-format other than textchecks: the preference file")
     parser.add_argument("--max-new-tokens", type=int, help="tokens an answer may take (default: the mode's)")
     parser.add_argument(
         "--sampled-from", help="with --judge: pairs of this policy's own answers (its model folder)"
@@ -169,6 +180,8 @@ def main() -> None:
         parser.error("--sampled-from needs --judge")
     if args.verdict and (args.judge or args.tasks):
         parser.error("--verdict takes neither --judge nor --tasks")
+    if args.verdict and args.pairs_format != "textchecks" and not args.data:
+        parser.error(f"--pairs-format {args.pairs_format} needs --data <file>")
     torch.set_num_threads(args.threads)
     if args.seed is None:
         args.seed = 3 if args.judge else 0
@@ -177,7 +190,7 @@ def main() -> None:
     with autocast:  # the policy samples its pairs' answers at the same precision the judges answer
         data, tokens = held_out_items(
             args.size, args.seed, args.judge, tasks_kept, args.sampled_from, args.image_size, args.compact,
-            args.verdict,
+            args.verdict, args.pairs_format, args.data,
         )  # fmt: skip
         tokens = args.max_new_tokens or tokens
         tasks, a = answers_right(
