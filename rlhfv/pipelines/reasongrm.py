@@ -175,9 +175,9 @@ class FormatPaths:
 def whole_sentences(text: str) -> str:
     """`text` before any `</think>` or `[[`, cut after its last full sentence (all of it if none ends)."""
     text = text.split("</think>")[0].split("[[")[0].strip()
-    end = max(text.rfind(mark) for mark in (". ", ".\n", "! ", "? ", "\n"))
     if text.endswith((".", "!", "?")):
         return text
+    end = max(text.rfind(mark) for mark in (". ", ".\n", "! ", "? ", "\n"))
     return text[: end + 1].strip() if end > 0 else text
 
 
