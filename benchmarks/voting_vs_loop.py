@@ -14,7 +14,8 @@ calls `generate` once per sample. Both paths sample exactly `--tokens` new token
 The batched path also runs with every row encoding its whole prompt (`share_prefix=False`), to
 show what encoding the judge instructions once saves. `--textchecks` judges TextChecks test pairs instead of one fixed question. `--meta-rm DIR` also
 times meta-RM scoring of the k judgements per item: one batched forward of all items' k
-judgements against one forward per judgement.
+judgements against one forward per judgement; `--meta-rm untrained` puts a fresh head on the judge's
+own language model (the same forward, so the same cost, with no trained meta-RM needed).
 
 `--random-weights` builds the model in DIR from its config.json with random weights (same
 architecture and cost, no weight file needed: for machines the weights cannot be copied to).
@@ -99,7 +100,7 @@ def main() -> None:
         "--random-weights", action="store_true", help="architecture from DIR/config.json, random weights"
     )
     parser.add_argument("--textchecks", action="store_true", help="judge TextChecks test pairs")
-    parser.add_argument("--meta-rm", help="also time meta-RM scoring (a meta-RM folder)")
+    parser.add_argument("--meta-rm", help="also time meta-RM scoring: a meta-RM folder, or 'untrained'")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
@@ -146,9 +147,10 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), torch {torch.__version__}",
     }
     if args.meta_rm:
-        from rlhfv.grm.meta_rm import load_meta_rm
+        from rlhfv.grm.meta_rm import MetaRM, load_meta_rm
 
-        meta = load_meta_rm(args.meta_rm).to(args.device).eval()
+        meta = MetaRM(model) if args.meta_rm == "untrained" else load_meta_rm(args.meta_rm)
+        meta = meta.to(args.device).eval()
         n = args.items * args.k
         t_meta_batched = timed(meta_scoring, meta, items, args.k, args.tokens, n, repeats=args.repeats)
         t_meta_loop = timed(meta_scoring, meta, items, args.k, args.tokens, 1, repeats=args.repeats)
