@@ -154,7 +154,9 @@ def main() -> None:
         "--verdict", action="store_true", help="compare two ReasonGRM judges on TextChecks A/B verdicts"
     )
     parser.add_argument(
-        "--pairs-format", default="textchecks", help="with --verdict: textchecks, or a file format (hh-rlhf, llmbar)"
+        "--pairs-format",
+        default="textchecks",
+        help="with --verdict: textchecks, or a file format (hh-rlhf, llmbar)",
     )
     parser.add_argument("--data", help="with --pairs-format other than textchecks: the preference file")
     parser.add_argument("--max-new-tokens", type=int, help="tokens an answer may take (default: the mode's)")

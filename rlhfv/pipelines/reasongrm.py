@@ -304,7 +304,9 @@ def read_candidates(folder: str, task: Any) -> list[dict[str, Any]]:
     """An earlier stage's candidates, checked to be about the questions of `task`."""
     path = Path(folder) / CANDIDATES
     if not path.is_file():
-        raise FileNotFoundError(f"paths_from: {path} does not exist; run the R* stage that samples them first")
+        raise FileNotFoundError(
+            f"paths_from: {path} does not exist; run the R* stage that samples them first"
+        )
     candidates = [json.loads(line) for line in path.read_text().splitlines()]
     for c in candidates:
         if c["question"] >= len(task) or c["prompt_crc"] != prompt_crc(task, c["question"]):
@@ -321,7 +323,9 @@ def choose_paths(candidates: list[dict[str, Any]], selection: str, seed: int) ->
         raise ValueError(f"selection = {selection!r}; choose one of {', '.join(SELECTIONS)}")
     usable = [c for c in candidates if c["r_star"] > 0]
     if selection == "rstar":
-        best = best_paths([c["question"] for c in usable], [c["r_star"] for c in usable], [True] * len(usable))
+        best = best_paths(
+            [c["question"] for c in usable], [c["r_star"] for c in usable], [True] * len(usable)
+        )
         return [usable[i] for _, i in sorted(best.items())]
     by_question: dict[int, list[dict[str, Any]]] = {}
     for c in usable:

@@ -104,7 +104,9 @@ def test_rstar_stage_keeps_one_correct_path_per_question_and_trains(tmp_path, mo
     monkeypatch.setattr(reasongrm, "sample_outcomes", lambda *args: pytest.fail("paths_from samples nothing"))
     ablation = [*args, f"run.dir={tmp_path / 'random'}", "selection=random", f"paths_from={tmp_path / 'run'}"]
     assert cli(ablation) == 0
-    picked = [json.loads(line) for line in (tmp_path / "random" / "rstar_paths.jsonl").read_text().splitlines()]
+    picked = [
+        json.loads(line) for line in (tmp_path / "random" / "rstar_paths.jsonl").read_text().splitlines()
+    ]
     assert [c["question"] for c in picked] == [0, 1] and all(c["text"] in texts for c in picked)
     with pytest.raises(FileNotFoundError, match="rstar_candidates.jsonl does not exist"):
         cli([*args, f"run.dir={tmp_path / 'none'}", f"paths_from={tmp_path / 'random'}"])

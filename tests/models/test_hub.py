@@ -69,7 +69,9 @@ def test_a_missing_model_says_where_it_looked_and_how_to_pull(tmp_path, monkeypa
     text = str(caught.value)
     assert str(tmp_path / "models" / "smollm2-135m-instruct") in text and "RLHFV_HOME" in text
     assert "`rlhfv models pull smollm2-135m-instruct`" in text
-    with pytest.raises(FileNotFoundError, match="pull one of efficientnet-lite0, gemma3-270m, smollm2-135m-instruct"):
+    with pytest.raises(
+        FileNotFoundError, match="pull one of efficientnet-lite0, gemma3-270m, smollm2-135m-instruct"
+    ):
         hub.resolve_model("gpt-9")
     assert (
         hub.main(["list"]) == 0
@@ -129,7 +131,10 @@ def test_pulled_gemma_loads_as_a_chat_model_in_its_turn_format(monkeypatch):
     model = load_text_lm("gemma3-270m")
     ids = model.encoder([Prompt(text="Name a colour.", system="Be brief.")])["input_ids"][0]
     text = model.tokenizer.decode(ids)
-    assert text == "<bos><start_of_turn>user\nBe brief.<end_of_turn>\n<start_of_turn>user\nName a colour.<end_of_turn>\n<start_of_turn>model\n"
+    assert (
+        text
+        == "<bos><start_of_turn>user\nBe brief.<end_of_turn>\n<start_of_turn>user\nName a colour.<end_of_turn>\n<start_of_turn>model\n"
+    )
 
 
 def test_a_folder_pulled_without_a_chat_template_gets_it_on_the_next_pull(tmp_path, monkeypatch):
