@@ -8,6 +8,7 @@ it ranks the k samples so that only the top k_meta vote (`rlhfv.grm.voting.meta_
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,24 +34,59 @@ class MetaRM(nn.Module):
         nn.init.zeros_(self.head.weight)  # start undecided: every logit 0, probability ½
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, prompts: Sequence[Prompt], judgements: Sequence[str]) -> torch.Tensor:
-        """Logit that each judgement is correct. Shape [N]."""
+    def forward(
+        self, prompts: Sequence[Prompt], judgements: Sequence[str], share_prefix: bool = False
+    ) -> torch.Tensor:
+        """Logit that each judgement is correct. Shape [N].
+
+        `share_prefix` (scoring without gradients): the token prefix every row shares (the judge
+        instructions, or a whole prompt for k judgements of one item) is encoded once and its cache
+        reused by every row, as `rlhfv.rollout.generate` does.
+        """
         from rlhfv.training.batching import tokenize_completions
 
         device = self.head.weight.device
         batch = {k: v.to(device) for k, v in self.lm.encoder(list(prompts)).items()}  # left-padded [N, P]
         ids, mask = tokenize_completions(self.lm, judgements)  # right-padded [N, T], eos appended
-        ids, mask = ids.to(device), mask.to(device)
-        vision = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
-        out = self.backbone(
-            input_ids=torch.cat([batch["input_ids"], ids], dim=1),  # [N, P+T]
-            attention_mask=torch.cat([batch["attention_mask"], mask], dim=1),
-            output_hidden_states=True,
-            **vision,
-        )
-        last = batch["input_ids"].shape[1] + mask.sum(dim=1) - 1  # [N] index of each row's eos
+        ids = torch.cat([batch.pop("input_ids"), ids.to(device)], dim=1)  # [N, P+T]
+        mask = torch.cat([batch.pop("attention_mask"), mask.to(device)], dim=1)
+        vision = batch  # what the encoder gave besides the text (pixel values …)
+        if share_prefix and not vision and not torch.is_grad_enabled():
+            hidden = self.shared_prefix_last_hidden(ids, mask)
+            if hidden is not None:
+                return self.head(hidden.float()).squeeze(-1)
+        out = self.backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True, **vision)
+        last = mask.shape[1] - 1 - mask.flip(1).argmax(dim=1)  # [N] index of each row's eos
         hidden = out.hidden_states[-1][torch.arange(len(last), device=device), last]  # [N, H]
         return self.head(hidden.float()).squeeze(-1)
+
+    def shared_prefix_last_hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """Each row's last hidden state [N, H], the rows' common prefix encoded once; None when
+        there is too little to share (`rlhfv.rollout.shared_prefix_batch`)."""
+        from rlhfv.rollout import shared_prefix_batch
+
+        rows = [row[m.bool()] for row, m in zip(ids, mask, strict=True)]  # unpadded [L_i]
+        width = max(len(r) for r in rows)
+        left = torch.full((len(rows), width), self.lm.pad_token_id, dtype=ids.dtype, device=ids.device)
+        left_mask = torch.zeros_like(left, dtype=mask.dtype)
+        for i, r in enumerate(rows):  # left-padded: every row ends in the last column
+            left[i, width - len(r) :], left_mask[i, width - len(r) :] = r, 1
+        packed = shared_prefix_batch(self.lm, {"input_ids": left, "attention_mask": left_mask})
+        if packed is None:
+            return None
+        batch, cache = packed
+        start = cache.get_seq_length()  # the prefix's tokens, already in the cache
+        positions = (batch["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+        # transformers ≥ 5.2 names the argument `cache` (as `rlhfv.rollout` handles it)
+        key = "cache" if "cache" in inspect.signature(self.backbone.forward).parameters else "past_key_values"
+        out = self.backbone(
+            input_ids=batch["input_ids"][:, start:],
+            attention_mask=batch["attention_mask"],
+            position_ids=positions[:, start:],
+            output_hidden_states=True,
+            **{key: cache},
+        )
+        return out.hidden_states[-1][:, -1]
 
 
 def meta_rm_loss(
@@ -68,11 +104,11 @@ def meta_rm_loss(
 def meta_rm_scores(
     meta: MetaRM, prompts: Sequence[Prompt], judgements: Sequence[str], batch_size: int = 8
 ) -> list[float]:
-    """Meta-RM logits for many judgements, in batches."""
+    """Meta-RM logits for many judgements, in batches, each batch's shared prefix encoded once."""
     meta.eval()
     out: list[float] = []
     for i in range(0, len(judgements), batch_size):
-        out += meta(prompts[i : i + batch_size], judgements[i : i + batch_size]).tolist()
+        out += meta(prompts[i : i + batch_size], judgements[i : i + batch_size], share_prefix=True).tolist()
     return out
 
 
