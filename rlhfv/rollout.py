@@ -481,14 +481,23 @@ def _shared_prompt_logits(
     first = out.logits[:, -1:, :].repeat_interleave(group_size, dim=0)  # [N, 1, V]: predicts token 0
     cache = out.cache if hasattr(out, "cache") else out.past_key_values  # transformers ≥ 5.2 calls it `cache`
     cache.batch_repeat_interleave(group_size)  # [N/G, …] → [N, …]; gradients flow back to the prompt
-    key = "cache" if hasattr(out, "cache") else "past_key_values"
+    key = cache_keyword(module)
     rest = module(
         input_ids=completion_ids[:, :-1], attention_mask=attention[:, :-1], use_cache=True, **{key: cache}
     )
     return torch.cat([first, rest.logits], dim=1)  # [N, T, V]
 
 
-def _takes_logits_to_keep(module: torch.nn.Module) -> bool:
+def _forward_parameters(module: torch.nn.Module) -> Any:
     inner = getattr(module, "module", module)  # DeepSpeed engines wrap the model
     base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # peft
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return inspect.signature(base.forward).parameters
+
+
+def _takes_logits_to_keep(module: torch.nn.Module) -> bool:
+    return "logits_to_keep" in _forward_parameters(module)
+
+
+def cache_keyword(module: torch.nn.Module) -> str:
+    """The keyword a transformers forward takes a KV cache by: `cache` since 5.2, `past_key_values` before."""
+    return "cache" if "cache" in _forward_parameters(module) else "past_key_values"

@@ -8,7 +8,6 @@ it ranks the k samples so that only the top k_meta vote (`rlhfv.grm.voting.meta_
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,7 +62,7 @@ class MetaRM(nn.Module):
     def shared_prefix_last_hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
         """Each row's last hidden state [N, H], the rows' common prefix encoded once; None when
         there is too little to share (`rlhfv.rollout.shared_prefix_batch`)."""
-        from rlhfv.rollout import shared_prefix_batch
+        from rlhfv.rollout import cache_keyword, shared_prefix_batch
 
         rows = [row[m.bool()] for row, m in zip(ids, mask, strict=True)]  # unpadded [L_i]
         width = max(len(r) for r in rows)
@@ -77,14 +76,12 @@ class MetaRM(nn.Module):
         batch, cache = packed
         start = cache.get_seq_length()  # the prefix's tokens, already in the cache
         positions = (batch["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
-        # transformers ≥ 5.2 names the argument `cache` (as `rlhfv.rollout` handles it)
-        key = "cache" if "cache" in inspect.signature(self.backbone.forward).parameters else "past_key_values"
         out = self.backbone(
             input_ids=batch["input_ids"][:, start:],
             attention_mask=batch["attention_mask"],
             position_ids=positions[:, start:],
             output_hidden_states=True,
-            **{key: cache},
+            **{cache_keyword(self.backbone): cache},
         )
         return out.hidden_states[-1][:, -1]
 

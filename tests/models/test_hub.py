@@ -99,13 +99,13 @@ def test_pulled_smollm2_answers_greedily_without_network(monkeypatch):
 
 
 GEMMA = hub.model_home() / "gemma3-270m"
+needs_gemma = pytest.mark.skipif(
+    not (GEMMA / "rlhfv_model.json").is_file(), reason=f"{GEMMA} absent: run `rlhfv models pull gemma3-270m`"
+)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (GEMMA / "rlhfv_model.json").is_file(),
-    reason=f"{GEMMA} absent: run `rlhfv models pull gemma3-270m`",
-)
+@needs_gemma
 def test_pulled_gemma_base_completes_a_fact_without_network(monkeypatch):
     """The base model has no chat template: it continues plain text, which is how it is checked."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -119,10 +119,7 @@ def test_pulled_gemma_base_completes_a_fact_without_network(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (GEMMA / "rlhfv_model.json").is_file(),
-    reason=f"{GEMMA} absent: run `rlhfv models pull gemma3-270m`",
-)
+@needs_gemma
 def test_pulled_gemma_loads_as_a_chat_model_in_its_turn_format(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from rlhfv.models.text_lm import load_text_lm
