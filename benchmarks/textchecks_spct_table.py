@@ -6,8 +6,8 @@ paired differences SPCT's hypotheses are about, on the same items.
         --run untrained=results/textchecks/spct_untrained.json --run RFT=… --run "RFT+RL=…"
 
 Paired differences (95% bootstrap over items, 2,000 resamples, both sides resampled together):
-voting@8 − voting@1 and meta@8 − voting@8 within each judge, and each judge against the one
-listed before it at voting@8 (needs the same items, which the same --limit and --seed give).
+voting@8 (and @16) − voting@1 and meta@k − voting@k within each judge, and each judge against the one
+listed before it at voting@1, voting@8 and meta@8 (needs the same items, which the same --limit and --seed give).
 Credits per item are those the eval wrote (`per_item`: 1 right, ½ tie, 0 wrong for two responses).
 """
 
@@ -97,7 +97,13 @@ def main() -> None:
     comparisons = []
     labels = list(runs)
     for label in labels:
-        for a, b in (("voting@1", "voting@8"), ("voting@8", "meta@8"), ("voting@1", "meta@8")):
+        for a, b in (
+            ("voting@1", "voting@8"),
+            ("voting@1", "voting@16"),
+            ("voting@8", "meta@8"),
+            ("voting@16", "meta@16"),
+            ("voting@1", "meta@8"),
+        ):
             comparisons.append((f"{label}: {b} − {a}", runs[label], a, runs[label], b))
     for before, after in zip(labels, labels[1:], strict=False):
         for way in ("voting@1", "voting@8", "meta@8"):
