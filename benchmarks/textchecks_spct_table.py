@@ -7,7 +7,7 @@ paired differences SPCT's hypotheses are about, on the same items.
 
 Paired differences (95% bootstrap over items, 2,000 resamples, both sides resampled together):
 voting@8 (and @16) − voting@1 and meta@k − voting@k within each judge, and each judge against the one
-listed before it at voting@1, voting@8 and meta@8 (needs the same items, which the same --limit and --seed give).
+listed before it at greedy (ties ½ only), voting@1, voting@8 and meta@8 (needs the same items, which the same --limit and --seed give).
 Credits per item are those the eval wrote (`per_item`: 1 right, ½ tie, 0 wrong for two responses).
 """
 
@@ -106,7 +106,7 @@ def main() -> None:
         ):
             comparisons.append((f"{label}: {b} − {a}", runs[label], a, runs[label], b))
     for before, after in zip(labels, labels[1:], strict=False):
-        for way in ("voting@1", "voting@8", "meta@8"):
+        for way in ("greedy", "voting@1", "voting@8", "meta@8"):
             comparisons.append((f"{after} − {before}, {way}", runs[before], way, runs[after], way))
     table["paired"] = {}
     for name, ra, a, rb, b in comparisons:
@@ -117,9 +117,15 @@ def main() -> None:
                 f"{name}: the two evaluations judged different items; use the same --limit and --seed"
             )
         ca, cb = [r[a] for r in ra["items"]], [r[b] for r in rb["items"]]
-        d = {"strict": paired(strict(ca), strict(cb)), "half": paired(ca, cb), "items": len(ca)}
+        # a greedy credit is the mean of two orders: the eval's strict figure is not per item
+        d = {
+            "strict": None if a == "greedy" else paired(strict(ca), strict(cb)),
+            "half": paired(ca, cb),
+            "items": len(ca),
+        }
         table["paired"][name] = d
-        lines.append(f"| {name} | {len(ca)} | {fmt_diff(d['strict'])} | {fmt_diff(d['half'])} |")
+        strict_cell = "n/a" if d["strict"] is None else fmt_diff(d["strict"])
+        lines.append(f"| {name} | {len(ca)} | {strict_cell} | {fmt_diff(d['half'])} |")
     print("\n".join(lines))
     if args.out:
         Path(args.out).write_text(json.dumps(table, indent=2) + "\n")
