@@ -6,8 +6,9 @@ paired differences SPCT's hypotheses are about, on the same items.
         --run untrained=results/textchecks/spct_untrained.json --run RFT=… --run "RFT+RL=…"
 
 Paired differences (95% bootstrap over items, 2,000 resamples, both sides resampled together):
-voting@8 (and @16) − voting@1 and meta@k − voting@k within each judge, and each judge against the one
-listed before it at greedy (ties ½ only), voting@1, voting@8 and meta@8 (needs the same items, which the same --limit and --seed give).
+voting@8 (and @16) − voting@1 and meta@k − voting@k within each judge, and each judge against
+the one listed before it at greedy (ties ½ only), voting@1, voting@8 and meta@8 (needs the same
+items, which the same --limit and --seed give).
 Credits per item are those the eval wrote (`per_item`: 1 right, ½ tie, 0 wrong for two responses).
 """
 
