@@ -64,9 +64,10 @@ def held_out_items(
         from rlhfv.pipelines.reasongrm import VerdictTask
 
         if pairs_format == "textchecks":
-            return VerdictTask(TextCheckPairs(size=size, split="test", seed=seed), seed=seed), 64
-        file_pairs = PreferenceData(pairs_format, data, limit=size, seed=seed, split="test")
-        return VerdictTask(file_pairs, seed=seed), 64  # the recipe's max_new_tokens
+            compared: object = TextCheckPairs(size=size, split="test", seed=seed)
+        else:
+            compared = PreferenceData(pairs_format, data, limit=size, seed=seed, split="test")
+        return VerdictTask(compared, seed=seed), 64  # reasongrm_textchecks.yaml's max_new_tokens
     if not judge:
         return ShapesVQA(size=size, split="test", seed=seed, tasks=tasks, image_size=image_size), 24
     if sampled_from:

@@ -60,9 +60,8 @@ def test_paired_differences_within_and_across_judges(tmp_path):
     assert done.returncode == 0, done.stderr
     paired = json.loads((tmp_path / "t.json").read_text())["paired"]
     assert paired["A: voting@8 − voting@1"]["half"]["diff"] == 0.25
-    assert (
-        paired["A: voting@8 − voting@1"]["strict"]["diff"] == 0.25
-    )  # the tie at item 2 is wrong when strict
+    # strict: the tie at item 2 counts as wrong on both sides
+    assert paired["A: voting@8 − voting@1"]["strict"]["diff"] == 0.25
     assert paired["A: voting@16 − voting@1"]["strict"]["diff"] == 0.5
     assert paired["B: meta@16 − voting@16"]["half"]["diff"] == -0.5
     assert paired["B − A, greedy"]["half"]["diff"] == 0.25
