@@ -1,14 +1,14 @@
 """Every command quoted on RESULTS.md still parses, so a reader can copy any of them.
 
 A command is any shell line in a code block (fenced or indented; `&&` chains split) or an inline
-code span that starts with `rlhfv`, `python benchmarks/…`, `bash benchmarks/…` or
+code span that starts with `rlhfv`, `python benchmarks/…` or `python experiments/…`, `bash benchmarks/…` or
 `python -m pytest` (after any `VAR=value`, `nice -n N`; `torchrun … -m rlhfv.cli` counts as
 `rlhfv`). For each:
 - `rlhfv run|validate <recipe> [--stages …] key=value …`: the real CLI parses it; the recipe exists
   and validates with its overrides (so an override naming a missing key fails); `--stages` names
   stages of the recipe. Nothing runs.
 - `rlhfv eval|annotate|models …`: the subcommand's own parser accepts the arguments. Nothing runs.
-- `python benchmarks/X.py …`: the script exists, `--help` exits 0, and its parser accepts the
+- `python benchmarks/X.py …` (or `experiments/X.py`): the script exists, `--help` exits 0, and its parser accepts the
   quoted arguments (all scripts in one subprocess, so torch is imported once); with `--recipe`,
   that recipe validates with the quoted overrides.
 - `bash benchmarks/X.sh`: the script exists and `bash -n` accepts it.
@@ -42,7 +42,8 @@ PAGE = ROOT / "RESULTS.md"
 PLACEHOLDER = re.compile(r"<([^<>\n]+)>")
 ENV_ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
 SETUP = {"python3.11 -m venv .venv", ". .venv/bin/activate", "pip install -e ."}  # the install line
-LOOKS_LIKE_A_COMMAND = re.compile(r"^(rlhfv|python[\d.]*|bash|pip|torchrun)\s|benchmarks/\S+\.(py|sh)\b")
+LOOKS_LIKE_A_COMMAND = re.compile(r"^(rlhfv|python[\d.]*|bash|pip|torchrun)\s|(benchmarks|experiments)/\S+\.(py|sh)\b")
+SCRIPT_FOLDERS = ("benchmarks/", "experiments/")  # speed benchmarks; the experiments behind the figures
 USER_DATA = ("data/", "../shared/data/")
 MISSING_FILE = re.compile(r": (?P<key>[\w.\[\]-]+) = '(?P<value>[^']*)': no such file or folder")
 
@@ -85,7 +86,7 @@ def parse_snippet(snippet: str) -> tuple[list[Command], list[str]]:
         if words[:1] == ["rlhfv"]:
             commands.append(Command(part, "rlhfv", words[1:]))
         elif (
-            len(words) > 1 and re.fullmatch(r"python[\d.]*", words[0]) and words[1].startswith("benchmarks/")
+            len(words) > 1 and re.fullmatch(r"python[\d.]*", words[0]) and words[1].startswith(SCRIPT_FOLDERS)
         ):
             commands.append(Command(part, "script", words[1:]))
         elif words[:3] == ["python", "-m", "pytest"]:
@@ -198,7 +199,7 @@ print(json.dumps(report))
 
 
 def check_scripts(commands: list[Command]) -> dict[str, str]:
-    """Problems by command, for every `python benchmarks/X.py …`, checked in one subprocess."""
+    """Problems by command, for every `python benchmarks/X.py …` or `experiments/…`, checked in one subprocess."""
     problems, runnable = {}, []
     for c in commands:
         if not (ROOT / c.args[0]).is_file():
@@ -269,8 +270,8 @@ rlhfv run recipes/no_such_recipe.yaml
 rlhfv validate recipes/sft_shapes.yaml stesp=5
 rlhfv run recipes/grpo_shapes.yaml --stages no_such_stage
 python benchmarks/no_such_script.py --size 3
-python benchmarks/paired_accuracy.py --no-such-flag 1
-python benchmarks/grlhfv_n_scaling.py --recipe recipes/grlhfv_shapes.yaml --ns 2 stages.policy_rl.stpes=3
+python experiments/paired_accuracy.py --no-such-flag 1
+python experiments/grlhfv_n_scaling.py --recipe recipes/grlhfv_shapes.yaml --ns 2 stages.policy_rl.stpes=3
 rlhfv eval grm --model tiny --no-such-flag
 rlhfv no_such_subcommand
 ```
@@ -287,8 +288,8 @@ def test_the_check_fails_on_each_kind_of_broken_command(tmp_path, monkeypatch, c
         "rlhfv validate recipes/sft_shapes.yaml stesp=5": "unknown key 'stesp'",
         "rlhfv run recipes/grpo_shapes.yaml --stages no_such_stage": "no_such_stage",
         "python benchmarks/no_such_script.py --size 3": "no such script",
-        "python benchmarks/paired_accuracy.py --no-such-flag 1": "the quoted arguments: exit 2",
-        "python benchmarks/grlhfv_n_scaling.py --recipe recipes/grlhfv_shapes.yaml --ns 2 stages.policy_rl.stpes=3": "stpes",
+        "python experiments/paired_accuracy.py --no-such-flag 1": "the quoted arguments: exit 2",
+        "python experiments/grlhfv_n_scaling.py --recipe recipes/grlhfv_shapes.yaml --ns 2 stages.policy_rl.stpes=3": "stpes",
         "rlhfv eval grm --model tiny --no-such-flag": "exit 2",
         "rlhfv no_such_subcommand": "exit 2",
         "bash benchmarks/no_such.sh": "no such script",

@@ -39,7 +39,7 @@ class ComparisonDrill:
     with the two values drawn at random (equal half the time) behind the prompt "Compare.".
     A tiny judge from random weights learned this test in ~600 steps behind a short prompt and
     not in 2000 behind the 255-token judge prompt; learned short, it carried over to the long
-    prompt in 200-400 steps (`benchmarks/judge_context_toy.py`). So a judge curriculum starts here.
+    prompt in 200-400 steps. So a judge curriculum starts here.
 
     Args:
         size: Number of items (each is a pure function of seed and index).
@@ -97,7 +97,7 @@ class ShapesPairs:
         non_answers: Share of pairs whose worse response answers nothing: it echoes the question's
             subject ("The yellow circle.") or hedges ("I am not sure."); its short answer is
             "nothing". A judge that never saw such responses scored them as right, and a policy
-            trained on that judge learned to give them (commit ad4ee11, the n-scaling run).
+            trained on that judge learned to give them (the n-scaling run in results/grlhfv_shapes.md).
     """
 
     def __init__(
@@ -299,11 +299,11 @@ class JudgeTask:
             image shows, then the verdict ("Response 1 says 3, the image shows 4: wrong."); needs
             pairs that know each response's short answer (`PreferencePair.answers`, ShapesVQA).
             The two values to compare then stand a few tokens apart, which a small judge learns;
-            with "verdict" our tiny judges stayed at chance (commit 920e89a).
+            with "verdict" our tiny judges stayed at chance (results/grlhfv_shapes.md).
         compact: Show the request and responses without the judge instructions
             (`pointwise_prompt(compact=True)`): a curriculum's first stage. A tiny judge learned the
             comparison within a few hundred steps on short prompts and not in thousands on the full
-            255-token prompt; learned short, it carries over to the full prompt (commit ad4ee11).
+            255-token prompt; learned short, it carries over to the full prompt (results/grlhfv_shapes.md).
         ties: Share of items (for SFT) that show one of the two responses twice, with equal
             verdicts and scores in the target and `label` "tie" (`is_correct`: two equal scores).
             A grouped-comparison judge meets many pairs that say the same thing; trained on

@@ -77,7 +77,7 @@ def pointwise_prompt(
             where the judgement starts). Pass `rlhfv.types.READING_SLOT` and set the returned
             prompt's `reading` to have the judge write it itself, before it sees the responses
             (`judge(..., reading=True)`): a judge that reads the image with the responses in view
-            tends to read it as they do (commit 6735b27: agreement 0.56 on the policy's own answers).
+            tends to read it as they do (agreement 0.56 on the policy's own answers; results/grlhfv_shapes.md).
     """
     n = len(responses)
     if n < 1:

@@ -1,4 +1,4 @@
-"""Inference-time scaling for pointwise judges (SPCT, arXiv 2504.02495, §2.6 of our spec).
+"""Inference-time scaling for pointwise judges (SPCT, Liu et al. 2025, arXiv 2504.02495).
 
 Each of k samples judges the responses in its own random order (against position bias); scores
 are mapped back to the original order and summed (Eq. 14). Meta-RM guided voting sums only the

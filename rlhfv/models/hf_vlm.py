@@ -292,7 +292,7 @@ def tiny_qwen2_vl(
 
     `kv_heads`: how many key/value heads the 3 attention heads share (1: grouped-query attention,
     as in the real model; 3: each head its own). A tiny judge trained on ShapesVQA pairs learned to
-    keep its verdict, its second sentence and its scores consistent only with 3 (commit 920e89a)."""
+    keep its verdict, its second sentence and its scores consistent only with 3 (results/grlhfv_shapes.md)."""
     return _tiny_qwen("2", seed, hidden_size, num_layers, image_size, dtype, lora, kv_heads)
 
 

@@ -12,7 +12,7 @@ The reward model reads every completion with an EOS after it, so it cannot tell 
 ended from one cut at `max_new_tokens`. `missing_eos_penalty` (TRL's option of the same name) is
 subtracted from the raw score of every cut completion: a tiny Qwen2-VL policy on ShapesVQA learned,
 without it, to answer "4 4 4 4 …" up to the limit, which its reward model scored 4.3 against 1.8 for
-its short answers (benchmarks/grlhfv_table2.py, row rm_grpo). Grouped comparison gives a cut
+its short answers (experiments/grlhfv_table2.py, row rm_grpo). Grouped comparison gives a cut
 completion its lowest reward in the same way.
 """
 

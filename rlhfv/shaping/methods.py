@@ -1,12 +1,11 @@
 """Ways to turn an intrinsic reward F into the reward the intrinsic critic learns from.
 
 ADOPS, "Action-Dependent Optimality-Preserving Reward Shaping" (arXiv 2505.12611, ICML 2025), and
-the baselines it is compared with; the formulas and their sources are in
-/work/shared/specs/algorithms.md §5. Every method is a small class with the same call,
-`method(inputs, progress) -> F'` of shape [T, N] (T steps of N parallel environments), so the PPO
-pipeline never asks which one it holds. The maths are pure functions below the classes.
+the baselines it is compared with, each citing its own paper below. Every method is a small
+class with the same call, `method(inputs, progress) -> F'` of shape [T, N] (T steps of N parallel
+environments), so the PPO pipeline never asks which one it holds. The maths are pure functions below the classes.
 
-Choices where the spec says NOT FOUND (each is a constructor argument):
+Choices the papers leave open (each is a constructor argument):
 - PBRS potential: Φ(s) = the normalised RND novelty of s itself, Φ(terminal) = 0.
 - PIES / ADOPES schedules: linear in the fraction of training frames done, over `end_fraction` /
   `ramp_fraction` of training (0.5 by default: intrinsic reward gone, or fully corrected, by mid-run).

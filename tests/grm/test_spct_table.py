@@ -1,4 +1,4 @@
-"""benchmarks/textchecks_spct_table.py: the SPCT table's figures from `rlhfv eval grm --out` files."""
+"""experiments/textchecks_spct_table.py: the SPCT table's figures from `rlhfv eval grm --out` files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "textchecks_spct_table.py"
+SCRIPT = ROOT / "experiments" / "textchecks_spct_table.py"
 
 
 def eval_file(path: Path, credits: dict[str, list[float]], ids: list[str] | None = None) -> str:

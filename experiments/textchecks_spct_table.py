@@ -2,7 +2,7 @@
 strict accuracy (a tie is wrong) and accuracy with a tie as ½, 95% Wilson intervals, and the
 paired differences SPCT's hypotheses are about, on the same items.
 
-    python benchmarks/textchecks_spct_table.py --out results/textchecks/spct_table.json \\
+    python experiments/textchecks_spct_table.py --out results/textchecks/spct_table.json \\
         --run untrained=results/textchecks/spct_untrained.json --run RFT=… --run "RFT+RL=…"
 
 Paired differences (95% bootstrap over items, 2,000 resamples, both sides resampled together):

@@ -7,7 +7,7 @@ Writes `n_scaling.md` (table) and `n_scaling.png` (plot) into the output folder,
 run there so far: several invocations with different `--ns` and the same `--out` (e.g. one per
 core) add up to one table.
 
-    python benchmarks/grlhfv_n_scaling.py --recipe recipes/grlhfv_shapes.yaml --ns 2 3 5 7
+    python experiments/grlhfv_n_scaling.py --recipe recipes/grlhfv_shapes.yaml --ns 2 3 5 7
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ subsample), so a scalar RM and a generative judge are graded on the same items. 
 when the preferred response scores strictly higher; accuracy carries a 95% Wilson interval
 (`rlhfv.grm.eval_report.mean_ci`), overall and per subset (LLMBar's, RM-Bench's …).
 
-    python benchmarks/scalar_rm_eval.py --model checkpoints/rm_hh/final --format llmbar \\
+    python experiments/scalar_rm_eval.py --model checkpoints/rm_hh/final --format llmbar \\
         --data ../shared/data/llmbar/Natural/dataset.json --max-prompt-tokens 64 --max-response-tokens 64
 
 Use the token caps the reward model was trained with (its recipe's max_prompt_tokens and

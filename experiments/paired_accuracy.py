@@ -4,13 +4,13 @@ Both models answer the same test questions greedily; the difference in accuracy 
 bootstrap 95% interval (resampling questions, both models together) and an exact two-sided
 McNemar p-value (only the questions the two models disagree on count), overall and per family.
 
-    python benchmarks/paired_accuracy.py --before <run>/policy_sft/final --after <run>/final --size 600
+    python experiments/paired_accuracy.py --before <run>/policy_sft/final --after <run>/final --size 600
 
 `--judge` compares two judges instead: held-out ShapesPairs (test split, seed 3 as in the recipes)
 judged with the "compare" analysis, each judge writing its own answer first (`reading: self`); an
 item counts as right when the preferred response gets the strictly higher score.
 
-    python benchmarks/paired_accuracy.py --judge --before <run>/grm_sft/final --after <run>/grm_rl/final
+    python experiments/paired_accuracy.py --judge --before <run>/grm_sft/final --after <run>/grm_rl/final
 
 With `--sampled-from <policy>` the judges meet that policy's own answers instead (test questions,
 one answer the checker accepts against one it rejects: `rlhfv.data.pairs.SampledPairs`), as in
@@ -22,7 +22,7 @@ within `--max-new-tokens`; an item counts as right when the last verdict after `
 right answer. `--pairs-format hh-rlhf --data <file>` (or llmbar) shows them the file's test pairs
 instead, to see whether what they learned on TextChecks transfers.
 
-    python benchmarks/paired_accuracy.py --verdict --before <run>/random_sft/final --after <run>/rstar_sft/final --size 300
+    python experiments/paired_accuracy.py --verdict --before <run>/random_sft/final --after <run>/rstar_sft/final --size 300
 
 For the pretrained MLLM (`recipes/grlhfv_vlm.yaml`): `--image-size 224` draws the images at the
 tower's input size as its training data were, `--dtype bfloat16` answers under bf16 autocast as the

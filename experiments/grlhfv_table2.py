@@ -25,11 +25,11 @@ of its judgements under the full prompt do not parse), against 0.64 after grm_sf
 Rows after dpo are grlhfv_shapes.yaml's policy_rl stage with only the reward changed: the same
 steps, prompts, group size and learning rate. Each row is trained once per seed and graded against
 the SFT start on 600 held-out images (paired bootstrap CI, McNemar p:
-`benchmarks/paired_accuracy.py`). Every reward model is also graded on the same held-out pairs of
+`experiments/paired_accuracy.py`). Every reward model is also graded on the same held-out pairs of
 the policy's answers (test questions): the GRMs by their verdicts, the score-only RM by its
 scores, DPO by its implicit reward.
 
-    python benchmarks/grlhfv_table2.py --out checkpoints/table2 --seeds 0 1 2
+    python experiments/grlhfv_table2.py --out checkpoints/table2 --seeds 0 1 2
 
 The shared stages (the quickstart's stages up to grm_rl, then the score-only RM) run once; every
 finished run (a `summary.json`) and every grade (`paired.json`) is reused, so a stopped job resumes

@@ -3,7 +3,7 @@ judge's greedy and one-verdict (LLM-as-a-judge) accuracies as flat lines, 95% CI
 
 Reads the JSON files `rlhfv eval grm --out` wrote; each `--run LABEL=FILE[,FILE…]` is one judge.
 
-    python benchmarks/textchecks_scaling_plot.py --out results/textchecks_scaling.png \\
+    python experiments/textchecks_scaling_plot.py --out results/textchecks_scaling.png \\
         --run "SmolLM2-135M=results/textchecks/smollm2_untrained_k8.json,results/textchecks/smollm2_untrained_greedy.json" \\
         --run "Gemma-3-270M=results/textchecks/gemma270m_untrained.json"
 """

@@ -4,7 +4,7 @@ Every strategy runs `recipes/active_loop_shapes.yaml` with the same seeds (so th
 questions each round), scripted labellers at `--error-rate` (10% by default) and the same number
 of rounds; the table gives each round's mean labels and accuracy (min-max over seeds), and the
 label share: how many labels each strategy needed to reach `at_random`'s final mean accuracy, as a
-share of `at_random`'s labels (issue 16's goal for `uncertainty`: at most 60%). Runs go seed by
+share of `at_random`'s labels (the goal for `uncertainty`: at most 60%). Runs go seed by
 seed (every strategy on a seed, then the next seed), and the table and plot are rewritten after
 each, so a stopped benchmark leaves the seeds it finished; a rerun continues (run.resume=auto).
 
@@ -12,10 +12,10 @@ The GRM starts from the flagship's grm_refine and the pairs are its SFT policy's
 a fresh clone first run the flagship, which writes both checkpoints (about 2 hours on 2 cores):
 
     rlhfv run recipes/grlhfv_shapes.yaml
-    python benchmarks/active_learning.py --seeds 0 1 2 --out results/active_learning \
+    python experiments/active_learning.py --seeds 0 1 2 --out results/active_learning \
         --policy checkpoints/grlhfv_shapes/policy_sft/final --grm checkpoints/grlhfv_shapes/grm_refine/final
     # the tiny setting: random tiny models and a parity checker; checks the script, measures nothing
-    python benchmarks/active_learning.py --tiny --seeds 0 1 2 --out /tmp/active_learning_tiny
+    python experiments/active_learning.py --tiny --seeds 0 1 2 --out /tmp/active_learning_tiny
 """
 
 from __future__ import annotations

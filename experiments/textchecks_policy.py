@@ -5,7 +5,7 @@ wrong sometimes (a judge then meets both kinds of answer, and sampled pairs exis
 accuracy per kind, and with `--samples S` the share of questions whose S sampled answers
 (temperature `--temperature`) the checker splits into right and wrong (`SampledPairs` keeps those).
 
-    OMP_NUM_THREADS=1 python benchmarks/textchecks_policy.py --model smollm2-135m-instruct \
+    OMP_NUM_THREADS=1 python experiments/textchecks_policy.py --model smollm2-135m-instruct \
         --per-kind 40 --samples 4 --out results/textchecks/policy_smollm2.json
 """
 
