@@ -354,7 +354,11 @@ def compare(name: str, model_dir: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="tiny,smollm2", help="comma list of: tiny, smollm2")
-    p.add_argument("--smollm2-dir", default=str(ROOT / "checkpoints/models/smollm2-135m-instruct"))
+    p.add_argument(
+        "--smollm2-dir",
+        default="smollm2-135m-instruct",
+        help="a folder, or a pulled model's name (found in the model home, as the CLI finds it)",
+    )
     p.add_argument("--steps", type=int, default=4, help="timed steps per child")
     p.add_argument("--warmup", type=int, default=1, help="untimed first steps per child")
     p.add_argument("--repeats", type=int, default=1, help="children per trainer (alternating)")
@@ -401,11 +405,9 @@ def main() -> None:
             if name == "tiny":
                 model_dir = tiny_model_dir(Path(tmp))
             elif name == "smollm2":
-                model_dir = args.smollm2_dir
-                if not Path(model_dir).is_dir():
-                    raise SystemExit(
-                        f"{model_dir} not found: run `rlhfv models pull smollm2-135m-instruct` first"
-                    )
+                from rlhfv.models.hub import resolve_model
+
+                model_dir = str(resolve_model(args.smollm2_dir))  # names the pull command if absent
             else:
                 raise SystemExit(f"unknown model {name!r}; choose tiny or smollm2")
             results[name] = compare(name, model_dir, args)
