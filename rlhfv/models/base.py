@@ -93,9 +93,12 @@ def save_model(model: ChatModel, path: str | Path) -> None:
     (path / MODEL_CARD).write_text(json.dumps({"loader": model.loader}, indent=2))
 
 
-def load_model(path: str, dtype: str = "float32") -> ChatModel:
-    """Load any folder written by `save_model` (the card names the right loader)."""
-    folder = Path(path)
+def load_model(path: str, dtype: str = "float32", revision: str | None = None) -> ChatModel:
+    """Load any folder written by `save_model` (the card names the right loader): a local folder
+    or a Hub ID whose repository holds one (`rlhfv export --push-to-hub`)."""
+    from rlhfv.models.hub import resolve_model
+
+    folder = resolve_model(path, revision)
     card = folder / MODEL_CARD
     if not card.is_file():
         raise FileNotFoundError(

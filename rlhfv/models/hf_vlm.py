@@ -158,17 +158,24 @@ def _chat_model(module: Any, processor: Any, dtype: str, lora: dict[str, Any] | 
     return ChatModel(module, tok, encoder, LOADER, suppressed_tokens=tuple(sorted(placeholders)))
 
 
-def load_hf_vlm(path: str, dtype: str = "float32", lora: dict[str, Any] | None = None) -> ChatModel:
-    """Load an image-text-to-text model and its processor from a local folder (no network).
+def load_hf_vlm(
+    path: str, dtype: str = "float32", lora: dict[str, Any] | None = None, revision: str | None = None
+) -> ChatModel:
+    """Load an image-text-to-text model and its processor from a folder or a Hub ID.
 
     Args:
-        path: Folder holding config, safetensors weights and processor files.
+        path: Folder holding config, safetensors weights and processor files, or a Hugging Face
+            Hub ID (`Qwen/Qwen2-VL-2B-Instruct`) resolved through the huggingface_hub cache
+            (`rlhfv.models.hub.resolve_model`).
         dtype: "float32", "bfloat16" or "float16".
         lora: Optional LoRA settings (see `attach_lora`); by default on the language model only.
+        revision: Branch, tag or commit of a Hub ID.
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    folder = Path(path)
+    from rlhfv.models.hub import resolve_model
+
+    folder = resolve_model(path, revision)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"load_hf_vlm: {folder} is not a model folder (no config.json there); "
