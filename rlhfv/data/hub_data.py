@@ -53,9 +53,17 @@ def open_dataset(
                 f"{path}: a data file must end in {', '.join(BUILDERS)} (or a folder / Hub name)"
             )
         path, data_files = BUILDERS[suffix], str(local)
+    options: dict[str, Any] = {}
+    if path == "parquet" and not streaming:
+        # Converting to datasets' Arrow cache: without pre-buffering, and in batches of 100 rows
+        # (the row group size of image sets on the Hub), the peak stays near one batch of rows.
+        import pyarrow.dataset as pads
+
+        options = {"fragment_scan_options": pads.ParquetFragmentScanOptions(pre_buffer=False)}
+        options["writer_batch_size"] = 100
     try:
         ds = datasets.load_dataset(
-            path, name, split=split, data_files=data_files, revision=revision, streaming=streaming
+            path, name, split=split, data_files=data_files, revision=revision, streaming=streaming, **options
         )
     except (FileNotFoundError, ValueError, ConnectionError) as e:
         raise type(e)(f"data set {path!r} (split {split!r}): {e}") from e
