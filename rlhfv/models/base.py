@@ -29,6 +29,7 @@ from rlhfv.types import Prompt
 logger = logging.getLogger(__name__)
 
 MODEL_CARD = "rlhfv_model.json"
+ADAPTER_DIR = "adapter"  # a LoRA model's adapters, beside the merged weights
 
 
 class PromptEncoder(Protocol):
@@ -87,6 +88,7 @@ def save_model(model: ChatModel, path: str | Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     module = model.module
     if hasattr(module, "merge_and_unload") and hasattr(module, "peft_config"):
+        module.save_pretrained(path / ADAPTER_DIR)  # the adapters alone too (`rlhfv export --adapter-only`)
         module = module.merge_and_unload()  # a LoRA model is saved merged, loadable without peft
     module.save_pretrained(path, safe_serialization=True)
     model.encoder.save_pretrained(path)
