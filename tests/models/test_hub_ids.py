@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from rlhfv.cli import main as cli
 from rlhfv.models import hub
@@ -86,3 +87,27 @@ def test_a_recipe_naming_a_hub_id_trains_two_steps_offline(offline_hub, tmp_path
     )
     assert cli(["run", str(recipe)]) == 0
     assert (tmp_path / "run" / "final" / "rlhfv_model.json").is_file()
+
+
+@pytest.mark.slow
+def test_the_hub_dpo_recipe_trains_offline_on_a_cached_model_and_a_local_trl_pair_file(offline_hub, tmp_path):
+    import datasets
+
+    said = [{"role": "assistant", "content": [{"type": "text", "text": t}]} for t in ("red", "blue")]
+    ask = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]
+    image = Image.new("RGB", (96, 96), "red")
+    rows = {
+        "images": [[image]] * 4,
+        "prompt": [ask] * 4,
+        "chosen": [said[:1]] * 4,
+        "rejected": [said[1:]] * 4,
+    }
+    for name in ("pairs", "held_out"):
+        datasets.Dataset.from_dict(rows).to_parquet(str(tmp_path / f"{name}.parquet"))
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "dpo_rlaifv_hub.yaml"
+    overrides = [f"run.dir={tmp_path / 'run'}", "run.dtype=float32", "policy.path=tiny-org/qwen2-vl",
+                 "policy.dtype=float32", f"train_data.path={tmp_path / 'pairs.parquet'}",
+                 f"eval_pairs.path={tmp_path / 'held_out.parquet'}", "eval_pairs.split=train", "steps=2",
+                 "batch_size=2", "log_every=1", "eval_every=0", "eval_batch_size=2"]  # fmt: skip
+    assert cli(["run", str(recipe), *overrides]) == 0
+    assert (tmp_path / "run" / "final" / "adapter" / "adapter_config.json").is_file()
