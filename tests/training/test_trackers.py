@@ -85,3 +85,16 @@ def test_a_tracker_that_is_not_installed_is_named_with_its_package_before_anythi
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="unknown tracker 'comet'; known: tensorboard, wandb, mlflow"):
         metrics.check_trackers(["comet"])
+
+
+@pytest.mark.slow
+def test_a_grpo_run_reports_its_rollouts_to_mlflow_as_sample_tables(tmp_path, monkeypatch):
+    from tests.pipelines.test_grpo import run as run_grpo
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_grpo(tmp_path, "run.report_to=[mlflow]")  # log_rollouts_every=1: a table per step
+    (run,) = [p for p in (tmp_path / "run" / "mlruns").glob("*/*") if (p / "metrics").is_dir()]
+    assert (run / "metrics" / "reward" / "mean").is_file()
+    tables = sorted((run / "artifacts" / "samples").glob("step_*.json"))
+    rows = [r for t in tables for r in json.loads(t.read_text())["data"]]
+    assert len(rows) == 4  # 2 steps × 2 prompts, as rollouts.jsonl holds them
