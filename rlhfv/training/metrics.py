@@ -26,7 +26,11 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 # tracker -> (module that must import, the pip package that provides it)
-TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
+TRACKERS = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+    "mlflow": ("mlflow", "mlflow"),
+}
 THUMBNAIL = 128  # longest side of a sample table's image, in pixels
 
 
@@ -137,7 +141,9 @@ class MetricsLogger:
         if self._wandb is not None:
             import wandb
 
-            data = [[wandb.Image(v) if k == "image" and v is not None else v for k, v in r.items()] for r in rows]
+            data = [
+                [wandb.Image(v) if k == "image" and v is not None else v for k, v in r.items()] for r in rows
+            ]
             self._wandb.log({"samples": wandb.Table(columns=columns, data=data)}, step=step)
         if self._mlflow is not None:
             table = {k: [r[k] for r in rows] for k in columns}
