@@ -102,8 +102,10 @@ class MetricsLogger:
             self._mlflow_run = self._mlflow.create_run(experiment_id, run_name=name).info.run_id
         rollouts = self.run_dir / "rollouts.jsonl"  # rows already there were reported by an earlier run
         self._rollouts_seen = rollouts.stat().st_size if rollouts.exists() else 0
+        self._step = resume_step or 0  # the last step logged: trackers take steps in order
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
+        self._step = step
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
@@ -150,7 +152,7 @@ class MetricsLogger:
             self._mlflow.log_table(self._mlflow_run, data=table, artifact_file=f"samples/step_{step}.json")
 
     def close(self) -> None:
-        self._report_samples(step=-1)
+        self._report_samples(self._step)  # rows written after the last log
         self._file.close()
         if self._tb is not None:
             self._tb.close()
