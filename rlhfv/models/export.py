@@ -140,7 +140,9 @@ def push_to_hub(folder: Path, repo_id: str, private: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rlhfv export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="rlhfv export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("source", help="a saved model folder: a run's final/ (or step_N/ model)")
     parser.add_argument("--to", required=True, help="the new folder to write (must not exist)")
     mode = parser.add_mutually_exclusive_group()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -95,3 +97,24 @@ def test_a_clip_lm_exports_in_its_documented_format_with_its_loader(tmp_path):
     folder = export_model(tmp_path / "final", tmp_path / "out")
     assert "load_clip_lm(PATH)" in (folder / "README.md").read_text()
     assert torch.allclose(logits_of(load_clip_lm(str(folder)).module, batch), trained, atol=1e-5)
+
+
+def test_push_to_hub_uploads_the_exported_folder_to_the_named_repository(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    calls = []
+
+    class RecordingApi:  # stands in for the Hub, which tests cannot reach
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls.append(("create_repo", repo_id, private, exist_ok))
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            calls.append(("upload_folder", sorted(p.name for p in Path(folder_path).iterdir()), repo_id))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    save_model(tiny_text_lm(seed=0), tmp_path / "final")
+    args = ["export", str(tmp_path / "final"), "--to", str(tmp_path / "out"), "--push-to-hub", "me/tiny"]
+    assert cli(args) == 0
+    assert calls[0] == ("create_repo", "me/tiny", False, True)
+    assert calls[1][0] == "upload_folder" and calls[1][2] == "me/tiny" and "config.json" in calls[1][1]
+    assert "uploaded to https://huggingface.co/me/tiny" in capsys.readouterr().out
