@@ -20,6 +20,7 @@ DELEGATED = {
     "annotate": ("rlhfv.store.cli", "the annotation app and its data: rlhfv annotate --help"),
     "models": ("rlhfv.models.hub", "get pretrained models: rlhfv models pull smollm2-135m-instruct"),
     "engine": ("rlhfv.engine.install", "rollout engine environments: rlhfv engine install vllm"),
+    "export": ("rlhfv.models.export", "a trained model as an HF folder: rlhfv export RUN/final --to DIR"),
 }
 
 

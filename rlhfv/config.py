@@ -49,7 +49,9 @@ class RunConfig:
             the latest checkpoint if there is one) or "overwrite" (start again from scratch).
         save_every: Write a checkpoint every this many steps (0: only at the end).
         keep_last: How many `step_N/` checkpoints to keep.
-        tensorboard: Also write TensorBoard events.
+        tensorboard: Also write TensorBoard events (the same as naming "tensorboard" in report_to).
+        report_to: Trackers that receive the metrics and sample tables besides metrics.jsonl:
+            any of "tensorboard", "wandb", "mlflow" (`rlhfv.training.metrics`).
         device: "auto" (CUDA if present), "cpu" or "cuda".
         dtype: Compute dtype under autocast: "float32" (no autocast), "bfloat16" or "float16".
         cpu_threads: Torch intra-op threads (0: torch's default, one per core). The default 1
@@ -66,6 +68,7 @@ class RunConfig:
     save_every: int = 0
     keep_last: int = 2
     tensorboard: bool = False
+    report_to: list[str] = field(default_factory=list)
     device: str = "auto"
     dtype: str = "float32"
     cpu_threads: int = 1

@@ -103,12 +103,15 @@ def textchecks_items(size: int, split: str, seed: int) -> list[EvalItem]:
 
 
 def build_judge(spec: str, dtype: str = "float32") -> Any:
-    """`tiny` (random tiny text LM, for tests), an rlhfv model folder, an HF folder or a pulled name."""
+    """`tiny` (random tiny text LM, for tests), an rlhfv model folder, an HF folder, a pulled name
+    or a Hub ID."""
     from rlhfv.models.base import MODEL_CARD, load_model
+    from rlhfv.models.hub import resolve_model
     from rlhfv.models.text_lm import load_text_lm, tiny_text_lm
 
     if spec == "tiny":
         return tiny_text_lm(seed=0)
+    spec = str(resolve_model(spec))
     if (Path(spec) / MODEL_CARD).is_file():
         return load_model(spec, dtype=dtype)
     return load_text_lm(spec, dtype=dtype)

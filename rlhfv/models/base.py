@@ -29,6 +29,7 @@ from rlhfv.types import Prompt
 logger = logging.getLogger(__name__)
 
 MODEL_CARD = "rlhfv_model.json"
+ADAPTER_DIR = "adapter"  # a LoRA model's adapters, beside the merged weights
 
 
 class PromptEncoder(Protocol):
@@ -87,15 +88,19 @@ def save_model(model: ChatModel, path: str | Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     module = model.module
     if hasattr(module, "merge_and_unload") and hasattr(module, "peft_config"):
+        module.save_pretrained(path / ADAPTER_DIR)  # the adapters alone too (`rlhfv export --adapter-only`)
         module = module.merge_and_unload()  # a LoRA model is saved merged, loadable without peft
     module.save_pretrained(path, safe_serialization=True)
     model.encoder.save_pretrained(path)
     (path / MODEL_CARD).write_text(json.dumps({"loader": model.loader}, indent=2))
 
 
-def load_model(path: str, dtype: str = "float32") -> ChatModel:
-    """Load any folder written by `save_model` (the card names the right loader)."""
-    folder = Path(path)
+def load_model(path: str, dtype: str = "float32", revision: str | None = None) -> ChatModel:
+    """Load any folder written by `save_model` (the card names the right loader): a local folder
+    or a Hub ID whose repository holds one (`rlhfv export --push-to-hub`)."""
+    from rlhfv.models.hub import resolve_model
+
+    folder = resolve_model(path, revision)
     card = folder / MODEL_CARD
     if not card.is_file():
         raise FileNotFoundError(

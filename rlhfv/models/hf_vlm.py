@@ -110,10 +110,11 @@ def _pad_token_types(module: torch.nn.Module, args: tuple, kwargs: dict) -> tupl
     `generate` does for the tokens it adds.
     """
     ids = kwargs.get("input_ids")
-    types = kwargs.get("mm_token_type_ids")
-    if ids is not None and types is not None and types.shape[1] < ids.shape[1]:
-        pad = types.new_zeros(types.shape[0], ids.shape[1] - types.shape[1])
-        kwargs = {**kwargs, "mm_token_type_ids": torch.cat([types, pad], dim=1)}  # [B, P+T]
+    for key in ("mm_token_type_ids", "token_type_ids"):  # Gemma-3's marks image tokens (1) the same way
+        types = kwargs.get(key)
+        if ids is not None and types is not None and types.shape[1] < ids.shape[1]:
+            pad = types.new_zeros(types.shape[0], ids.shape[1] - types.shape[1])
+            kwargs = {**kwargs, key: torch.cat([types, pad], dim=1)}  # [B, P+T]
     return args, kwargs
 
 
@@ -150,6 +151,8 @@ def _chat_model(module: Any, processor: Any, dtype: str, lora: dict[str, Any] | 
     placeholders = {
         getattr(processor, a) for a in PLACEHOLDER_ATTRS if getattr(processor, a, None) is not None
     }
+    image_token = getattr(module.config, "image_token_id", None)  # Gemma-3's processor names its boi token
+    placeholders |= {image_token} if isinstance(image_token, int) else set()
     inner = getattr(module, "model", module)
     inner.register_forward_pre_hook(_pad_token_types, with_kwargs=True)
     if lora is not None:
@@ -158,17 +161,31 @@ def _chat_model(module: Any, processor: Any, dtype: str, lora: dict[str, Any] | 
     return ChatModel(module, tok, encoder, LOADER, suppressed_tokens=tuple(sorted(placeholders)))
 
 
-def load_hf_vlm(path: str, dtype: str = "float32", lora: dict[str, Any] | None = None) -> ChatModel:
-    """Load an image-text-to-text model and its processor from a local folder (no network).
+def load_hf_vlm(
+    path: str,
+    dtype: str = "float32",
+    lora: dict[str, Any] | None = None,
+    revision: str | None = None,
+    processor: dict[str, Any] | None = None,
+) -> ChatModel:
+    """Load an image-text-to-text model and its processor from a folder or a Hub ID.
 
     Args:
-        path: Folder holding config, safetensors weights and processor files.
+        path: Folder holding config, safetensors weights and processor files, or a Hugging Face
+            Hub ID (`Qwen/Qwen2-VL-2B-Instruct`) resolved through the huggingface_hub cache
+            (`rlhfv.models.hub.resolve_model`).
         dtype: "float32", "bfloat16" or "float16".
         lora: Optional LoRA settings (see `attach_lora`); by default on the language model only.
+        revision: Branch, tag or commit of a Hub ID.
+        processor: Options for the family's processor, passed to `AutoProcessor.from_pretrained`
+            (Qwen2-VL `size` (its pixel budget), Idefics3 `do_image_splitting`, Gemma-3
+            `do_pan_and_scan` …).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    folder = Path(path)
+    from rlhfv.models.hub import resolve_model
+
+    folder = resolve_model(path, revision)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"load_hf_vlm: {folder} is not a model folder (no config.json there); "
@@ -183,8 +200,8 @@ def load_hf_vlm(path: str, dtype: str = "float32", lora: dict[str, Any] | None =
             f"load_hf_vlm: {folder} does not hold an image-text-to-text model ({str(e).splitlines()[0]}); "
             "for text-only models use rlhfv.models.text_lm.load_text_lm"
         ) from e
-    processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
-    return _chat_model(module.eval(), processor, dtype, lora)
+    loaded = AutoProcessor.from_pretrained(str(folder), local_files_only=True, **(processor or {}))
+    return _chat_model(module.eval(), loaded, dtype, lora)
 
 
 def _tiny_tokenizer(special: list[str], roles: dict[str, str], vocab_size: int) -> Any:
@@ -394,3 +411,65 @@ def tiny_idefics3(
     )
     with seeded(seed):
         return _chat_model(tf.Idefics3ForConditionalGeneration(config).eval(), processor, dtype, lora)
+
+
+GEMMA3_TEMPLATE = (  # Gemma's turns; a system message goes into the first user turn (Gemma has no system role)
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}<start_of_turn>user\n"
+    "{% else %}{% if m['role'] == 'user' and loop.index0 > 0 and messages[loop.index0 - 1]['role'] == 'system' %}"
+    "{% else %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n{% endif %}{% endif %}"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<start_of_image>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{% if m['role'] == 'system' %}\n\n{% else %}<end_of_turn>\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def tiny_gemma3(
+    seed: int = 0,
+    hidden_size: int = 36,
+    num_layers: int = 2,
+    image_size: int = 96,
+    dtype: str = "float32",
+    lora: dict[str, Any] | None = None,
+) -> ChatModel:
+    """A random Gemma-3: SigLIP-style tower, average-pooled to 16 soft tokens, Gemma-3 LM.
+
+    The processor returns `token_type_ids` (1 for image tokens, which attend to each other both
+    ways); a training forward pads them over the appended completion (`_pad_token_types`).
+    """
+    import transformers as tf
+
+    _check_image_size(image_size, 24, "tiny_gemma3")
+    special = ["<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"]
+    special += ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+    roles = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<end_of_turn>"}
+    tok = _tiny_tokenizer(special, roles, 800)
+    # The processor reads these by name; they are saved in the tokenizer config.
+    tok._set_model_specific_special_tokens({"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                            "image_token": "<image_soft_token>"})  # fmt: skip
+    ids = dict(zip(special, tok.convert_tokens_to_ids(special), strict=True))
+    text = _text_config(tok, hidden_size, num_layers, 3, head_dim=hidden_size // 3, query_pre_attn_scalar=hidden_size // 3,
+                        sliding_window=64, layer_types=["sliding_attention"] * (num_layers - 1) + ["full_attention"])  # fmt: skip
+    vision = dict(hidden_size=32, intermediate_size=58, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=image_size, patch_size=12)  # fmt: skip
+    config = tf.Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=16,  # the 8×8 patch grid average-pooled 2×2
+        boi_token_index=ids["<start_of_image>"],
+        eoi_token_index=ids["<end_of_image>"],
+        image_token_index=ids["<image_soft_token>"],
+    )
+    processor = tf.Gemma3Processor(
+        image_processor=tf.Gemma3ImageProcessor(size={"height": image_size, "width": image_size}),
+        tokenizer=tok,
+        image_seq_length=16,
+        chat_template=GEMMA3_TEMPLATE,
+    )
+    with seeded(seed):
+        module = tf.Gemma3ForConditionalGeneration(config).eval()
+        # Gemma-3 initialises its image projection to zeros (pretrained weights replace it); a
+        # random model needs a random one, or every image would give the same soft tokens.
+        torch.nn.init.normal_(module.model.multi_modal_projector.mm_input_projection_weight, std=0.2)
+        return _chat_model(module, processor, dtype, lora)

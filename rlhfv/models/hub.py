@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -258,25 +259,67 @@ def model_home() -> Path:
     return Path.home() / ".cache" / "rlhfv" / "models"
 
 
-def resolve_model(spec: str) -> Path:
-    """A model folder: `spec` itself when it is a folder, else the pulled model named `spec`.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "org/name", as the Hugging Face Hub spells IDs
 
+
+def resolve_model(spec: str | Path, revision: str | None = None) -> Path:
+    """The local folder of a model named by a folder, a pulled name or a Hugging Face Hub ID.
+
+    In that order: `spec` itself when it is a folder; the pulled model `spec` (`rlhfv models pull`);
+    else an ID such as `Qwen/Qwen2-VL-2B-Instruct`, fetched into (or found in) the huggingface_hub
+    cache by `snapshot_download`. HF_HUB_OFFLINE=1 makes that cache-only. Every model loader calls
+    this, so the policy, reference, GRM, `rlhfv eval grm --model` and `rlhfv serve` all accept
+    the same three spellings.
+
+    Args:
+        spec: Folder, pulled name or Hub ID.
+        revision: Branch, tag or commit of a Hub ID (default: main); ignored for folders.
     Raises:
-        FileNotFoundError: neither exists; the message says where it looked and how to pull.
+        FileNotFoundError: none of the three; the message names the ID, the cache folder and the fix.
     """
+    spec = str(spec)
     if Path(spec).is_dir():
         return Path(spec)
     home = model_home()
     if "/" not in spec and (home / spec).is_dir():
         return home / spec
+    if HUB_ID.match(spec) and not spec.startswith((".", "/")):
+        return hub_snapshot(spec, revision)
     where = f"no folder {str(Path(spec).absolute())!r}"
     if "/" in spec:
-        raise FileNotFoundError(f"model {spec!r} not found: {where}")
+        raise FileNotFoundError(f"model {spec!r} not found: {where}, and it is not a Hub ID (org/name)")
     hint = f"`rlhfv models pull {spec}`" if spec in MODELS else f"one of {', '.join(sorted(MODELS))}"
     raise FileNotFoundError(
         f"model {spec!r} not found: {where}, and no pulled model {str(home / spec)!r} "
         f"(the model home; set RLHFV_HOME to move it); pull {hint}"
     )
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
+    """The snapshot folder of Hub model `repo_id` at `revision`, downloaded unless cached.
+
+    Offline (HF_HUB_OFFLINE=1, or the Hub unreachable) only the cache answers: a revision that is
+    a branch or tag needs its `refs/<name>` file there, a commit hash its `snapshots/<hash>` folder.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    cache = Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
+    at = f"{repo_id!r} (revision {revision or 'main'})"
+    try:
+        folder = snapshot_download(
+            repo_id, revision=revision, cache_dir=cache, local_files_only=offline or constants.HF_HUB_OFFLINE
+        )
+    except (LocalEntryNotFoundError, HFValidationError, HfHubHTTPError, OSError) as e:
+        state = "HF_HUB_OFFLINE=1, so only the cache was searched" if offline else "the Hub said"
+        raise FileNotFoundError(
+            f"model {at} is neither a local folder nor in the Hugging Face cache {str(cache)!r} "
+            f"({state}: {str(e).splitlines()[0] if str(e) else type(e).__name__}); check the ID and "
+            "revision, download it where the Hub is reachable (`hf download ID`), or give a local folder"
+        ) from e
+    logger.info("model %s: %s", at, folder)
+    return Path(folder)
 
 
 def main(argv: list[str] | None = None) -> int:

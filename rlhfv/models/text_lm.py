@@ -63,14 +63,18 @@ def wrap_text_lm(module: torch.nn.Module, tokenizer: Any) -> ChatModel:
     return ChatModel(module=module, tokenizer=tokenizer, encoder=TextPromptEncoder(tokenizer), loader=LOADER)
 
 
-def load_text_lm(path: str, dtype: str = "float32", lora: dict | None = None) -> ChatModel:
-    """Load a transformers causal LM from a local folder or a pulled model's name.
+def load_text_lm(
+    path: str, dtype: str = "float32", lora: dict | None = None, revision: str | None = None
+) -> ChatModel:
+    """Load a transformers causal LM from a local folder, a pulled model's name or a Hub ID.
 
     Args:
-        path: Folder with weights + tokenizer, or a pulled model's name (`rlhfv.models.hub.model_home`).
+        path: Folder with weights + tokenizer, a pulled model's name (`rlhfv.models.hub.model_home`)
+            or a Hugging Face Hub ID (`HuggingFaceTB/SmolLM2-135M-Instruct`).
         dtype: "float32", "bfloat16" or "float16".
         lora: Optional peft LoraConfig keyword arguments (`{"r": 8, "target_modules": [...]}`);
             the returned module then trains only the adapters.
+        revision: Branch, tag or commit of a Hub ID.
     Returns:
         The model as a ChatModel whose loader is this function.
     """
@@ -78,7 +82,7 @@ def load_text_lm(path: str, dtype: str = "float32", lora: dict | None = None) ->
 
     from rlhfv.models.hub import resolve_model
 
-    folder = resolve_model(path)
+    folder = resolve_model(path, revision)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.chat_template is None:
         raise ValueError(f"{folder}: the tokenizer has no chat_template; add one to tokenizer_config.json")

@@ -24,7 +24,17 @@ from pathlib import Path
 
 from rlhfv.store.store import DEFAULT_URL, ROLES, Store
 
-APP = Path(__file__).resolve().parents[2] / "annotation_ui" / "app.py"
+# The Streamlit app: beside the package in a source checkout (and an editable install), or
+# installed inside it as `rlhfv.annotation_ui` (setup.py maps the folder there).
+APP_PLACES = (
+    Path(__file__).resolve().parents[2] / "annotation_ui" / "app.py",
+    Path(__file__).resolve().parents[1] / "annotation_ui" / "app.py",
+)
+
+
+def app_path() -> Path | None:
+    """The app file of this installation, or None when neither place holds it."""
+    return next((p for p in APP_PLACES if p.is_file()), None)
 
 
 def _password(args: argparse.Namespace, name: str) -> str:
@@ -48,15 +58,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store.add_user(args.admin, password, role="admin")
         if "RLHFV_ADMIN_PASSWORD" not in os.environ:
             print(f"created the first admin {args.admin!r} with password: {password}")
-    if not APP.is_file():
-        print(
-            f"error: the app {APP} is missing; run from a source checkout (pip install -e .)", file=sys.stderr
-        )
+    app = app_path()
+    if app is None:
+        places = " or ".join(str(p) for p in APP_PLACES)
+        print(f"error: the annotation app is missing (looked for {places}); reinstall rlhfv", file=sys.stderr)
         return 2
     env = dict(os.environ, RLHFV_DB=store.url, RLHFV_MEDIA=str(store.media_dir.resolve()),
                RLHFV_RUNS=str(Path(args.runs).resolve()), RLHFV_MAX_UPLOAD_MB=str(args.max_upload_mb))  # fmt: skip
     store.close()
-    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
                "--server.address", args.address, "--server.headless", "true",
                "--server.maxUploadSize", str(args.max_upload_mb), "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal"]  # fmt: skip

@@ -77,7 +77,9 @@ class Run:
             set_rng_state(self.state["rng"])
             logger.info("resuming %s from %s", self.dir, ckpt.name)
         (self.dir / "recipe.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        self.metrics = MetricsLogger(self.dir, bool(rc.tensorboard), self.start_step if ckpt else None)
+        self.metrics = MetricsLogger(
+            self.dir, bool(rc.tensorboard), self.start_step if ckpt else None, list(rc.report_to), rc.name
+        )
 
     def restore(self, module: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
         """Load model, optimizer and scheduler from the checkpoint being resumed, set every RNG

@@ -11,7 +11,7 @@ from rlhfv.models.base import load_model, save_model
 from rlhfv.rollout import generate
 from rlhfv.types import Prompt
 
-FAMILIES = ["tiny_qwen2_vl", "tiny_qwen2_5_vl", "tiny_llava", "tiny_idefics3"]
+FAMILIES = ["tiny_qwen2_vl", "tiny_qwen2_5_vl", "tiny_llava", "tiny_idefics3", "tiny_gemma3"]
 
 
 def _prompts() -> list[Prompt]:
@@ -46,7 +46,7 @@ def test_encoder_left_pads_and_expands_each_image_into_placeholder_tokens(family
     batch = model.encoder(_prompts())
     mask = batch["attention_mask"]  # [B, P]
     assert mask[:, -1].all() and not mask[0, 0], "the shorter prompt must be padded on the left"
-    image_id = model.encoder.processor.image_token_id
+    image_id = model.module.config.image_token_id  # Gemma-3's processor gives its image-start token here
     counts = (batch["input_ids"] == image_id).sum(dim=1).tolist()
     # 96×96 gives 16 tokens in every family; Qwen keeps the 64×80 aspect ratio (a 4×5 merged grid).
     assert counts == ([16, 20] if "qwen" in name else [16, 16])
@@ -182,3 +182,15 @@ def test_qwen_kv_heads_sets_how_many_heads_have_their_own_keys(name):
     assert model.module.config.text_config.num_key_value_heads == 3
     out = model.module.generate(**model.encoder(_prompts()), max_new_tokens=2, do_sample=False)
     assert out.shape[0] == 2
+
+
+def test_processor_options_reach_each_familys_processor(tmp_path):
+    from rlhfv.models.base import save_model
+
+    save_model(hf_vlm.tiny_qwen2_vl(), tmp_path / "qwen")
+    budget = {"shortest_edge": 48 * 48, "longest_edge": 48 * 48}  # pixels per image
+    qwen = hf_vlm.load_hf_vlm(str(tmp_path / "qwen"), processor={"size": budget})
+    assert qwen.encoder(_prompts())["image_grid_thw"][0].tolist() == [1, 4, 4]  # 96×96 scaled to 48×48
+    save_model(hf_vlm.tiny_idefics3(), tmp_path / "idefics3")
+    idefics = hf_vlm.load_hf_vlm(str(tmp_path / "idefics3"), processor={"do_image_splitting": True})
+    assert idefics.encoder.processor.image_processor.do_image_splitting is True
