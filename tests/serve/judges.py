@@ -70,7 +70,9 @@ def grm_server(model: Path, *flags: str, start_timeout_s: float = 90.0) -> Itera
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"server not up after {start_timeout_s} s: {Path(log.name).read_text()[-2000:]}")
+                raise TimeoutError(
+                    f"server not up after {start_timeout_s} s: {Path(log.name).read_text()[-2000:]}"
+                )
             time.sleep(0.2)
         yield url
     finally:
