@@ -183,6 +183,7 @@ def test_the_server_refuses_to_bind_beyond_loopback_without_a_token(judge_folder
 
 def test_the_server_logs_one_line_per_request_without_its_content(server, judge_folder):
     post(server, "/v1/pairwise", {**PAIR, "question": "A secret question?"})
+    post(server, "/v1/pairwise", {**PAIR, "question": "A secret question?"}, headers={})
     port = server["url"].rsplit(":", 1)[1]
     lines = (judge_folder.parent / f"server_{port}.log").read_text().splitlines()
     requests = [line for line in lines if "rlhfv.serve.app: POST " in line]
