@@ -15,9 +15,8 @@ from tests.serve.judges import grm_server
 
 @pytest.mark.slow
 def test_a_served_vlm_judge_judges_the_image_sent_as_base64_or_path(tmp_path):
-    from PIL import Image
-
     import torch
+    from PIL import Image
 
     from rlhfv.models.base import load_model, save_model, seeded
     from rlhfv.models.hf_vlm import tiny_qwen2_vl
