@@ -134,6 +134,7 @@ def score_groups(
     """
     if mode not in MODES:
         raise ValueError(f"mode = {mode!r}; choose one of {MODES}")
+    bodies: list[dict[str, Any]]
     if mode == "grouped":
         bodies = [
             {"question": q, "completions": texts, "complete": flags, "images": images}
@@ -151,11 +152,11 @@ def score_groups(
         }
         for q, images, texts, flags in (groups[i] for i in asked)
     ]
-    answers = dict(zip(asked, client.post_many("/v1/pointwise", bodies), strict=True))
+    scored = dict(zip(asked, client.post_many("/v1/pointwise", bodies), strict=True))
     rewards = []
     for i, (_, _, _, flags) in enumerate(groups):
-        scores = iter(answers[i]["scores"]) if i in answers else iter(())
-        parsed = max(1, answers[i]["parsed"]) if i in answers else 1
+        scores = iter(scored[i]["scores"]) if i in scored else iter(())
+        parsed = max(1, scored[i]["parsed"]) if i in scored else 1
         rewards.append([next(scores) / parsed if ok else 0.0 for ok in flags])
     return rewards, [[] for _ in groups]
 
