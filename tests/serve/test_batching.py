@@ -84,3 +84,34 @@ def test_a_request_past_its_timeout_gets_504_and_the_server_keeps_serving():
         limits.request_timeout_s = 60.0
         good = client.post("/v1/pairwise", json=body)
         assert good.status_code == 200 and len(good.json()["scores"]) == 2
+
+
+def test_get_reward_in_grouped_mode_compares_the_queries_that_share_a_prompt(judge_model):
+    """`--get-reward grouped`: a sender that batches a prompt's samples gets the grouped
+    comparison per prompt, in any query order."""
+    from fastapi.testclient import TestClient
+
+    from rlhfv.serve.app import build_app
+    from rlhfv.serve.grm import GRMService, JudgeSettings
+    from rlhfv.serve.protocol import Limits
+    from tests.serve.test_grm_server import GROUPS, in_process_grouped
+
+    settings = JudgeSettings(max_new_tokens=4, force=True, get_reward="grouped")
+    service = GRMService(judge_model, "tiny", settings, Limits(), device="cpu")
+    wrap = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+    rows = [(q, t) for i in range(4) for q, texts in GROUPS for t in texts[i : i + 1]]  # prompts interleaved
+    body = {
+        "query": [wrap.format(q) + t + "<|im_end|>" for q, t in rows],
+        "prompts": [wrap.format(q) for q, _ in rows],
+    }
+    with TestClient(build_app(service)) as client:
+        got = client.post("/get_reward", json=body).json()
+    expected = dict(
+        zip(
+            [(q, t) for q, texts in GROUPS for t in texts],
+            sum(in_process_grouped(judge_model, GROUPS), []),
+            strict=True,
+        )
+    )
+    assert got["rewards"] == [expected[row] for row in rows]
+    assert got["extra_logs"]["grm_parsed"] == [1.0] * len(rows)
