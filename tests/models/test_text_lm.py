@@ -42,10 +42,7 @@ def test_load_text_lm_names_a_missing_model_and_how_to_pull_it(tmp_path, monkeyp
     monkeypatch.setenv("RLHFV_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="rlhfv models pull smollm2-135m-instruct"):
         load_text_lm("smollm2-135m-instruct")
-    with pytest.raises(
-        FileNotFoundError,
-        match="'no-such-model' not found.*pull one of efficientnet-lite0, gemma3-270m, smollm2",
-    ):
+    with pytest.raises(FileNotFoundError, match="'no-such-model' not found.*pull one of efficientnet-lite0, gemma3-270m, smollm2"):
         load_text_lm("no-such-model")  # a name nobody can pull is not told to pull it
 
 

@@ -158,9 +158,7 @@ def test_a_judge_that_reads_first_trains_on_its_readings_too_and_logs_them(tmp_p
     )
     line = json.loads((tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()[0])
     assert len(line["readings"]) == len(line["completions"]) == 3
-    assert (
-        read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["rollout/logprob_gap"] < 1e-4
-    )  # both parts on-policy
+    assert read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["rollout/logprob_gap"] < 1e-4  # both parts on-policy
     with pytest.raises(ValueError, match="updates_per_batch 1 only"):
         cli(["run", recipe, *TINY[2:], "steps=1", "updates_per_batch=2", f"run.dir={tmp_path / 'run2'}"])
     # the paper's KL term covers the reading too: once the judge has moved, both parts pay it
