@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -176,7 +177,8 @@ def test_the_server_refuses_to_bind_beyond_loopback_without_a_token(judge_folder
         "--host",
         "0.0.0.0",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     assert done.returncode != 0
     assert "refusing to bind 0.0.0.0 without a bearer token" in done.stderr
 
