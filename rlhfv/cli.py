@@ -1,4 +1,4 @@
-"""`rlhfv run | validate | ls | eval | annotate | models | engine`.
+"""`rlhfv run | validate | ls | eval | annotate | models | engine | serve`.
 
 `run` and `validate` live here; the other commands hand their arguments to the module that owns
 them (`rlhfv.grm.evaluate`, `rlhfv.store.cli`, `rlhfv.models.hub`), which keeps `rlhfv --help` fast.
@@ -21,6 +21,7 @@ DELEGATED = {
     "models": ("rlhfv.models.hub", "get pretrained models: rlhfv models pull smollm2-135m-instruct"),
     "engine": ("rlhfv.engine.install", "rollout engine environments: rlhfv engine install vllm"),
     "export": ("rlhfv.models.export", "a trained model as an HF folder: rlhfv export RUN/final --to DIR"),
+    "serve": ("rlhfv.serve.grm", "a generative reward model as an HTTP service: rlhfv serve grm --help"),
 }
 
 

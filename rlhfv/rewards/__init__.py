@@ -63,9 +63,14 @@ def checked_rewards(reward: Reward, rollout: Rollout) -> torch.Tensor:
 
 
 def __getattr__(name: str) -> Any:
-    """`rlhfv.rewards.ScalarRM` without importing torch or transformers with the package."""
+    """`rlhfv.rewards.ScalarRM` and `rlhfv.rewards.RemoteGRM` without importing torch,
+    transformers or httpx with the package."""
     if name == "ScalarRM":
         from rlhfv.rewards.scalar import ScalarRM
 
         return ScalarRM
+    if name == "RemoteGRM":
+        from rlhfv.rewards.remote import RemoteGRM
+
+        return RemoteGRM
     raise AttributeError(f"module 'rlhfv.rewards' has no attribute {name!r}")

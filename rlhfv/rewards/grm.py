@@ -41,6 +41,8 @@ class GRMJudge:
             `JudgeTask(reading=...)`.
         compact: The judge prompt without instructions (`pointwise_prompt(compact=True)`), for
             judges trained on `JudgeTask(compact=True)` prompts.
+        force: Force a score line onto judgements without one (`rlhfv.grm.judge.force_scores`),
+            for judges too small to have learned the output contract.
         engine: "hf" (generate in this process) or "vllm": a vLLM process serves the judge (a
             frozen GRM: nothing to sync) and all pairs of a rollout go to it in one call,
             prefix caching on; `batch_size` is then ignored.
@@ -58,6 +60,7 @@ class GRMJudge:
         device: str = "auto",
         reading: bool = False,
         compact: bool = False,
+        force: bool = False,
         engine: str = "hf",
         vllm_python: str = "",
     ):
@@ -80,7 +83,7 @@ class GRMJudge:
             weakref.finalize(self, self.engine.close)  # the engine process ends with the judge
         self.max_new_tokens, self.greedy, self.temperature = max_new_tokens, greedy, temperature
         self.principles, self.batch_size, self.reading = principles, batch_size, reading
-        self.compact = compact
+        self.compact, self.force = compact, force
         self.last_texts: list[str] = []
 
     def __call__(
@@ -106,6 +109,7 @@ class GRMJudge:
                 reading=self.reading,
                 engine=self.engine,
                 compact=self.compact,
+                force=self.force,
             ):
                 scores = j.scores[0]
                 verdicts.append((scores[0], scores[1]) if scores is not None else None)
