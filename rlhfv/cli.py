@@ -1,4 +1,4 @@
-"""`rlhfv run | validate | ls | eval | annotate | models | engine | serve`.
+"""`rlhfv run | validate | ls | eval | annotate | models | engine | serve | export`.
 
 `run` and `validate` live here; the other commands hand their arguments to the module that owns
 them (`rlhfv.grm.evaluate`, `rlhfv.store.cli`, `rlhfv.models.hub`), which keeps `rlhfv --help` fast.

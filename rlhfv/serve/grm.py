@@ -343,7 +343,8 @@ class GRMService:
 
 def load_judge_model(spec: str, dtype: str = "float32") -> ChatModel:
     """The judge named on the command line: a folder written by rlhfv, a plain Hugging Face
-    folder (text or vision-language), or a pulled model's name (`rlhfv models pull`)."""
+    folder (text or vision-language), a pulled model's name (`rlhfv models pull`), or a Hub ID
+    (`org/name`, through the huggingface_hub cache; `HF_HUB_OFFLINE=1` is honoured)."""
     import json
 
     from rlhfv.models.base import MODEL_CARD, load_model
