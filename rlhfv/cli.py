@@ -10,10 +10,13 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-from rlhfv.config import RecipeError, load_recipe, resolve_target, stages_of
+from omegaconf import DictConfig, OmegaConf
+
+from rlhfv.config import RecipeError, load_recipe, resolve_target, stage_inputs, stages_of
 
 DELEGATED = {
     "eval": ("rlhfv.grm.evaluate", "evaluate a reward model: rlhfv eval grm --help"),
@@ -24,7 +27,42 @@ DELEGATED = {
 
 
 def cmd_run(recipe: str, overrides: list[str], only: str | None = None) -> int:
-    cfg = load_recipe(recipe, overrides)
+    """Run a recipe's stages in order, on every process of a launch (torchrun, accelerate launch).
+
+    With several processes they first join one process group and check that they all loaded
+    the same recipe; before each stage every process waits until the earlier stages are written
+    (a barrier) and checks that it sees the stage's inputs. Any failed check stops every process
+    with one message naming the ranks.
+    """
+    from rlhfv.training.processes import ProcessesDisagree
+
+    try:
+        return run_stages(recipe, overrides, only)
+    except ProcessesDisagree as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run_stages(recipe: str, overrides: list[str], only: str | None) -> int:
+    from rlhfv.training.processes import agree, check_same_everywhere, rank_and_world
+    from rlhfv.training.run import pick_device
+
+    rank, world = rank_and_world()
+    cfg, problem = None, None
+    try:
+        cfg = load_recipe(recipe, overrides)
+    except RecipeError as e:
+        if world == 1:
+            raise
+        problem = str(e)
+    if world > 1:
+        first_device = str(stages_of(cfg)[0][1].run.device) if cfg is not None else "auto"
+        from rlhfv.training import distributed
+
+        distributed.init_distributed(pick_device(first_device))
+        agree(problem)
+        check_same_everywhere(OmegaConf.to_yaml(cfg, resolve=True), f"recipe {recipe} (with overrides)")
+    assert cfg is not None
     stages = stages_of(cfg)
     if only:
         wanted = [s.strip() for s in only.split(",") if s.strip()]
@@ -35,15 +73,44 @@ def cmd_run(recipe: str, overrides: list[str], only: str | None = None) -> int:
         stages = [(n, s) for n, s in stages if n in wanted]
     results, log = {}, logging.getLogger("rlhfv")
     for name, stage in stages:
+        agree(None)  # a barrier: rank 0 has written the stages before this one
+        agree(missing_input(cfg, name, stage, world))
         pipeline = resolve_target(str(stage.pipeline), recipe, "pipeline")
         label = f"stage '{name}'" if name else str(stage.pipeline)
         log.info("running %s in %s", label, stage.run.dir)
         results[name or "result"] = pipeline(stage)
+    if rank > 0:  # one report of the results, not one a process
+        return 0
     print(json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2, default=str))
     if len(results) > 1:
         for line in accuracy_table(results):
             log.info(line)
     return 0
+
+
+def missing_input(cfg: DictConfig, name: str, stage: DictConfig, world: int) -> str | None:
+    """Why this process cannot start stage `name` yet (an input it cannot see), or None.
+
+    An earlier stage's output counts only once that stage wrote its summary, the last file a
+    run writes: a folder without it is half-written (or its run was killed)."""
+    from rlhfv.training.run import FINISHED
+
+    for key, path, producer in stage_inputs(stage):
+        finished = Path(str(cfg.stages[producer].run.dir), FINISHED) if producer else None
+        if Path(path).exists() and (finished is None or finished.is_file()):
+            continue
+        needs = f"stage '{name}' needs {path} ({key})"
+        if world > 1:  # on a shared filesystem rank 0 has written it by now: this node cannot see it
+            return (
+                f"{needs}, which is missing or unfinished on this node; every process reads the "
+                "earlier stages' folders, so run.dir must be on a shared filesystem that all nodes mount"
+            )
+        if producer:
+            return (
+                f"{needs}, which stage '{producer}' has not finished: run that stage first, or override {key}"
+            )
+        return f"{needs}, which does not exist"
+    return None
 
 
 def accuracy_table(results: dict[str, dict[str, float]]) -> list[str]:
@@ -103,7 +170,11 @@ def cmd_ls(root: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # set by launchers
+    label = f" rank {rank}" if world > 1 else ""  # several processes print into one terminal
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s{label} %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     if argv and argv[0] in DELEGATED:
         module = importlib.import_module(DELEGATED[argv[0]][0])
         return int(module.main(argv[1:]) or 0)
@@ -139,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if world > 1:  # torchrun stops the other processes; this line says which one failed, and why
+            from rlhfv.training.processes import where
+
+            logging.getLogger("rlhfv").error("%s failed: %s: %s", where(rank), type(e).__name__, e)
+        raise
 
 
 if __name__ == "__main__":
