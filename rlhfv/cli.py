@@ -44,22 +44,21 @@ def cmd_run(recipe: str, overrides: list[str], only: str | None = None) -> int:
 
 
 def run_stages(recipe: str, overrides: list[str], only: str | None) -> int:
-    from rlhfv.training.processes import agree, check_same_everywhere, rank_and_world
+    from rlhfv.training.processes import agree, check_same_everywhere, join_process_group, rank_and_world
     from rlhfv.training.run import pick_device
 
     rank, world = rank_and_world()
     cfg, problem = None, None
     try:
         cfg = load_recipe(recipe, overrides)
+        launcher_mismatch(recipe, stages_of(cfg))
     except RecipeError as e:
         if world == 1:
             raise
         problem = str(e)
     if world > 1:
         first_device = str(stages_of(cfg)[0][1].run.device) if cfg is not None else "auto"
-        from rlhfv.training import distributed
-
-        distributed.init_distributed(pick_device(first_device))
+        join_process_group(pick_device(first_device))
         agree(problem)
         check_same_everywhere(OmegaConf.to_yaml(cfg, resolve=True), f"recipe {recipe} (with overrides)")
     assert cfg is not None
@@ -86,6 +85,31 @@ def run_stages(recipe: str, overrides: list[str], only: str | None) -> int:
         for line in accuracy_table(results):
             log.info(line)
     return 0
+
+
+def launcher_mismatch(recipe: str, stages: list[tuple[str, DictConfig]]) -> None:
+    """Refuse a recipe that shards otherwise than the accelerate config file it was launched with.
+
+    The recipe chooses the strategy (`zero_stage`, `strategy`); `accelerate launch` with a
+    DeepSpeed or FSDP config file (recipes/accelerate/) says what the user meant, in the
+    environment it gives each process. A mismatch would silently train otherwise than asked."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
+        want = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+        for name, stage in stages:
+            if want and "zero_stage" in stage and str(stage.zero_stage) != want:
+                raise RecipeError(
+                    f"{recipe}: launched with an accelerate DeepSpeed ZeRO-{want} config, but "
+                    f"{f'stages.{name}.' if name else ''}zero_stage = {stage.zero_stage}; set zero_stage={want} "
+                    "(the recipe chooses the strategy) or launch with another config file"
+                )
+    if os.environ.get("ACCELERATE_USE_FSDP") == "true":
+        for name, stage in stages:
+            if "zero_stage" in stage and stage.get("strategy") != "fsdp":
+                raise RecipeError(
+                    f"{recipe}: launched with an accelerate FSDP config, but "
+                    f"{f'stages.{name}.' if name else ''}strategy = {stage.get('strategy')!r}; set strategy=fsdp "
+                    "(the recipe chooses the strategy) or launch with another config file"
+                )
 
 
 def missing_input(cfg: DictConfig, name: str, stage: DictConfig, world: int) -> str | None:

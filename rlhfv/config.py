@@ -377,6 +377,8 @@ def stage_inputs(stage: DictConfig, path: str = "") -> list[tuple[str, str, str 
             hints = {}
     for key in stage.keys():
         child, where = stage._get_node(key), f"{path}{key}"
+        if child is None or child._is_none() or OmegaConf.is_missing(stage, key):
+            continue
         if OmegaConf.is_interpolation(stage, key):
             refers = STAGE_OUTPUT.search(str(child._value()))  # type: ignore[union-attr]
             if refers or hints.get(str(key)) is ExistingPath:

@@ -39,6 +39,21 @@ def rank_and_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def join_process_group(device: torch.device) -> None:
+    """Join the process group the launcher describes in the environment (no-op for one process).
+
+    On GPUs the group is NCCL for CUDA tensors and gloo for CPU ones (the objects compared here
+    travel on the CPU); on CPU it is gloo. accelerate and DeepSpeed take a group that exists.
+    """
+    if int(os.environ.get("WORLD_SIZE", 1)) == 1 or in_process_group():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.distributed.init_process_group(backend="cpu:gloo,cuda:nccl")
+    else:
+        torch.distributed.init_process_group(backend="gloo")
+
+
 def where(rank: int | None = None) -> str:
     """'rank R on HOST': how errors name a process."""
     rank = rank_and_world()[0] if rank is None else rank
