@@ -375,13 +375,13 @@ def stage_inputs(stage: DictConfig, path: str = "") -> list[tuple[str, str, str 
             hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
         except Exception:  # unresolvable annotations: nothing typed to check
             hints = {}
-    for key in stage.keys():
+    for key in map(str, stage.keys()):
         child, where = stage._get_node(key), f"{path}{key}"
         if child is None or child._is_none() or OmegaConf.is_missing(stage, key):
             continue
         if OmegaConf.is_interpolation(stage, key):
             refers = STAGE_OUTPUT.search(str(child._value()))  # type: ignore[union-attr]
-            if refers or hints.get(str(key)) is ExistingPath:
+            if refers or hints.get(key) is ExistingPath:
                 found.append((where, str(stage[key]), refers.group(1) if refers else None))
         elif isinstance(child, DictConfig):
             found += stage_inputs(child, f"{where}.")
