@@ -33,12 +33,7 @@ def recipe(folder: Path) -> Path:
         "run": {"seed": 0, "device": "cpu", "cpu_threads": 1, "save_every": 0},
         "model": {"_component_": "rlhfv.models.text_lm.tiny_text_lm", "seed": 0},
         "train_data": {"_component_": "rlhfv.data.pairs.ShapesPairs", "size": 16, "image_size": 24},
-        "eval_pairs": {
-            "_component_": "rlhfv.data.pairs.ShapesPairs",
-            "size": 6,
-            "image_size": 24,
-            "split": "test",
-        },
+        "eval_pairs": {"_component_": "rlhfv.data.pairs.ShapesPairs", "size": 6, "image_size": 24, "split": "test"},
         "optimizer": {"_component_": "torch.optim.AdamW", "lr": 0.01},
         "steps": 2,
         "batch_size": 2,
