@@ -45,7 +45,7 @@ def cmd_run(recipe: str, overrides: list[str], only: str | None = None) -> int:
 
 def run_stages(recipe: str, overrides: list[str], only: str | None) -> int:
     from rlhfv.training.processes import agree, check_same_everywhere, join_process_group, rank_and_world
-    from rlhfv.training.run import pick_device
+    from rlhfv.training.run import agree_on_run_folder, pick_device
 
     rank, world = rank_and_world()
     cfg, problem = None, None
@@ -74,6 +74,7 @@ def run_stages(recipe: str, overrides: list[str], only: str | None) -> int:
     for name, stage in stages:
         agree(None)  # a barrier: rank 0 has written the stages before this one
         agree(missing_input(cfg, name, stage, world))
+        agree_on_run_folder(stage)  # where the stage resumes, decided by rank 0 for all
         pipeline = resolve_target(str(stage.pipeline), recipe, "pipeline")
         label = f"stage '{name}'" if name else str(stage.pipeline)
         log.info("running %s in %s", label, stage.run.dir)

@@ -48,7 +48,7 @@ from rlhfv.training import distributed
 from rlhfv.training.batching import batch_indices
 from rlhfv.training.evaluation import accuracy_summary, evaluate_accuracy
 from rlhfv.training.metrics import truncate_metrics
-from rlhfv.training.run import pick_device, start_run, training_state
+from rlhfv.training.run import pick_device, seed_everything, start_run, training_state
 from rlhfv.training.schedule import lr_schedule
 
 logger = logging.getLogger(__name__)
@@ -237,8 +237,9 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
     device = pick_device(cfg.run.device)
     distributed.init_distributed(device)
     rank, world = distributed.world()
-    run = start_run(cfg)  # every process: one resume decision, seeds run.seed + rank
-    run = run if run.writes else None  # below, only the writer (rank 0) touches the run folder
+    run = start_run(cfg) if rank == 0 else None  # one run folder; other processes only seed
+    if run is None:
+        seed_everything(cfg.run.seed + rank)
     policy: ChatModel = instantiate(cfg.policy)
     module = policy.module.to(device).train()
     freeze_parameters(module, cfg.freeze)

@@ -28,7 +28,7 @@ from rlhfv.models.reward_head import ScalarRewardModel, hidden_size, save_reward
 from rlhfv.rewards.scalar import score_responses
 from rlhfv.training import distributed
 from rlhfv.training.batching import batch_indices
-from rlhfv.training.run import pick_device, start_run, training_state
+from rlhfv.training.run import pick_device, seed_everything, start_run, training_state
 from rlhfv.training.schedule import lr_schedule
 from rlhfv.types import PreferencePair
 
@@ -130,8 +130,9 @@ def main(cfg: RewardModelConfig) -> dict[str, float]:
     device = pick_device(cfg.run.device)
     distributed.init_distributed(device)
     rank, world = distributed.world()
-    run = start_run(cfg)  # every process: one resume decision, seeds run.seed + rank
-    run = run if run.writes else None  # below, only the writer (rank 0) touches the run folder
+    run = start_run(cfg) if rank == 0 else None  # one run folder; other processes only seed
+    if run is None:
+        seed_everything(cfg.run.seed + rank)
     chat: ChatModel = instantiate(cfg.model)
     freeze_parameters(chat.module, cfg.freeze)
     chat.module.to(device)

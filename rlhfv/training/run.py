@@ -1,18 +1,18 @@
 """A run's folder: resolved recipe, metrics, checkpoints, resume, seeding and device choice.
 
-Every pipeline starts with `run = start_run(cfg)`, on every process of a launch, and then
-- `run.start_step` / `run.state`: where to continue (0 / None for a fresh run), the same on
-  every process;
+Every pipeline starts with `run = start_run(cfg)` and then
+- `run.start_step` / `run.state`: where to continue (0 / None for a fresh run);
 - `run.log(step, metrics)`: one metrics row;
 - `run.maybe_save(step, state_fn)`: a checkpoint every `run.save_every` steps;
 - `run.finish(model, summary)`: the final model under `<dir>/final`, then `summary.json`.
 
-With several processes only the writer, global rank 0 (`run.writes`), touches the folder: it
-decides whether to refuse, resume or overwrite, and every process learns its decision, loads the
-same checkpoint (from a filesystem all nodes share) and seeds with `run.seed + rank`. `log`,
-`maybe_save` and `finish` write nothing on the other processes, so a pipeline calls them
-everywhere. `summary.json` is written last, in one rename: it marks a finished run, and a later
-stage reads an earlier stage's folder only once it is there (`rlhfv.cli`).
+With several processes only the writer, global rank 0 (`run.writes`), touches the folder. Before
+each stage, `agree_on_run_folder` (called by `rlhfv.cli` on every process) lets rank 0 decide
+whether to refuse, resume or overwrite, and checks that every process sees the checkpoint it
+chose, so `start_run` needs no collective: a pipeline may call it on rank 0 alone, or on every
+process, where the others read the same checkpoint, seed with `run.seed + rank`, and `log`,
+`maybe_save` and `finish` write nothing. `summary.json` is written last, in one rename: it marks a
+finished run, and a later stage reads an earlier stage's folder only once it is there.
 """
 
 from __future__ import annotations
@@ -77,22 +77,11 @@ class Run:
         self.seed = int(rc.seed)
         self.start_step = 0
         self.state: dict[str, Any] | None = None
-        decision: tuple[str | None, str | None] = (None, None)
         if self.writes:
-            try:
-                decision = (open_run_folder(self.dir, str(rc.resume)), None)
-            except RunExistsError as e:
-                decision = (None, str(e))
-        name, refused = from_writer(decision)  # the writer decides; every process starts alike
-        if refused:
-            raise RunExistsError(refused)
-        ckpt = self.dir / name if name else None
-        agree(
-            None
-            if ckpt is None or (ckpt / "state.json").is_file()
-            else f"checkpoint {ckpt} is missing here; every process loads it, so run.dir must be on a "
-            "filesystem that all nodes share"
-        )
+            name = open_run_folder(self.dir, str(rc.resume))
+            ckpt = self.dir / name if name else None
+        else:  # `agree_on_run_folder` has checked that every process sees what rank 0 decided
+            ckpt = latest_checkpoint(self.dir) if self.dir.exists() else None
         if rc.cpu_threads > 0:
             torch.set_num_threads(int(rc.cpu_threads))
         seed_everything(self.seed + rank)  # rank 0 keeps the single-process seed
@@ -150,6 +139,32 @@ class Run:
         assert self.metrics is not None
         self.metrics.close()
         return summary
+
+
+def agree_on_run_folder(cfg: DictConfig) -> None:
+    """Before a stage, on every process: rank 0 prepares the run folder (`open_run_folder`) and
+    every process checks that it sees the checkpoint rank 0 will resume from, so `start_run` then
+    starts all of them at the same step without a collective of its own (pipelines may call it
+    on every process or on rank 0 alone). A refusal (`run.resume: never`) stops every process."""
+    rank, _ = rank_and_world()
+    run_dir = Path(cfg.run.dir)
+    decision: tuple[str | None, str | None] = (None, None)
+    if rank == 0:
+        try:
+            decision = (open_run_folder(run_dir, str(cfg.run.resume)), None)
+        except RunExistsError as e:
+            decision = (None, str(e))
+    name, refused = from_writer(decision)
+    if refused:
+        raise RunExistsError(refused)
+    seen = latest_checkpoint(run_dir) if run_dir.exists() else None
+    agree(
+        None
+        if (seen.name if seen else None) == name
+        else f"rank 0 resumes {run_dir} from {name or 'nothing (a fresh run)'} but this process sees "
+        f"{seen.name if seen else 'no checkpoint'}; every process loads it, so run.dir must be on a "
+        "filesystem that all nodes share"
+    )
 
 
 def open_run_folder(run_dir: Path, resume: str) -> str | None:
