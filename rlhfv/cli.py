@@ -10,10 +10,13 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-from rlhfv.config import RecipeError, load_recipe, resolve_target, stages_of
+from omegaconf import DictConfig, OmegaConf
+
+from rlhfv.config import RecipeError, load_recipe, resolve_target, stage_inputs, stages_of
 
 DELEGATED = {
     "eval": ("rlhfv.grm.evaluate", "evaluate a reward model: rlhfv eval grm --help"),
@@ -26,7 +29,41 @@ DELEGATED = {
 
 
 def cmd_run(recipe: str, overrides: list[str], only: str | None = None) -> int:
-    cfg = load_recipe(recipe, overrides)
+    """Run a recipe's stages in order, on every process of a launch (torchrun, accelerate launch).
+
+    With several processes they first join one process group and check that they all loaded
+    the same recipe; before each stage every process waits until the earlier stages are written
+    (a barrier) and checks that it sees the stage's inputs. Any failed check stops every process
+    with one message naming the ranks.
+    """
+    from rlhfv.training.processes import ProcessesDisagree
+
+    try:
+        return run_stages(recipe, overrides, only)
+    except ProcessesDisagree as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run_stages(recipe: str, overrides: list[str], only: str | None) -> int:
+    from rlhfv.training.processes import agree, check_same_everywhere, join_process_group, rank_and_world
+    from rlhfv.training.run import agree_on_run_folder, pick_device
+
+    rank, world = rank_and_world()
+    cfg, problem = None, None
+    try:
+        cfg = load_recipe(recipe, overrides)
+        launcher_mismatch(recipe, stages_of(cfg))
+    except RecipeError as e:
+        if world == 1:
+            raise
+        problem = str(e)
+    if world > 1:
+        first_device = str(stages_of(cfg)[0][1].run.device) if cfg is not None else "auto"
+        join_process_group(pick_device(first_device))
+        agree(problem)
+        check_same_everywhere(OmegaConf.to_yaml(cfg, resolve=True), f"recipe {recipe} (with overrides)")
+    assert cfg is not None
     stages = stages_of(cfg)
     if only:
         wanted = [s.strip() for s in only.split(",") if s.strip()]
@@ -37,15 +74,70 @@ def cmd_run(recipe: str, overrides: list[str], only: str | None = None) -> int:
         stages = [(n, s) for n, s in stages if n in wanted]
     results, log = {}, logging.getLogger("rlhfv")
     for name, stage in stages:
+        agree(None)  # a barrier: rank 0 has written the stages before this one
+        agree(missing_input(cfg, name, stage, world))
+        agree_on_run_folder(stage)  # where the stage resumes, decided by rank 0 for all
         pipeline = resolve_target(str(stage.pipeline), recipe, "pipeline")
         label = f"stage '{name}'" if name else str(stage.pipeline)
         log.info("running %s in %s", label, stage.run.dir)
         results[name or "result"] = pipeline(stage)
+    if rank > 0:  # one report of the results, not one a process
+        return 0
     print(json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2, default=str))
     if len(results) > 1:
         for line in accuracy_table(results):
             log.info(line)
     return 0
+
+
+def launcher_mismatch(recipe: str, stages: list[tuple[str, DictConfig]]) -> None:
+    """Refuse a recipe that shards otherwise than the accelerate config file it was launched with.
+
+    The recipe chooses the strategy (`zero_stage`, `strategy`); `accelerate launch` with a
+    DeepSpeed or FSDP config file (recipes/accelerate/) says what the user meant, in the
+    environment it gives each process. A mismatch would silently train otherwise than asked."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
+        want = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+        for name, stage in stages:
+            if want and "zero_stage" in stage and str(stage.zero_stage) != want:
+                raise RecipeError(
+                    f"{recipe}: launched with an accelerate DeepSpeed ZeRO-{want} config, but "
+                    f"{f'stages.{name}.' if name else ''}zero_stage = {stage.zero_stage}; set zero_stage={want} "
+                    "(the recipe chooses the strategy) or launch with another config file"
+                )
+    if os.environ.get("ACCELERATE_USE_FSDP") == "true":
+        for name, stage in stages:
+            if "zero_stage" in stage and stage.get("strategy") != "fsdp":
+                raise RecipeError(
+                    f"{recipe}: launched with an accelerate FSDP config, but "
+                    f"{f'stages.{name}.' if name else ''}strategy = {stage.get('strategy')!r}; set strategy=fsdp "
+                    "(the recipe chooses the strategy) or launch with another config file"
+                )
+
+
+def missing_input(cfg: DictConfig, name: str, stage: DictConfig, world: int) -> str | None:
+    """Why this process cannot start stage `name` yet (an input it cannot see), or None.
+
+    An earlier stage's output counts only once that stage wrote its summary, the last file a
+    run writes: a folder without it is half-written (or its run was killed)."""
+    from rlhfv.training.run import FINISHED
+
+    for key, path, producer in stage_inputs(stage):
+        finished = Path(str(cfg.stages[producer].run.dir), FINISHED) if producer else None
+        if Path(path).exists() and (finished is None or finished.is_file()):
+            continue
+        needs = f"stage '{name}' needs {path} ({key})"
+        if world > 1:  # on a shared filesystem rank 0 has written it by now: this node cannot see it
+            return (
+                f"{needs}, which is missing or unfinished on this node; every process reads the "
+                "earlier stages' folders, so run.dir must be on a shared filesystem that all nodes mount"
+            )
+        if producer:
+            return (
+                f"{needs}, which stage '{producer}' has not finished: run that stage first, or override {key}"
+            )
+        return f"{needs}, which does not exist"
+    return None
 
 
 def accuracy_table(results: dict[str, dict[str, float]]) -> list[str]:
@@ -105,7 +197,11 @@ def cmd_ls(root: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # set by launchers
+    label = f" rank {rank}" if world > 1 else ""  # several processes print into one terminal
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s{label} %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     if argv and argv[0] in DELEGATED:
         module = importlib.import_module(DELEGATED[argv[0]][0])
         return int(module.main(argv[1:]) or 0)
@@ -141,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if world > 1:  # torchrun stops the other processes; this line says which one failed, and why
+            from rlhfv.training.processes import where
+
+            logging.getLogger("rlhfv").error("%s failed: %s: %s", where(rank), type(e).__name__, e)
+        raise
 
 
 if __name__ == "__main__":

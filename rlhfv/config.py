@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -357,6 +358,41 @@ def _build(value: Any) -> Any:
 def component_field(default: dict[str, Any] | None = None) -> Any:
     """A dataclass field holding a `_component_` node (any mapping; checked by its own signature)."""
     return field(default_factory=lambda: dict(default) if default else {})
+
+
+STAGE_OUTPUT = re.compile(r"\$\{stages\.([^.}]+)\.run\.dir\}")
+
+
+def stage_inputs(stage: DictConfig, path: str = "") -> list[tuple[str, str, str | None]]:
+    """What a stage reads that may only exist once earlier work is done: (key, path, stage).
+
+    These are the values that interpolate an earlier stage's folder (`${stages.sft.run.dir}/final`,
+    with that stage's name) and the interpolated arguments typed `ExistingPath` (stage None);
+    `load_recipe` checks the plain `ExistingPath` values already, before any stage runs.
+    """
+    found: list[tuple[str, str, str | None]] = []
+    hints: dict[str, Any] = {}
+    if COMPONENT in stage:
+        target = resolve_target(str(stage[COMPONENT]))
+        try:
+            hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+        except Exception:  # unresolvable annotations: nothing typed to check
+            hints = {}
+    for key in map(str, stage.keys()):
+        child, where = stage._get_node(key), f"{path}{key}"
+        if child is None or child._is_none() or OmegaConf.is_missing(stage, key):
+            continue
+        if OmegaConf.is_interpolation(stage, key):
+            refers = STAGE_OUTPUT.search(str(child._value()))  # type: ignore[union-attr]
+            if refers or hints.get(key) is ExistingPath:
+                found.append((where, str(stage[key]), refers.group(1) if refers else None))
+        elif isinstance(child, DictConfig):
+            found += stage_inputs(child, f"{where}.")
+        elif isinstance(child, ListConfig):
+            for i, item in enumerate(child):
+                if isinstance(item, DictConfig):
+                    found += stage_inputs(item, f"{where}.{i}.")
+    return found
 
 
 def stages_of(cfg: DictConfig) -> list[tuple[str, DictConfig]]:

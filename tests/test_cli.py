@@ -105,3 +105,22 @@ def test_accuracy_table_lines_up_each_stage_before_and_after():
     assert lines[3].split() == ["grm_rl", "-", "->", "0.700"]
     assert len(lines) == 4
     assert accuracy_table({"a": {"rows": 1}, "b": {}}) == []
+
+
+def test_a_stage_whose_earlier_stage_is_unfinished_stops_naming_the_folder(tmp_path, capsys):
+    half_written = tmp_path / "sft" / "final"
+    half_written.mkdir(parents=True)  # a killed SFT run: final/ begun, no summary.json
+    args = ["run", str(ROOT / "recipes" / "grpo_shapes.yaml"), "--stages", "grpo", f"run.dir={tmp_path}"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert f"stage 'grpo' needs {half_written} (policy.path), which stage 'sft' has not finished" in err
+    assert not (tmp_path / "grpo").exists()
+
+
+def test_a_recipe_that_shards_otherwise_than_its_accelerate_config_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # what `accelerate launch` sets from
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")  # recipes/accelerate/deepspeed_zero3.yaml
+    assert cli(["run", str(ROOT / "recipes" / "grpo_shapes.yaml"), f"run.dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "DeepSpeed ZeRO-3 config, but stages.grpo.zero_stage = 0; set zero_stage=3" in err
+    assert not (tmp_path / "sft").exists()

@@ -5,6 +5,8 @@ state (model and optimizer state dicts, RNG states, data position …) is split 
 stored under their path in the structure, and everything else, stored as JSON with a placeholder
 where a tensor was. The folder is written under a temporary name and renamed into place, then the
 `latest` pointer is replaced, so a crash during a save leaves the previous checkpoint usable.
+Temporary names carry the process id, so two processes never write through the same temporary
+file (with several processes only rank 0 saves; see `rlhfv.training.run`).
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep_
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    _write_atomic(run_dir / "latest", final.name)
+    write_atomic(run_dir / "latest", final.name)
     _fsync_dir(run_dir)
     for old in sorted(list_checkpoints(run_dir))[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(run_dir / f"step_{old}", ignore_errors=True)
@@ -159,8 +161,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename: a reader sees the old file or the new one, whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w") as f:
         f.write(text)
         f.flush()

@@ -82,12 +82,10 @@ def test_lora_recipe_runs_with_tiny_qwen_models_of_the_same_architectures(tmp_pa
     assert any("monitor/length_drift" in r for r in rows)
 
 
-@pytest.mark.slow
-def test_quickstart_is_the_flagship_and_its_tiny_variant_runs_every_stage(tmp_path, caplog):
-    quickstart = ROOT / "recipes" / "quickstart.yaml"
-    assert quickstart.resolve() == (ROOT / "recipes" / "grlhfv_shapes.yaml").resolve()
-    overrides = [
-        f"run.dir={tmp_path}",
+def tiny_flagship(run_dir: Path | str) -> list[str]:
+    """Overrides that cut the flagship to a few steps a stage (every stage still runs)."""
+    return [
+        f"run.dir={run_dir}",
         "stages.policy_sft.steps=2",
         "stages.policy_sft.train_data.size=16",
         "stages.policy_sft.eval_data.size=2",
@@ -133,6 +131,13 @@ def test_quickstart_is_the_flagship_and_its_tiny_variant_runs_every_stage(tmp_pa
         "stages.policy_rl.reward.every=1",
         "stages.policy_rl.log_rollouts_every=1",
     ]
+
+
+@pytest.mark.slow
+def test_quickstart_is_the_flagship_and_its_tiny_variant_runs_every_stage(tmp_path, caplog):
+    quickstart = ROOT / "recipes" / "quickstart.yaml"
+    assert quickstart.resolve() == (ROOT / "recipes" / "grlhfv_shapes.yaml").resolve()
+    overrides = tiny_flagship(tmp_path)
     with caplog.at_level("INFO", logger="rlhfv"):
         assert cli(["run", str(quickstart), *overrides]) == 0
     table = caplog.text[caplog.text.index("held-out accuracy by stage") :]
