@@ -56,7 +56,8 @@ def test_a_label_names_a_side_by_number_letter_arena_name_or_text_and_refuses_an
     assert [label_side(v, texts) for v in (1, "2", "A", "b", "model_b", 0, "tie", 1.0, "no", None, " ")] == [
         "a", "b", "a", "b", "b", "tie", "tie", "a", "b", None, None,
     ]  # fmt: skip
-    for bad in (3, float("nan"), "maybe", True):
+    assert label_side(float("nan"), texts) is None  # a spreadsheet's empty cell: this vote abstains
+    for bad in (3, "maybe", True):
         with pytest.raises(ValueError, match="names no response|must be 1/2"):
             label_side(bad, texts)
 
@@ -92,7 +93,7 @@ def test_mappings_are_checked_before_any_row_is_read():
     with pytest.raises(ValueError, match="either a, b and label, or chosen and rejected"):
         parse_mapping("a=x,b=y,label=z,chosen=c")
     with pytest.raises(ValueError, match="vote must be one of"):
-        parse_mapping("a=x,b=y,label=z,vote=unanimous")
+        parse_mapping("a=x,b=y,label=z,vote=consensus")
     with pytest.raises(ValueError, match="each part must be key=field"):
         parse_mapping("a=x,b")
     assert parse_mapping({})["chosen"] == "chosen"  # the rewardbench-like default
