@@ -203,7 +203,7 @@ def mapped_converter(mapping: dict[str, Any], folder: Path, kept_as_text: Counte
                 raise RowProblem("+".join(mapping["label"]), "no label: every label field is empty")
             preferred = vote_outcome(sides, mapping["vote"])
         paths = get_path(row, mapping["images"]) if "images" in mapping else []
-        paths = [paths] if isinstance(paths, str) else paths
+        paths = [paths] if isinstance(paths, str) else [] if paths is None else paths  # none: a text row
         if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
             raise RowProblem(mapping["images"], f"must be a path or a list of paths, got {paths!r:.80}")
         try:

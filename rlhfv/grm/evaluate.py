@@ -425,7 +425,7 @@ def warn_unseen_images(model: Any, items: Sequence[EvalItem]) -> None:
     from rlhfv.models.text_lm import TextPromptEncoder
 
     with_images = sum(bool(e.item.images) for e in items)
-    if with_images and isinstance(model.encoder, TextPromptEncoder):
+    if with_images and isinstance(getattr(model, "encoder", None), TextPromptEncoder):
         logger.warning(
             "%d of %d items have images, which this text-only judge does not see: it judges them "
             "from the text alone (a multimodal judge gets the images; --ignore-images says that is intended)",
