@@ -39,7 +39,9 @@ def run_one(setting: str, n: int, max_new_tokens: int, threads: int, data: str) 
     else:
         batch = evaluate.BATCH_SIZE
     start = time.perf_counter()
-    results = evaluate.evaluate_grm(model, items, max_new_tokens=max_new_tokens, batch_size=batch, progress=False)
+    results = evaluate.evaluate_grm(
+        model, items, max_new_tokens=max_new_tokens, batch_size=batch, progress=False
+    )
     seconds = time.perf_counter() - start
     strict = results["metrics"]["all"]["greedy/strict_accuracy"]["mean"]
     return {
@@ -54,7 +56,9 @@ def run_one(setting: str, n: int, max_new_tokens: int, threads: int, data: str) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=20, help="items (LLMBar Natural prompts)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
@@ -74,11 +78,16 @@ def main() -> None:
         r = runs[setting]
         print(f"{setting:6s} batch {r['batch_size']:3d}: {r['items']} items in {r['seconds']:.1f} s, "
               f"strict {r['strict_accuracy']:.3f}, peak RSS {r['peak_rss_gb']:.2f} GB", flush=True)  # fmt: skip
-    same = [a["greedy"] == b["greedy"] for a, b in zip(runs["before"]["per_item"], runs["after"]["per_item"], strict=True)]
+    same = [
+        a["greedy"] == b["greedy"]
+        for a, b in zip(runs["before"]["per_item"], runs["after"]["per_item"], strict=True)
+    ]
     ratio = runs["before"]["seconds"] / runs["after"]["seconds"]
     print(f"before/after: {ratio:.2f}x faster; same greedy credit on {sum(same)} of {len(same)} items")
     if args.out:
-        Path(args.out).write_text(json.dumps({"ratio": ratio, "same_credit": sum(same), **runs}, indent=2) + "\n")
+        Path(args.out).write_text(
+            json.dumps({"ratio": ratio, "same_credit": sum(same), **runs}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -170,7 +170,9 @@ def unknown_preference_key(key: str) -> str:
     """'unknown key …; did you mean …?' for a key of this file format."""
     import difflib
 
-    guess = PREFERENCE_ALIASES.get(key) or next(iter(difflib.get_close_matches(key, PREFERENCE_KEYS, n=1)), None)
+    guess = PREFERENCE_ALIASES.get(key) or next(
+        iter(difflib.get_close_matches(key, PREFERENCE_KEYS, n=1)), None
+    )
     hint = f"; did you mean {guess!r}?" if guess else ""
     return f"unknown key {key!r}{hint} (known: {', '.join(PREFERENCE_KEYS)}; other layouts: --format generic --map)"
 

@@ -72,7 +72,10 @@ def rm_bench_scores(ids: Sequence[str], subsets: Sequence[str], credits: Sequenc
     else:
         per_domain = {}
         for d, by_level in sorted(levels.items()):
-            m = {lv: sum(v) / len(v) if v else None for lv, v in ((lv, by_level.get(lv, [])) for lv in ("hard", "normal", "easy"))}
+            m = {
+                lv: sum(v) / len(v) if v else None
+                for lv, v in ((lv, by_level.get(lv, [])) for lv in ("hard", "normal", "easy"))
+            }
             m["average"] = None if None in m.values() else sum(m.values()) / 3  # type: ignore[arg-type]
             per_domain[d] = m | {"matrix": None}
     scores: dict[str, float | None] = {}
@@ -94,11 +97,15 @@ def rmb_scores(subsets: Sequence[str], credits: Sequence[float], best_of_n: bool
     groups: dict[str, list[float]] = defaultdict(list)
     for subset, credit in zip(subsets, credits, strict=True):
         parts = subset.split("/")
-        top = parts[1] if len(parts) > 1 and parts[0].endswith("_set") else parts[0]  # Pairwise_set/Helpfulness/…
+        top = (
+            parts[1] if len(parts) > 1 and parts[0].endswith("_set") else parts[0]
+        )  # Pairwise_set/Helpfulness/…
         for name in ("all", top, subset):
             groups[name].append(credit)
     kind = "best-of-N" if best_of_n else "pairwise"
-    scores = {name: sum(c) / len(c) for name, c in sorted(groups.items(), key=lambda g: (g[0] != "all", g[0]))}
+    scores = {
+        name: sum(c) / len(c) for name, c in sorted(groups.items(), key=lambda g: (g[0] != "all", g[0]))
+    }
     return {"benchmark": f"RMB {kind}", "note": f"{kind} accuracy per category path", "scores": scores}
 
 
@@ -130,10 +137,16 @@ def rewardbench_scores(subsets: Sequence[str], credits: Sequence[float]) -> dict
     if not scores:
         return None
     scores = {"score": sum(scores.values()) / len(scores), **scores}
-    return {"benchmark": "RewardBench", "note": "sections weighted by the published subset counts", "scores": scores}
+    return {
+        "benchmark": "RewardBench",
+        "note": "sections weighted by the published subset counts",
+        "scores": scores,
+    }
 
 
-def benchmark_scores(fmt: str, ids: Sequence[str], subsets: Sequence[str], credits: Sequence[float]) -> dict[str, Any] | None:
+def benchmark_scores(
+    fmt: str, ids: Sequence[str], subsets: Sequence[str], credits: Sequence[float]
+) -> dict[str, Any] | None:
     """The published scores of format `fmt`'s benchmark, or None for a format without any."""
     if fmt == "rm-bench":
         return rm_bench_scores(ids, subsets, credits)

@@ -150,7 +150,9 @@ def summarize(
         if all("sampled" in per_item[i] for i in idx) and ks:
             s = [per_item[i]["sampled"] for i in idx]
             for k in ks:
-                m[f"voting@{k}/strict_accuracy"] = mean_ci([float(r[f"voting@{k}"] == 1.0) for r in s], clusters)
+                m[f"voting@{k}/strict_accuracy"] = mean_ci(
+                    [float(r[f"voting@{k}"] == 1.0) for r in s], clusters
+                )
                 m[f"voting@{k}/accuracy"] = mean_ci([r[f"voting@{k}"] for r in s], clusters)
                 if with_meta:
                     m[f"meta@{k}/accuracy"] = mean_ci([r[f"meta@{k}"] for r in s], clusters)
@@ -166,7 +168,11 @@ def summarize(
         {
             "id": e.id,
             "subset": e.subset,
-            **({"greedy": r["greedy"]["credit"], "greedy_strict": r["greedy"]["strict"]} if "greedy" in r else {}),
+            **(
+                {"greedy": r["greedy"]["credit"], "greedy_strict": r["greedy"]["strict"]}
+                if "greedy" in r
+                else {}
+            ),
             **({"verdict": r["verdict"]["credit"]} if "verdict" in r else {}),
             **{k: v for k, v in r.get("sampled", {}).items() if "@" in k},
         }

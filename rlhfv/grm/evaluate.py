@@ -256,7 +256,9 @@ def evaluate_grm(
             range(0, len(items), batch_size), desc="one verdict", unit="batch", disable=not progress
         ):
             chunk = order[lo : lo + batch_size]
-            verdicts = one_verdicts(model, [items[i].item for i in chunk], [items[i].preferred for i in chunk])
+            verdicts = one_verdicts(
+                model, [items[i].item for i in chunk], [items[i].preferred for i in chunk]
+            )
             for i, v in zip(chunk, verdicts, strict=True):
                 per_item[i]["verdict"] = {"credit": v.credit, "consistent": v.consistent}
     k_max = max(ks) if ks else 0
@@ -379,7 +381,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature of --k")
     p.add_argument("--max-new-tokens", type=int, default=256, help="length limit of a judgement")
     p.add_argument(
-        "--batch-size", type=int, default=BATCH_SIZE, help="generated rows per generate() call (2 per item greedy)"
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help="generated rows per generate() call (2 per item greedy)",
     )
     p.add_argument(
         "--cpu-threads",
@@ -454,7 +459,12 @@ def load_items(args: argparse.Namespace) -> tuple[list[EvalItem], list[Any], int
     if args.format == "shapes":
         return shapes_items(args.limit or 64, args.seed), [], 0, 0
     if args.format == "textchecks":
-        return textchecks_items(args.limit or 300, "train" if args.split == "train" else "test", args.seed), [], 0, 0
+        return (
+            textchecks_items(args.limit or 300, "train" if args.split == "train" else "test", args.seed),
+            [],
+            0,
+            0,
+        )
     rows, file_errors = load_preference_data(args.format, args.data, args.map)
     kept = select_rows(rows, args.split, args.test_fraction, args.limit, args.seed)
     errors = slice_errors(file_errors, rows, kept, args.seed)

@@ -107,13 +107,17 @@ def parse_task_row(row: Any, root: Path, media_dir: Path, max_pixels: int) -> tu
     """
     if not isinstance(row, dict):
         return None, "<row>", f"expected a JSON object, got {type(row).__name__}"
-    problems = [(k, unknown_key_message(k, TASK_KEYS, "task", TASK_ALIASES)) for k in row if k not in TASK_KEYS]
+    problems = [
+        (k, unknown_key_message(k, TASK_KEYS, "task", TASK_ALIASES)) for k in row if k not in TASK_KEYS
+    ]
     prompt = row.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         problems.append(("prompt", f"must be a non-empty string, got {prompt!r:.80}"))
     responses = row.get("responses")
     if not isinstance(responses, list) or not 2 <= len(responses) <= MAX_RESPONSES:
-        problems.append(("responses", f"must be a list of 2 to {MAX_RESPONSES} strings, got {responses!r:.80}"))
+        problems.append(
+            ("responses", f"must be a list of 2 to {MAX_RESPONSES} strings, got {responses!r:.80}")
+        )
         responses = None
     else:
         problems += [(f"responses[{i}]", f"must be a non-empty string, got {r!r:.80}")

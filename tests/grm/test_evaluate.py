@@ -363,7 +363,18 @@ def test_all_failed_parses_still_write_strict_json(monkeypatch, tmp_path):
     # Strict accuracy leads: nothing parsed is 0, not a chance-looking 0.5. Wilson for 0 of 6:
     # centre (0 + z²/12) / (1 + z²/6) = 0.1952 = half-width, so 0.000-0.390. Then the interval's
     # kind, ties (0 of 0 parsed), unparsed 1.0, forced 0, no position consistency, ties-½ accuracy.
-    assert overall.split() == ["all", "6", "0.000", "0.000-0.390", "wilson", "0.000", "1.000", "0.000", "-", "0.500"]
+    assert overall.split() == [
+        "all",
+        "6",
+        "0.000",
+        "0.000-0.390",
+        "wilson",
+        "0.000",
+        "1.000",
+        "0.000",
+        "-",
+        "0.500",
+    ]
     assert header.index("strict") + len("strict") == overall.index("0.000") + len("0.000")  # columns align
 
 
@@ -509,10 +520,17 @@ def test_a_compact_judge_sees_the_request_and_responses_without_the_instructions
         assert (opening in judging) is not compact
 
 
-def test_a_judge_that_parses_half_its_judgements_heads_the_table_with_strict_accuracy_at_most_half(monkeypatch):
+def test_a_judge_that_parses_half_its_judgements_heads_the_table_with_strict_accuracy_at_most_half(
+    monkeypatch,
+):
     """Each item: the stored order parses and is right, the reversed one does not parse. Strict
     credit (1 + 0) / 2 = 0.5 per item; with the failure as a coin flip (1 + 0.5) / 2 = 0.75."""
-    rule = lambda shown, j: ParsedScores([9.0 if r == "good" else 2.0 for r in shown]) if j == 0 else ParsedScores(None, "no box")  # noqa: E731
+
+    def rule(shown, j):
+        if j == 1:
+            return ParsedScores(None, "no box")
+        return ParsedScores([9.0 if r == "good" else 2.0 for r in shown])
+
     monkeypatch.setattr(evaluate, "judge", scripted_judge(rule))
     table = summary_table(evaluate_grm(None, ITEMS, progress=False))
     assert table[0].startswith("greedy strict accuracy over 6 items")
@@ -533,7 +551,9 @@ def test_a_clustered_interval_is_wider_by_the_design_effect_on_20_prompts_of_9_p
     clusters = [c for c in range(20) for _ in range(9)]
     assert design_effect(values, clusters) == pytest.approx(9 * 20 / 19)
     naive, clustered = mean_ci(values), mean_ci(values, clusters)
-    assert naive["interval"] == "wilson" and clustered["interval"] == "clustered" and clustered["clusters"] == 20
+    assert (
+        naive["interval"] == "wilson" and clustered["interval"] == "clustered" and clustered["clusters"] == 20
+    )
     assert (clustered["ci95_low"], clustered["ci95_high"]) == pytest.approx(wilson(0.5, 19.0))
     # Wilson half-widths at p = 0.5: n = 180 → 0.0723, n = 19 → 0.2051, 2.84× (√DEFF = 3.08 for a normal interval)
     ratio = (clustered["ci95_high"] - clustered["ci95_low"]) / (naive["ci95_high"] - naive["ci95_low"])
@@ -554,12 +574,12 @@ def rm_bench_rule(shown, j):
 
 def test_rm_bench_scores_follow_the_benchmarks_matrix_on_a_two_prompt_example(monkeypatch, tmp_path, capsys):
     """Cell (i, j) averaged over the two prompts:
-        A: right except (0,1), (0,2);  B: right only on the diagonal.
-        matrix = [[1, 0, 0], [.5, 1, .5], [.5, .5, 1]]
-        hard   = (0 + 0 + .5) / 3 = 0.1667   (above the diagonal: the chosen answer plainer)
-        normal = (1 + 1 + 1) / 3 = 1
-        easy   = (.5 + .5 + .5) / 3 = 0.5
-        average = 5 / 9 = 0.5556"""
+    A: right except (0,1), (0,2);  B: right only on the diagonal.
+    matrix = [[1, 0, 0], [.5, 1, .5], [.5, .5, 1]]
+    hard   = (0 + 0 + .5) / 3 = 0.1667   (above the diagonal: the chosen answer plainer)
+    normal = (1 + 1 + 1) / 3 = 1
+    easy   = (.5 + .5 + .5) / 3 = 0.5
+    average = 5 / 9 = 0.5556"""
     monkeypatch.setattr(evaluate, "judge", scripted_judge(rm_bench_rule))
     monkeypatch.setattr(evaluate, "build_judge", lambda spec, dtype: object())
     rows = [
@@ -569,7 +589,10 @@ def test_rm_bench_scores_follow_the_benchmarks_matrix_on_a_two_prompt_example(mo
     ]  # fmt: skip
     data = write_jsonl(tmp_path / "rm.jsonl", rows)
     out = tmp_path / "r.json"
-    assert evaluate.main(["grm", "--model", "x", "--format", "rm-bench", "--data", str(data), "--out", str(out)]) == 0
+    assert (
+        evaluate.main(["grm", "--model", "x", "--format", "rm-bench", "--data", str(data), "--out", str(out)])
+        == 0
+    )
     bench = strict_json(out.read_text())["benchmark"]
     assert bench["matrices"]["chat"] == [[1.0, 0.0, 0.0], [0.5, 1.0, 0.5], [0.5, 0.5, 1.0]]
     scores = bench["scores"]
@@ -579,7 +602,9 @@ def test_rm_bench_scores_follow_the_benchmarks_matrix_on_a_two_prompt_example(mo
     assert "RM-Bench scores" in table and "2 prompts" in table  # nine pairs of two prompts: clustered
 
 
-def test_a_text_judge_on_an_image_file_warns_once_and_ignore_images_silences_it(monkeypatch, tmp_path, caplog):
+def test_a_text_judge_on_an_image_file_warns_once_and_ignore_images_silences_it(
+    monkeypatch, tmp_path, caplog
+):
     from types import SimpleNamespace
 
     from PIL import Image
@@ -588,7 +613,10 @@ def test_a_text_judge_on_an_image_file_warns_once_and_ignore_images_silences_it(
 
     for name in ("a.png", "b.png"):
         Image.new("RGB", (8, 8), "red").save(tmp_path / name)
-    rows = [{"q": f"What is shown {i}?", "x": "right", "y": "wrong", "img": ["a.png", "b.png", None][i]} for i in range(3)]
+    rows = [
+        {"q": f"What is shown {i}?", "x": "right", "y": "wrong", "img": ["a.png", "b.png", None][i]}
+        for i in range(3)
+    ]
     rows[2].pop("img")
     data = write_jsonl(tmp_path / "img.jsonl", rows)
     seen = []
@@ -598,13 +626,25 @@ def test_a_text_judge_on_an_image_file_warns_once_and_ignore_images_silences_it(
         return scripted_judge(lambda shown, j: ParsedScores([9.0, 2.0]))(model, items, **kwargs)
 
     monkeypatch.setattr(evaluate, "judge", judge_recording)
-    args = ["grm", "--model", "x", "--format", "generic", "--map", "prompt=q,chosen=x,rejected=y,images=img", "--data", str(data)]
+    args = [
+        "grm",
+        "--model",
+        "x",
+        "--format",
+        "generic",
+        "--map",
+        "prompt=q,chosen=x,rejected=y,images=img",
+        "--data",
+        str(data),
+    ]
     for encoder, extra, warnings, images in [
         (TextPromptEncoder(None), [], 1, [1, 1, 0]),
         (TextPromptEncoder(None), ["--ignore-images"], 0, [0, 0, 0]),
         (object(), [], 0, [1, 1, 0]),  # a multimodal judge: no warning, and it gets the images
     ]:
-        monkeypatch.setattr(evaluate, "build_judge", lambda spec, dtype, e=encoder: SimpleNamespace(encoder=e))
+        monkeypatch.setattr(
+            evaluate, "build_judge", lambda spec, dtype, e=encoder: SimpleNamespace(encoder=e)
+        )
         caplog.clear()
         seen.clear()
         with caplog.at_level("WARNING"):
@@ -648,10 +688,25 @@ def test_skipped_rows_are_counted_per_evaluated_slice(knowing_judge, tmp_path):
 
 
 def test_subset_names_are_kept_whole(knowing_judge, tmp_path):
-    rows = [{"prompt": f"q{i}", "chosen": "right", "rejected": "wrong", "source": "bigcode/humanevalpack"} for i in range(2)]
+    rows = [
+        {"prompt": f"q{i}", "chosen": "right", "rejected": "wrong", "source": "bigcode/humanevalpack"}
+        for i in range(2)
+    ]
     data = write_jsonl(tmp_path / "code.jsonl", rows)
     out = tmp_path / "r.json"
-    argv = ["grm", "--model", "x", "--format", "generic", "--map", "subset=source", "--data", str(data), "--out", str(out)]
+    argv = [
+        "grm",
+        "--model",
+        "x",
+        "--format",
+        "generic",
+        "--map",
+        "subset=source",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+    ]
     assert evaluate.main(argv) == 0
     assert set(strict_json(out.read_text())["metrics"]) == {"all", "subset/bigcode/humanevalpack"}
     from rlhfv.grm.eval_report import item_groups
