@@ -71,7 +71,8 @@ def mean_ci(values: Sequence[float], clusters: Sequence[Hashable] | None = None)
     g = len(set(clusters))
     deff = design_effect(values, clusters)
     low, high = wilson(mean, n / deff)
-    out = {"mean": mean, "ci95_low": low, "ci95_high": high, "n": n, "clusters": g, "design_effect": deff}
+    out: dict[str, Any] = {"mean": mean, "ci95_low": low, "ci95_high": high, "n": n}
+    out |= {"clusters": g, "design_effect": deff}
     out["interval"] = "wilson" if g == n else "clustered"
     return out
 

@@ -266,11 +266,11 @@ def evaluate_grm(
         step = max(1, batch_size // k_max)
         bar = tqdm(total=len(items), desc=f"sampling k={k_max}", unit="item", disable=not progress)
         for lo in range(0, len(items), step):
-            chunk = items[lo : lo + step]
+            group = items[lo : lo + step]
             judged = judge(
-                model, [e.item for e in chunk], k=k_max, rng=rng, temperature=temperature, **common
+                model, [e.item for e in group], k=k_max, rng=rng, temperature=temperature, **common
             )
-            for i, (e, j) in enumerate(zip(chunk, judged, strict=True)):
+            for i, (e, j) in enumerate(zip(group, judged, strict=True)):
                 n = len(e.item.responses)
                 failures.update(f"sampled: {p.error}" for p in j.parsed if not p.ok)
                 rec = {f"voting@{k}": pick_credit(vote(j.scores[:k], n), e.preferred) for k in ks}
@@ -296,7 +296,7 @@ def evaluate_grm(
                         }
                     )
                 per_item[lo + i]["sampled"] = rec
-            bar.update(len(chunk))
+            bar.update(len(group))
         bar.close()
     elapsed = time.perf_counter() - start
     results = summarize(items, per_item, failures, ks, elapsed, meta is not None, nested)

@@ -143,6 +143,7 @@ def parse_task_row(row: Any, root: Path, media_dir: Path, max_pixels: int) -> tu
     if problems:
         (field_name, message), others = problems[0], problems[1:]
         return None, field_name, message + "".join(f"; also field '{f}': {m}" for f, m in others)
+    assert isinstance(prompt, str) and responses is not None  # checked above
     task = NewTask(prompt=prompt, responses=list(responses), images=stored, source=str(row.get("source", "")),
                    external_id=str(row.get("id", "")), gold=gold)  # fmt: skip
     return task, "", ""
