@@ -139,8 +139,8 @@ def answer_of(row: dict, name: str) -> str:
 
 
 def rmb_subset(row: dict) -> str:
-    parts = str(row.get("category_path", "")).split("/")
-    return "/".join(parts[:2]) if len(parts) > 1 else parts[0]  # e.g. "Pairwise_set/Harmlessness"
+    """The whole category path (e.g. "Pairwise_set/Harmlessness/S1/Violent crimes"): RMB scores per path."""
+    return str(row.get("category_path", "")).strip("/")
 
 
 def from_rmb_pairwise(row: dict) -> list[PairwisePreference]:

@@ -7,14 +7,21 @@ file of the same keys, or as a dict in a recipe's data node:
     prompt=instruction,a=response1,b=response2,label=annotator1+annotator2+annotator3
 
 Keys (`KEYS`):
-- `prompt`: the question.
+- `prompt`: the question. Several fields joined by `+` (a list in YAML) are one prompt, their
+  texts joined by a blank line (`JOIN`) in the order given: `prompt=instruction+input` keeps an
+  instruction together with the text it is about. A part that is missing or empty is left out;
+  the prompt needs at least one.
 - `a`, `b`: the two responses, with `label` saying which is better; or `chosen`, `rejected`: the
-  better one and the worse one, with no label.
+  better one and the worse one, with no label. A response is kept as the text it is: an empty
+  string stays empty (annotators judged it), and a number, `true` or an object is its JSON text;
+  `load_generic` counts such responses. Only a missing response (`null`, no field) skips the row.
+  `+` joins fields here too.
 - `label`: the field naming the better response: 1 / 2, A / B, model_a / model_b, or the text of
   a response; 0 / tie means neither. Several fields joined by `+` (a list in YAML) are annotator
-  votes, combined by `vote`; an empty vote abstains.
+  votes, combined by `vote`; a missing, empty or NaN vote abstains.
 - `vote`: `majority` (default: a side needs more than half of the votes cast, tie votes included,
-  else the pair ties) or `plurality` (more votes than the other side; tie votes abstain).
+  else the pair ties), `plurality` (more votes than the other side; tie votes abstain) or
+  `unanimous` (every vote cast names the same side, else the pair ties).
 - `images` (a path or a list of paths inside the file's folder), `subset`, `id`: optional.
 
 A tie is kept as a tie (`preferred = None`), never as "the first one won"; judges are not scored
@@ -24,6 +31,8 @@ on ties and preference training skips them.
 from __future__ import annotations
 
 import difflib
+import json
+import logging
 import math
 from collections import Counter
 from pathlib import Path
@@ -31,8 +40,12 @@ from typing import Any
 
 from rlhfv.data.preference import PairwisePreference, RowError, RowProblem, load_rows, read_rows
 
+logger = logging.getLogger(__name__)
+
 KEYS = ("prompt", "a", "b", "chosen", "rejected", "label", "vote", "images", "subset", "id")
-VOTE_RULES = ("majority", "plurality")
+TEXT_KEYS = ("prompt", "a", "b", "chosen", "rejected", "label")  # may join fields with +
+JOIN = "\n\n"  # between the fields of one text (prompt=instruction+input)
+VOTE_RULES = ("majority", "plurality", "unanimous")
 SIDES = {  # a label value, lower-cased, → the side it names
     **dict.fromkeys(("1", "a", "model_a", "response_a"), "a"),
     **dict.fromkeys(("2", "b", "model_b", "response_b"), "b"),
@@ -74,9 +87,15 @@ def parse_mapping(spec: str | dict[str, Any]) -> dict[str, Any]:
     for key in mapping:
         if key not in KEYS:
             raise ValueError(f"mapping: {unknown_key_message(key, KEYS, 'mapping')}")
-    label = mapping.get("label")
-    if isinstance(label, str):
-        mapping["label"] = [f.strip() for f in label.split("+") if f.strip()]
+    for key in TEXT_KEYS:  # "instruction+input" → ["instruction", "input"]; one field stays a string
+        if isinstance(mapping.get(key), str):
+            fields = [f.strip() for f in mapping[key].split("+") if f.strip()]
+            mapping[key] = fields[0] if len(fields) == 1 and key != "label" else fields
+        value = mapping.get(key, "x")
+        if not (isinstance(value, str) and value) and not (
+            isinstance(value, list) and value and all(isinstance(f, str) and f for f in value)
+        ):
+            raise ValueError(f"mapping: {key} must be a field or fields joined by +, got {value!r}")
     has_ab, has_cr = "a" in mapping or "b" in mapping, "chosen" in mapping or "rejected" in mapping
     if has_ab and has_cr:
         raise ValueError("mapping: give either a, b and label, or chosen and rejected, not both")
@@ -108,9 +127,11 @@ def label_side(value: Any, responses: list[str]) -> str | None:
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    if isinstance(value, float) and math.isnan(value):
+        return None  # a spreadsheet's empty cell: this annotator did not vote
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # 1.0 from a spreadsheet export means 1
-    if isinstance(value, bool) or (isinstance(value, float) and math.isnan(value)):
+    if isinstance(value, bool):
         raise ValueError(f"names no response: {value!r}")
     text = str(value).strip()
     if text.lower() in SIDES:
@@ -126,28 +147,49 @@ def vote_outcome(sides: list[str], rule: str = "majority") -> int | None:
 
     `majority`: a side wins with more than half of all votes cast (a, b, tie, tie → tie).
     `plurality`: a side wins with more votes than the other side (a, tie, tie → a).
+    `unanimous`: a side wins with every vote cast (a, a, tie → tie).
     """
     counts = Counter(sides)
+    if rule == "unanimous":
+        return 0 if counts["a"] == len(sides) else 1 if counts["b"] == len(sides) else None
     if rule == "majority":
         need = len(sides) / 2
         return 0 if counts["a"] > need else 1 if counts["b"] > need else None
     return 0 if counts["a"] > counts["b"] else 1 if counts["b"] > counts["a"] else None
 
 
-def mapped_converter(mapping: dict[str, Any], folder: Path):
-    """Row → [PairwisePreference] under a checked mapping (`parse_mapping`); images stay in `folder`."""
+def as_text(value: Any) -> str:
+    """A field's value as the text it is: a string unchanged, anything else as JSON (`true`, `3`)."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def mapped_converter(mapping: dict[str, Any], folder: Path, kept_as_text: Counter | None = None):
+    """Row → [PairwisePreference] under a checked mapping (`parse_mapping`); images stay in `folder`.
+
+    `kept_as_text` counts the responses kept as they are: "empty" strings and "non-string" values.
+    """
     from rlhfv.data.images import ImageError, inside
 
     names = ("a", "b") if "a" in mapping else ("chosen", "rejected")
+    kept_as_text = Counter() if kept_as_text is None else kept_as_text
+    fields = {k: [mapping[k]] if isinstance(mapping[k], str) else mapping[k] for k in ("prompt", *names)}
 
-    def text(row: dict, key: str) -> str:
-        value = get_path(row, mapping[key])
-        if not isinstance(value, str) or not value.strip():
-            raise RowProblem(mapping[key], f"must be a non-empty string, got {value!r:.80}")
-        return value
+    def prompt_text(row: dict) -> str:
+        values = [get_path(row, f) for f in fields["prompt"]]
+        parts = [as_text(v) for v in values if v is not None and as_text(v).strip()]
+        if not parts:
+            shown = values[0] if len(values) == 1 else values
+            raise RowProblem("+".join(fields["prompt"]), f"must be a non-empty string, got {shown!r:.80}")
+        return JOIN.join(parts)
+
+    def response(row: dict, key: str) -> str:
+        values = [get_path(row, f) for f in fields[key]]
+        if all(v is None for v in values):
+            raise RowProblem("+".join(fields[key]), "is missing: a response may be empty, but not absent")
+        return JOIN.join(as_text(v) for v in values if v is not None)
 
     def convert(row: dict) -> list[PairwisePreference]:
-        prompt, responses = text(row, "prompt"), [text(row, names[0]), text(row, names[1])]
+        prompt, responses = prompt_text(row), [response(row, names[0]), response(row, names[1])]
         preferred: int | None = 0
         if "label" in mapping:
             sides = []
@@ -161,7 +203,7 @@ def mapped_converter(mapping: dict[str, Any], folder: Path):
                 raise RowProblem("+".join(mapping["label"]), "no label: every label field is empty")
             preferred = vote_outcome(sides, mapping["vote"])
         paths = get_path(row, mapping["images"]) if "images" in mapping else []
-        paths = [paths] if isinstance(paths, str) else paths
+        paths = [paths] if isinstance(paths, str) else [] if paths is None else paths  # none: a text row
         if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
             raise RowProblem(mapping["images"], f"must be a path or a list of paths, got {paths!r:.80}")
         try:
@@ -170,6 +212,10 @@ def mapped_converter(mapping: dict[str, Any], folder: Path):
             raise RowProblem(mapping["images"], str(e)) from None
         source = str(get_path(row, mapping["subset"])) if "subset" in mapping else ""
         pid = str(get_path(row, mapping["id"]) or "") if "id" in mapping else ""
+        for key in names:  # counted once the row is kept
+            values = [get_path(row, f) for f in fields[key]]
+            kept_as_text["non-string"] += any(v is not None and not isinstance(v, str) for v in values)
+        kept_as_text["empty"] += sum(not r.strip() for r in responses)
         return [PairwisePreference(pid, prompt, responses, preferred, images, source)]
 
     return convert
@@ -186,7 +232,15 @@ def load_generic(
     """
     mapping = parse_mapping(mapping or {})
     path = Path(path)
-    rows, errors = load_rows(path, mapped_converter(mapping, path.parent))
+    kept: Counter = Counter()
+    rows, errors = load_rows(path, mapped_converter(mapping, path.parent, kept))
+    if kept["empty"] or kept["non-string"]:
+        logger.warning(
+            "%s: kept %d empty and %d non-string responses as the text they are (a non-string as its JSON)",
+            path,
+            kept["empty"],
+            kept["non-string"],
+        )
     if errors and not rows:
         field, count = Counter(e.field for e in errors).most_common(1)[0]
         first = next((r for _, r, bad in read_rows(path) if not bad and isinstance(r, dict)), {})

@@ -157,11 +157,33 @@ def load_rows(path: str | Path, convert: Callable[[dict], list]) -> tuple[list, 
     return out, errors
 
 
+PREFERENCE_KEYS = ("id", "prompt", "images", "responses", "preferred", "source")
+PREFERENCE_ALIASES = {  # keys other formats use for ours
+    **dict.fromkeys(("chosen", "rejected", "answers", "completions"), "responses"),
+    **dict.fromkeys(("label", "winner", "gold"), "preferred"),
+    **dict.fromkeys(("image", "image_path"), "images"),
+    **dict.fromkeys(("question", "instruction", "query"), "prompt"),
+}
+
+
+def unknown_preference_key(key: str) -> str:
+    """'unknown key …; did you mean …?' for a key of this file format."""
+    import difflib
+
+    guess = PREFERENCE_ALIASES.get(key) or next(
+        iter(difflib.get_close_matches(key, PREFERENCE_KEYS, n=1)), None
+    )
+    hint = f"; did you mean {guess!r}?" if guess else ""
+    return f"unknown key {key!r}{hint} (known: {', '.join(PREFERENCE_KEYS)}; other layouts: --format generic --map)"
+
+
 def read_preferences(path: str | Path) -> tuple[list[PairwisePreference], list[RowError]]:
     """Read a preference JSONL file, skipping (and reporting) malformed rows.
 
     Image paths must lie inside the file's folder (no absolute or `../` paths) and are made
-    absolute. Returns the good rows and one RowError per skipped row.
+    absolute. A key outside `PREFERENCE_KEYS` makes its row a RowError with a did-you-mean (a
+    misspelled `preferred` must not go unnoticed). Returns the good rows and one RowError per
+    skipped row.
     """
     from rlhfv.data.images import ImageError, inside
 
@@ -170,6 +192,9 @@ def read_preferences(path: str | Path) -> tuple[list[PairwisePreference], list[R
         raise FileNotFoundError(f"preference file not found: {path}")
 
     def convert(row: dict) -> list[PairwisePreference]:
+        unknown = [k for k in row if k not in PREFERENCE_KEYS]
+        if unknown:
+            raise RowProblem(unknown[0], unknown_preference_key(unknown[0]))
         pref, bad_field, message = parse_preference(row)
         if pref is None:
             raise RowProblem(bad_field, message)

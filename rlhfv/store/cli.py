@@ -91,6 +91,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(report)
+    if report.added == 0 and report.duplicates == 0:  # nothing imported and nothing already there
+        print(f"error: imported no task from {args.path or args.kind}", file=sys.stderr)
+        return 1
     return 0
 
 

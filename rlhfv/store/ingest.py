@@ -100,37 +100,50 @@ def store_pil_image(image: Any, media_dir: Path) -> str:
 
 
 def parse_task_row(row: Any, root: Path, media_dir: Path, max_pixels: int) -> tuple[NewTask | None, str, str]:
-    """Check one decoded row; return (task, "", "") or (None, field, message)."""
+    """Check one decoded row; return (task, "", "") or (None, field, message).
+
+    Every problem of the row is named: the field is the first one's, and the message goes on
+    with "; also field '…': …" for the others, so one pass over a file shows all that needs fixing.
+    """
     if not isinstance(row, dict):
         return None, "<row>", f"expected a JSON object, got {type(row).__name__}"
-    unknown = [k for k in row if k not in TASK_KEYS]
-    if unknown:
-        return None, unknown[0], unknown_key_message(unknown[0], TASK_KEYS, "task", TASK_ALIASES)
+    problems = [
+        (k, unknown_key_message(k, TASK_KEYS, "task", TASK_ALIASES)) for k in row if k not in TASK_KEYS
+    ]
     prompt = row.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        return None, "prompt", f"must be a non-empty string, got {prompt!r:.80}"
+        problems.append(("prompt", f"must be a non-empty string, got {prompt!r:.80}"))
     responses = row.get("responses")
     if not isinstance(responses, list) or not 2 <= len(responses) <= MAX_RESPONSES:
-        return None, "responses", f"must be a list of 2 to {MAX_RESPONSES} strings, got {responses!r:.80}"
-    for i, r in enumerate(responses):
-        if not isinstance(r, str) or not r.strip():
-            return None, f"responses[{i}]", f"must be a non-empty string, got {r!r:.80}"
+        problems.append(
+            ("responses", f"must be a list of 2 to {MAX_RESPONSES} strings, got {responses!r:.80}")
+        )
+        responses = None
+    else:
+        problems += [(f"responses[{i}]", f"must be a non-empty string, got {r!r:.80}")
+                     for i, r in enumerate(responses) if not isinstance(r, str) or not r.strip()]  # fmt: skip
     images = row.get("images", [])
     if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
-        return None, "images", f"must be a list of paths, got {images!r:.80}"
+        problems.append(("images", f"must be a list of paths, got {images!r:.80}"))
+        images = []
     gold = row.get("gold")
-    if gold is not None:
+    if gold is not None and responses is not None:
         if isinstance(gold, int) and not isinstance(gold, bool) and 0 <= gold < len(responses):
             gold = [0 if i == gold else 1 for i in range(len(responses))]
         elif not (isinstance(gold, list) and len(gold) == len(responses)
                   and all(isinstance(g, int) and not isinstance(g, bool) and 0 <= g < len(responses) for g in gold)):  # fmt: skip
-            return None, "gold", f"must be a response index or {len(responses)} ranks, got {gold!r:.80}"
-    stored = []
-    for k, rel in enumerate(images):
-        try:
-            stored.append(store_image(rel, root, media_dir, max_pixels))
-        except ImageRejected as e:
-            return None, f"images[{k}]", str(e)
+            problems.append(("gold", f"must be a response index or {len(responses)} ranks, got {gold!r:.80}"))
+    if not problems:  # images are stored only for a row that is otherwise sound
+        stored = []
+        for k, rel in enumerate(images):
+            try:
+                stored.append(store_image(rel, root, media_dir, max_pixels))
+            except ImageRejected as e:
+                problems.append((f"images[{k}]", str(e)))
+    if problems:
+        (field_name, message), others = problems[0], problems[1:]
+        return None, field_name, message + "".join(f"; also field '{f}': {m}" for f, m in others)
+    assert isinstance(prompt, str) and responses is not None  # checked above
     task = NewTask(prompt=prompt, responses=list(responses), images=stored, source=str(row.get("source", "")),
                    external_id=str(row.get("id", "")), gold=gold)  # fmt: skip
     return task, "", ""

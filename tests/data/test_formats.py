@@ -116,7 +116,9 @@ def test_rmb_pairwise_and_best_of_n(tmp_path):
     rows, errors = load_preference_data(
         "rmb-pairwise", write_jsonl(tmp_path / "p.jsonl", [pair, {**pair, "reject": {}}])
     )
-    assert rows[0].responses == ["I can't help", "Sure"] and rows[0].source == "Pairwise_set/Harmlessness"
+    assert (
+        rows[0].responses == ["I can't help", "Sure"] and rows[0].source == "Pairwise_set/Harmlessness/S1/x"
+    )  # the whole category path
     assert [e.field for e in errors] == ["reject.answer"]
     bon = {
         "bon_uid": "b1",

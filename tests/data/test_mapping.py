@@ -56,7 +56,8 @@ def test_a_label_names_a_side_by_number_letter_arena_name_or_text_and_refuses_an
     assert [label_side(v, texts) for v in (1, "2", "A", "b", "model_b", 0, "tie", 1.0, "no", None, " ")] == [
         "a", "b", "a", "b", "b", "tie", "tie", "a", "b", None, None,
     ]  # fmt: skip
-    for bad in (3, float("nan"), "maybe", True):
+    assert label_side(float("nan"), texts) is None  # a spreadsheet's empty cell: this vote abstains
+    for bad in (3, "maybe", True):
         with pytest.raises(ValueError, match="names no response|must be 1/2"):
             label_side(bad, texts)
 
@@ -92,7 +93,7 @@ def test_mappings_are_checked_before_any_row_is_read():
     with pytest.raises(ValueError, match="either a, b and label, or chosen and rejected"):
         parse_mapping("a=x,b=y,label=z,chosen=c")
     with pytest.raises(ValueError, match="vote must be one of"):
-        parse_mapping("a=x,b=y,label=z,vote=unanimous")
+        parse_mapping("a=x,b=y,label=z,vote=consensus")
     with pytest.raises(ValueError, match="each part must be key=field"):
         parse_mapping("a=x,b")
     assert parse_mapping({})["chosen"] == "chosen"  # the rewardbench-like default
@@ -127,3 +128,36 @@ def test_a_yaml_mapping_file_and_a_recipe_data_node_read_the_same_pairs(multi_an
 def test_a_mapping_given_to_a_built_in_format_is_refused(multi_annotator):
     with pytest.raises(ValueError, match="only applies to the 'generic' format, not 'llmbar'"):
         load_preference_data("llmbar", multi_annotator, VOTES)
+
+
+def test_a_prompt_joins_instruction_and_input_and_an_empty_response_is_kept(tmp_path, caplog):
+    rows = [
+        {"instruction": "Summarise this.", "input": "The cat sat on the mat all day.", "r1": "", "r2": "A cat sat.", "v": 2},
+        {"instruction": "Say hi.", "input": "", "r1": "hi", "r2": True, "v": 1},  # no input: the instruction alone
+        {"instruction": "Count.", "r1": 3, "r2": "three", "v": "tie"},
+        {"instruction": "Lost.", "r1": "kept", "v": 1},  # r2 absent: a response may be empty, not missing
+    ]  # fmt: skip
+    path = write_jsonl(tmp_path / "instruct.jsonl", rows)
+    with caplog.at_level("WARNING"):
+        loaded, errors = load_preference_data("generic", path, "prompt=instruction+input,a=r1,b=r2,label=v")
+    assert loaded[0].prompt == "Summarise this.\n\nThe cat sat on the mat all day."  # JOIN is a blank line
+    assert loaded[0].responses == ["", "A cat sat."] and loaded[0].preferred == 1
+    assert loaded[1].prompt == "Say hi." and loaded[1].responses == ["hi", "true"]  # JSON true as its text
+    assert loaded[2].responses == ["3", "three"] and loaded[2].preferred is None
+    assert [(e.line, e.field) for e in errors] == [(4, "r2")]
+    assert "kept 1 empty and 2 non-string responses" in caplog.text
+
+
+def test_a_nan_or_missing_vote_abstains_and_the_others_decide(tmp_path):
+    nan = float("nan")
+    rows = [annotated((1, 1, nan)), annotated((2, None, 2)), {**annotated((1, 1)), "annotator3": None}]
+    path = tmp_path / "nan.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # json writes NaN, as pandas exports do
+    loaded, errors = load_preference_data("generic", path, VOTES)
+    assert not errors and [r.preferred for r in loaded] == [0, 1, 0]  # 2 of 2 votes cast: a majority
+
+
+def test_unanimous_needs_every_vote_cast(multi_annotator):
+    rows, _ = load_preference_data("generic", multi_annotator, VOTES + ",vote=unanimous")
+    # 1,1,2 → tie; 2,2,0 → tie (a tie vote breaks unanimity); 2,2,2 → second; the rest tie.
+    assert [r.preferred for r in rows] == [None, None, None, None, 1, None]

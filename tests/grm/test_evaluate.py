@@ -360,18 +360,22 @@ def test_all_failed_parses_still_write_strict_json(monkeypatch, tmp_path):
     text = json.dumps(results, allow_nan=False)  # position consistency with no parse is null, not NaN
     assert strict_json(text)["metrics"]["all"]["greedy/position_consistency"] is None
     header, overall = summary_table(results)[1:3]
+    # Strict accuracy leads: nothing parsed is 0, not a chance-looking 0.5. Wilson for 0 of 6:
+    # centre (0 + z²/12) / (1 + z²/6) = 0.1952 = half-width, so 0.000-0.390. Then the interval's
+    # kind, ties (0 of 0 parsed), unparsed 1.0, forced 0, no position consistency, ties-½ accuracy.
     assert overall.split() == [
         "all",
         "6",
-        "0.500",
-        "0.188-0.812",
+        "0.000",
+        "0.000-0.390",
+        "wilson",
         "0.000",
         "1.000",
         "0.000",
-    ]  # CI as worked above
-    assert header.index("accuracy") + len("accuracy") == overall.index("0.500") + len(
-        "0.500"
-    )  # columns align
+        "-",
+        "0.500",
+    ]
+    assert header.index("strict") + len("strict") == overall.index("0.000") + len("0.000")  # columns align
 
 
 def test_the_progress_bar_counts_items_and_shows_an_eta(monkeypatch, capsys):
@@ -473,7 +477,8 @@ def test_textchecks_is_a_format_without_a_data_file_and_prints_each_way_of_judgi
     assert "textchecks/add" in out and "textchecks/caps" in out
     lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     assert lines["verdict"][0] == "1.000"  # the scripted verdicts are all right
-    assert lines["voting@1"][0] == lines["voting@2"][0] == "0.500"  # every vote ties: a coin flip
+    # every vote ties: strictly wrong, a coin flip with ties as ½
+    assert lines["voting@1"][:2] == lines["voting@2"][:2] == ["0.000", "0.500"]
     per_item = json.loads((tmp_path / "r.json").read_text())["per_item"]  # for paired comparisons
     assert len(per_item) == 14 and all(r["verdict"] == 1.0 and r["voting@2"] == 0.5 for r in per_item)
 
@@ -513,3 +518,219 @@ def test_a_compact_judge_sees_the_request_and_responses_without_the_instructions
         judging = texts[-1]  # after the reading
         assert "[Response 2]" in judging and "[Your own answer" in judging
         assert (opening in judging) is not compact
+
+
+def test_a_judge_that_parses_half_its_judgements_heads_the_table_with_strict_accuracy_at_most_half(
+    monkeypatch,
+):
+    """Each item: the stored order parses and is right, the reversed one does not parse. Strict
+    credit (1 + 0) / 2 = 0.5 per item; with the failure as a coin flip (1 + 0.5) / 2 = 0.75."""
+
+    def rule(shown, j):
+        if j == 1:
+            return ParsedScores(None, "no box")
+        return ParsedScores([9.0 if r == "good" else 2.0 for r in shown])
+
+    monkeypatch.setattr(evaluate, "judge", scripted_judge(rule))
+    table = summary_table(evaluate_grm(None, ITEMS, progress=False))
+    assert table[0].startswith("greedy strict accuracy over 6 items")
+    header, overall = table[1].split(), table[2].split()
+    assert header[:3] == ["subset", "n", "strict"] and header[-1] == "ties=1/2"
+    assert overall[0] == "all" and float(overall[2]) <= 0.5 and overall[2] == "0.500"
+    assert overall[6] == "0.500" and overall[-1] == "0.750"  # unparsed share, then ties as ½
+    assert any("strict accuracy: right only when" in line for line in table)  # the legend names each column
+
+
+def test_a_clustered_interval_is_wider_by_the_design_effect_on_20_prompts_of_9_pairs():
+    """20 prompts × 9 pairs, 10 prompts all right and 10 all wrong: p = 0.5. Independent variance
+    0.25/180 = 0.0013889; cluster-robust 20/19 · 20·(9·0.5)² / 180² = 0.013158; DEFF = 9.474
+    (= 9 · 20/19), so the interval is Wilson's at n = 180 / 9.474 = 19 prompts' worth."""
+    from rlhfv.grm.eval_report import design_effect, wilson
+
+    values = [1.0] * 90 + [0.0] * 90
+    clusters = [c for c in range(20) for _ in range(9)]
+    assert design_effect(values, clusters) == pytest.approx(9 * 20 / 19)
+    naive, clustered = mean_ci(values), mean_ci(values, clusters)
+    assert (
+        naive["interval"] == "wilson" and clustered["interval"] == "clustered" and clustered["clusters"] == 20
+    )
+    assert (clustered["ci95_low"], clustered["ci95_high"]) == pytest.approx(wilson(0.5, 19.0))
+    # Wilson half-widths at p = 0.5: n = 180 → 0.0723, n = 19 → 0.2051, 2.84× (√DEFF = 3.08 for a normal interval)
+    ratio = (clustered["ci95_high"] - clustered["ci95_low"]) / (naive["ci95_high"] - naive["ci95_low"])
+    assert ratio == pytest.approx(0.2051 / 0.0723, rel=1e-3)
+    # Items that do not depend on their prompt (right and wrong alternate inside each) gain nothing.
+    assert design_effect([float(i % 2) for i in range(180)], clusters) == 1.0
+
+
+def rm_bench_rule(shown, j):
+    """Prompt A's judge is right unless the chosen answer is concise against a longer rejected one;
+    prompt B's only when both have the same style. Responses read '<prompt> right|wrong <style>'."""
+    (prompt, side0, style0), (_, _, style1) = (r.split() for r in shown)
+    chosen, rejected = (style0, style1) if side0 == "right" else (style1, style0)
+    right = not (chosen == "0" and rejected != "0") if prompt == "A" else chosen == rejected
+    first_wins = right == (side0 == "right")
+    return ParsedScores([9.0, 2.0] if first_wins else [2.0, 9.0])
+
+
+def test_rm_bench_scores_follow_the_benchmarks_matrix_on_a_two_prompt_example(monkeypatch, tmp_path, capsys):
+    """Cell (i, j) averaged over the two prompts:
+    A: right except (0,1), (0,2);  B: right only on the diagonal.
+    matrix = [[1, 0, 0], [.5, 1, .5], [.5, .5, 1]]
+    hard   = (0 + 0 + .5) / 3 = 0.1667   (above the diagonal: the chosen answer plainer)
+    normal = (1 + 1 + 1) / 3 = 1
+    easy   = (.5 + .5 + .5) / 3 = 0.5
+    average = 5 / 9 = 0.5556"""
+    monkeypatch.setattr(evaluate, "judge", scripted_judge(rm_bench_rule))
+    monkeypatch.setattr(evaluate, "build_judge", lambda spec, dtype: object())
+    rows = [
+        {"id": p, "subset": "chat", "prompt": f"q{p}", "chosen": [f"{p} right {s}" for s in "012"],
+         "rejected": [f"{p} wrong {s}" for s in "012"]}
+        for p in "AB"
+    ]  # fmt: skip
+    data = write_jsonl(tmp_path / "rm.jsonl", rows)
+    out = tmp_path / "r.json"
+    assert (
+        evaluate.main(["grm", "--model", "x", "--format", "rm-bench", "--data", str(data), "--out", str(out)])
+        == 0
+    )
+    bench = strict_json(out.read_text())["benchmark"]
+    assert bench["matrices"]["chat"] == [[1.0, 0.0, 0.0], [0.5, 1.0, 0.5], [0.5, 0.5, 1.0]]
+    scores = bench["scores"]
+    assert scores["chat/hard"] == pytest.approx(1 / 6) and scores["chat/normal"] == 1.0
+    assert scores["chat/easy"] == 0.5 and scores["average"] == pytest.approx(5 / 9)
+    table = capsys.readouterr().out
+    assert "RM-Bench scores" in table and "2 prompts" in table  # nine pairs of two prompts: clustered
+
+
+def test_a_text_judge_on_an_image_file_warns_once_and_ignore_images_silences_it(
+    monkeypatch, tmp_path, caplog
+):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from rlhfv.models.text_lm import TextPromptEncoder
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8), "red").save(tmp_path / name)
+    rows = [
+        {"q": f"What is shown {i}?", "x": "right", "y": "wrong", "img": ["a.png", "b.png", None][i]}
+        for i in range(3)
+    ]
+    rows[2].pop("img")
+    data = write_jsonl(tmp_path / "img.jsonl", rows)
+    seen = []
+
+    def judge_recording(model, items, **kwargs):
+        seen.extend(len(item.images) for item in items)
+        return scripted_judge(lambda shown, j: ParsedScores([9.0, 2.0]))(model, items, **kwargs)
+
+    monkeypatch.setattr(evaluate, "judge", judge_recording)
+    args = [
+        "grm",
+        "--model",
+        "x",
+        "--format",
+        "generic",
+        "--map",
+        "prompt=q,chosen=x,rejected=y,images=img",
+        "--data",
+        str(data),
+    ]
+    for encoder, extra, warnings, images in [
+        (TextPromptEncoder(None), [], 1, [1, 1, 0]),
+        (TextPromptEncoder(None), ["--ignore-images"], 0, [0, 0, 0]),
+        (object(), [], 0, [1, 1, 0]),  # a multimodal judge: no warning, and it gets the images
+    ]:
+        monkeypatch.setattr(
+            evaluate, "build_judge", lambda spec, dtype, e=encoder: SimpleNamespace(encoder=e)
+        )
+        caplog.clear()
+        seen.clear()
+        with caplog.at_level("WARNING"):
+            assert evaluate.main(args + extra) == 0
+        said = [r.getMessage() for r in caplog.records if "text-only judge" in r.getMessage()]
+        assert len(said) == warnings and sorted(seen) == sorted(images)
+        assert not said or said[0].startswith("2 of 3 items have images")
+
+
+def test_help_shows_every_default():
+    _, grm = evaluate.build_parser()
+    text = " ".join(grm.format_help().split())
+    options = [a for a in grm._actions if a.option_strings and a.dest != "help"]
+    for action in options:
+        assert f"(default: {action.default})" in text, action.dest
+    assert "--k [K ...] voting@k values" in text and "(default: [])" in text  # greedy only unless --k
+    assert "--cpu-threads CPU_THREADS" in text and "run.cpu_threads" in text
+
+
+def test_usage_errors_are_eval_grms_and_the_format_list_is_complete(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["grm", "--model", "tiny", "--format", "llmbar"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "usage: rlhfv eval grm" in err and "--data is required" in err
+    assert evaluate.main(["grm", "--model", "tiny", "--format", "csv", "--data", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "shapes" in err and "textchecks" in err and "generic" in err
+
+
+def test_skipped_rows_are_counted_per_evaluated_slice(knowing_judge, tmp_path):
+    rows = [{"prompt": f"q{i}", "chosen": "right", "rejected": "wrong"} for i in range(10)]
+    rows += [{"prompt": f"bad{i}", "chosen": "right"} for i in range(10)]  # no rejected response
+    data = write_jsonl(tmp_path / "half_bad.jsonl", rows)
+    out = tmp_path / "r.json"
+    argv = ["grm", "--model", "x", "--format", "generic", "--data", str(data), "--out", str(out)]
+    assert evaluate.main([*argv, "--limit", "5"]) == 0
+    results = strict_json(out.read_text())
+    # 5 of the 10 prompts evaluated: half of the file's 10 bad rows, 5, belong to this slice
+    assert results["items"] == 5 and results["skipped_rows"] == 5 and results["skipped_rows_in_file"] == 10
+    assert evaluate.main(argv) == 0 and strict_json(out.read_text())["skipped_rows"] == 10
+
+
+def test_subset_names_are_kept_whole(knowing_judge, tmp_path):
+    rows = [
+        {"prompt": f"q{i}", "chosen": "right", "rejected": "wrong", "source": "bigcode/humanevalpack"}
+        for i in range(2)
+    ]
+    data = write_jsonl(tmp_path / "code.jsonl", rows)
+    out = tmp_path / "r.json"
+    argv = [
+        "grm",
+        "--model",
+        "x",
+        "--format",
+        "generic",
+        "--map",
+        "subset=source",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+    ]
+    assert evaluate.main(argv) == 0
+    assert set(strict_json(out.read_text())["metrics"]) == {"all", "subset/bigcode/humanevalpack"}
+    from rlhfv.grm.eval_report import item_groups
+
+    rmb = [EvalItem(JudgeItem("q", ["a", "b"]), 0, path, str(i)) for i, path in enumerate(
+        ["Pairwise_set/Harmlessness/S1/crime", "Pairwise_set/Harmlessness/S2/fraud", "Pairwise_set/Helpfulness/Code/py"])]  # fmt: skip
+    # Pairwise_set holds every item, and S1, S2, Helpfulness and Helpfulness/Code each hold only
+    # the one path under them: none says anything new, so the whole paths stand for them
+    assert list(item_groups(rmb, nested=True)) == [
+        "all",
+        "subset/Pairwise_set/Harmlessness",
+        "subset/Pairwise_set/Harmlessness/S1/crime",
+        "subset/Pairwise_set/Harmlessness/S2/fraud",
+        "subset/Pairwise_set/Helpfulness/Code/py",
+    ]
+
+
+def test_the_jsonl_reader_refuses_unknown_keys_with_a_did_you_mean(tmp_path):
+    from rlhfv.data.formats import load_preference_data
+
+    data = write_jsonl(tmp_path / "own.jsonl", [
+        {"prompt": "q", "responses": ["a", "b"], "preferred": 0},
+        {"prompt": "q", "responses": ["a", "b"], "preffered": 1},
+    ])  # fmt: skip
+    rows, errors = load_preference_data("jsonl", data)
+    assert len(rows) == 1 and errors[0].line == 2 and errors[0].field == "preffered"
+    assert "did you mean 'preferred'?" in errors[0].message
