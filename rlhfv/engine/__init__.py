@@ -41,7 +41,14 @@ class RolloutConfig:
         threads: CPU engines: VLLM_CPU_OMP_THREADS_BIND ("auto", "0-1", "nobind" …).
         gpu_memory_utilization: GPU engines: share of the GPU vLLM may take (0: vLLM's default);
             the trainer shares the GPU, so keep it well below 1.
-        max_model_len: Longest prompt + completion the engine accepts.
+        max_model_len: Longest prompt + completion the engine accepts (0: `max_prompt_tokens`
+            + the recipe's `max_new_tokens`, at most the model's positions).
+        max_prompt_tokens: The longest prompt (image tokens included) when max_model_len is 0.
+        limit_mm_per_prompt: Vision-language policies: the most images one prompt may carry
+            (vLLM's `limit_mm_per_prompt`; the engine reserves encoder memory for that many).
+        request_seeds: Seed every request from (run.seed, step), so a resumed run or a repeated
+            call draws the same samples. Off: the engine's own generator (seeded once at start),
+            which on GPU keeps vLLM on its faster batched sampling path.
     """
 
     engine: str = "hf"
@@ -54,7 +61,10 @@ class RolloutConfig:
     kv_cache_gb: int = 1
     threads: str = "auto"
     gpu_memory_utilization: float = 0.3
-    max_model_len: int = 2048
+    max_model_len: int = 0
+    max_prompt_tokens: int = 2048
+    limit_mm_per_prompt: int = 1
+    request_seeds: bool = False
 
 
 def check_rollout_config(rollout: RolloutConfig) -> None:
@@ -65,6 +75,13 @@ def check_rollout_config(rollout: RolloutConfig) -> None:
         raise ValueError(f"rollout.sync_every = {rollout.sync_every}; 1 (every step) or more")
     if rollout.tis_cap < 0 or 0 < rollout.tis_cap < 1:
         raise ValueError(f"rollout.tis_cap = {rollout.tis_cap}; 0 (off) or a cap ≥ 1 (TRL uses 2)")
+    if rollout.limit_mm_per_prompt < 1:
+        raise ValueError(f"rollout.limit_mm_per_prompt = {rollout.limit_mm_per_prompt}; 1 image or more")
+    if not 0 <= rollout.gpu_memory_utilization < 1:
+        raise ValueError(
+            f"rollout.gpu_memory_utilization = {rollout.gpu_memory_utilization}; a share in [0, 1) "
+            "(0: vLLM's default), leaving the rest of the GPU to training"
+        )
 
 
 class RolloutEngine(Protocol):
