@@ -26,7 +26,9 @@ G, T = 3, 8
 def requirements() -> None:
     problem = env_problem(engine_home() / "vllm")
     if problem:
-        pytest.skip(f"no usable vLLM engine environment ({problem}); create it with `rlhfv engine install vllm`")
+        pytest.skip(
+            f"no usable vLLM engine environment ({problem}); create it with `rlhfv engine install vllm`"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,12 @@ def gap(policy, rollout) -> float:
     """Mean |log π_engine − log π_trainer| over the completion tokens."""
     with torch.no_grad():
         lp = sequence_logprobs(
-            policy, rollout.prompt_batch, rollout.completion_ids, rollout.completion_mask, 1.0, rollout.group_size
+            policy,
+            rollout.prompt_batch,
+            rollout.completion_ids,
+            rollout.completion_mask,
+            1.0,
+            rollout.group_size,
         )
     mask = rollout.completion_mask
     return float(((lp - rollout.sampler_logprobs).abs() * mask).sum() / mask.sum())
