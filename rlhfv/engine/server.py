@@ -57,6 +57,10 @@ def load_engine(args: argparse.Namespace):  # -> vllm.LLM
         kwargs["gpu_memory_utilization"] = args.gpu_memory_utilization
     if args.multimodal:
         kwargs["limit_mm_per_prompt"] = {"image": args.multimodal}
+    if args.sleep:  # colocated on GPU: weights and KV cache leave the GPU while training runs
+        kwargs["enable_sleep_mode"] = True
+    if args.external_launcher:  # colocated under torchrun: each rank's engine joins its process group
+        kwargs["distributed_executor_backend"] = "external_launcher"
     return LLM(**kwargs)
 
 
@@ -121,27 +125,36 @@ def generate(llm, request: dict) -> list[list[dict]]:
 
 
 def reload(llm, weights_dir: str) -> float:
-    """Load the folder's weights into the running model.
+    """Load the folder's weights into the running model (see `reload_tensors`).
 
-    `reload_weights` redoes the weight processing (the CPU backend's repacking); a plain
-    `load_weights` into the repacked layers fails there. With the engine core in this process
-    (VLLM_ENABLE_V1_MULTIPROCESSING=0) the tensors are handed over directly, memory-mapped from
-    the file; otherwise the workers read the folder themselves.
+    With the engine core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0) the tensors are
+    handed over directly, memory-mapped from the file; otherwise the workers read the folder
+    themselves (tensors do not pickle across vLLM's processes).
     """
     began = time.perf_counter()
     if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
         from safetensors import safe_open
 
         with safe_open(os.path.join(weights_dir, "model.safetensors"), framework="pt") as f:
-            weights = ((name, f.get_tensor(name)) for name in f.keys())
-            llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+            reload_tensors(llm, ((name, f.get_tensor(name)) for name in f.keys()))
     else:
         llm.collective_rpc("reload_weights", kwargs={"weights_path": weights_dir})
-    # Cached prompt blocks and image embeddings were computed by the old weights; without the
-    # encoder reset the next image request fails ("Encoder cache miss").
+        reset_caches(llm)
+    return time.perf_counter() - began
+
+
+def reload_tensors(llm, named_tensors) -> None:
+    """`reload_weights` redoes the weight processing (the CPU backend's repacking); a plain
+    `load_weights` into the repacked layers fails there."""
+    llm.collective_rpc("reload_weights", kwargs={"weights_iterator": named_tensors})
+    reset_caches(llm)
+
+
+def reset_caches(llm) -> None:
+    """Cached prompt blocks and image embeddings were computed by the old weights; without the
+    encoder reset the next image request fails ("Encoder cache miss")."""
     llm.reset_prefix_cache()
     llm.llm_engine.reset_encoder_cache()
-    return time.perf_counter() - began
 
 
 def serve(llm, address: str, authkey: bytes) -> None:
@@ -172,17 +185,23 @@ def serve(llm, address: str, authkey: bytes) -> None:
                     conn.send(reply)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="model folder (config, tokenizer, safetensors)")
-    p.add_argument("--address", required=True, help="Unix socket path to listen on")
+    p.add_argument("--address", default="", help="Unix socket path to listen on")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.0)
     p.add_argument("--multimodal", type=int, default=0, help="images per prompt (0: text only)")
     p.add_argument("--gpu", action="store_true", help="CUDA graphs and chunked prefill (GPU engines)")
-    args = p.parse_args()
+    p.add_argument("--sleep", action="store_true", help="vLLM's sleep mode (colocated GPU engines)")
+    p.add_argument("--external-launcher", action="store_true", help="an engine per torchrun rank")
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     authkey = bytes.fromhex(os.environ.pop("RLHFV_ENGINE_AUTHKEY"))
     llm = load_engine(args)
     serve(llm, args.address, authkey)

