@@ -61,7 +61,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = Path(args.model) if args.model else Path(args.out) / "tiny_qwen2_vl"
     if not args.model:
-        save_model(tiny_qwen2_vl(seed=0, hidden_size=128), folder)  # head size 32: vLLM's kernels need ≥ 32
+        save_model(tiny_qwen2_vl(seed=0, hidden_size=96), folder)  # 3 heads of 32: vLLM's kernels need ≥ 32
     policy = load_hf_vlm(str(folder), dtype=args.dtype)
     policy.module.to(device).eval()
     data = ShapesVQA(size=args.prompts, split="test")
