@@ -33,7 +33,12 @@ from rlhfv.rollout import generate, sequence_logprobs
 def gap(policy, rollout) -> float:
     with torch.no_grad():
         lp = sequence_logprobs(
-            policy, rollout.prompt_batch, rollout.completion_ids, rollout.completion_mask, 1.0, rollout.group_size
+            policy,
+            rollout.prompt_batch,
+            rollout.completion_ids,
+            rollout.completion_mask,
+            1.0,
+            rollout.group_size,
         )
     mask = rollout.completion_mask
     return float(((lp - rollout.sampler_logprobs).abs() * mask).sum() / mask.sum())
@@ -68,12 +73,17 @@ def main() -> None:
     prompts = [data[i].prompt for i in range(args.prompts)]
     labels, g, t = [""] * len(prompts), args.group_size, args.max_new_tokens
     engine = VLLMEngine(policy, RolloutConfig(engine="vllm"), t, 1.0, 1.0, [], args.dtype, 0)
-    report: dict = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "dtype": args.dtype}
+    report: dict = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "dtype": args.dtype,
+    }
     try:
         rollout = engine.generate(prompts, g, labels, step=0)
         report["texts"] = rollout.texts[:2]
         report["gap_fresh"] = gap(policy, rollout)
-        report["engine_tokens_per_s"] = tokens_per_s(lambda r: engine.generate(prompts, g, labels, r), args.rounds)
+        report["engine_tokens_per_s"] = tokens_per_s(
+            lambda r: engine.generate(prompts, g, labels, r), args.rounds
+        )
         with torch.no_grad():
             hf = tokens_per_s(lambda r: generate(policy, prompts, g, t), args.rounds)
         report["hf_generate_tokens_per_s"] = hf

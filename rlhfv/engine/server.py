@@ -96,6 +96,7 @@ def generate(llm, request: dict) -> list[list[dict]]:
     prompts = []
     images = request.get("images") or [None] * len(request["prompts"])
     for prompt_in, pictures in zip(request["prompts"], images, strict=True):
+        prompt: dict[str, object]
         if isinstance(prompt_in, str):  # a chat text whose image markers vLLM expands itself
             prompt = {"prompt": prompt_in}
         else:

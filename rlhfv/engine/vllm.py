@@ -286,7 +286,8 @@ class VLLMEngine:
         # prompt + completion as the recipe sets them; vLLM refuses more than the model's positions
         wanted = self.settings.max_model_len or self.settings.max_prompt_tokens + self.max_new_tokens
         positions = getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
-        self.max_model_len = min(wanted, positions or getattr(config, "max_position_embeddings", 1 << 30))
+        positions = positions or getattr(config, "max_position_embeddings", None) or 1 << 30
+        self.max_model_len = min(wanted, int(positions))
         self._write_weights()
 
     def _write_weights(self) -> None:
@@ -489,8 +490,8 @@ class VLLMEngine:
         Prompts with a `reading` are answered in two passes, as `rlhfv.rollout.generate` does."""
         reading = None
         if any(p.reading is not None for p in prompts):  # the judge answers the question first
-            rows = [p for p in prompts for _ in range(group_size)]
-            prompts, reading = self._read_first(rows, step, temperature, greedy)
+            repeated = [p for p in prompts for _ in range(group_size)]
+            prompts, reading = self._read_first(repeated, step, temperature, greedy)
             labels = [label for label in labels for _ in range(group_size)]
             group_size = 1
         sampling = {

@@ -287,8 +287,8 @@ def judge(
     texts, forced = list(rollout.texts), [False] * len(prompts)
     if force:
         counts = [len(item.responses) for item in items for _ in range(k)]
-        shown = prompts
-        if engine is not None and rollout.reading is not None:  # the score line follows the rows' own readings
+        shown = prompts  # on the engine, the score line follows each row's own reading
+        if engine is not None and rollout.reading is not None:
             shown = [
                 replace(p, text=p.text.replace(READING_SLOT, r.strip()), reading=None)
                 for p, r in zip(prompts, rollout.reading.texts, strict=True)
