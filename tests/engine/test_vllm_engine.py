@@ -44,7 +44,10 @@ def policy():
 @pytest.fixture(scope="module")
 def engine(policy):
     """float32, so that a synced engine and the trainer agree to ~1e-5 per token."""
-    engine = VLLMEngine(policy, RolloutConfig(engine="vllm", kv_cache_gb=1), T, 1.0, 1.0, [], "float32", 0)
+    settings = RolloutConfig(
+        engine="vllm", kv_cache_gb=1, request_seeds=True
+    )  # samples repeat per (seed, step)
+    engine = VLLMEngine(policy, settings, T, 1.0, 1.0, [], "float32", 0)
     yield engine
     engine.close()
 
