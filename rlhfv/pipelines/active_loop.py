@@ -201,12 +201,14 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
     if state is not None:
         logger.info("resuming the loop at round %d, phase %s", state["round"], state["phase"])
     store_url = cfg.store or str(run.dir / "store.db")
+    shown_url = hide_password(store_url)  # messages and logs never show a database password
 
     def retrying(what: str, fn: Callable[[], T]) -> T:
         for attempt in range(cfg.store_retries + 1):
             try:
                 return fn()
             except OperationalError as e:  # locked, gone, unreachable: worth another try
+                why = " ".join(str(e.orig).split())  # one line (psycopg's messages span several)
                 if attempt == cfg.store_retries:
                     where = (
                         f"round {state['round']}, phase {state['phase']}"
@@ -214,11 +216,11 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
                         else "its start (nothing done yet)"
                     )
                     raise StoreUnreachable(
-                        f"store {store_url}: {what} failed {attempt + 1} times ({str(e.orig)[:200]}); the "
+                        f"store {shown_url}: {what} failed {attempt + 1} times ({why[:200]}); the "
                         f"loop is saved at {where}: make the store reachable and rerun with run.resume=auto"
                     ) from e
                 delay = cfg.store_backoff_s * 2**attempt
-                logger.warning("store %s: %s failed (%s); retrying in %.2g s", store_url, what, e.orig, delay)
+                logger.warning("store %s: %s failed (%s); retrying in %.2g s", shown_url, what, why, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -342,6 +344,15 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
     }
     store.close()
     return run.finish(None, summary_out)
+
+
+def hide_password(url: str) -> str:
+    """A database URL with its password replaced by ***; a SQLite path as it is."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def check_config(cfg: ActiveLoopConfig, source: str) -> None:
