@@ -70,10 +70,13 @@ def safe_upload_name(name: str) -> str | None:
 def import_uploads(store: Store, task_file, image_files, overlap: int) -> None:
     """Write the uploads to a private folder and import from there; oversized files are refused."""
     limit = max_upload_bytes()
-    for f in [task_file, *image_files]:
-        if f.size > limit:
+    # an image is also held to the import's own limit, so only one limit is ever quoted for it
+    image_limit = min(limit, ingest.MAX_IMAGE_BYTES)
+    for f, cap in [(task_file, limit), *((f, image_limit) for f in image_files)]:
+        if f.size > cap:
+            which = "upload limit" if cap == limit else "limit for an image"
             st.error(
-                f"{f.name} is {f.size / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB upload limit; not used."
+                f"{f.name} is {f.size / 2**20:.1f} MiB, over the {cap / 2**20:.0f} MiB {which}; not used."
             )
     if task_file.size > limit:
         return
@@ -84,7 +87,7 @@ def import_uploads(store: Store, task_file, image_files, overlap: int) -> None:
             name = safe_upload_name(f.name)
             if name is None:
                 st.error(f"{f.name!r} is not a plain file name; not used.")
-            elif f.size <= limit:
+            elif f.size <= image_limit:
                 (images / name).write_bytes(f.getvalue())
         # Named as uploaded, so tasks' source is the admin's file name rather than a fixed one.
         tasks = Path(tmp, safe_upload_name(task_file.name) or "tasks.jsonl")
@@ -93,7 +96,10 @@ def import_uploads(store: Store, task_file, image_files, overlap: int) -> None:
     for e in report.errors:  # name the upload, never the private folder it was written to
         e.file = task_file.name
         for folder in (str(images.resolve()), str(images)):
-            e.message = e.message.replace(folder + os.sep, "").replace(folder, "the uploaded images")
+            e.message = e.message.replace(folder + os.sep, "").replace(
+                f"its folder {folder}", "the folder of the uploaded images"
+            )
+            e.message = e.message.replace(folder, "the uploaded images")
     show_report(report)
 
 

@@ -189,6 +189,37 @@ def test_oversized_and_oddly_named_uploads_are_refused_with_a_message_and_the_re
     assert shown["error"] == ["huge.jsonl is 2.0 MiB, over the 1 MiB upload limit; not used."]
 
 
+def test_an_oversized_image_quotes_one_limit_and_an_escaping_path_reads_as_a_sentence(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.syspath_prepend(str(APP.parent))
+    import ui_admin
+
+    from rlhfv.store.ingest import MAX_IMAGE_BYTES
+
+    class Upload:  # what st.file_uploader hands back
+        def __init__(self, name: str, data: bytes):
+            self.name, self.size, self._data = name, len(data), data
+
+        def getvalue(self) -> bytes:
+            return self._data
+
+    said: list[str] = []
+    for kind in ("error", "warning", "success"):
+        monkeypatch.setattr(ui_admin.st, kind, lambda text: said.append(str(text)))
+    monkeypatch.setattr(ui_admin.st, "dataframe", lambda rows, **_: said.extend(r["problem"] for r in rows))
+    monkeypatch.setenv("RLHFV_MAX_UPLOAD_MB", "50")  # the upload limit is above the image limit (20 MiB)
+    rows = [{"prompt": "p", "images": ["big.png"], "responses": ["a", "b"]},
+            {"prompt": "q", "images": ["../outside.png"], "responses": ["a", "b"]}]  # fmt: skip
+    task_file = Upload("batch.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    big = Upload("big.png", b"\0" * (MAX_IMAGE_BYTES + 2**20))
+    ui_admin.import_uploads(store, task_file, [big], overlap=1)
+    about_big = [m for m in said if "big.png is" in m]
+    assert about_big == ["big.png is 21.0 MiB, over the 20 MiB limit for an image; not used."]
+    assert not any("50 MiB" in m for m in said)  # one limit, the one that applies
+    assert "../outside.png: image path escapes the folder of the uploaded images" in said
+
+
 def write_run(run: Path) -> None:
     run.mkdir(parents=True)
     (run / "recipe.yaml").write_text("pipeline: x\n")
