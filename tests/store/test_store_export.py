@@ -158,3 +158,17 @@ def test_an_export_killed_before_its_record_is_set_aside_and_written_again(store
     (tmp_path / "exports" / "v3").mkdir()
     with pytest.raises(FileExistsError, match="v3 exists but the store has no record of it"):
         export_snapshot(store, tmp_path / "exports")
+
+
+def test_a_snapshot_exported_from_another_working_folder_is_listed_where_it_is(
+    store: Store, tmp_path: Path, monkeypatch
+):
+    from rlhfv.store.export import list_snapshots
+
+    (tmp_path / "loop").mkdir()
+    (tmp_path / "app").mkdir()
+    monkeypatch.chdir(tmp_path / "loop")  # the active loop exports under its own (relative) run folder
+    export_snapshot(store, Path("checkpoints") / "run" / "exports")
+    monkeypatch.chdir(tmp_path / "app")  # the app runs from another folder and lists the records
+    [snap] = list_snapshots(store)
+    assert snap.path == tmp_path / "loop" / "checkpoints" / "run" / "exports" / "v1" and snap.path.is_dir()
