@@ -146,6 +146,8 @@ class ActiveLoopConfig:
         wait_timeout_s, poll_s: `annotators: app`: how long to wait for a round's labels, how often to look.
         store_retries, store_backoff_s: A failing store is retried this often, waiting
             backoff, 2×backoff, … between tries; then the loop stops, resumable.
+        heartbeat_s: How often the loop's process writes a sign of life into the store (the
+            app's Loop page shows a loop silent for 3 × this as stopped).
     """
 
     run: RunConfig = field(default_factory=RunConfig)
@@ -180,11 +182,75 @@ class ActiveLoopConfig:
     poll_s: float = 5.0
     store_retries: int = 5
     store_backoff_s: float = 1.0
+    heartbeat_s: float = 30.0
+
+
+class Heartbeat:
+    """A thread that writes the time into the store setting `loop:<run name>:heartbeat` every
+    `interval` seconds while the loop's process lives, whatever phase it is in (a GRM's training
+    can take hours), so the app's Loop page can tell a dead loop from a busy one."""
+
+    def __init__(self, interval: float):
+        import threading
+
+        self.interval, self.stopped, self.thread = interval, threading.Event(), None
+
+    def start(self, store: Store, key: str) -> None:
+        import threading
+
+        def beat() -> None:
+            while not self.stopped.is_set():
+                try:
+                    store.set_setting(key, f"{time.time():.0f}")
+                except Exception as e:  # a store that is away: the loop's own retries report it
+                    logger.debug("heartbeat not written: %s", e)
+                self.stopped.wait(self.interval)
+
+        self.thread = threading.Thread(target=beat, name="loop-heartbeat", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join()
 
 
 def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
+    """Run the loop; if it dies, say where and why in the store (`loop:<run name>:stopped`),
+    which the app's Loop page shows, then raise."""
     source = f"{cfg.run.name} (rlhfv.pipelines.active_loop)"
     check_config(cfg, source)
+    beat = Heartbeat(cfg.heartbeat_s)
+    try:
+        return run_loop(cfg, source, beat)
+    except (RecipeError, RunExistsError):
+        raise  # refused before it started: nothing stopped
+    except Exception as e:
+        record_stop(cfg, e)
+        raise
+    finally:
+        beat.stop()
+
+
+def record_stop(cfg: ActiveLoopConfig, error: Exception) -> None:
+    """Best effort: write "stopped at round r, phase p: <error>" where the app reads it."""
+    state_path = Path(cfg.run.dir) / "loop_state.json"
+    if not state_path.is_file():
+        return  # refused before it started: nothing to show
+    state = json.loads(state_path.read_text())
+    why = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+    try:
+        store = Store(cfg.store or str(Path(cfg.run.dir) / "store.db"), media_dir=cfg.media or None)
+        store.set_setting(
+            f"loop:{cfg.run.name}:stopped",
+            f"stopped at round {state['round']}, phase {state['phase']}: {why}",
+        )
+        store.close()
+    except Exception as e:  # the store itself may be what failed
+        logger.warning("could not record in the store that the loop stopped (%s)", e)
+
+
+def run_loop(cfg: ActiveLoopConfig, source: str, beat: Heartbeat) -> dict[str, Any]:
     strategy = resolve_target(cfg.selection, source, "selection")
     state_path = Path(cfg.run.dir) / "loop_state.json"
     if state_path.is_file() and cfg.run.resume == "never":
@@ -225,6 +291,8 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
         raise AssertionError("unreachable")
 
     store = retrying("opening", lambda: Store(store_url, media_dir=cfg.media or None))
+    retrying("clearing an old stop", lambda: store.set_setting(f"loop:{cfg.run.name}:stopped", ""))
+    beat.start(store, f"loop:{cfg.run.name}:heartbeat")
 
     def save(new_state: dict[str, Any]) -> None:
         tmp = state_path.with_suffix(".tmp")
@@ -246,6 +314,7 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
         grm_start = run.dir / "grm_start"  # every round's GRM training starts from this copy
         save_model(instantiate(cfg.grm), grm_start)
         state = {"id": secrets.token_hex(4), "round": 1, "phase": "sample", "grm": str(grm_start),
+                 "heartbeat_s": cfg.heartbeat_s,
                  "grm_start": str(grm_start), "overlap": overlap, "history": [], "stopped": ""}  # fmt: skip
         save(state)
     # the policy the rounds pair: the recipe's, or the latest one the loop trained
@@ -329,6 +398,9 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
             run.log(r, gained)
 
     logger.info("loop stopped: %s", state["stopped"])
+    retired = retrying("retiring open tasks", lambda: retire_open_tasks(store, loop_prefix))
+    if retired:
+        logger.info("retired %d of the loop's tasks still waiting for labels (no longer offered)", retired)
     for rec in state["history"]:
         logger.info(
             "  round %d  labels %4d  grm/accuracy %.3f", rec["round"], rec["labels/used"], rec["grm/accuracy"]
@@ -342,8 +414,20 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
         "grm": state["grm"],
         "policy": state.get("policy", ""),
     }
+    beat.stop()
     store.close()
     return run.finish(None, summary_out)
+
+
+def retire_open_tasks(store: Store, prefix: str) -> int:
+    """Withdraw the loop's tasks that still want labels from every annotator's queue (their labels
+    stay in the store and the loop's snapshots); return how many."""
+    from rlhfv.store.curation import retire_task
+
+    open_tasks = [p.id for p in store.task_progress(prefix).values() if p.labels < p.overlap]
+    for task_id in open_tasks:
+        retire_task(store, task_id)
+    return len(open_tasks)
 
 
 def hide_password(url: str) -> str:

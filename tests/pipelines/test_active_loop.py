@@ -223,6 +223,8 @@ def test_an_empty_pool_and_unparsable_judgements_stop_the_round_clearly_and_it_s
         cli(["run", RECIPE, *tiny(run_dir, tiny_model, "judge_force=false", db=db)])
     assert (loop_state(run_dir)["round"], loop_state(run_dir)["phase"]) == (1, "sample")
     assert db.open().task_progress("loop:") == {}
+    stopped = db.open().setting("loop:active_loop_shapes:stopped")  # what the app's Loop page shows
+    assert stopped.startswith("stopped at round 1, phase sample: ValueError: round 1: empty candidate pool")
     # ShapesVQA's own checker: a random policy never says the right answer, so nothing pairs.
     with pytest.raises(ValueError, match="round 1: empty candidate pool: none of the 6 pool questions"):
         cli(
@@ -275,13 +277,23 @@ def test_an_admin_can_end_a_round_early_and_a_round_without_pairs_keeps_the_grm(
         == 0
     )
     store = db.open()
-    assert [p.overlap for p in store.task_progress("loop:").values()] == [4, 4]
+    from sqlalchemy import select
+
+    from rlhfv.store.schema import Task
+
+    with store.session() as s:  # task_progress leaves out retired tasks, and the loop has ended
+        assert s.scalars(select(Task.overlap).where(Task.external_id.startswith("loop:"))).all() == [4, 4]
     store.close()
     state = loop_state(run_dir)
     assert state["history"][0]["labels/used"] == 0 and state["history"][0]["labels/pairs"] == 0
     assert state["grm"] == state["grm_start"] and not (run_dir / "round_1" / "grm").exists()
     assert state["history"][0]["grm/decision"] == "kept"
     assert "round 1's labels give no new preference pair" in state["history"][0]["grm/reason"]
+    # the loop has ended: its tasks still waiting for labels leave every queue
+    store = db.open()
+    late = store.add_user("late", "late-password").id
+    assert store.next_task(late) is None and store.task_progress("loop:") == {}
+    store.close()
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
