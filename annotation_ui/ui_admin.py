@@ -347,10 +347,7 @@ def render_users(store: Store, user: UserInfo) -> None:
     if not require_admin(store, user):
         return
     st.header("Users")
-    st.dataframe(
-        [{"name": u.name, "role": u.role, "active": u.active} for u in store.users()],
-        width="stretch",
-    )
+    table = st.empty()  # filled after the forms below, so it shows what they just changed
     with st.form("add-user", clear_on_submit=True):
         st.subheader("Add a user")
         name = st.text_input("Name")
@@ -379,6 +376,9 @@ def render_users(store: Store, user: UserInfo) -> None:
                     st.success(f"Saved {name}.")
                 except ValueError as e:
                     st.error(str(e))
+    table.dataframe(
+        [{"name": u.name, "role": u.role, "active": u.active} for u in store.users()], width="stretch"
+    )
     st.subheader("Refused logins")
     refused = [
         {**a, "at": f"{a['at']:%Y-%m-%d %H:%M:%S} UTC"}

@@ -220,6 +220,21 @@ def test_an_oversized_image_quotes_one_limit_and_an_escaping_path_reads_as_a_sen
     assert "../outside.png: image path escapes the folder of the uploaded images" in said
 
 
+def test_the_users_table_shows_a_user_as_soon_as_they_are_added_or_changed(store: Store):
+    at = logged_in("boss", "boss-password")
+    at.radio(key="page").set_value("Users").run()
+    at.text_input[0].input("carol")
+    at.text_input[1].input("carol-password")
+    click(at, "Add")
+    users = at.dataframe[0].value
+    assert "carol" in list(users["name"])
+    at.selectbox[1].set_value("carol")
+    at.selectbox[3].set_value("disabled")
+    click(at, "Save")
+    users = at.dataframe[0].value
+    assert not users[users["name"] == "carol"]["active"].item()
+
+
 def write_run(run: Path) -> None:
     run.mkdir(parents=True)
     (run / "recipe.yaml").write_text("pipeline: x\n")
