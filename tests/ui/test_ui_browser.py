@@ -433,3 +433,32 @@ def test_people_label_a_loop_round_in_chromium_and_the_loop_page_shows_round_2(b
     assert {row["external_id"] for row in labels} == set(round_1)
     assert store.setting("loop:active_loop_shapes:end_round") == "2"
     assert (run_dir / "round_1" / "grm" / "final").is_dir() and final["grm"].endswith("round_2/grm/final")
+
+
+@pytest.mark.slow
+def test_enter_acts_on_the_focused_control_and_a_flag_leaves_the_next_report_form_closed(app: App):
+    expect = app.sync_api.expect
+    with app.sync_api.sync_playwright() as p:
+        page = log_in(app, p, "ann", "ann-password")
+        page.get_by_role("button", name="Start labelling").click()
+        expect(page.get_by_text("Question 0?")).to_be_visible(timeout=30_000)
+        expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+        # Enter on a focused Skip skips: no label, no "choose first" complaint
+        page.get_by_role("button", name="Skip").focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_text("Question 1?")).to_be_visible(timeout=30_000)
+        expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+        assert not page.get_by_text("Choose A, B or Tie first.").is_visible()
+        # Enter on the report form's focused button flags the task with its comment: no label
+        page.get_by_text("Report this task as broken").click()
+        page.get_by_label("What is wrong?").fill("the picture is blank")
+        page.get_by_role("button", name="Flag as broken").focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_text("Question 2?")).to_be_visible(timeout=30_000)
+        expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+        # the next task's report form is closed
+        expect(page.get_by_label("What is wrong?")).not_to_be_visible()
+    from rlhfv.store.curation import open_flags
+
+    assert app.store.labels() == []
+    assert [f["comment"] for f in open_flags(app.store)] == ["the picture is blank"]
