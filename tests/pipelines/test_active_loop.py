@@ -482,7 +482,7 @@ def test_validate_refuses_a_judge_task_the_train_phase_would_refuse(capsys):
 def test_a_postgresql_server_that_goes_away_mid_round_stops_the_loop_and_it_resumes_losing_nothing(
     tmp_path, tiny_model, monkeypatch, caplog
 ):
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine, make_url, text
 
     from rlhfv.pipelines import active_loop
     from tests.conftest import POSTGRES_URL, empty_postgres
@@ -491,16 +491,19 @@ def test_a_postgresql_server_that_goes_away_mid_round_stops_the_loop_and_it_resu
         pytest.skip("set RLHFV_TEST_POSTGRES_URL to an empty PostgreSQL database (.ci/postgres makes one)")
     empty_postgres(POSTGRES_URL)
     db = Db(POSTGRES_URL, tmp_path / "media")
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    url = make_url(POSTGRES_URL)
+    # from the maintenance database: a session cannot lock others out of its own database
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
 
     def server(allow: bool) -> None:
-        """Refuse new connections to the database and end the open ones (or allow them again)."""
+        """Refuse new connections to the test database and end the open ones (or allow them again)."""
         with admin.connect() as conn:
-            name = conn.execute(text("select current_database()")).scalar()
-            conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allow).lower()}'))
+            conn.execute(text(f'ALTER DATABASE "{url.database}" WITH ALLOW_CONNECTIONS {str(allow).lower()}'))
             if not allow:
-                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE datname = current_database() AND pid <> pg_backend_pid()"))  # fmt: skip
+                conn.execute(
+                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db"),
+                    {"db": url.database},
+                )
 
     hold = active_loop.hold_if_asked
 
