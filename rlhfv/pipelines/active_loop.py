@@ -489,6 +489,17 @@ def check_recipe(cfg: Any, source: str, prefix: str) -> None:
     except ValueError as e:
         raise RecipeError(f"{source}: {prefix}judge_task: {e}") from e
     rt = cfg.retrain
+    replay = OmegaConf.to_container(rt.replay, resolve=True) if rt.replay is not None else {}
+    if replay.get("_component_") == "rlhfv.data.pairs.JudgeTask":
+        # replayed items must teach the mode the loop trains, not undo it
+        keys = [k for k in ("analysis", "reading") if replay.get(k, "verdict" if k == "analysis" else "none")
+                != cfg.judge_task.get(k, "verdict" if k == "analysis" else "none")]  # fmt: skip
+        if keys:
+            raise RecipeError(
+                f"{source}: {prefix}retrain.replay trains {', '.join(f'{k}={replay.get(k)!r}' for k in keys)} but "
+                f"judge_task has {', '.join(f'{k}={cfg.judge_task.get(k)!r}' for k in keys)}; replay data of the "
+                "mode the loop trains, or set retrain.replay=null"
+            )
     if not 0.0 <= rt.validation < 1.0:
         raise RecipeError(f"{source}: {prefix}retrain.validation = {rt.validation!r}; a share in [0, 1)")
     for key, low in (

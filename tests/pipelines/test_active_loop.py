@@ -121,9 +121,16 @@ def test_the_tiny_loop_runs_its_rounds_and_reports_accuracy_per_round(tmp_path, 
 @pytest.mark.slow
 def test_the_mode_without_a_reading_still_runs(tmp_path, tiny_model, db, capsys):
     """A GRM judged and trained on the question and answers alone (no own answer, "verdict")."""
-    verdict = ["judge_reading=false", "judge_task.analysis=verdict", "judge_task.reading=none",
-               "judge_task.misread=0", "judge_task.reading_items=0", "grm_train.eval_data.analysis=verdict",
-               "grm_train.eval_data.reading=none"]  # fmt: skip
+    verdict = [
+        "judge_reading=false",
+        "judge_task.analysis=verdict",
+        "judge_task.reading=none",
+        "judge_task.misread=0",
+        "judge_task.reading_items=0",
+        "grm_train.eval_data.analysis=verdict",
+        "grm_train.eval_data.reading=none",
+        "retrain.replay=null",
+    ]  # fmt: skip (grm_refine's data is "compare")
     assert cli(["run", RECIPE, *tiny(tmp_path / "run", tiny_model, *verdict, db=db)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["labels_by_round"] == [4, 8] and len(out["accuracy_by_round"]) == 2
@@ -473,7 +480,14 @@ def test_a_round_whose_labels_are_all_ties_keeps_the_grm_and_says_so(tmp_path, t
 def test_validate_refuses_a_judge_task_the_train_phase_would_refuse(capsys):
     assert cli(["validate", RECIPE, "judge_task.reading=none"]) == 2  # misread 0.2 stays
     assert "judge_task: JudgeTask.misread applies to reading='given' only" in capsys.readouterr().err
-    assert cli(["validate", RECIPE, "judge_task.reading=none", "judge_task.misread=0"]) == 0
+    assert cli(["validate", RECIPE, "judge_task.reading=none", "judge_task.misread=0"]) == 2
+    assert (
+        "retrain.replay trains reading='given' but judge_task has reading='none'" in capsys.readouterr().err
+    )
+    assert (
+        cli(["validate", RECIPE, "judge_task.reading=none", "judge_task.misread=0", "retrain.replay=null"])
+        == 0
+    )
     assert cli(["validate", RECIPE, "retrain.validation=1"]) == 2
     assert "retrain.validation = 1" in capsys.readouterr().err
 
