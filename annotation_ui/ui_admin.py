@@ -180,15 +180,21 @@ def render_progress(store: Store, user: UserInfo) -> None:
     report = agreement_report(units)
     st.header("Agreement")
     st.caption("Over pairwise units (task, response i, response j) labelled i better / j better / tie.")
-    stat_cols = st.columns(3)
+    stat_cols = st.columns(4)
     stat_cols[0].metric("Units with 2+ labels", report["units"])
-    stat_cols[1].metric("Fleiss' κ", shown(report["fleiss_kappa"]))
-    stat_cols[2].metric("Krippendorff's α", shown(report["krippendorff_alpha"]))
+    raw = report["agreement"]
+    stat_cols[1].metric("Raw agreement", "n/a" if math.isnan(raw) else f"{raw:.0%}")
+    stat_cols[2].metric("Fleiss' κ", shown(report["fleiss_kappa"]))
+    stat_cols[3].metric("Krippendorff's α", shown(report["krippendorff_alpha"]))
     st.caption("n/a: too few labels, or every label in one category (chance agreement is then 1).")
     if report["pairs"]:
         st.subheader("Cohen's κ per annotator pair")
         st.dataframe(
-            [{**p, "cohen_kappa": shown(p["cohen_kappa"])} for p in report["pairs"]], width="stretch"
+            [
+                {**p, "agreement": f"{p['agreement']:.0%}", "cohen_kappa": shown(p["cohen_kappa"])}
+                for p in report["pairs"]
+            ],
+            width="stretch",  # fmt: skip
         )
         st.subheader("One annotator's disagreements")
         names = sorted({name for votes in units.values() for name in votes})
