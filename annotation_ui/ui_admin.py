@@ -210,6 +210,9 @@ def render_progress(store: Store, user: UserInfo) -> None:
     split = disputed_tasks(units, store.gold())  # adjudicated tasks are settled: not listed
     st.subheader(f"Tasks with disagreement ({len(split)})")
     if split:
+        st.caption(
+            "ranks: one number per response, in the task's order (response 0, 1, …); 0 is the best, equal numbers are a tie."
+        )
         rows = [r for r in labels if r["task_id"] in set(split[:200])]
         st.dataframe([{k: r[k] for k in ("task_id", "annotator", "ranks", "rationale")} for r in rows],
                      width="stretch")  # fmt: skip
@@ -234,6 +237,15 @@ def adjudicate(store: Store, split: list[int], labels: list[dict]) -> None:
         st.text(row["prompt"])
     responses = row["responses"]
     n = len(responses)
+    import pandas as pd
+
+    votes = [  # each annotator's vote on this task, in the ranks the form below asks for (1 = best)
+        {"annotator": r["annotator"], **{f"Response {i}": rank + 1 for i, rank in enumerate(r["ranks"])},
+         "rationale": r["rationale"]}
+        for r in labels if r["task_id"] == task_id
+    ]  # fmt: skip
+    st.caption("The votes (rank per response, 1 = best):")
+    st.table(pd.DataFrame(votes), hide_index=True)  # a plain table: its text stays in the page
     with st.form(f"adjudicate-{task_id}"):
         cols = st.columns(n)
         for i, text in enumerate(responses):

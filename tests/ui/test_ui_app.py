@@ -235,6 +235,21 @@ def test_the_users_table_shows_a_user_as_soon_as_they_are_added_or_changed(store
     assert not users[users["name"] == "carol"]["active"].item()
 
 
+def test_adjudication_shows_each_annotators_vote_and_the_ranks_have_a_legend(store: Store):
+    store.add_tasks([NewTask("Disputed", ["left", "right"])], overlap=2)
+    for name, ranks, why in (("ann", [0, 1], "left is right"), ("bob", [1, 0], "right, surely")):
+        user = store.authenticate(name, f"{name}-password")
+        store.submit(user.id, store.next_task(user.id).id, ranks, rationale=why)
+    at = logged_in("boss", "boss-password")
+    at.radio(key="page").set_value("Progress & agreement").run()
+    votes = at.table[-1].value.to_dict("records")
+    assert votes == [
+        {"annotator": "ann", "Response 0": 1, "Response 1": 2, "rationale": "left is right"},
+        {"annotator": "bob", "Response 0": 2, "Response 1": 1, "rationale": "right, surely"},
+    ]
+    assert any(c.value.startswith("ranks: one number per response") for c in at.caption)
+
+
 def write_run(run: Path) -> None:
     run.mkdir(parents=True)
     (run / "recipe.yaml").write_text("pipeline: x\n")
