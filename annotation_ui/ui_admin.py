@@ -394,9 +394,25 @@ def render_users(store: Store, user: UserInfo) -> None:
                     st.success(f"Saved {name}.")
                 except ValueError as e:
                     st.error(str(e))
+    locked = {u.name: store.login_retry_after(u.name) for u in store.users()}
+    with st.form("unlock-user"):
+        st.subheader("Unlock an account")
+        st.caption(
+            "Five failed logins within 15 minutes lock an account; unlocking lets its owner try again now."
+        )
+        name = st.selectbox(
+            "Locked account", [n for n, wait in locked.items() if wait > 0], key="unlock-name"
+        )
+        if st.form_submit_button("Unlock") and name:
+            store.unlock_account(name)
+            locked[name] = 0
+            st.success(f"Unlocked {name}.")
     table.dataframe(
-        [{"name": u.name, "role": u.role, "active": u.active} for u in store.users()], width="stretch"
-    )
+        [{"name": u.name, "role": u.role, "active": u.active,
+          "locked": f"for {math.ceil(locked[u.name] / 60)} min" if locked[u.name] > 0 else ""}
+         for u in store.users()],
+        width="stretch",
+    )  # fmt: skip
     st.subheader("Refused logins")
     refused = [
         {**a, "at": f"{a['at']:%Y-%m-%d %H:%M:%S} UTC"}

@@ -218,6 +218,15 @@ class Store:
         with self.session() as s:
             return login_retry_after(s, name.strip()[:64], address)
 
+    def unlock_account(self, name: str) -> None:
+        """Lift the lockout of account `name` now (an admin's unlock), as a new password does;
+        locks on client addresses stay."""
+        with self.session() as s:
+            if s.scalar(select(User.id).where(User.name == name)) is None:
+                raise ValueError(f"no user {name!r}")
+            s.add(LoginAttempt(name=name, address="", outcome="reset"))
+        logger.info("account %r unlocked by an admin", name)
+
     def login_attempts(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent login tries, newest first (admins read these on the Users page)."""
         with self.session() as s:

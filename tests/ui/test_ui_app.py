@@ -250,6 +250,22 @@ def test_adjudication_shows_each_annotators_vote_and_the_ranks_have_a_legend(sto
     assert any(c.value.startswith("ranks: one number per response") for c in at.caption)
 
 
+def test_a_locked_account_is_marked_on_the_users_page_and_an_admin_unlocks_it(store: Store):
+    from rlhfv.store.store import MAX_ACCOUNT_FAILURES
+
+    for i in range(MAX_ACCOUNT_FAILURES):
+        store.authenticate("ann", f"guess {i}", address="10.0.0.9")
+    assert store.authenticate("ann", "ann-password") is None  # locked
+    at = logged_in("boss", "boss-password")
+    at.radio(key="page").set_value("Users").run()
+    users = at.dataframe[0].value.set_index("name")
+    assert users.loc["ann", "locked"].startswith("for ") and users.loc["bob", "locked"] == ""
+    at.selectbox(key="unlock-name").set_value("ann")
+    click(at, "Unlock")
+    assert at.dataframe[0].value.set_index("name").loc["ann", "locked"] == ""
+    assert store.authenticate("ann", "ann-password").name == "ann"
+
+
 def write_run(run: Path) -> None:
     run.mkdir(parents=True)
     (run / "recipe.yaml").write_text("pipeline: x\n")
