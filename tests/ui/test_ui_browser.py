@@ -373,6 +373,7 @@ def test_people_label_a_loop_round_in_chromium_and_the_loop_page_shows_round_2(b
         "grm_train.max_new_tokens=6", f"grm_train.eval_data.pairs.data._component_={parity}",
         "grm_train.eval_data.pairs.data.size=4", "grm_train.eval_data.pairs.data.tasks=[count]",
         "grm_train.eval_data.pairs.max_new_tokens=6", "grm_train.eval_data.pairs.samples=3",
+        "retrain.validation=0",  # two labels a round: every round's GRM is served (plain retraining)
     ]  # fmt: skip
     recipe = str(ROOT / "recipes" / "active_loop_shapes.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -432,7 +433,9 @@ def test_people_label_a_loop_round_in_chromium_and_the_loop_page_shows_round_2(b
     assert [(row["annotator"], row["external_id"].split(":")[2]) for row in labels] == [("ann", "r1")] * 2
     assert {row["external_id"] for row in labels} == set(round_1)
     assert store.setting("loop:active_loop_shapes:end_round") == "2"
-    assert (run_dir / "round_1" / "grm" / "final").is_dir() and final["grm"].endswith("round_2/grm/final")
+    # round 2 brought no new pair (ended with no label): the GRM trained in round 1 stays served
+    assert (run_dir / "round_1" / "grm" / "final").is_dir() and final["grm"].endswith("round_1/grm/final")
+    assert final["history"][1]["grm/decision"] == "kept"
 
 
 @pytest.mark.slow
