@@ -70,10 +70,13 @@ def safe_upload_name(name: str) -> str | None:
 def import_uploads(store: Store, task_file, image_files, overlap: int) -> None:
     """Write the uploads to a private folder and import from there; oversized files are refused."""
     limit = max_upload_bytes()
-    for f in [task_file, *image_files]:
-        if f.size > limit:
+    # an image is also held to the import's own limit, so only one limit is ever quoted for it
+    image_limit = min(limit, ingest.MAX_IMAGE_BYTES)
+    for f, cap in [(task_file, limit), *((f, image_limit) for f in image_files)]:
+        if f.size > cap:
+            which = "upload limit" if cap == limit else "limit for an image"
             st.error(
-                f"{f.name} is {f.size / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB upload limit; not used."
+                f"{f.name} is {f.size / 2**20:.1f} MiB, over the {cap / 2**20:.0f} MiB {which}; not used."
             )
     if task_file.size > limit:
         return
@@ -84,7 +87,7 @@ def import_uploads(store: Store, task_file, image_files, overlap: int) -> None:
             name = safe_upload_name(f.name)
             if name is None:
                 st.error(f"{f.name!r} is not a plain file name; not used.")
-            elif f.size <= limit:
+            elif f.size <= image_limit:
                 (images / name).write_bytes(f.getvalue())
         # Named as uploaded, so tasks' source is the admin's file name rather than a fixed one.
         tasks = Path(tmp, safe_upload_name(task_file.name) or "tasks.jsonl")
@@ -93,7 +96,10 @@ def import_uploads(store: Store, task_file, image_files, overlap: int) -> None:
     for e in report.errors:  # name the upload, never the private folder it was written to
         e.file = task_file.name
         for folder in (str(images.resolve()), str(images)):
-            e.message = e.message.replace(folder + os.sep, "").replace(folder, "the uploaded images")
+            e.message = e.message.replace(folder + os.sep, "").replace(
+                f"its folder {folder}", "the folder of the uploaded images"
+            )
+            e.message = e.message.replace(folder, "the uploaded images")
     show_report(report)
 
 
@@ -174,15 +180,21 @@ def render_progress(store: Store, user: UserInfo) -> None:
     report = agreement_report(units)
     st.header("Agreement")
     st.caption("Over pairwise units (task, response i, response j) labelled i better / j better / tie.")
-    stat_cols = st.columns(3)
+    stat_cols = st.columns(4)
     stat_cols[0].metric("Units with 2+ labels", report["units"])
-    stat_cols[1].metric("Fleiss' κ", shown(report["fleiss_kappa"]))
-    stat_cols[2].metric("Krippendorff's α", shown(report["krippendorff_alpha"]))
+    raw = report["agreement"]
+    stat_cols[1].metric("Raw agreement", "n/a" if math.isnan(raw) else f"{raw:.0%}")
+    stat_cols[2].metric("Fleiss' κ", shown(report["fleiss_kappa"]))
+    stat_cols[3].metric("Krippendorff's α", shown(report["krippendorff_alpha"]))
     st.caption("n/a: too few labels, or every label in one category (chance agreement is then 1).")
     if report["pairs"]:
         st.subheader("Cohen's κ per annotator pair")
         st.dataframe(
-            [{**p, "cohen_kappa": shown(p["cohen_kappa"])} for p in report["pairs"]], width="stretch"
+            [
+                {**p, "agreement": f"{p['agreement']:.0%}", "cohen_kappa": shown(p["cohen_kappa"])}
+                for p in report["pairs"]
+            ],
+            width="stretch",  # fmt: skip
         )
         st.subheader("One annotator's disagreements")
         names = sorted({name for votes in units.values() for name in votes})
@@ -198,6 +210,9 @@ def render_progress(store: Store, user: UserInfo) -> None:
     split = disputed_tasks(units, store.gold())  # adjudicated tasks are settled: not listed
     st.subheader(f"Tasks with disagreement ({len(split)})")
     if split:
+        st.caption(
+            "ranks: one number per response, in the task's order (response 0, 1, …); 0 is the best, equal numbers are a tie."
+        )
         rows = [r for r in labels if r["task_id"] in set(split[:200])]
         st.dataframe([{k: r[k] for k in ("task_id", "annotator", "ranks", "rationale")} for r in rows],
                      width="stretch")  # fmt: skip
@@ -222,6 +237,15 @@ def adjudicate(store: Store, split: list[int], labels: list[dict]) -> None:
         st.text(row["prompt"])
     responses = row["responses"]
     n = len(responses)
+    import pandas as pd
+
+    votes = [  # each annotator's vote on this task, in the ranks the form below asks for (1 = best)
+        {"annotator": r["annotator"], **{f"Response {i}": rank + 1 for i, rank in enumerate(r["ranks"])},
+         "rationale": r["rationale"]}
+        for r in labels if r["task_id"] == task_id
+    ]  # fmt: skip
+    st.caption("The votes (rank per response, 1 = best):")
+    st.table(pd.DataFrame(votes), hide_index=True)  # a plain table: its text stays in the page
     with st.form(f"adjudicate-{task_id}"):
         cols = st.columns(n)
         for i, text in enumerate(responses):
@@ -341,10 +365,7 @@ def render_users(store: Store, user: UserInfo) -> None:
     if not require_admin(store, user):
         return
     st.header("Users")
-    st.dataframe(
-        [{"name": u.name, "role": u.role, "active": u.active} for u in store.users()],
-        width="stretch",
-    )
+    table = st.empty()  # filled after the forms below, so it shows what they just changed
     with st.form("add-user", clear_on_submit=True):
         st.subheader("Add a user")
         name = st.text_input("Name")
@@ -373,6 +394,25 @@ def render_users(store: Store, user: UserInfo) -> None:
                     st.success(f"Saved {name}.")
                 except ValueError as e:
                     st.error(str(e))
+    locked = {u.name: store.login_retry_after(u.name) for u in store.users()}
+    with st.form("unlock-user"):
+        st.subheader("Unlock an account")
+        st.caption(
+            "Five failed logins within 15 minutes lock an account; unlocking lets its owner try again now."
+        )
+        name = st.selectbox(
+            "Locked account", [n for n, wait in locked.items() if wait > 0], key="unlock-name"
+        )
+        if st.form_submit_button("Unlock") and name:
+            store.unlock_account(name)
+            locked[name] = 0
+            st.success(f"Unlocked {name}.")
+    table.dataframe(
+        [{"name": u.name, "role": u.role, "active": u.active,
+          "locked": f"for {math.ceil(locked[u.name] / 60)} min" if locked[u.name] > 0 else ""}
+         for u in store.users()],
+        width="stretch",
+    )  # fmt: skip
     st.subheader("Refused logins")
     refused = [
         {**a, "at": f"{a['at']:%Y-%m-%d %H:%M:%S} UTC"}

@@ -40,6 +40,10 @@ if (!window.rlhfvKeys) {
     const form = submit.closest('[data-testid="stForm"]');
     const radio = choice && [...form.querySelectorAll('[role="radiogroup"] label')]
       .find((l) => l.innerText.trim() === choice);
+    // Enter belongs to the focused control (a button, an expander's header, a link); it submits
+    // only with nothing focused or with focus on the form's own A/B/Tie choice
+    const free = t === document.body || t === document.documentElement || (t.type === "radio" && form.contains(t));
+    if (e.key === "Enter" && !free) return;
     const target = radio || (e.key === "Enter" ? submit : e.key.toLowerCase() === "s" ? button("Skip") : null);
     if (target) { e.preventDefault(); e.stopPropagation(); target.click(); }
   }, true);  // the capture phase: before a focused widget can swallow the key
@@ -222,7 +226,8 @@ def render(store: Store, user: UserInfo) -> None:
             args = (store, user, view)
             st.form_submit_button("Submit", type="primary", on_click=on_submit, args=args)
             st.form_submit_button("Skip", on_click=on_skip, args=args)
-    with work_col.expander("Report this task as broken"):
+    # keyed by task: the next task's report form opens closed, whatever the last one's was
+    with work_col.expander("Report this task as broken", key=f"flag-open-{view.id}"):
         with st.form(f"flag-{view.id}", clear_on_submit=True):
             comment = st.text_input("What is wrong?", max_chars=2000, key=f"flag-comment-{view.id}")
             if st.form_submit_button("Flag as broken"):

@@ -84,17 +84,43 @@ def labels_missing(store: Store, state: dict[str, Any]) -> tuple[int, int]:
     return sum(max(0, p.overlap - p.labels) for p in progress.values()), len(progress)
 
 
+def stopped_reason(store: Store, name: str, state: dict[str, Any]) -> str:
+    """Why a loop that has not finished is no longer running ("" while it runs): the error it
+    recorded when it died, or the heartbeat its process stopped writing (a kill, a lost machine)."""
+    if state["phase"] == "done":
+        return ""
+    recorded = store.setting(f"loop:{name}:stopped")
+    if recorded:
+        return recorded[0].upper() + recorded[1:]
+    if "heartbeat_s" not in state:  # a loop from before heartbeats: no way to tell
+        return ""
+    try:
+        last = float(store.setting(f"loop:{name}:heartbeat") or 0)
+    except ValueError:
+        last = 0.0
+    silent = time.time() - max(last, state.get("wait_started", 0))
+    if silent <= 3 * state["heartbeat_s"]:
+        return ""
+    return (
+        f"Stopped at round {state['round']}, phase {state['phase']}: the loop's process is gone "
+        f"(no sign of life for {duration(silent)})"
+    )
+
+
 def show_loop(store: Store, user: UserInfo, name: str, state: dict[str, Any]) -> None:
     r, phase, history = state["round"], state["phase"], state.get("history", [])
+    stopped = stopped_reason(store, name, state)
     if phase == "done":
         st.success(f"Finished after {plural(len(history), 'round')}: {state.get('stopped', '')}.")
+    elif stopped:
+        st.error(f"{stopped}. Rerun the loop with run.resume=auto to continue this round.")
     else:
         st.subheader(f"Round {r}: {PHASES.get(phase, phase)}")
     used = history[-1].get("labels/used", 0) if history else 0
     cols = st.columns(4)
     cols[0].metric("Round", r)
     cols[3].metric("Labels used so far", used)
-    if phase == "wait":
+    if phase == "wait" and not stopped:
         missing, tasks = labels_missing(store, state)
         cols[1].metric("Labels still needed", missing)
         cols[2].metric("Waiting for", duration(time.time() - state.get("wait_started", time.time())))

@@ -48,6 +48,7 @@ def tiny_overrides(models: Path) -> list[str]:
         "grm_train.max_new_tokens=8", f"grm_train.eval_data.pairs.data._component_={parity}",
         "grm_train.eval_data.pairs.data.size=8", "grm_train.eval_data.pairs.data.tasks=[count]",
         "grm_train.eval_data.pairs.max_new_tokens=6", "grm_train.eval_data.pairs.samples=3",
+        "retrain.validation=0.5", "retrain.min_steps=1",
     ]  # fmt: skip
 
 
@@ -77,8 +78,13 @@ def finished_run(run_dir: Path) -> dict | None:
         "run_dir": str(run_dir),
         "accuracy_by_round": [h["grm/accuracy"] for h in history],
         "labels_by_round": [h["labels/used"] for h in history],
-        "accuracy_before": history[0].get("grm/accuracy_before"),
+        # the first round that trained scored the starting GRM (a round kept early did not)
+        "accuracy_before": next(
+            (h["grm/accuracy_before"] for h in history if "grm/accuracy_before" in h), None
+        ),
         "held_out": history[-1].get("grm/held_out", 0),
+        # each round's decision: a new GRM served ("replaced") or the served one kept, and why
+        "decisions": [f"{h.get('grm/decision', '?')}: {h.get('grm/reason', '')}" for h in history],
     }
 
 
@@ -147,6 +153,15 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace, held_out: int)
                 else "not reached (or at_random did not improve on its start)"
             )
             lines.append(f"- {strategy} reaches at_random's final accuracy with: {reached} (goal: ≤ 60%)")
+    lines += [
+        "",
+        "Each round's decision (validation pairs of the labels; the served GRM is never replaced by a worse one):",
+        "",
+    ]
+    for strategy, summaries in runs.items():
+        for summary in summaries:
+            for r, decision in enumerate(summary.get("decisions", []), 1):
+                lines.append(f"- {strategy}, {Path(summary['run_dir']).name}, round {r}: {decision}")
     table = "\n".join(lines) + "\n"
     (args.out / "active_learning.md").write_text(table)
     (args.out / "active_learning.json").write_text(json.dumps({"curves": curves, "runs": runs}, indent=2))

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import secrets
@@ -77,6 +78,37 @@ class SimulatedLabellers:
 
 
 @dataclass
+class Retraining:
+    """How each round retrains the GRM without losing what it knew (module docstring, step 6).
+
+    Attributes:
+        replay: The GRM's earlier training data (a data set node giving the same kind of items as
+            `judge_task`, e.g. the JudgeTask its own SFT stage trained on), mixed into every round's
+            training at `replay_ratio`; null: the labels alone.
+        replay_ratio: Replayed items per labelled training item.
+        epochs: Passes over the round's items (labelled plus replayed): the round trains
+            ceil(epochs × items / grm_train.batch_size) steps, at least `min_steps` and at most
+            grm_train.steps.
+        min_steps: The fewest steps a round trains.
+        full_lr_pairs: With this many labelled training pairs or more the round trains at
+            grm_train.optimizer.lr; with fewer at lr × sqrt(pairs / full_lr_pairs).
+        validation: Share of the labelled pairs held out (by task, the same tasks every round) to
+            pick the round's best checkpoint and to decide whether it replaces the served GRM.
+            0: no check, the round's last checkpoint is always served (plain retraining).
+        checks: Checkpoints of a round scored on the validation pairs, evenly spaced (the
+            starting GRM, step 0, is scored too).
+    """
+
+    replay: dict[str, Any] | None = None
+    replay_ratio: float = 2.0
+    epochs: float = 4.0
+    min_steps: int = 10
+    full_lr_pairs: int = 256
+    validation: float = 0.25
+    checks: int = 4
+
+
+@dataclass
 class ActiveLoopConfig:
     """Keys of an active-loop recipe (see the module docstring for the round).
 
@@ -104,12 +136,18 @@ class ActiveLoopConfig:
         judge_task: Keyword arguments of `rlhfv.data.pairs.JudgeTask` for the GRM's training data.
         grm_train: Keys of an SFT recipe (`rlhfv.pipelines.sft.SFTConfig`) except run, policy and
             train_data; its `eval_data` (held-out labelled pairs) gives each round's accuracy.
+            Its `steps` and `optimizer.lr` are the most a round uses (`retrain` scales them down).
+        retrain: Replay, step and learning-rate scaling, validation (`Retraining`).
+        media: The store's media folder ("": the store's default, beside a SQLite file or
+            `rlhfv_annotate/media` for a database URL; give the app the same folder).
         policy_every: Run policy GRPO after every this many rounds (0: never).
         policy_train: Keys of a GRPO recipe (`rlhfv.pipelines.grpo.GRPOConfig`) except run, policy
             and reward: the loop gives the current policy and the GRM's grouped-comparison reward.
         wait_timeout_s, poll_s: `annotators: app`: how long to wait for a round's labels, how often to look.
         store_retries, store_backoff_s: A failing store is retried this often, waiting
             backoff, 2×backoff, … between tries; then the loop stops, resumable.
+        heartbeat_s: How often the loop's process writes a sign of life into the store (the
+            app's Loop page shows a loop silent for 3 × this as stopped).
     """
 
     run: RunConfig = field(default_factory=RunConfig)
@@ -136,17 +174,83 @@ class ActiveLoopConfig:
     target_accuracy: float = 0.0
     judge_task: dict[str, Any] = field(default_factory=dict)
     grm_train: dict[str, Any] = field(default_factory=dict)
+    retrain: Retraining = field(default_factory=Retraining)
+    media: str = ""
     policy_every: int = 0
     policy_train: dict[str, Any] = field(default_factory=dict)
     wait_timeout_s: float = 3600.0
     poll_s: float = 5.0
     store_retries: int = 5
     store_backoff_s: float = 1.0
+    heartbeat_s: float = 30.0
+
+
+class Heartbeat:
+    """A thread that writes the time into the store setting `loop:<run name>:heartbeat` every
+    `interval` seconds while the loop's process lives, whatever phase it is in (a GRM's training
+    can take hours), so the app's Loop page can tell a dead loop from a busy one."""
+
+    def __init__(self, interval: float):
+        import threading
+
+        self.interval, self.stopped, self.thread = interval, threading.Event(), None
+
+    def start(self, store: Store, key: str) -> None:
+        import threading
+
+        def beat() -> None:
+            while not self.stopped.is_set():
+                try:
+                    store.set_setting(key, f"{time.time():.0f}")
+                except Exception as e:  # a store that is away: the loop's own retries report it
+                    logger.debug("heartbeat not written: %s", e)
+                self.stopped.wait(self.interval)
+
+        self.thread = threading.Thread(target=beat, name="loop-heartbeat", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join()
 
 
 def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
+    """Run the loop; if it dies, say where and why in the store (`loop:<run name>:stopped`),
+    which the app's Loop page shows, then raise."""
     source = f"{cfg.run.name} (rlhfv.pipelines.active_loop)"
     check_config(cfg, source)
+    beat = Heartbeat(cfg.heartbeat_s)
+    try:
+        return run_loop(cfg, source, beat)
+    except (RecipeError, RunExistsError):
+        raise  # refused before it started: nothing stopped
+    except Exception as e:
+        record_stop(cfg, e)
+        raise
+    finally:
+        beat.stop()
+
+
+def record_stop(cfg: ActiveLoopConfig, error: Exception) -> None:
+    """Best effort: write "stopped at round r, phase p: <error>" where the app reads it."""
+    state_path = Path(cfg.run.dir) / "loop_state.json"
+    if not state_path.is_file():
+        return  # refused before it started: nothing to show
+    state = json.loads(state_path.read_text())
+    why = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+    try:
+        store = Store(cfg.store or str(Path(cfg.run.dir) / "store.db"), media_dir=cfg.media or None)
+        store.set_setting(
+            f"loop:{cfg.run.name}:stopped",
+            f"stopped at round {state['round']}, phase {state['phase']}: {why}",
+        )
+        store.close()
+    except Exception as e:  # the store itself may be what failed
+        logger.warning("could not record in the store that the loop stopped (%s)", e)
+
+
+def run_loop(cfg: ActiveLoopConfig, source: str, beat: Heartbeat) -> dict[str, Any]:
     strategy = resolve_target(cfg.selection, source, "selection")
     state_path = Path(cfg.run.dir) / "loop_state.json"
     if state_path.is_file() and cfg.run.resume == "never":
@@ -163,12 +267,14 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
     if state is not None:
         logger.info("resuming the loop at round %d, phase %s", state["round"], state["phase"])
     store_url = cfg.store or str(run.dir / "store.db")
+    shown_url = hide_password(store_url)  # messages and logs never show a database password
 
     def retrying(what: str, fn: Callable[[], T]) -> T:
         for attempt in range(cfg.store_retries + 1):
             try:
                 return fn()
             except OperationalError as e:  # locked, gone, unreachable: worth another try
+                why = " ".join(str(e.orig).split())  # one line (psycopg's messages span several)
                 if attempt == cfg.store_retries:
                     where = (
                         f"round {state['round']}, phase {state['phase']}"
@@ -176,15 +282,17 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
                         else "its start (nothing done yet)"
                     )
                     raise StoreUnreachable(
-                        f"store {store_url}: {what} failed {attempt + 1} times ({str(e.orig)[:200]}); the "
+                        f"store {shown_url}: {what} failed {attempt + 1} times ({why[:200]}); the "
                         f"loop is saved at {where}: make the store reachable and rerun with run.resume=auto"
                     ) from e
                 delay = cfg.store_backoff_s * 2**attempt
-                logger.warning("store %s: %s failed (%s); retrying in %.2g s", store_url, what, e.orig, delay)
+                logger.warning("store %s: %s failed (%s); retrying in %.2g s", shown_url, what, why, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    store = retrying("opening", lambda: Store(store_url))
+    store = retrying("opening", lambda: Store(store_url, media_dir=cfg.media or None))
+    retrying("clearing an old stop", lambda: store.set_setting(f"loop:{cfg.run.name}:stopped", ""))
+    beat.start(store, f"loop:{cfg.run.name}:heartbeat")
 
     def save(new_state: dict[str, Any]) -> None:
         tmp = state_path.with_suffix(".tmp")
@@ -206,6 +314,7 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
         grm_start = run.dir / "grm_start"  # every round's GRM training starts from this copy
         save_model(instantiate(cfg.grm), grm_start)
         state = {"id": secrets.token_hex(4), "round": 1, "phase": "sample", "grm": str(grm_start),
+                 "heartbeat_s": cfg.heartbeat_s,
                  "grm_start": str(grm_start), "overlap": overlap, "history": [], "stopped": ""}  # fmt: skip
         save(state)
     # the policy the rounds pair: the recipe's, or the latest one the loop trained
@@ -234,7 +343,7 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
             save(state)
 
         if state["phase"] == "wait":
-            wait_for_labels(cfg, store, round_prefix, pool, r, overlap, retrying, run.dir)
+            wait_for_labels(cfg, store, loop_prefix, round_prefix, pool, r, overlap, retrying, run.dir)
             waited = round(time.time() - state.get("wait_started", time.time()), 1)
             state = {**state, "phase": "export", "stats": {**state.get("stats", {}), "loop/wait_s": waited}}
             save(state)
@@ -243,42 +352,37 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
             snapshot = retrying("exporting", lambda: export_snapshot(store, run.dir / "exports"))
             hold_if_asked(run.dir, "export")
             progress = retrying("reading tasks", lambda: store.task_progress(loop_prefix))
-            pairs = loop_preferences(snapshot.path, loop_questions(cfg, progress))
+            questions = loop_questions(cfg, progress)
+            # each task's side (train or validation) is drawn from the run's seed and its round and
+            # question, not the loop's random id, so a rerun of a recipe splits the same way
+            sides = {p.id: f"{cfg.run.seed}:{key.removeprefix(loop_prefix)}" for key, p in progress.items()}
+            pairs = loop_preferences(snapshot.path, questions, sides, cfg.retrain.validation)
             labels = sum(p.labels for p in progress.values())
-            state = {
-                **state,
-                "phase": "train",
-                "snapshot": str(snapshot.path),
-                "pairs": pairs,
-                "labels": labels,
-            }
+            state = {**state, "phase": "train", "snapshot": str(snapshot.path), "labels": labels, **pairs}
             save(state)
 
         if state["phase"] == "train":
             if held_out is None and state["pairs"]:
                 held_out = instantiate(cfg.grm_train["eval_data"])
-            summary = train_grm(cfg, state, run.dir / f"round_{r}" / "grm", source, held_out)
+            outcome = retrain_grm(cfg, state, run.dir / f"round_{r}" / "grm", source, held_out)
             hold_if_asked(run.dir, "train")
-            record = {"round": r, "labels/used": state["labels"], "labels/pairs": state["pairs"], **state.get("stats", {}),
-                      "grm/accuracy": summary.get("after/accuracy", float("nan")),
-                     "grm/held_out": len(held_out) if held_out is not None else 0}  # fmt: skip
-            if "before/accuracy" in summary and not state["history"]:
-                record["grm/accuracy_before"] = summary["before/accuracy"]
+            record = {"round": r, "labels/used": state["labels"], "labels/pairs": state["pairs"],
+                      "labels/validation": state["validation_pairs"], **state.get("stats", {}),
+                      "grm/held_out": len(held_out) if held_out is not None else 0,
+                      **{k: v for k, v in outcome.items() if k != "grm"}}  # fmt: skip
             history = [*state["history"], record]
             stop = stopping_reason(cfg, r, state["labels"], record["grm/accuracy"])
-            grm = (
-                str(run.dir / f"round_{r}" / "grm" / "final") if "after/accuracy" in summary else state["grm"]
-            )
             then = (
                 "done" if stop else "policy" if cfg.policy_every and r % cfg.policy_every == 0 else "sample"
             )
-            state = {**state, "history": history, "grm": grm, "round": r + (then == "sample"),
+            state = {**state, "history": history, "grm": outcome["grm"], "round": r + (then == "sample"),
                      "phase": then, "stopped": stop}  # fmt: skip
             save(state)
-            run.log(r, {k: v for k, v in record.items() if k != "round"})
+            run.log(r, {k: v for k, v in record.items() if isinstance(v, int | float) and k != "round"})
             logger.info(
-                "round %d: %d labels, %d pairs, GRM held-out accuracy %.3f",
-                r, record["labels/used"], record["labels/pairs"], record["grm/accuracy"],
+                "round %d: %d labels, %d pairs, GRM %s (%s), served held-out accuracy %.3f",
+                r, record["labels/used"], record["labels/pairs"], record["grm/decision"],
+                record["grm/reason"], record["grm/accuracy"],
             )  # fmt: skip
 
         if state["phase"] == "policy":
@@ -294,6 +398,9 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
             run.log(r, gained)
 
     logger.info("loop stopped: %s", state["stopped"])
+    retired = retrying("retiring open tasks", lambda: retire_open_tasks(store, loop_prefix))
+    if retired:
+        logger.info("retired %d of the loop's tasks still waiting for labels (no longer offered)", retired)
     for rec in state["history"]:
         logger.info(
             "  round %d  labels %4d  grm/accuracy %.3f", rec["round"], rec["labels/used"], rec["grm/accuracy"]
@@ -307,8 +414,29 @@ def main(cfg: ActiveLoopConfig) -> dict[str, Any]:
         "grm": state["grm"],
         "policy": state.get("policy", ""),
     }
+    beat.stop()
     store.close()
     return run.finish(None, summary_out)
+
+
+def retire_open_tasks(store: Store, prefix: str) -> int:
+    """Withdraw the loop's tasks that still want labels from every annotator's queue (their labels
+    stay in the store and the loop's snapshots); return how many."""
+    from rlhfv.store.curation import retire_task
+
+    open_tasks = [p.id for p in store.task_progress(prefix).values() if p.labels < p.overlap]
+    for task_id in open_tasks:
+        retire_task(store, task_id)
+    return len(open_tasks)
+
+
+def hide_password(url: str) -> str:
+    """A database URL with its password replaced by ***; a SQLite path as it is."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def check_config(cfg: ActiveLoopConfig, source: str) -> None:
@@ -346,6 +474,45 @@ def check_config(cfg: ActiveLoopConfig, source: str) -> None:
                           "train_data": {"_component_": "rlhfv.data.pairs.JudgeTask", "pairs": [], **cfg.judge_task}}),
         f"{source}: judge_task",
     )  # fmt: skip
+
+
+def check_recipe(cfg: Any, source: str, prefix: str) -> None:
+    """Value checks that `rlhfv validate` runs too (`rlhfv.config` calls this): a judge task
+    JudgeTask would refuse in round 1's train phase, after people have labelled, and the
+    retraining keys."""
+    from rlhfv.data.pairs import JudgeTask
+
+    try:
+        JudgeTask(pairs=[], **OmegaConf.to_container(cfg.judge_task, resolve=True))
+    except TypeError:
+        pass  # an unknown key: check_config names it, with the closest valid one
+    except ValueError as e:
+        raise RecipeError(f"{source}: {prefix}judge_task: {e}") from e
+    rt = cfg.retrain
+    replay = OmegaConf.to_container(rt.replay, resolve=True) if rt.replay is not None else {}
+    if replay.get("_component_") == "rlhfv.data.pairs.JudgeTask":
+        # replayed items must teach the mode the loop trains, not undo it
+        keys = [k for k in ("analysis", "reading") if replay.get(k, "verdict" if k == "analysis" else "none")
+                != cfg.judge_task.get(k, "verdict" if k == "analysis" else "none")]  # fmt: skip
+        if keys:
+            raise RecipeError(
+                f"{source}: {prefix}retrain.replay trains {', '.join(f'{k}={replay.get(k)!r}' for k in keys)} but "
+                f"judge_task has {', '.join(f'{k}={cfg.judge_task.get(k)!r}' for k in keys)}; replay data of the "
+                "mode the loop trains, or set retrain.replay=null"
+            )
+    if not 0.0 <= rt.validation < 1.0:
+        raise RecipeError(f"{source}: {prefix}retrain.validation = {rt.validation!r}; a share in [0, 1)")
+    for key, low in (
+        ("replay_ratio", 0),
+        ("epochs", 1e-9),
+        ("min_steps", 1),
+        ("full_lr_pairs", 1),
+        ("checks", 1),
+    ):
+        if getattr(rt, key) < low:
+            raise RecipeError(
+                f"{source}: {prefix}retrain.{key} = {getattr(rt, key)!r}; must be at least {low:g}"
+            )
 
 
 def hold_if_asked(run_dir: Path, phase: str) -> None:
@@ -448,6 +615,7 @@ def sample_and_queue(
 def wait_for_labels(
     cfg: ActiveLoopConfig,
     store: Store,
+    loop_prefix: str,
     round_prefix: str,
     pool: Any,
     r: int,
@@ -462,7 +630,8 @@ def wait_for_labels(
         for i in range(count):
             ann = retrying("adding an annotator", lambda i=i: SimulatedAnnotator(
                 store, f"simulated-{i}", cfg.simulated.error_rate, cfg.simulated.seed))  # fmt: skip
-            retrying("labelling", lambda ann=ann: ann.label(examples, pool.is_correct))
+            # the coins leave out the loop's random id: a rerun of the same recipe gets the same labels
+            retrying("labelling", lambda ann=ann: ann.label(examples, pool.is_correct, loop_prefix))
             if i == 0:
                 hold_if_asked(run_dir, "wait")
     started = time.monotonic()
@@ -509,68 +678,203 @@ def pair_answers(responses: list[str], preferred: int, question: Any) -> dict[st
     }
 
 
-def loop_preferences(snapshot: Path, questions: dict[int, Any]) -> int:
-    """Write `loop_preferences.jsonl` next to the snapshot's pairs: those of the loop's own tasks
-    (`questions`: the pool question behind each, by task id), each with its responses' short answers
-    and a reference (`pair_answers`; read by `rlhfv.data.pairs.AnsweredPairs`).
+def loop_preferences(
+    snapshot: Path, questions: dict[int, Any], sides: dict[int, str], validation: float
+) -> dict[str, int]:
+    """Write the loop's labelled pairs next to the snapshot's: `loop_preferences.jsonl` (all),
+    `loop_train.jsonl` and `loop_validation.jsonl` (a `validation` share of the tasks, drawn from
+    each task's key in `sides`, so a task stays on its side in every round). Only the loop's own
+    tasks (`questions`: the pool question behind each, by task id) count, each pair with its
+    responses' short answers and a reference (`pair_answers`; read by `AnsweredPairs`).
 
     A label on a task the loop does not track (another source's, or added by hand) stays in the
     store and the snapshot but is left out of the loop's training, with a warning naming it.
     """
-    kept, foreign = [], set()
+    kept: dict[str, list[str]] = {"train": [], "validation": []}
+    foreign = set()
     for line in (snapshot / "preferences.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         task_id = int(row["id"].split("-", 1)[0][1:])  # "t{task_id}-r{i}-r{j}", rlhfv.store.export
-        if task_id in questions:
-            kept.append(
-                json.dumps({**row, **pair_answers(row["responses"], row["preferred"], questions[task_id])})
-            )
-        else:
+        if task_id not in questions:
             foreign.add(task_id)
+            continue
+        side = "validation" if random.Random(sides[task_id]).random() < validation else "train"
+        kept[side].append(
+            json.dumps({**row, **pair_answers(row["responses"], row["preferred"], questions[task_id])})
+        )
     if foreign:
         logger.warning(
             "%s: labels on %d task(s) the loop does not track (task ids %s) are kept in the store but "
             "not trained on", snapshot, len(foreign), sorted(foreign)[:10],
         )  # fmt: skip
-    (snapshot / "loop_preferences.jsonl").write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-    return len(kept)
+    for name, lines in (("loop_preferences", kept["train"] + kept["validation"]),
+                        ("loop_train", kept["train"]), ("loop_validation", kept["validation"])):  # fmt: skip
+        (snapshot / f"{name}.jsonl").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return {"pairs": len(kept["train"]) + len(kept["validation"]), "train_pairs": len(kept["train"]),
+            "validation_pairs": len(kept["validation"])}  # fmt: skip
 
 
-def train_grm(
+def retrain_grm(
     cfg: ActiveLoopConfig, state: dict[str, Any], run_dir: Path, source: str, held_out: Any
 ) -> dict[str, Any]:
-    """Step 6: SFT from the starting GRM on all the loop's labelled pairs (its own run, resumable),
-    scored on the held-out pairs (the starting GRM too, in the first round)."""
+    """Step 6: train a candidate GRM from the starting one on the labelled training pairs mixed
+    with replay, pick its best checkpoint on the validation pairs, and serve it only if it does
+    at least as well there as the GRM served now. Returns the served GRM's path ("grm"), the
+    decision and its reason, and the held-out accuracies for the round's report."""
+    r, history = state["round"], state["history"]
+    served_accuracy = history[-1]["grm/accuracy"] if history else float("nan")  # nan: not scored yet
+    unchanged = {"grm": state["grm"], "grm/accuracy": served_accuracy, "grm/decision": "kept"}
+    new_pairs = state["pairs"] - (history[-1]["labels/pairs"] if history else 0)
+    if new_pairs == 0:
+        reason = f"round {r}'s labels give no new preference pair (all ties, flagged or none)"
+        logger.warning("round %d: %s; the served GRM is kept", r, reason)
+        return {**unchanged, "grm/reason": reason}
+    if state["train_pairs"] == 0:
+        reason = f"all {state['pairs']} labelled pairs are validation pairs; none to train on yet"
+        return {**unchanged, "grm/reason": reason}
+    validation = None
+    if cfg.retrain.validation > 0:
+        if state["validation_pairs"] == 0:
+            reason = f"no validation pair yet among {state['pairs']} labelled pairs to check a new GRM on"
+            return {**unchanged, "grm/reason": reason}
+        validation_pairs = {"_component_": "rlhfv.data.pairs.AnsweredPairs",
+                            "path": str(Path(state["snapshot"]) / "loop_validation.jsonl")}  # fmt: skip
+        eval_node = OmegaConf.to_container(cfg.grm_train, resolve=True)["eval_data"]
+        validation = instantiate(OmegaConf.create({**eval_node, "pairs": validation_pairs}))
+    plan = training_plan(cfg, state["train_pairs"])
+    stage = grm_stage(cfg, state, run_dir, plan)
+    recipe = validate_recipe(OmegaConf.create(stage), f"{source}: grm_train, round {r}")
     from rlhfv.pipelines import sft
 
-    if state["pairs"] == 0:
-        logger.warning(
-            "round %d: the labels so far give no preference pair (all ties); the GRM is kept", state["round"]
-        )
-        return {}
-    stage = {
+    sft.main(recipe, held_out=validation, evaluate_before=validation is not None)
+    report = {"grm/steps": plan["steps"], "grm/lr": plan["lr"], "grm/replayed": plan["replayed"]}
+    if validation is None:  # retrain.validation = 0: the last checkpoint is served, unchecked
+        candidate, best = str(run_dir / "final"), {}
+    else:
+        candidate, best = best_checkpoint(cfg, state, run_dir, plan["steps"])
+    eval_args = (
+        cfg.grm_train.get("eval_batch_size", 32),
+        cfg.grm_train.get("max_new_tokens", 24),
+        cfg.run.device,
+    )
+    if math.isnan(served_accuracy):  # nothing trained yet: the starting GRM is served, the loop's baseline
+        served_accuracy = score(state["grm_start"], held_out, *eval_args)
+        report["grm/accuracy_before"] = served_accuracy
+    candidate_accuracy = score(candidate, held_out, *eval_args)
+    report["grm/candidate_accuracy"] = candidate_accuracy
+    if validation is None:
+        return {**report, "grm": candidate, "grm/accuracy": candidate_accuracy, "grm/decision": "replaced",
+                "grm/reason": "retrain.validation = 0: the round's last checkpoint is served unchecked"}  # fmt: skip
+    served_validation = (
+        best["start"] if state["grm"] == state["grm_start"] else score(state["grm"], validation, *eval_args)
+    )
+    report.update({"grm/validation": best["accuracy"], "grm/served_validation": served_validation,
+                   "grm/best_step": best["step"]})  # fmt: skip
+    checked = (
+        f"step {best['step']} of {plan['steps']} scores {best['accuracy']:.3f} on "
+        f"{state['validation_pairs']} validation pairs, the served GRM {served_validation:.3f}"
+    )
+    if candidate == state["grm"]:
+        return {
+            **report,
+            **unchanged,
+            "grm/accuracy": served_accuracy,
+            "grm/reason": f"{checked}: the served GRM is the best",
+        }
+    if best["accuracy"] >= served_validation:
+        return {**report, "grm": candidate, "grm/accuracy": candidate_accuracy, "grm/decision": "replaced",
+                "grm/reason": checked}  # fmt: skip
+    return {**report, **unchanged, "grm/accuracy": served_accuracy, "grm/reason": checked}
+
+
+def training_plan(cfg: ActiveLoopConfig, train_pairs: int) -> dict[str, Any]:
+    """Steps and learning rate for a round, scaled to its data: ceil(epochs × items / batch)
+    steps within [min_steps, grm_train.steps], and lr × sqrt(pairs / full_lr_pairs) below
+    `full_lr_pairs` labelled pairs (a few dozen pairs at the full rate overwrite what the GRM knew)."""
+    rt = cfg.retrain
+    replayed = 0
+    if rt.replay is not None:
+        replayed = min(len(instantiate(rt.replay)), round(rt.replay_ratio * train_pairs))
+    batch = cfg.grm_train.get("batch_size", 16) * cfg.grm_train.get("grad_accum", 1)
+    most = cfg.grm_train.get("steps", 200)
+    steps = min(most, max(rt.min_steps, math.ceil(rt.epochs * (train_pairs + replayed) / batch)))
+    optimizer = cfg.grm_train.get("optimizer", {"lr": 1e-3})
+    lr = optimizer.get("lr", 1e-3) * math.sqrt(min(1.0, train_pairs / rt.full_lr_pairs))
+    return {"steps": steps, "lr": lr, "replayed": replayed}
+
+
+def grm_stage(
+    cfg: ActiveLoopConfig, state: dict[str, Any], run_dir: Path, plan: dict[str, Any]
+) -> dict[str, Any]:
+    """The round's SFT recipe: from the starting GRM, on the labelled training pairs (plus replay),
+    scored on the validation pairs every steps/checks steps, each such checkpoint kept."""
+    grm_train = OmegaConf.to_container(cfg.grm_train, resolve=True)
+    labelled = {
+        "_component_": "rlhfv.data.pairs.JudgeTask",
+        **cfg.judge_task,
+        "pairs": {"_component_": "rlhfv.data.pairs.AnsweredPairs",
+                  "path": str(Path(state["snapshot"]) / "loop_train.jsonl")},
+    }  # fmt: skip
+    train_data = labelled
+    if cfg.retrain.replay is not None:
+        replay = OmegaConf.to_container(cfg.retrain, resolve=True)["replay"]
+        train_data = {"_component_": "rlhfv.data.replay.ReplayMix", "new": labelled, "replay": replay,
+                      "ratio": cfg.retrain.replay_ratio, "seed": cfg.run.seed * 100_003 + state["round"]}  # fmt: skip
+    every = max(1, plan["steps"] // cfg.retrain.checks)
+    return {
         "pipeline": "rlhfv.pipelines.sft.main",
-        **OmegaConf.to_container(cfg.grm_train, resolve=True),
+        **grm_train,
+        "steps": plan["steps"],
+        "eval_every": every,
+        "optimizer": {**grm_train.get("optimizer", {"_component_": "torch.optim.AdamW"}), "lr": plan["lr"]},
         "policy": {"_component_": "rlhfv.models.base.load_model", "path": state["grm_start"]},
-        "train_data": {
-            "_component_": "rlhfv.data.pairs.JudgeTask",
-            **cfg.judge_task,
-            "pairs": {
-                "_component_": "rlhfv.data.pairs.AnsweredPairs",
-                "path": str(Path(state["snapshot"]) / "loop_preferences.jsonl"),
-            },  # fmt: skip
-        },
+        "train_data": train_data,
         "run": {
             "dir": str(run_dir),
             "resume": "auto",
             "seed": cfg.run.seed,
             "device": cfg.run.device,
             "cpu_threads": cfg.run.cpu_threads,
-            "save_every": max(1, cfg.grm_train.get("steps", 200) // 4),
-        },  # a kill costs a quarter at most  # fmt: skip
+            "save_every": every,
+            "keep_last": 0,
+        },  # fmt: skip
     }
-    recipe = validate_recipe(OmegaConf.create(stage), f"{source}: grm_train, round {state['round']}")
-    return sft.main(recipe, held_out=held_out, evaluate_before=not state["history"])
+
+
+def best_checkpoint(
+    cfg: ActiveLoopConfig, state: dict[str, Any], run_dir: Path, steps: int
+) -> tuple[str, dict[str, Any]]:
+    """The round's checkpoint (step 0: the starting GRM) that scored best on the validation pairs;
+    among equal scores the earliest, which moved least from the starting GRM. A checkpoint other
+    than the last is written out as `best/`."""
+    from rlhfv.training.checkpoint import load_checkpoint
+    from rlhfv.training.metrics import read_metrics
+
+    scores = {
+        row["step"]: row["eval/accuracy"]
+        for row in read_metrics(run_dir / "metrics.jsonl")
+        if "eval/accuracy" in row
+    }  # fmt: skip  (a resumed run's repeated steps: the last row)
+    step = max(sorted(scores), key=lambda s: scores[s])  # max keeps the first of equal scores
+    best = {"step": step, "accuracy": scores[step], "start": scores.get(0, float("nan"))}
+    if step == steps:
+        return str(run_dir / "final"), best
+    if step == 0:
+        return state["grm_start"], best
+    model = load_model(state["grm_start"])
+    model.module.load_state_dict(load_checkpoint(run_dir / f"step_{step}")[1]["model"])
+    save_model(model, run_dir / "best")
+    return str(run_dir / "best"), best
+
+
+def score(path: str, dataset: Any, batch_size: int, max_new_tokens: int, device: str) -> float:
+    """Accuracy of the GRM saved at `path` on `dataset` (greedy, `evaluate_accuracy`)."""
+    from rlhfv.training.evaluation import evaluate_accuracy
+    from rlhfv.training.run import pick_device
+
+    model = load_model(path)
+    model.module.to(pick_device(device)).eval()
+    return evaluate_accuracy(model, dataset, batch_size, max_new_tokens)["eval/accuracy"]
 
 
 def train_policy(cfg: ActiveLoopConfig, state: dict[str, Any], run_dir: Path, source: str) -> dict[str, Any]:

@@ -98,7 +98,8 @@ def agreement_report(units: Ratings) -> dict[str, Any]:
         shared = [u for u, labels in units.items() if a in labels and b in labels]
         if shared:
             kappa = cohen_kappa([units[u][a] for u in shared], [units[u][b] for u in shared])
-            pairs.append({"a": a, "b": b, "units": len(shared), "cohen_kappa": kappa})
+            same = sum(units[u][a] == units[u][b] for u in shared) / len(shared)  # raw, before chance
+            pairs.append({"a": a, "b": b, "units": len(shared), "agreement": same, "cohen_kappa": kappa})
     per_annotator = []
     for a in annotators:
         kappas = [
@@ -107,8 +108,12 @@ def agreement_report(units: Ratings) -> dict[str, Any]:
         mean = sum(kappas) / len(kappas) if kappas else math.nan
         per_annotator.append({"annotator": a, "partners": len(kappas), "mean_cohen_kappa": mean})
     lists = [list(labels.values()) for labels in units.values()]
+    # raw agreement: the share of label pairs on a unit that agree (what κ corrects for chance)
+    pairs_of_labels = [(x, y) for v in lists for x, y in itertools.combinations(v, 2)]
+    raw = sum(x == y for x, y in pairs_of_labels) / len(pairs_of_labels) if pairs_of_labels else math.nan
     return {
         "units": sum(len(v) >= 2 for v in lists),
+        "agreement": raw,
         "fleiss_kappa": fleiss_kappa(lists),
         "krippendorff_alpha": krippendorff_alpha(lists),
         "pairs": pairs,

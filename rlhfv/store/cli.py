@@ -70,7 +70,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                "--server.address", args.address, "--server.headless", "true",
                "--server.maxUploadSize", str(args.max_upload_mb), "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal"]  # fmt: skip
-    print(f"serving on http://{args.address}:{args.port} (database {env['RLHFV_DB']})", flush=True)
+    from sqlalchemy.engine import make_url
+
+    shown = make_url(env["RLHFV_DB"]).render_as_string(hide_password=True)  # never print a password
+    print(f"serving on http://{args.address}:{args.port} (database {shown})", flush=True)
     # Become the server rather than wrap it, so Ctrl-C and kill reach Streamlit and leave no orphan.
     os.execve(sys.executable, command, env)
     return 0  # not reached

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import Text, cast, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from rlhfv.store.schema import Annotation, Assignment, Flag, Retired, Task, User, utcnow
@@ -118,7 +118,10 @@ def browse_tasks(
             # responses are JSON; searching its text form finds a word in any response
             pattern = f"%{search.strip().lower()}%"
             query = query.where(
-                or_(func.lower(Task.prompt).like(pattern), func.lower(Task.responses).like(pattern))
+                or_(
+                    func.lower(Task.prompt).like(pattern),
+                    func.lower(cast(Task.responses, Text)).like(pattern),
+                )
             )
         rows = []
         for task, n_labels, n_flags, retired in s.execute(query):

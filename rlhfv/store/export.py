@@ -109,7 +109,9 @@ def export_snapshot(store: Store, out_root: str | Path, min_labels: int | None =
     By default only settled tasks are exported (k labels, or a gold answer); `min_labels=n`
     exports every task with at least n labels instead.
     """
-    out_root = Path(out_root)
+    # absolute, so the record points at the snapshot from any working folder (the active loop
+    # exports under its run folder; the app runs elsewhere and lists the store's records)
+    out_root = Path(out_root).resolve()
     out_root.mkdir(parents=True, exist_ok=True)
     retired = retired_tasks(store)
     labels = [row for row in store.labels() if row["task_id"] not in retired]  # withdrawn by an admin

@@ -3,8 +3,9 @@
 It logs in as its own user, asks `next_task`, ranks the responses with the data's checker
 (`is_correct(text, example)`: right answers above wrong ones, equal ones tied) and `submit`s,
 just as the app does for a person; with probability `error_rate` it reverses its ranking. Each
-answer's coin is drawn from (seed, annotator, task's external id), so a labeller restarted after a
-crash gives every task the answer it would have given anyway.
+answer's coin is drawn from (seed, annotator, task's external id after `prefix`), so a labeller
+restarted after a crash gives every task the answer it would have given anyway, and a run that
+names its tasks with a random prefix (the active loop's id) still gets the same answers.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class SimulatedAnnotator:
         self,
         examples: Mapping[str, Example],
         check: Callable[[str, Example], bool],
+        prefix: str = "",
     ) -> int:
         """Label every task the store offers this user; return how many were labelled.
 
@@ -49,6 +51,7 @@ class SimulatedAnnotator:
             examples: The question behind each task, by the task's external id. A task not in it
                 is one this labeller cannot answer: it is skipped (given back, as a person would).
             check: The data's checker.
+            prefix: The part of every external id the coins leave out (a random run id).
         """
         done = 0
         while (view := self.store.next_task(self.user_id)) is not None:
@@ -62,7 +65,7 @@ class SimulatedAnnotator:
                 continue
             right = [check(text, example) for text in view.responses]
             ranks = [0 if r else 1 for r in right]  # right above wrong; all alike is a tie
-            coin = random.Random(f"{self.seed}:{self.name}:{view.external_id}").random()
+            coin = random.Random(f"{self.seed}:{self.name}:{view.external_id.removeprefix(prefix)}").random()
             if coin < self.error_rate:
                 ranks = [max(ranks) - r for r in ranks]  # the ranking reversed (a tie stays one)
             self.store.submit(self.user_id, view.id, ranks)

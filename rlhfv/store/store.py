@@ -32,6 +32,7 @@ from rlhfv.store.auth import DUMMY_HASH, hash_password, verify_password
 from rlhfv.store.schema import (
     Annotation,
     Assignment,
+    Flag,
     Gold,
     LoginAttempt,
     LoginSession,
@@ -105,6 +106,14 @@ class TaskProgress:
     external_id: str
     overlap: int
     labels: int
+
+
+def flagged_by_them(assignment: Any) -> Any:
+    """SQL: the assigned user reported this task as broken (a flag gives the task up too, but
+    is no skip)."""
+    return (
+        select(Flag.id).where(Flag.task_id == assignment.task_id, Flag.user_id == assignment.user_id).exists()
+    )
 
 
 def task_fingerprint(prompt: str, images: list[str], responses: list[str]) -> str:
@@ -208,6 +217,15 @@ class Store:
         """Seconds until this name may try again from this address (0 when it may now)."""
         with self.session() as s:
             return login_retry_after(s, name.strip()[:64], address)
+
+    def unlock_account(self, name: str) -> None:
+        """Lift the lockout of account `name` now (an admin's unlock), as a new password does;
+        locks on client addresses stay."""
+        with self.session() as s:
+            if s.scalar(select(User.id).where(User.name == name)) is None:
+                raise ValueError(f"no user {name!r}")
+            s.add(LoginAttempt(name=name, address="", outcome="reset"))
+        logger.info("account %r unlocked by an admin", name)
 
     def login_attempts(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent login tries, newest first (admins read these on the Users page)."""
@@ -486,7 +504,7 @@ class Store:
             counts = dict(
                 s.execute(
                     select(Assignment.status, func.count())
-                    .where(Assignment.user_id == user_id)
+                    .where(Assignment.user_id == user_id, ~flagged_by_them(Assignment))
                     .group_by(Assignment.status)
                 ).all()
             )
@@ -514,22 +532,27 @@ class Store:
             left = (free or 0) + counts.get("active", 0) + counts.get("returned", 0) + (returning or 0)
         return {
             "labelled": counts.get("done", 0),
-            "skipped": counts.get("skipped", 0) + counts.get("passed", 0),
+            "skipped": counts.get("skipped", 0) + counts.get("passed", 0),  # flags are not skips
             "available": int(left or 0),
         }
 
     def overview(self) -> dict[str, Any]:
         """Admin progress: tasks, labels wanted and given, and per-annotator counts and speed."""
         with self.session() as s:
-            n_tasks = s.scalar(select(func.count()).select_from(Task)) or 0
-            wanted = s.scalar(select(func.sum(Task.overlap))) or 0
+            # retired tasks are offered to nobody: counted, they would make the total unreachable
+            live = Task.id.not_in(RETIRED)
+            n_tasks = s.scalar(select(func.count()).select_from(Task).where(live)) or 0
+            wanted = s.scalar(select(func.sum(Task.overlap)).where(live)) or 0
             per_task = (
                 select(Annotation.task_id, func.count().label("n")).group_by(Annotation.task_id).subquery()
             )
             complete = s.scalar(
                 select(func.count()).select_from(Task).join(per_task, per_task.c.task_id == Task.id)
-                .where(per_task.c.n >= Task.overlap)
+                .where(per_task.c.n >= Task.overlap, live)
             )  # fmt: skip
+            labels_live = s.scalar(
+                select(func.count()).select_from(Annotation).where(Annotation.task_id.not_in(RETIRED))
+            )
             rows = s.execute(
                 select(User.name, Annotation.seconds)
                 .select_from(Annotation)
@@ -538,18 +561,22 @@ class Store:
             skipped = dict(
                 s.execute(
                     select(User.name, func.count()).select_from(Assignment).join(User, User.id == Assignment.user_id)
-                    .where(Assignment.status.in_(GIVEN_UP)).group_by(User.name)
+                    .where(Assignment.status.in_(GIVEN_UP), ~flagged_by_them(Assignment)).group_by(User.name)
                 ).all()
+            )  # fmt: skip
+            flagged = dict(
+                s.execute(select(User.name, func.count()).select_from(Flag).join(User, User.id == Flag.user_id)
+                          .group_by(User.name)).all()
             )  # fmt: skip
         per_user: dict[str, list[float]] = {}
         for name, seconds in rows:
             per_user.setdefault(name, []).append(seconds)
         annotators = [
             {"annotator": name, "labels": len(sec), "skipped": skipped.get(name, 0),
-             "median_seconds": round(statistics.median(sec), 1)}
+             "flagged": flagged.get(name, 0), "median_seconds": round(statistics.median(sec), 1)}
             for name, sec in sorted(per_user.items())
         ]  # fmt: skip
-        return {"tasks": n_tasks, "complete_tasks": int(complete or 0), "labels": len(rows),
+        return {"tasks": n_tasks, "complete_tasks": int(complete or 0), "labels": int(labels_live or 0),
                 "labels_wanted": int(wanted), "annotators": annotators}  # fmt: skip
 
     def labels(self) -> list[dict[str, Any]]:

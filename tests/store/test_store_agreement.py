@@ -116,3 +116,15 @@ def test_an_annotators_disagreements_are_the_units_where_she_left_the_others_maj
         (2, "0 vs 1"),
         (3, "0 vs 1"),
     ]
+
+
+def test_the_report_gives_the_raw_agreement_beside_kappa():
+    units = {
+        (1, 0, 1): {"ann": 0, "bob": 0, "cat": 1},  # label pairs: ann-bob agree, ann-cat and bob-cat do not
+        (2, 0, 1): {"ann": 1, "bob": 1},  # agree
+        (3, 0, 1): {"ann": 0, "cat": 0},  # agree
+    }
+    report = agreement_report(units)
+    assert report["agreement"] == pytest.approx(3 / 5)  # 3 of the 5 label pairs agree
+    pairs = {(p["a"], p["b"]): p["agreement"] for p in report["pairs"]}
+    assert pairs == {("ann", "bob"): 1.0, ("ann", "cat"): 0.5, ("bob", "cat"): 0.0}

@@ -11,8 +11,11 @@ from rlhfv.data.preference import read_preferences
 from rlhfv.store.store import Store
 
 
-def test_users_import_label_and_export_from_the_command_line(tmp_path: Path, monkeypatch, capsys):
-    db = str(tmp_path / "store.db")
+def test_users_import_label_and_export_from_the_command_line(
+    tmp_path: Path, database_url, monkeypatch, capsys
+):
+    db = database_url
+    monkeypatch.chdir(tmp_path)  # a PostgreSQL store keeps its images in ./rlhfv_annotate/media
     monkeypatch.setattr("sys.stdin", io.StringIO("ann-password\n"))
     assert main(["annotate", "users", "add", "ann", "--password-stdin", "--db", db]) == 0
     monkeypatch.setattr("sys.stdin", io.StringIO("other-password\n"))

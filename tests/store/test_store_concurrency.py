@@ -1,82 +1,112 @@
-"""16 annotators labelling at once through the store's API (what the app's threads call).
-
-Runs on the default SQLite file, and on PostgreSQL too when RLHFV_TEST_POSTGRES_URL names an
-empty database (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/rlhfv_test; its tables are
-dropped first).
-"""
+"""16 annotators labelling at once through the store's API: 8 in processes of their own (app
+servers behind a load balancer, the loop, the CLI) and 8 as threads of one process (what
+Streamlit's sessions are), 120 labels each on average. Runs on SQLite and on PostgreSQL
+(`database_url`)."""
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from rlhfv.store.store import NewTask, Store
 
-POSTGRES = os.environ.get("RLHFV_TEST_POSTGRES_URL")
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def fresh_store(kind: str, tmp_path) -> Store:
-    if kind == "sqlite":
-        return Store(tmp_path / "store.db")
-    if not POSTGRES:
-        pytest.skip("set RLHFV_TEST_POSTGRES_URL to an empty PostgreSQL database to run this")
-    from sqlalchemy import create_engine
+def annotate(store: Store, user: int, start: threading.Barrier | None = None) -> list[int]:
+    """One annotator: label whatever the store offers until it offers nothing, double-clicking
+    Submit now and then (the second submit must be refused); return the tasks whose submit the
+    store accepted."""
+    rng, accepted = random.Random(user), []
+    if start is not None:
+        start.wait()
+    while (view := store.next_task(user)) is not None:
+        ranks = rng.sample(range(3), 3)
+        if store.submit(user, view.id, ranks, rationale=f"by {user}", seconds=1.0):
+            accepted.append(view.id)
+        if rng.random() < 0.1:
+            assert store.submit(user, view.id, ranks) is False
+    return accepted
 
-    from rlhfv.store.schema import Base
 
-    engine = create_engine(POSTGRES)
-    Base.metadata.drop_all(engine)
-    engine.dispose()
-    return Store(POSTGRES, media_dir=tmp_path / "media")
+# the same annotator in a process of its own; it starts labelling when told on stdin
+PROCESS = f"""
+from __future__ import annotations
+import json, random, sys
+from rlhfv.store.store import Store
+{inspect.getsource(annotate)}
+store = Store(sys.argv[1], media_dir=sys.argv[2])
+print("ready", flush=True)
+sys.stdin.readline()
+print(json.dumps(annotate(store, int(sys.argv[3]))), flush=True)
+"""
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_sixteen_concurrent_sessions_submit_2000_labels_none_lost_none_duplicated(tmp_path, kind):
-    store = fresh_store(kind, tmp_path)
-    overlap, n_tasks, n_users = 4, 500, 16  # 500 tasks x 4 labels = 2,000 labels
+def test_eight_processes_and_eight_threads_label_1920_times_none_lost_none_duplicated(database_url, tmp_path):
+    store = Store(database_url, media_dir=tmp_path / "media")
+    overlap, n_tasks, n_users = 4, 480, 16  # 480 tasks x 4 labels = 1,920 = 16 annotators x 120
     store.add_tasks([NewTask(f"prompt {i}", [f"a{i}", f"b{i}", f"c{i}"]) for i in range(n_tasks)], overlap)
     users = [store.add_user(f"ann{i:02d}", f"password-{i}").id for i in range(n_users)]
-    accepted: list[tuple[int, int]] = []  # (task, user) of every submit the store said it kept
+    script = tmp_path / "annotate.py"
+    script.write_text(PROCESS)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), database_url, str(tmp_path / "media"), str(user)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for user in users[:8]
+    ]
+    for p in procs:  # each has imported the store and connected
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+    accepted: dict[int, list[int]] = {}
     errors: list[BaseException] = []
-    lock = threading.Lock()
-    start = threading.Barrier(n_users)
+    start = threading.Barrier(8)
 
-    def annotate(user: int) -> None:
-        rng = random.Random(user)
+    def thread(user: int) -> None:
         try:
-            start.wait()
-            while (view := store.next_task(user)) is not None:
-                ranks = rng.sample(range(3), 3)
-                kept = store.submit(user, view.id, ranks, rationale=f"by {user}", seconds=1.0)
-                if rng.random() < 0.1:  # a double click: must not add a second label
-                    assert store.submit(user, view.id, ranks) is False
-                if kept:
-                    with lock:
-                        accepted.append((view.id, user))
+            accepted[user] = annotate(store, user, start)
         except BaseException as e:  # surfaced below; a thread's exception would be lost otherwise
             errors.append(e)
 
-    threads = [threading.Thread(target=annotate, args=(u,)) for u in users]
+    threads = [threading.Thread(target=thread, args=(u,)) for u in users[8:]]
     t0 = time.perf_counter()
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    for user, p in zip(users[:8], procs, strict=True):
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+        accepted[user] = json.loads(out.strip().splitlines()[-1])
     elapsed = time.perf_counter() - t0
     assert errors == []
-    labels = store.labels()
-    stored = [(row["task_id"], users[int(row["annotator"][3:])]) for row in labels]
-    assert len(accepted) == n_tasks * overlap == 2000
-    assert sorted(stored) == sorted(accepted)  # none lost
+    names = {f"ann{i:02d}": user for i, user in enumerate(users)}
+    stored = [(row["task_id"], names[row["annotator"]]) for row in store.labels()]
+    kept = [(task, user) for user, tasks in accepted.items() for task in tasks]
+    assert len(kept) == n_tasks * overlap == 1920
+    assert sorted(stored) == sorted(kept)  # none lost
     assert len(set(stored)) == len(stored)  # none duplicated
-    per_task = Counter(task for task, _ in stored)
-    assert set(per_task.values()) == {overlap}
-    assert sum(Counter(user for _, user in stored).values()) == 2000
-    print(f"{kind}: 2000 labels from {n_users} threads in {elapsed:.1f} s")
+    assert set(Counter(task for task, _ in stored).values()) == {overlap}
+    by_process = sum(len(accepted[u]) for u in users[:8])
+    assert 0 < by_process < 1920  # both kinds of annotator labelled
+    print(f"{store.url.split(':')[0]}: 1920 labels from 8 processes and 8 threads in {elapsed:.1f} s")
     store.close()

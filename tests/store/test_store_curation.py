@@ -70,3 +70,19 @@ def test_search_and_status_filters_and_editing_only_unlabelled_tasks(store: Stor
         edit_task(store, other, "Fixed prompt", ["one", "two", "three"])
     with pytest.raises(ValueError, match="status"):
         browse_tasks(store, status="done")
+
+
+def test_progress_leaves_out_retired_tasks_and_counts_a_flag_as_a_flag_not_a_skip(store: Store):
+    store.add_tasks([NewTask(f"q{i}", ["a", "b"]) for i in range(4)], overlap=1)
+    ann = store.add_user("ann", "ann-password").id
+    first = store.next_task(ann)
+    store.submit(ann, first.id, [0, 1])
+    flag_task(store, ann, store.next_task(ann).id, "the image is blank")
+    store.skip(ann, store.next_task(ann).id)
+    retire_task(store, store.next_task(ann).id)  # an admin withdraws the last one
+    overview = store.overview()
+    # 3 tasks left of 4 (one retired), 1 complete: the total is reachable
+    assert (overview["tasks"], overview["labels_wanted"], overview["complete_tasks"]) == (3, 3, 1)
+    [row] = overview["annotators"]
+    assert (row["labels"], row["skipped"], row["flagged"]) == (1, 1, 1)
+    assert store.user_progress(ann)["skipped"] == 1  # the skip, not the flag

@@ -46,8 +46,7 @@ def test_majority_keeps_clear_winners_and_drops_ties_and_even_splits():
     assert majority_pairs(rows, min_labels=4) == []
 
 
-def test_snapshot_is_read_by_the_grm_reader_with_images_and_matches_trl_rows(tmp_path: Path):
-    store = Store(tmp_path / "store.db")
+def test_snapshot_is_read_by_the_grm_reader_with_images_and_matches_trl_rows(store: Store, tmp_path: Path):
     (tmp_path / "img").mkdir()
     Image.new("RGB", (20, 20), (250, 0, 0)).save(tmp_path / "img" / "red.png")
     rows = [
@@ -94,8 +93,7 @@ def test_a_gold_answer_overrides_the_vote_in_the_export():
     assert majority_pairs(rows, gold={4: [0, 0]}) == []  # settled as a tie: no training signal
 
 
-def test_by_default_a_snapshot_holds_only_settled_tasks(tmp_path: Path):
-    store = Store(tmp_path / "store.db")
+def test_by_default_a_snapshot_holds_only_settled_tasks(store: Store, tmp_path: Path):
     store.add_tasks([NewTask("one vote of three", ["a", "b"]), NewTask("adjudicated", ["c", "d"])], overlap=3)
     store.add_tasks([NewTask("all votes in", ["e", "f"])], overlap=1)
     users = [store.add_user(f"u{i}", f"password-{i}").id for i in range(2)]
@@ -115,8 +113,9 @@ def test_by_default_a_snapshot_holds_only_settled_tasks(tmp_path: Path):
     assert export_snapshot(store, tmp_path / "exports", min_labels=1).pairs == 3
 
 
-def test_the_archive_holds_the_snapshot_with_its_images_and_snapshots_are_listed(tmp_path: Path):
-    store = Store(tmp_path / "store.db")
+def test_the_archive_holds_the_snapshot_with_its_images_and_snapshots_are_listed(
+    store: Store, tmp_path: Path
+):
     (tmp_path / "img").mkdir()
     Image.new("RGB", (8, 8), (0, 200, 0)).save(tmp_path / "img" / "green.png")
     rows = [{"prompt": "Colour?", "images": ["green.png"], "responses": ["green", "red"]}]
@@ -137,12 +136,11 @@ def test_the_archive_holds_the_snapshot_with_its_images_and_snapshots_are_listed
     assert {"v2/manifest.json", "v2/trl.jsonl", "v2/labels.jsonl"} <= names
 
 
-def test_an_export_killed_before_its_record_is_set_aside_and_written_again(tmp_path: Path):
+def test_an_export_killed_before_its_record_is_set_aside_and_written_again(store: Store, tmp_path: Path):
     import pytest
 
     from rlhfv.store.ingest import import_shapes
 
-    store = Store(tmp_path / "store.db")
     import_shapes(store, n=2, overlap=1)
     ann = store.add_user("ann", "ann-password").id
     while (view := store.next_task(ann)) is not None:
@@ -160,3 +158,17 @@ def test_an_export_killed_before_its_record_is_set_aside_and_written_again(tmp_p
     (tmp_path / "exports" / "v3").mkdir()
     with pytest.raises(FileExistsError, match="v3 exists but the store has no record of it"):
         export_snapshot(store, tmp_path / "exports")
+
+
+def test_a_snapshot_exported_from_another_working_folder_is_listed_where_it_is(
+    store: Store, tmp_path: Path, monkeypatch
+):
+    from rlhfv.store.export import list_snapshots
+
+    (tmp_path / "loop").mkdir()
+    (tmp_path / "app").mkdir()
+    monkeypatch.chdir(tmp_path / "loop")  # the active loop exports under its own (relative) run folder
+    export_snapshot(store, Path("checkpoints") / "run" / "exports")
+    monkeypatch.chdir(tmp_path / "app")  # the app runs from another folder and lists the records
+    [snap] = list_snapshots(store)
+    assert snap.path == tmp_path / "loop" / "checkpoints" / "run" / "exports" / "v1" and snap.path.is_dir()

@@ -16,8 +16,10 @@ from rlhfv.training.metrics import read_metrics
 
 
 @pytest.mark.slow
-def test_an_exported_snapshot_trains_the_grm_rl_stage_and_its_rollouts_come_back(tmp_path: Path):
-    store = Store(tmp_path / "store.db")
+def test_an_exported_snapshot_trains_the_grm_rl_stage_and_its_rollouts_come_back(
+    tmp_path: Path, database_url
+):
+    store = Store(database_url, media_dir=tmp_path / "media")
     import_shapes(store, n=6, seed=5, overlap=1)
     gold = store.gold()
     ann = store.add_user("ann", "ann-password").id

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from rlhfv.store.schema import SCHEMA_VERSION, SchemaError, migrate
 from rlhfv.store.store import NewTask, Store
@@ -15,18 +13,18 @@ def annotators(store: Store, n: int) -> list[int]:
     return [store.add_user(f"ann{i}", f"password-{i}").id for i in range(n)]
 
 
-def test_passwords_are_stored_as_salted_scrypt_hashes_and_checked(store, tmp_path):
+def test_passwords_are_stored_as_salted_scrypt_hashes_and_checked(store, stored_bytes):
     store.add_user("alice", "correct horse", "admin")
     store.add_user("bob", "correct horse")
     assert store.authenticate("alice", "correct horse").role == "admin"
     assert store.authenticate("alice", "wrong horse") is None
     assert store.authenticate("nobody", "correct horse") is None
-    rows = sqlite3.connect(tmp_path / "store.db").execute("select password_hash from users").fetchall()
-    hashes = [r[0] for r in rows]
+    with store.engine.connect() as conn:
+        hashes = conn.execute(text("select password_hash from users order by id")).scalars().all()
     assert all(h.startswith("scrypt$") and "correct horse" not in h for h in hashes)
     assert hashes[0] != hashes[1]  # same password, different salts
-    raw = (tmp_path / "store.db").read_bytes() + (tmp_path / "store.db-wal").read_bytes()
-    assert b"correct horse" not in raw
+    raw = stored_bytes()
+    assert b"alice" in raw and b"correct horse" not in raw
 
 
 def test_short_passwords_duplicate_names_and_unknown_roles_are_refused(store):

@@ -10,9 +10,10 @@ from rlhfv.store.store import Store
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
-    """A store with one admin and two annotators, which the app under test opens through RLHFV_DB."""
-    s = Store(tmp_path / "store.db")
+def store(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """A store with one admin and two annotators, which the app under test opens through RLHFV_DB
+    (on SQLite and on PostgreSQL: `database_url`)."""
+    s = Store(database_url, media_dir=tmp_path / "media")
     s.add_user("boss", "boss-password", "admin")
     s.add_user("ann", "ann-password")
     s.add_user("bob", "bob-password")

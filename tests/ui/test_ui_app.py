@@ -189,6 +189,83 @@ def test_oversized_and_oddly_named_uploads_are_refused_with_a_message_and_the_re
     assert shown["error"] == ["huge.jsonl is 2.0 MiB, over the 1 MiB upload limit; not used."]
 
 
+def test_an_oversized_image_quotes_one_limit_and_an_escaping_path_reads_as_a_sentence(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.syspath_prepend(str(APP.parent))
+    import ui_admin
+
+    from rlhfv.store.ingest import MAX_IMAGE_BYTES
+
+    class Upload:  # what st.file_uploader hands back
+        def __init__(self, name: str, data: bytes):
+            self.name, self.size, self._data = name, len(data), data
+
+        def getvalue(self) -> bytes:
+            return self._data
+
+    said: list[str] = []
+    for kind in ("error", "warning", "success"):
+        monkeypatch.setattr(ui_admin.st, kind, lambda text: said.append(str(text)))
+    monkeypatch.setattr(ui_admin.st, "dataframe", lambda rows, **_: said.extend(r["problem"] for r in rows))
+    monkeypatch.setenv("RLHFV_MAX_UPLOAD_MB", "50")  # the upload limit is above the image limit (20 MiB)
+    rows = [{"prompt": "p", "images": ["big.png"], "responses": ["a", "b"]},
+            {"prompt": "q", "images": ["../outside.png"], "responses": ["a", "b"]}]  # fmt: skip
+    task_file = Upload("batch.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    big = Upload("big.png", b"\0" * (MAX_IMAGE_BYTES + 2**20))
+    ui_admin.import_uploads(store, task_file, [big], overlap=1)
+    about_big = [m for m in said if "big.png is" in m]
+    assert about_big == ["big.png is 21.0 MiB, over the 20 MiB limit for an image; not used."]
+    assert not any("50 MiB" in m for m in said)  # one limit, the one that applies
+    assert "../outside.png: image path escapes the folder of the uploaded images" in said
+
+
+def test_the_users_table_shows_a_user_as_soon_as_they_are_added_or_changed(store: Store):
+    at = logged_in("boss", "boss-password")
+    at.radio(key="page").set_value("Users").run()
+    at.text_input[0].input("carol")
+    at.text_input[1].input("carol-password")
+    click(at, "Add")
+    users = at.dataframe[0].value
+    assert "carol" in list(users["name"])
+    at.selectbox[1].set_value("carol")
+    at.selectbox[3].set_value("disabled")
+    click(at, "Save")
+    users = at.dataframe[0].value
+    assert not users[users["name"] == "carol"]["active"].item()
+
+
+def test_adjudication_shows_each_annotators_vote_and_the_ranks_have_a_legend(store: Store):
+    store.add_tasks([NewTask("Disputed", ["left", "right"])], overlap=2)
+    for name, ranks, why in (("ann", [0, 1], "left is right"), ("bob", [1, 0], "right, surely")):
+        user = store.authenticate(name, f"{name}-password")
+        store.submit(user.id, store.next_task(user.id).id, ranks, rationale=why)
+    at = logged_in("boss", "boss-password")
+    at.radio(key="page").set_value("Progress & agreement").run()
+    votes = at.table[-1].value.to_dict("records")
+    assert votes == [
+        {"annotator": "ann", "Response 0": 1, "Response 1": 2, "rationale": "left is right"},
+        {"annotator": "bob", "Response 0": 2, "Response 1": 1, "rationale": "right, surely"},
+    ]
+    assert any(c.value.startswith("ranks: one number per response") for c in at.caption)
+
+
+def test_a_locked_account_is_marked_on_the_users_page_and_an_admin_unlocks_it(store: Store):
+    from rlhfv.store.store import MAX_ACCOUNT_FAILURES
+
+    for i in range(MAX_ACCOUNT_FAILURES):
+        store.authenticate("ann", f"guess {i}", address="10.0.0.9")
+    assert store.authenticate("ann", "ann-password") is None  # locked
+    at = logged_in("boss", "boss-password")
+    at.radio(key="page").set_value("Users").run()
+    users = at.dataframe[0].value.set_index("name")
+    assert users.loc["ann", "locked"].startswith("for ") and users.loc["bob", "locked"] == ""
+    at.selectbox(key="unlock-name").set_value("ann")
+    click(at, "Unlock")
+    assert at.dataframe[0].value.set_index("name").loc["ann", "locked"] == ""
+    assert store.authenticate("ann", "ann-password").name == "ann"
+
+
 def write_run(run: Path) -> None:
     run.mkdir(parents=True)
     (run / "recipe.yaml").write_text("pipeline: x\n")

@@ -373,6 +373,7 @@ def test_people_label_a_loop_round_in_chromium_and_the_loop_page_shows_round_2(b
         "grm_train.max_new_tokens=6", f"grm_train.eval_data.pairs.data._component_={parity}",
         "grm_train.eval_data.pairs.data.size=4", "grm_train.eval_data.pairs.data.tasks=[count]",
         "grm_train.eval_data.pairs.max_new_tokens=6", "grm_train.eval_data.pairs.samples=3",
+        "retrain.validation=0",  # two labels a round: every round's GRM is served (plain retraining)
     ]  # fmt: skip
     recipe = str(ROOT / "recipes" / "active_loop_shapes.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -432,4 +433,35 @@ def test_people_label_a_loop_round_in_chromium_and_the_loop_page_shows_round_2(b
     assert [(row["annotator"], row["external_id"].split(":")[2]) for row in labels] == [("ann", "r1")] * 2
     assert {row["external_id"] for row in labels} == set(round_1)
     assert store.setting("loop:active_loop_shapes:end_round") == "2"
-    assert (run_dir / "round_1" / "grm" / "final").is_dir() and final["grm"].endswith("round_2/grm/final")
+    # round 2 brought no new pair (ended with no label): the GRM trained in round 1 stays served
+    assert (run_dir / "round_1" / "grm" / "final").is_dir() and final["grm"].endswith("round_1/grm/final")
+    assert final["history"][1]["grm/decision"] == "kept"
+
+
+@pytest.mark.slow
+def test_enter_acts_on_the_focused_control_and_a_flag_leaves_the_next_report_form_closed(app: App):
+    expect = app.sync_api.expect
+    with app.sync_api.sync_playwright() as p:
+        page = log_in(app, p, "ann", "ann-password")
+        page.get_by_role("button", name="Start labelling").click()
+        expect(page.get_by_text("Question 0?")).to_be_visible(timeout=30_000)
+        expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+        # Enter on a focused Skip skips: no label, no "choose first" complaint
+        page.get_by_role("button", name="Skip").focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_text("Question 1?")).to_be_visible(timeout=30_000)
+        expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+        assert not page.get_by_text("Choose A, B or Tie first.").is_visible()
+        # Enter on the report form's focused button flags the task with its comment: no label
+        page.get_by_text("Report this task as broken").click()
+        page.get_by_label("What is wrong?").fill("the picture is blank")
+        page.get_by_role("button", name="Flag as broken").focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_text("Question 2?")).to_be_visible(timeout=30_000)
+        expect(page.locator(IDLE)).to_be_attached(timeout=30_000)
+        # the next task's report form is closed
+        expect(page.get_by_label("What is wrong?")).not_to_be_visible()
+    from rlhfv.store.curation import open_flags
+
+    assert app.store.labels() == []
+    assert [f["comment"] for f in open_flags(app.store)] == ["the picture is blank"]

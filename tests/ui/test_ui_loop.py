@@ -112,3 +112,41 @@ def test_a_finished_loop_shows_why_it_stopped_and_a_round_that_trained_nothing(s
 def test_without_a_loop_the_page_says_how_to_start_one(store: Store):
     at = loop_page(store)
     assert "No loop has run on this database" in at.info[0].value
+
+
+def with_state(store: Store, **changes) -> None:
+    state = json.loads(store.setting("loop:shapes_loop"))
+    store.set_setting("loop:shapes_loop", json.dumps({**state, **changes}))
+
+
+def test_a_loop_whose_process_is_gone_shows_as_stopped_with_no_end_round_button(store: Store):
+    waiting_loop(store, waited_s=600)
+    with_state(store, heartbeat_s=30)
+    store.set_setting("loop:shapes_loop:heartbeat", f"{time.time() - 200:.0f}")  # killed 200 s ago
+    at = loop_page(store)
+    [error] = [e.value for e in at.error]
+    assert re.fullmatch(
+        r"Stopped at round 2, phase wait: the loop's process is gone \(no sign of life for 3 min 2\d s\)\. "
+        r"Rerun the loop with run.resume=auto to continue this round\.",
+        error,
+    )
+    assert not [b for b in at.button if b.label.startswith("End round")]
+    # alive: a heartbeat within 3 × heartbeat_s
+    store.set_setting("loop:shapes_loop:heartbeat", f"{time.time():.0f}")
+    at = loop_page(store)
+    assert not at.error and [s.value for s in at.subheader][0] == "Round 2: waiting for labels"
+
+
+def test_a_loop_that_died_on_an_error_shows_where_and_why(store: Store):
+    waiting_loop(store, waited_s=5)
+    with_state(store, heartbeat_s=30, phase="train")
+    store.set_setting("loop:shapes_loop:heartbeat", f"{time.time():.0f}")
+    store.set_setting(
+        "loop:shapes_loop:stopped",
+        "stopped at round 2, phase train: ValueError: JudgeTask.misread applies to ...",
+    )
+    at = loop_page(store)
+    assert [e.value for e in at.error] == [
+        "Stopped at round 2, phase train: ValueError: JudgeTask.misread applies to .... "
+        "Rerun the loop with run.resume=auto to continue this round."
+    ]
