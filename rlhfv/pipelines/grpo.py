@@ -333,12 +333,18 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         seed = cfg.run.seed + 7919 * round_
         every = batch_indices(step, 0, cfg.prompts_per_step, 1, len(train), seed)  # the global batch
         examples = [train[i] for i in distributed.rank_slice(every, rank, world)]
+        seeds = {}  # rollout.seed_per_prompt: each group from (seed, step, round, its global place)
+        if cfg.rollout.seed_per_prompt:
+            first = rank * local_prompts
+            base = (seed * 1_000_003 + step) * 1_000_003
+            seeds["prompt_seeds"] = [base + first + b for b in range(local_prompts)]
         with sample_autocast:  # the HF engine's precision; a vLLM engine runs in rollout_dtype anyway
             rollout = sampler.generate(
                 [e.prompt for e in examples],
                 cfg.group_size,
                 [e.label for e in examples],
                 step + 100_003 * round_,
+                **seeds,
             )
         sample_s += time.perf_counter() - began
         # a model-based reward (a GRM's judgements) runs at the run's precision too: outside the
