@@ -19,7 +19,14 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter_tensor", "broadcast", "reduce")
+COLLECTIVES = (
+    "all_reduce",
+    "all_gather",
+    "all_gather_into_tensor",
+    "reduce_scatter_tensor",
+    "broadcast",
+    "reduce",
+)
 
 
 def check_devices(expected: torch.device) -> None:
@@ -32,7 +39,9 @@ def check_devices(expected: torch.device) -> None:
             for arg in [*args, *kwargs.values()]:
                 for t in arg if isinstance(arg, (list, tuple)) else [arg]:
                     if isinstance(t, torch.Tensor) and t.device.type != expected.type:
-                        raise AssertionError(f"torch.distributed.{name} got a tensor on {t.device}, not {expected}")
+                        raise AssertionError(
+                            f"torch.distributed.{name} got a tensor on {t.device}, not {expected}"
+                        )
             return fn(*args, **kwargs)
 
         return wrapper

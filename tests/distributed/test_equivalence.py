@@ -16,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from rlhfv.training.metrics import read_metrics
-from tests.distributed.launch import ROOT, run, torchrun
+from tests.distributed.launch import run, torchrun
 
 pytest.importorskip("deepspeed")
 
@@ -75,7 +75,9 @@ def one_process(tmp_path_factory, name: str) -> list[dict]:
     """The single-process run of a recipe, once per test session."""
     if name not in _single:
         folder = tmp_path_factory.mktemp(f"single_{name}")
-        run([sys.executable, "-m", "rlhfv.cli", "run", str(recipe(folder, name)), f"run.dir={folder / 'run'}"])
+        run(
+            [sys.executable, "-m", "rlhfv.cli", "run", str(recipe(folder, name)), f"run.dir={folder / 'run'}"]
+        )
         _single[name] = read_metrics(folder / "run" / "metrics.jsonl")
     return _single[name]
 
