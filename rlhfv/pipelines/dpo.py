@@ -320,6 +320,8 @@ def main(cfg: DPOConfig) -> dict[str, float]:
             }
             metrics["optim/grad_norm"] = grad_norm
             metrics = distributed.mean_metrics(accelerator, metrics)
+            if world > 1:
+                metrics["perf/processes"] = world
         evaluate_now = step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)
         if evaluate_now and held_out_pairs is not None and eval_ref is not None:
             metrics.update(evaluate_pairs(policy, held_out_pairs, eval_ref, cfg, device, autocast))

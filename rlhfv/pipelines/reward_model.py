@@ -221,6 +221,8 @@ def main(cfg: RewardModelConfig) -> dict[str, float]:
                 "optim/grad_norm": grad_norm,
             }
             metrics = distributed.mean_metrics(accelerator, metrics)
+            if world > 1:
+                metrics["perf/processes"] = world
         if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
             with autocast:  # every process: under ZeRO-3 each forward pass gathers shards from all
                 metrics.update(pairwise_accuracy(chat, rm, held_out, cfg.eval_batch_size, device, caps))
