@@ -116,6 +116,11 @@ def check_config(cfg: DPOConfig) -> None:
         )
     check_training_config(cfg)
     distributed.check_global_batch(distributed.world()[1], batch_size=cfg.batch_size)
+    if distributed.world()[1] > 1 and cfg.run.save_every:
+        raise ValueError(
+            f"run.save_every = {cfg.run.save_every} with several processes: DPO writes resumable checkpoints "
+            "on one process only (sft and grpo on several); set run.save_every=0"
+        )
 
 
 def pair_logprobs(

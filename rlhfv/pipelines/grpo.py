@@ -35,6 +35,7 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -266,9 +267,13 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
     synced = distributed.shards_parameters(accelerator)
     start_step = run.start_step if run else 0
     summary: dict[str, float] = {}
-    if run is not None and run.state is not None:
-        summary = run.restore(module, optimizer, scheduler)
-        truncate_metrics(run.dir / "rollouts.jsonl", start_step)
+    if distributed.main_process_value(accelerator, run is not None and run.state is not None):
+        if run is not None and run.state is not None:
+            if world == 1:
+                summary = run.restore(module, optimizer, scheduler)
+            else:  # the weights, optimizer and RNG states: below, on every process
+                summary = dict(run.state.get("summary", {}))
+            truncate_metrics(run.dir / "rollouts.jsonl", start_step)
     elif held_out is not None:
         before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
         summary = accuracy_summary(before, "before")
@@ -278,8 +283,21 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
     if run is not None and start_step == 0 and (run.dir / "rollouts.jsonl").exists():
         (run.dir / "rollouts.jsonl").unlink()
 
-    def state() -> dict[str, Any]:
+    if world > 1:  # every process takes up the checkpoint the main process read
+        saved = run.state if run is not None else None
+        start_step = distributed.restore_training_state(
+            accelerator, trainer, prepared_optimizer, scheduler, saved, start_step
+        )
+
+    def state(gathered: dict[str, Any]) -> dict[str, Any]:
         seen = {"prompts_seen": step * cfg.prompts_per_step}
+        if gathered:  # several processes: the full state the main process gathered
+            return {
+                **gathered,
+                "scheduler": scheduler.state_dict(),
+                "summary": summary,
+                "data_position": seen,
+            }
         return training_state(module, optimizer, scheduler, summary, data_position=seen)
 
     autocast = torch.autocast(
@@ -548,6 +566,10 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                     evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
                 )
                 summary.update(accuracy_summary(metrics, "after"))
+            save_now = cfg.run.save_every > 0 and (step % cfg.run.save_every == 0 or step == cfg.steps)
+            gathered = {}  # several processes: a collective, every process takes part
+            if save_now and world > 1:
+                gathered = distributed.gathered_training_state(accelerator, trainer, prepared_optimizer)
             if run is None:
                 continue
             bar.set_postfix(
@@ -558,7 +580,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             if cfg.log_rollouts_every and step % cfg.log_rollouts_every == 0:
                 write_rollouts(run.dir, step, rollout, rewards, cfg.log_rollouts_prompts)
             summary["final_reward"] = metrics["reward/mean"]
-            run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+            run.maybe_save(step, partial(state, gathered), force=step == cfg.steps and cfg.run.save_every > 0)
     finally:
         sampler.close()
     final = distributed.gathered_model(accelerator, policy, trainer, lambda: instantiate(cfg.policy))

@@ -124,6 +124,11 @@ def pairwise_accuracy(
 def main(cfg: RewardModelConfig) -> dict[str, float]:
     check_training_config(cfg)
     distributed.check_global_batch(distributed.world()[1], batch_size=cfg.batch_size)
+    if distributed.world()[1] > 1 and cfg.run.save_every:
+        raise ValueError(
+            f"run.save_every = {cfg.run.save_every} with several processes: the reward model writes "
+            "resumable checkpoints on one process only (sft and grpo on several); set run.save_every=0"
+        )
     accelerator = distributed.build_accelerator(
         cfg.strategy, cfg.zero_stage, pick_device(cfg.run.device), cfg.run.dtype, cfg.max_grad_norm
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -88,8 +89,12 @@ def main(cfg: SFTConfig, held_out: Any = None, evaluate_before: bool = True) -> 
     optimizer = instantiate(cfg.optimizer, params)
     scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.schedule)
     summary: dict[str, float] = {}
-    if run is not None and run.state is not None:
-        summary = run.restore(policy.module, optimizer, scheduler)
+    world = accelerator.num_processes
+    if distributed.main_process_value(accelerator, run is not None and run.state is not None):
+        if world == 1 and run is not None:
+            summary = run.restore(policy.module, optimizer, scheduler)
+        elif run is not None and run.state is not None:  # the weights follow once prepared, below
+            summary = dict(run.state.get("summary", {}))
     elif held_out is not None and evaluate_before:
         before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens)
         summary = accuracy_summary(before, "before")
@@ -102,8 +107,15 @@ def main(cfg: SFTConfig, held_out: Any = None, evaluate_before: bool = True) -> 
     )
     synced = distributed.shards_parameters(accelerator)
 
-    def state() -> dict[str, Any]:
+    def state(gathered: dict[str, Any]) -> dict[str, Any]:
         seen = {"examples_seen": step * cfg.batch_size * cfg.grad_accum}
+        if gathered:  # several processes: the full state the main process gathered
+            return {
+                **gathered,
+                "scheduler": scheduler.state_dict(),
+                "summary": summary,
+                "data_position": seen,
+            }
         return training_state(policy.module, optimizer, scheduler, summary, data_position=seen)
 
     autocast = torch.autocast(
@@ -112,6 +124,11 @@ def main(cfg: SFTConfig, held_out: Any = None, evaluate_before: bool = True) -> 
         enabled=cfg.run.dtype != "float32" and trainer.kind != "deepspeed",  # DeepSpeed casts itself
     )
     start_step = run.start_step if run is not None else 0
+    if world > 1:  # every process takes up the checkpoint the main process read
+        saved = run.state if run is not None else None
+        start_step = distributed.restore_training_state(
+            accelerator, model, prepared_optimizer, scheduler, saved, start_step
+        )
     bar = tqdm(
         range(start_step + 1, cfg.steps + 1), initial=start_step, total=cfg.steps, desc="sft",
         disable=not main_process,
@@ -146,11 +163,15 @@ def main(cfg: SFTConfig, held_out: Any = None, evaluate_before: bool = True) -> 
             summary.update(accuracy_summary(metrics, "after"))
         if step == cfg.steps:
             summary["final_loss"] = metrics.get("loss/sft", loss_total)
+        save_now = cfg.run.save_every > 0 and (step % cfg.run.save_every == 0 or step == cfg.steps)
+        gathered = {}  # several processes: a collective, every process takes part
+        if save_now and world > 1:
+            gathered = distributed.gathered_training_state(accelerator, model, prepared_optimizer)
         if run is None:
             continue
         if metrics:
             run.log(step, metrics)
-        run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+        run.maybe_save(step, partial(state, gathered), force=step == cfg.steps and cfg.run.save_every > 0)
     final = distributed.gathered_model(accelerator, policy, model, lambda: instantiate(cfg.policy))
     if run is None:
         return summary

@@ -247,3 +247,89 @@ def gathered_model(accelerator: Any, model: Any, prepared: torch.nn.Module, rebu
     target = getattr(final, "module", final)
     target.load_state_dict(weights)
     return final
+
+
+def gathered_training_state(accelerator: Any, model: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
+    """What a multi-process checkpoint holds besides the scheduler and summary: the full model and
+    optimizer state dicts on the main process (the others get empty ones; FSDP gathers its shards,
+    to host memory on the main process only) and every process's RNG states. A collective.
+    DeepSpeed is not covered (`rlhfv.training.step.check_training_config` refuses it)."""
+    from accelerate.utils import gather_object
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    from rlhfv.training.checkpoint import rng_state
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state, optimizer_state = get_state_dict(model, _inner(optimizer), options=options)
+    return {"model": model_state, "optimizer": optimizer_state, "rng_processes": gather_object([rng_state()])}
+
+
+def restore_training_state(
+    accelerator: Any,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    state: dict[str, Any] | None,
+    step: int,
+) -> int:
+    """Every process takes up the checkpoint the main process read (`state`, None elsewhere and on
+    a fresh run): weights and optimizer state broadcast from it, the scheduler, and each process
+    its own RNG states. Returns the step to continue after (0 for a fresh run). A collective."""
+    from accelerate.utils import broadcast_object_list
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    from rlhfv.training.checkpoint import set_rng_state
+
+    # tensors read from a checkpoint do not survive pickling: the RNG states travel as plain lists
+    rng_lists = _tensors_as_lists(state["rng_processes"]) if state is not None else None
+    small = [step, state["scheduler"], rng_lists] if state is not None else [0, None, None]
+    step, scheduler_state, rng_lists = broadcast_object_list(small)  # from the main process
+    if not step:
+        return 0
+    # model and optimizer separately: with the empty dicts of the other processes, `set_state_dict`
+    # would take them for an optimizer-only load there and skip the model's broadcast
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, state["model"] if state is not None else {}, options=options)
+    set_optimizer_state_dict(
+        model, _inner(optimizer), state["optimizer"] if state is not None else {}, options=options
+    )
+    scheduler.load_state_dict(scheduler_state)
+    set_rng_state(_lists_as_tensors(rng_lists[accelerator.process_index]))
+    return int(step)
+
+
+def _tensors_as_lists(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return {"__tensor__": x.tolist(), "dtype": str(x.dtype).removeprefix("torch.")}
+    if isinstance(x, dict):
+        return {k: _tensors_as_lists(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_tensors_as_lists(v) for v in x]
+    return x
+
+
+def _lists_as_tensors(x: Any) -> Any:
+    if isinstance(x, dict):
+        if "__tensor__" in x:
+            return torch.tensor(x["__tensor__"], dtype=getattr(torch, x["dtype"]))
+        return {k: _lists_as_tensors(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_lists_as_tensors(v) for v in x]
+    return x
+
+
+def main_process_value(accelerator: Any, value: T) -> T:
+    """`value` as the main process holds it, on every process (a collective; one process: `value`)."""
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
+
+
+def _inner(optimizer: Any) -> torch.optim.Optimizer:
+    return getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the torch optimizer

@@ -40,10 +40,10 @@ def check_training_config(cfg: Any) -> None:
     strategy, zero_stage = getattr(cfg, "strategy", "auto"), getattr(cfg, "zero_stage", 0)
     distributed.check_strategy(strategy, zero_stage)
     _, size = distributed.world()
-    if size > 1 and cfg.run.save_every:
+    if distributed.resolved_strategy(strategy, zero_stage, size) == "deepspeed" and cfg.run.save_every:
         raise ValueError(
-            f"run.save_every = {cfg.run.save_every} with {size} processes: resumable checkpoints are "
-            "written by single-process runs only; set run.save_every=0"
+            f"run.save_every = {cfg.run.save_every} with DeepSpeed (zero_stage = {zero_stage}): resumable "
+            "checkpoints are written by one process, DDP and FSDP; set run.save_every=0 or strategy=fsdp"
         )
 
 

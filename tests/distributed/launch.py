@@ -63,13 +63,20 @@ def torchrun(args: list[str], processes: int = 2, timeout: int = 300) -> None:
     run(cmd, timeout)
 
 
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
 def run(cmd: list[str], timeout: int = 300) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-4000:]
 
 
 if __name__ == "__main__":
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` shows where a rank hangs
     check_devices(torch.device(os.environ.get("RLHFV_EXPECTED_DEVICE", "cpu")))
     from rlhfv.cli import main
 

@@ -100,3 +100,16 @@ def test_two_ranks_with_half_the_batch_each_match_one_rank_with_all_of_it(
     # step 2 starts from the weights step 1 made: the averaged update was the one-process update
     assert got[1][LOSS[name]] == pytest.approx(expected[1][LOSS[name]], rel=1e-4, abs=1e-6)
     assert (out / "final" / "rlhfv_model.json").is_file()
+
+
+@pytest.mark.slow
+def test_dynamic_sampling_keeps_every_rank_on_the_same_rounds_and_micro_batches_under_zero3(tmp_path):
+    # "How many" groups get equal rewards: the ranks find different numbers of groups that differ,
+    # and ZeRO-3 hangs unless they run the same sampling rounds and train as many micro-batches
+    out = tmp_path / "run"
+    flat = "reward.function=tests.pipelines.test_grpo.flat_for_counting"
+    torchrun(["run", str(recipe(tmp_path, "grpo_rule")), f"run.dir={out}", "zero_stage=3", flat,
+              "dynamic_sampling=2", "micro_batch_size=3", "train_data.size=32"])  # fmt: skip
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "rollout/trained_groups" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["rollout/trained_groups"] in (0.0, 1.0, 2.0) for r in rows)  # of each rank's 2 prompts
