@@ -104,6 +104,7 @@ def generate(
     allowed_tokens: Callable[[int, torch.Tensor], list[int]] | None = None,
     reading_tokens: int = 32,
     share_prefix: bool = True,
+    prompt_seeds: Sequence[int] | None = None,
 ) -> Rollout:
     """Sample `group_size` completions for every prompt, batched, with the KV cache.
 
@@ -127,6 +128,9 @@ def generate(
         reading_tokens: Length limit of a reading.
         share_prefix: Encode the token prefix that every row shares (a judge's instructions)
             once and let the rows reuse its KV cache (`shared_prefix_batch`); text-only prompts.
+        prompt_seeds: One seed per prompt: each row then samples with its own generator
+            (`RowSeededSampler`), so a prompt's group does not depend on the other prompts of
+            the batch (nor on how a batch is split over processes).
     """
     rows = [p for p in prompts for _ in range(group_size)]  # prompt-major: b·G + k
     reading = None
@@ -157,6 +161,10 @@ def generate(
             processors.append(TopPLogitsWarper(top_p))
         recorder = SampledLogprobs()
         processors.append(recorder)
+        if prompt_seeds is not None:  # after the recorder: it records the distribution, not the pick
+            processors.append(
+                RowSeededSampler([s * 1_009 + k for s in prompt_seeds for k in range(group_size)])
+            )
     extra: dict[str, Any] = {"tokenizer": policy.tokenizer} if stop_strings else {}
     inputs = batch
     shared = shared_prefix_batch(policy, batch) if share_prefix else None
@@ -286,6 +294,36 @@ def rollout_of_groups(policy: ChatModel, picks: Sequence[tuple[Rollout, int]]) -
         judgments=[r.judgments[b] if b < len(r.judgments) else [] for r, b in picks],
         sampler_logprobs=padded([r.sampler_logprobs[i] for r, i in rows], 0.0) if sampled else None,  # type: ignore[index]
     )
+
+
+class RowSeededSampler:
+    """The very last logits processor: draws each row's next token with the row's own
+    `torch.Generator` and returns scores that leave `generate` no other choice (0 for the drawn
+    token, −inf elsewhere), so its own multinomial over the batch, which uses the global RNG,
+    picks exactly that token. A row's samples are then a function of its seed and its own logits.
+
+    Cost: one small multinomial call per row and token, on top of generate's own; negligible
+    beside the forward pass for small batches, a few percent for hundreds of rows.
+    """
+
+    def __init__(self, seeds: Sequence[int]):
+        self.seeds = list(seeds)
+        self.generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.generators is None:
+            if len(self.seeds) != scores.shape[0]:
+                raise ValueError(f"{len(self.seeds)} row seeds for {scores.shape[0]} rows")
+            self.generators = [
+                torch.Generator(device=scores.device).manual_seed(s % 2**63) for s in self.seeds
+            ]
+        probs = torch.softmax(scores.float(), dim=-1)  # [N, V]
+        picked = torch.cat(
+            [torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)]
+        )  # [N]
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, picked.unsqueeze(1), 0.0)
+        return out
 
 
 class SampledLogprobs:

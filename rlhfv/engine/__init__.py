@@ -55,6 +55,11 @@ class RolloutConfig:
         request_seeds: Seed every request from (run.seed, step), so a resumed run or a repeated
             call draws the same samples. Off: the engine's own generator (seeded once at start),
             which on GPU keeps vLLM on its faster batched sampling path.
+        seed_per_prompt: "hf" only: sample each prompt's group with generators seeded from
+            (run seed, step, the prompt's place in the global batch), instead of the global RNG
+            shared by the whole batched generate. A run then draws the same samples on any
+            number of processes (the multi-process equivalence tests rely on it); it costs one
+            small sampling call per row and token (`rlhfv.rollout.RowSeededSampler`).
     """
 
     engine: str = "hf"
@@ -72,6 +77,7 @@ class RolloutConfig:
     max_prompt_tokens: int = 2048
     limit_mm_per_prompt: int = 1
     request_seeds: bool = False
+    seed_per_prompt: bool = False
 
 
 def check_rollout_config(rollout: RolloutConfig) -> None:
@@ -80,6 +86,10 @@ def check_rollout_config(rollout: RolloutConfig) -> None:
         raise ValueError(f"rollout.engine = {rollout.engine!r}; choose one of {ENGINES}")
     if rollout.sync_every < 1:
         raise ValueError(f"rollout.sync_every = {rollout.sync_every}; 1 (every step) or more")
+    if rollout.seed_per_prompt and rollout.engine != "hf":
+        raise ValueError(
+            f"rollout.seed_per_prompt with rollout.engine = {rollout.engine!r}: only 'hf' takes row seeds"
+        )
     if rollout.tis_cap < 0 or 0 < rollout.tis_cap < 1:
         raise ValueError(f"rollout.tis_cap = {rollout.tis_cap}; 0 (off) or a cap ≥ 1 (TRL uses 2)")
     if rollout.mode not in MODES:
@@ -119,7 +129,12 @@ class HFEngine:
     synced_gpus: bool = False
 
     def generate(
-        self, prompts: Sequence[Prompt], group_size: int, labels: Sequence[str], step: int
+        self,
+        prompts: Sequence[Prompt],
+        group_size: int,
+        labels: Sequence[str],
+        step: int,
+        prompt_seeds: Sequence[int] | None = None,
     ) -> Rollout:
         return generate(
             self.policy,
@@ -131,6 +146,7 @@ class HFEngine:
             self.stop_strings,
             labels=labels,
             synced_gpus=self.synced_gpus,
+            prompt_seeds=prompt_seeds,
         )
 
     def sync(self, step: int) -> float:

@@ -10,8 +10,9 @@ The maths is in `rlhfv.algorithms.preference`; this file is the loop. One step:
      filled once before training, after which no reference is held in memory;
   4. the loss, its gradient accumulated over `grad_accum` micro-batches, one optimizer step.
 A non-finite loss or gradient stops the run or skips the step (`on_nonfinite`), as in GRPO.
-Under DeepSpeed (`zero_stage` 2 or 3, launched with torchrun) every process takes its own
-`batch_size` pairs per micro-batch and ZeRO averages the gradients, as in GRPO.
+With several processes (DDP, DeepSpeed ZeRO or FSDP, `rlhfv.training.distributed`) `batch_size`
+stays the global number: each process takes its slice of every micro-batch, and the averaged
+gradient is that of the whole batch.
 
 Pairs come from any data set of `PreferencePair`s: a file (`rlhfv.data.pair_files.PairFile`, which
 reads rlhfv's and TRL's formats and annotation exports), ShapesVQA's templated pairs
@@ -40,6 +41,7 @@ from rlhfv.training.batching import batch_indices, to_device, tokenize_completio
 from rlhfv.training.evaluation import accuracy_summary, evaluate_accuracy
 from rlhfv.training.run import pick_device, seed_everything, start_run, training_state
 from rlhfv.training.schedule import lr_schedule
+from rlhfv.training.step import TrainStep, check_training_config
 from rlhfv.types import PreferencePair
 
 logger = logging.getLogger(__name__)
@@ -68,7 +70,9 @@ class DPOConfig:
             table is kept in checkpoints) and free the reference.
         on_nonfinite: "stop" at a non-finite loss or gradient, or "skip" that step.
         freeze: Regular expressions; parameters whose names match one are not trained.
-        zero_stage: 0 (plain PyTorch), 2 or 3 (DeepSpeed ZeRO; launch with torchrun).
+        strategy / zero_stage: How several processes train (`rlhfv.training.distributed`):
+            "auto" is DDP, or DeepSpeed ZeRO when zero_stage is 2 or 3; "fsdp" is FSDP2.
+            batch_size is global: W processes take batch_size / W pairs of each micro-batch.
     """
 
     run: RunConfig = field(default_factory=RunConfig)
@@ -95,6 +99,7 @@ class DPOConfig:
     eval_batch_size: int = 32
     max_new_tokens: int = 24
     freeze: list[str] = field(default_factory=list)
+    strategy: str = "auto"
     zero_stage: int = 0
 
 
@@ -109,13 +114,12 @@ def check_config(cfg: DPOConfig) -> None:
         raise ValueError(
             f"label_smoothing = {cfg.label_smoothing}: must be in [0, {limit}) for loss_type {cfg.loss_type!r}"
         )
-    if cfg.on_nonfinite not in ("stop", "skip"):
-        raise ValueError(f"on_nonfinite = {cfg.on_nonfinite!r}; choose 'stop' or 'skip'")
-    if cfg.zero_stage not in (0, 2, 3):
-        raise ValueError(f"zero_stage = {cfg.zero_stage}; choose 0 (no DeepSpeed), 2 or 3")
-    if cfg.zero_stage and cfg.run.save_every:
+    check_training_config(cfg)
+    distributed.check_global_batch(distributed.world()[1], batch_size=cfg.batch_size)
+    if distributed.world()[1] > 1 and cfg.run.save_every:
         raise ValueError(
-            "run.save_every > 0 with zero_stage > 0: resumable ZeRO checkpoints are not written yet; set run.save_every=0"
+            f"run.save_every = {cfg.run.save_every} with several processes: DPO writes resumable checkpoints "
+            "on one process only (sft and grpo on several); set run.save_every=0"
         )
 
 
@@ -186,9 +190,10 @@ def evaluate_pairs(
 
 def main(cfg: DPOConfig) -> dict[str, float]:
     check_config(cfg)
-    device = pick_device(cfg.run.device)
-    distributed.init_distributed(device)
-    rank, world = distributed.world()
+    accelerator = distributed.build_accelerator(
+        cfg.strategy, cfg.zero_stage, pick_device(cfg.run.device), cfg.run.dtype, cfg.max_grad_norm
+    )
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     run = start_run(cfg) if rank == 0 else None  # one run folder; other processes only seed
     if run is None:
         seed_everything(cfg.run.seed + rank)
@@ -204,7 +209,8 @@ def main(cfg: DPOConfig) -> dict[str, float]:
     autocast = torch.autocast(
         device.type,
         dtype=getattr(torch, cfg.run.dtype),
-        enabled=cfg.run.dtype != "float32" and not cfg.zero_stage,
+        enabled=cfg.run.dtype != "float32"
+        and distributed.resolved_strategy(cfg.strategy, cfg.zero_stage, world) != "deepspeed",
     )
     is_lora = hasattr(module, "disable_adapter")
     # Reference log-probs that do not change during training are computed once: the held-out
@@ -228,19 +234,12 @@ def main(cfg: DPOConfig) -> dict[str, float]:
         eval_ref = reference_table(policy, reference, held_out_pairs, cfg.eval_batch_size, device, autocast)
     if cfg.precompute_ref_logprobs:
         reference = None  # nothing below needs it: free it
-    engine = None
-    if cfg.zero_stage:  # after the reference tables: ZeRO-3 shards the policy's parameters
-        engine = distributed.deepspeed_engine(
-            module,
-            optimizer,
-            cfg.zero_stage,
-            cfg.batch_size,
-            cfg.grad_accum,
-            cfg.max_grad_norm,
-            cfg.run.dtype,
-        )
-    trainer = engine if engine is not None else module  # what the training forward pass calls
-    synced = cfg.zero_stage == 3 and world > 1
+    # after the reference tables: ZeRO-3 and FSDP shard the policy's parameters
+    trained, prepared_optimizer = accelerator.prepare(module, optimizer)
+    trainer = TrainStep(
+        accelerator, trained, prepared_optimizer, scheduler, cfg.max_grad_norm, cfg.on_nonfinite, "DPO loss"
+    )
+    synced = distributed.shards_parameters(accelerator)
     start_step = run.start_step if run is not None else 0
     summary: dict[str, float] = {}
     if run is not None and run.state is not None:
@@ -272,20 +271,15 @@ def main(cfg: DPOConfig) -> dict[str, float]:
         started = time.perf_counter()
         totals: dict[str, float] = {}
         skipped = 0
+        grad_norm = 0.0
         for micro in range(cfg.grad_accum):
-            # 1. the step's pairs (each process its own)
-            indices = batch_indices(
-                step,
-                rank * cfg.grad_accum + micro,
-                cfg.batch_size,
-                cfg.grad_accum * world,
-                len(train),
-                cfg.run.seed,
-            )
+            # 1. the step's pairs: this process's slice of the global micro-batch
+            all_indices = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum, len(train), cfg.run.seed)
+            indices = distributed.rank_slice(all_indices, rank, world)
             pairs = checked_pairs(train, indices)
             # 2. policy log-probs [2B] → chosen [B], rejected [B]
             with autocast:
-                summed, tokens = pair_logprobs(trainer, policy, pairs, device)
+                summed, tokens = pair_logprobs(trained, policy, pairs, device)
             chosen, rejected = summed.float().chunk(2)
             # 3. reference log-probs [B] each
             if train_ref is not None:
@@ -299,48 +293,25 @@ def main(cfg: DPOConfig) -> dict[str, float]:
                     ref_summed, _ = pair_logprobs(reference or policy, policy, pairs, device)
                 ref_chosen, ref_rejected = ref_summed.float().chunk(2)
             lp = PreferenceLogprobs(chosen, rejected, ref_chosen, ref_rejected, *tokens.chunk(2))
-            # 4. loss and gradient
+            # 4. loss and gradient: a mean over this process's pairs, averaged over processes
             loss, metrics = preference_loss(lp, cfg.beta, cfg.loss_type, cfg.label_smoothing, cfg.nll_coef)
-            if not torch.isfinite(loss):
-                cause = (
-                    "the loss overflowed although its inputs are finite (check beta and the learning rate)"
-                )
+
+            def cause(summed=summed, ref=ref_chosen + ref_rejected, indices=indices) -> str:
+                why = "the loss overflowed although its inputs are finite (check beta and the learning rate)"
                 if not torch.isfinite(summed).all():
-                    cause = "the policy log-probs hold NaN/inf"
-                elif not torch.isfinite(ref_chosen + ref_rejected).all():
-                    cause = "the reference log-probs hold NaN/inf"
-                if (
-                    cfg.on_nonfinite == "stop" or engine is not None
-                ):  # DeepSpeed cannot drop half an accumulation
-                    raise FloatingPointError(
-                        f"step {step}: DPO loss is {loss.item()} ({cause}; pairs {indices[:4]}…); "
-                        "no checkpoint was written for this step"
-                    )
-                logger.warning("step %d: skipping the step, DPO loss is %s: %s", step, loss.item(), cause)
+                    why = "the policy log-probs hold NaN/inf"
+                elif not torch.isfinite(ref).all():
+                    why = "the reference log-probs hold NaN/inf"
+                return f" ({why}; pairs {indices[:4]}…)"
+
+            if not trainer.loss_is_finite(loss, step, cause):
                 skipped = 1
                 break
-            if engine is not None:
-                engine.backward(loss)  # scaled by 1/grad_accum; the engine steps at the last micro-batch
-                engine.step()
-            else:
-                (loss / cfg.grad_accum).backward()
+            trainer.backward(loss / cfg.grad_accum, last=micro == cfg.grad_accum - 1)
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
-        grad_norm = torch.tensor(0.0)
-        if engine is None and not skipped:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            if not torch.isfinite(grad_norm):
-                if cfg.on_nonfinite == "stop":
-                    raise FloatingPointError(
-                        f"step {step}: gradient norm is {grad_norm.item()}; no checkpoint was written for this step"
-                    )
-                logger.warning("step %d: skipping the step, gradient norm is %s", step, grad_norm.item())
-                skipped = 1
-            if not skipped:
-                optimizer.step()
         if not skipped:
-            scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+            grad_norm, skipped = trainer.step(step)
         elapsed = time.perf_counter() - started
         if totals:
             bar.set_postfix(loss=f"{totals['loss/dpo']:.3f}", acc=f"{totals['reward/accuracy']:.2f}")
@@ -349,12 +320,13 @@ def main(cfg: DPOConfig) -> dict[str, float]:
             metrics = {
                 **totals,
                 "optim/lr": scheduler.get_last_lr()[0],
-                "perf/pairs_per_s": cfg.batch_size * cfg.grad_accum * world / elapsed,
+                "perf/pairs_per_s": cfg.batch_size * cfg.grad_accum / elapsed,
                 "skipped/nonfinite": float(skipped),
             }
-            if engine is None:  # DeepSpeed clips inside its step
-                metrics["optim/grad_norm"] = float(grad_norm)
-            metrics = distributed.mean_across_processes(metrics)
+            metrics["optim/grad_norm"] = grad_norm
+            metrics = distributed.mean_metrics(accelerator, metrics)
+            if world > 1:
+                metrics["perf/processes"] = world
         evaluate_now = step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)
         if evaluate_now and held_out_pairs is not None and eval_ref is not None:
             metrics.update(evaluate_pairs(policy, held_out_pairs, eval_ref, cfg, device, autocast))
@@ -371,9 +343,8 @@ def main(cfg: DPOConfig) -> dict[str, float]:
             continue
         if metrics:
             run.log(step, metrics)
-        if engine is None:
-            run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
-    final = distributed.unsharded_model(engine, policy, lambda: instantiate(cfg.policy), run is not None)
+        run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+    final = distributed.gathered_model(accelerator, policy, trained, lambda: instantiate(cfg.policy))
     if run is None:
         return summary
     if "after/accuracy" in summary:

@@ -2,7 +2,8 @@
 the log-probability of the better-than-their-group ones (`rlhfv.algorithms.grpo` has the maths).
 
 One step:
-  1. take B prompts (a pure function of (seed, step, process), so a resumed run sees the same data);
+  1. take B prompts (a pure function of (seed, step), so a resumed run sees the same data; with W
+     processes each takes its B/W of them, so 2 processes see exactly the prompts 1 process sees);
   2. sample G completions each → a `Rollout` of N = B·G rows;
   3. rewards [N] from the recipe's reward; group advantages [N];
   4. log π_old (only when there are several updates per batch: with one update π_old = π_θ, and
@@ -11,8 +12,9 @@ One step:
      the sampler ran;
   5. `updates_per_batch` optimizer steps over the batch, each accumulating the gradient of
      micro-batches whose losses add up to the whole batch's loss.
-Under DeepSpeed (`zero_stage` 2 or 3, launched with torchrun) every process runs this loop on its
-own prompts and ZeRO averages the gradients.
+With several processes (DDP, DeepSpeed ZeRO or FSDP: `rlhfv.training.distributed`) every process
+runs this loop on its share of the prompts; the loss is normalised by the whole batch's tokens, so
+the gradient the processes average is the one-process gradient of the global batch.
 
 `rollout/logprob_gap` checks that the samples are on-policy: the mean |log π_sampler − log π_old|
 over completion tokens, where π_sampler is what `generate` drew each token from and π_old is what
@@ -33,6 +35,7 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -50,6 +53,7 @@ from rlhfv.training.evaluation import accuracy_summary, evaluate_accuracy
 from rlhfv.training.metrics import truncate_metrics
 from rlhfv.training.run import pick_device, seed_everything, start_run, training_state
 from rlhfv.training.schedule import lr_schedule
+from rlhfv.training.step import TrainStep, check_training_config
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +69,8 @@ class GRPOConfig:
         reward: Reward node: `reward(rollout) -> Tensor[N]`.
         optimizer: Optimizer node; the trainable parameters are passed positionally.
         steps: Rollout batches (each followed by `updates_per_batch` optimizer steps).
-        prompts_per_step: B prompts per step and process; group_size: G completions per prompt.
+        prompts_per_step: B prompts per step, over all processes (each of W takes B/W);
+            group_size: G completions per prompt.
         max_new_tokens, temperature, top_p, stop_strings: Sampling.
         updates_per_batch: Optimizer steps on each rollout batch (μ; > 1 reuses samples, clipped).
         micro_batch_size: Rows per forward/backward pass (0: the whole batch at once).
@@ -77,8 +82,11 @@ class GRPOConfig:
             ReasonGRM also trains with: a group whose G rewards are all equal has zero advantage,
             so it is dropped, and up to this many sampling rounds (the step's own prompts first,
             then other prompts) gather B groups whose rewards differ. Fewer than B if the rounds
-            run out; 0 trains every group. reward/mean stays that of the step's own prompts.
-        zero_stage: 0 (plain PyTorch), 2 or 3 (DeepSpeed ZeRO; launch with torchrun).
+            run out; 0 trains every group. reward/mean stays that of the step's own prompts. With
+            W processes each gathers B/W groups, and all train as many groups as the process that
+            found the fewest (all processes must run the same number of micro-batches).
+        strategy / zero_stage: How several processes train (`rlhfv.training.distributed`):
+            "auto" is DDP, or DeepSpeed ZeRO when zero_stage is 2 or 3; "fsdp" is FSDP2.
         rollout_dtype: Precision of sampling only ("" = run.dtype). "bfloat16" samples under
             bf16 autocast while training stays in run.dtype: about 1.4× faster sampling on CPUs
             with avx512_bf16 or AMX, and on GPUs.
@@ -117,6 +125,7 @@ class GRPOConfig:
     eval_every: int = 0
     eval_batch_size: int = 32
     dynamic_sampling: int = 0
+    strategy: str = "auto"
     zero_stage: int = 0
     rollout_dtype: str = ""
     freeze: list[str] = field(default_factory=list)
@@ -127,33 +136,26 @@ def check_config(cfg: GRPOConfig) -> None:
     """Refuse settings that cannot work, before loading anything."""
     if cfg.group_size < 2:
         raise ValueError(f"group_size = {cfg.group_size}: GRPO compares completions within a group, so G ≥ 2")
-    if cfg.on_nonfinite not in ("stop", "skip"):
-        raise ValueError(f"on_nonfinite = {cfg.on_nonfinite!r}; choose 'stop' or 'skip'")
-    if cfg.zero_stage not in (0, 2, 3):
-        raise ValueError(f"zero_stage = {cfg.zero_stage}; choose 0 (no DeepSpeed), 2 or 3")
+    check_training_config(cfg)
+    _, world = distributed.world()
+    distributed.check_global_batch(world, prompts_per_step=cfg.prompts_per_step)
     if cfg.dynamic_sampling < 0:
         raise ValueError(
             f"dynamic_sampling = {cfg.dynamic_sampling}; 0 (off) or the most sampling rounds per step"
         )
-    if cfg.dynamic_sampling and cfg.zero_stage:
-        raise ValueError(
-            "dynamic_sampling with zero_stage > 0: DeepSpeed needs the same number of micro-batches every step"
-        )
-    n = cfg.prompts_per_step * cfg.group_size
+    n = cfg.prompts_per_step // world * cfg.group_size
     if cfg.micro_batch_size and n % cfg.micro_batch_size:
         raise ValueError(
-            f"micro_batch_size = {cfg.micro_batch_size} must divide prompts_per_step × group_size = {n}"
+            f"micro_batch_size = {cfg.micro_batch_size} must divide each process's rows, "
+            f"prompts_per_step / processes × group_size = {cfg.prompts_per_step} / {world} × {cfg.group_size} = {n}"
         )
     if cfg.rollout_dtype not in ("", "float32", "bfloat16", "float16"):
         raise ValueError(f"rollout_dtype = {cfg.rollout_dtype!r}; choose '', float32, bfloat16 or float16")
     check_rollout_config(cfg.rollout)
-    if cfg.rollout.engine == "vllm" and cfg.zero_stage:
+    if cfg.rollout.engine == "vllm" and world > 1:
         raise ValueError(
-            "rollout.engine = 'vllm' with zero_stage > 0: the engine syncs from one unsharded model"
-        )
-    if cfg.zero_stage and cfg.run.save_every:
-        raise ValueError(
-            "run.save_every > 0 with zero_stage > 0: resumable ZeRO checkpoints are not written yet; set run.save_every=0"
+            f"rollout.engine = 'vllm' with {world} processes: the engine syncs from one process's model; "
+            "use rollout.engine=hf"
         )
 
 
@@ -234,9 +236,10 @@ def reading_logprobs(
 
 def main(cfg: GRPOConfig) -> dict[str, float]:
     check_config(cfg)
-    device = pick_device(cfg.run.device)
-    distributed.init_distributed(device)
-    rank, world = distributed.world()
+    accelerator = distributed.build_accelerator(
+        cfg.strategy, cfg.zero_stage, pick_device(cfg.run.device), cfg.run.dtype, cfg.max_grad_norm
+    )
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     run = start_run(cfg) if rank == 0 else None  # one run folder; other processes only seed
     if run is None:
         seed_everything(cfg.run.seed + rank)
@@ -254,25 +257,23 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
     optimizer = instantiate(cfg.optimizer, params)
     scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps * cfg.updates_per_batch, cfg.schedule)
     loss_cfg = GRPOLossConfig(cfg.clip_eps, cfg.kl_coef, cfg.loss_norm, cfg.max_new_tokens)
-    micro = cfg.micro_batch_size or cfg.prompts_per_step * cfg.group_size
-    engine = None
-    if cfg.zero_stage:
-        engine = distributed.deepspeed_engine(
-            module,
-            optimizer,
-            cfg.zero_stage,
-            micro,
-            cfg.prompts_per_step * cfg.group_size // micro,
-            cfg.max_grad_norm,
-            cfg.run.dtype,
-        )
-    trainer = engine if engine is not None else module  # what the training forward pass calls
-    synced = cfg.zero_stage == 3 and world > 1
+    local_prompts = cfg.prompts_per_step // world  # this process's share of the step's prompts
+    micro = cfg.micro_batch_size or local_prompts * cfg.group_size
+    trainer, prepared_optimizer = accelerator.prepare(module, optimizer)  # what the training forward calls
+    step_fn = TrainStep(
+        accelerator, trainer, prepared_optimizer, scheduler, cfg.max_grad_norm, cfg.on_nonfinite, "GRPO loss"
+    )
+    casts_itself = step_fn.kind == "deepspeed"  # DeepSpeed holds the precision in its config
+    synced = distributed.shards_parameters(accelerator)
     start_step = run.start_step if run else 0
     summary: dict[str, float] = {}
-    if run is not None and run.state is not None:
-        summary = run.restore(module, optimizer, scheduler)
-        truncate_metrics(run.dir / "rollouts.jsonl", start_step)
+    if distributed.main_process_value(accelerator, run is not None and run.state is not None):
+        if run is not None and run.state is not None:
+            if world == 1:
+                summary = run.restore(module, optimizer, scheduler)
+            else:  # the weights, optimizer and RNG states: below, on every process
+                summary = dict(run.state.get("summary", {}))
+            truncate_metrics(run.dir / "rollouts.jsonl", start_step)
     elif held_out is not None:
         before = evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
         summary = accuracy_summary(before, "before")
@@ -282,14 +283,27 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
     if run is not None and start_step == 0 and (run.dir / "rollouts.jsonl").exists():
         (run.dir / "rollouts.jsonl").unlink()
 
-    def state() -> dict[str, Any]:
-        seen = {"prompts_seen": step * cfg.prompts_per_step * world}
+    if world > 1:  # every process takes up the checkpoint the main process read
+        saved = run.state if run is not None else None
+        start_step = distributed.restore_training_state(
+            accelerator, trainer, prepared_optimizer, scheduler, saved, start_step
+        )
+
+    def state(gathered: dict[str, Any]) -> dict[str, Any]:
+        seen = {"prompts_seen": step * cfg.prompts_per_step}
+        if gathered:  # several processes: the full state the main process gathered
+            return {
+                **gathered,
+                "scheduler": scheduler.state_dict(),
+                "summary": summary,
+                "data_position": seen,
+            }
         return training_state(module, optimizer, scheduler, summary, data_position=seen)
 
     autocast = torch.autocast(
         device.type,
         dtype=getattr(torch, cfg.run.dtype),
-        enabled=cfg.run.dtype != "float32" and engine is None,
+        enabled=cfg.run.dtype != "float32" and not casts_itself,
     )
     # Sampling may run in lower precision than training (as with a separate inference engine):
     # with one update per batch the ratio is still exactly 1, the samples just come from a
@@ -298,7 +312,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
     sample_autocast = torch.autocast(
         device.type,
         dtype=getattr(torch, rollout_dtype),
-        enabled=rollout_dtype != "float32" and engine is None,
+        enabled=rollout_dtype != "float32" and not casts_itself,
     )
     bar = tqdm(
         range(start_step + 1, cfg.steps + 1),
@@ -335,14 +349,20 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
         nonlocal sample_s
         began = time.perf_counter()
         seed = cfg.run.seed + 7919 * round_
-        indices = batch_indices(step, rank, cfg.prompts_per_step, world, len(train), seed)
-        examples = [train[i] for i in indices]
+        every = batch_indices(step, 0, cfg.prompts_per_step, 1, len(train), seed)  # the global batch
+        examples = [train[i] for i in distributed.rank_slice(every, rank, world)]
+        seeds = {}  # rollout.seed_per_prompt: each group from (seed, step, round, its global place)
+        if cfg.rollout.seed_per_prompt:
+            first = rank * local_prompts
+            base = (seed * 1_000_003 + step) * 1_000_003
+            seeds["prompt_seeds"] = [base + first + b for b in range(local_prompts)]
         with sample_autocast:  # the HF engine's precision; a vLLM engine runs in rollout_dtype anyway
             rollout = sampler.generate(
                 [e.prompt for e in examples],
                 cfg.group_size,
                 [e.label for e in examples],
                 step + 100_003 * round_,
+                **seeds,
             )
         sample_s += time.perf_counter() - began
         # a model-based reward (a GRM's judgements) runs at the run's precision too: outside the
@@ -357,7 +377,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             module.eval()  # sampling: no dropout
             rollout, rewards = sample(0)  # [N]
             step_rewards = rewards  # what the policy scores on this step's prompts (reward/mean)
-            kept_groups = cfg.prompts_per_step
+            kept_groups = local_prompts
             if cfg.dynamic_sampling:
                 # DAPO's dynamic sampling: a group whose G rewards are all equal has zero advantage and
                 # teaches nothing. Keep the others, and sample further rounds until B groups differ.
@@ -369,12 +389,16 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                         rollout, rewards = sample(round_)
                     grouped = rewards.view(-1, cfg.group_size)  # [B, G]
                     for b in torch.nonzero(grouped.amax(dim=1) > grouped.amin(dim=1)).flatten().tolist():
-                        if len(picks) < cfg.prompts_per_step:
+                        if len(picks) < local_prompts:
                             picks.append((rollout, b))
                             kept_rewards.append(grouped[b])
-                    if len(picks) == cfg.prompts_per_step:
+                    # every process samples the same number of rounds (under ZeRO-3 and FSDP each
+                    # forward pass is a collective)
+                    if distributed.all_processes_agree(accelerator, len(picks) == local_prompts):
                         break
-                kept_groups = len(picks)
+                # every process trains as many groups as the one that found the fewest
+                kept_groups = distributed.smallest_over_processes(accelerator, len(picks))
+                picks, kept_rewards = picks[:kept_groups], kept_rewards[:kept_groups]
                 # with no group left, the first round trains (zero advantages: only the KL term acts)
                 rollout, rewards = (
                     (rollout_of_groups(policy, picks), torch.cat(kept_rewards)) if picks else first
@@ -388,9 +412,12 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                     "prompts with a reading (JudgeTask(reading='self')) train with updates_per_batch 1 only"
                 )
             # token_mean over whole outputs: a reading's tokens count with the rest of its output's
-            batch_tokens = float(mask.sum()) + (
+            local_tokens = float(mask.sum()) + (
                 float(reading.completion_mask.sum()) if reading is not None else 0.0
             )
+            # the loss's denominators, per process: the whole batch's tokens (and rows) over the
+            # processes, so the average of the processes' gradients is the whole batch's gradient
+            batch_tokens = distributed.sum_over_processes(accelerator, local_tokens) / world
             chunks = [slice(s, s + micro) for s in range(0, n_rows, micro)]
             shared = (
                 cfg.group_size if micro % cfg.group_size == 0 and reading is None else 1
@@ -424,6 +451,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             totals: dict[str, float] = {}
             gap = 0.0  # Σ |log π_sampler − log π_old| over the batch's completion tokens
             skipped = 0
+            grad_norm = 0.0
             for update in range(cfg.updates_per_batch):
                 for c, rows in enumerate(chunks):
                     with autocast:
@@ -478,44 +506,21 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                         for key in ("loss/policy", "loss/kl"):
                             if key in read_metrics:
                                 metrics[key] += read_metrics[key]
-                    if not torch.isfinite(loss):
-                        cause = nonfinite_cause(lp, old, ref_lp[c], advantages[rows])
-                        if (
-                            cfg.on_nonfinite == "stop" or engine is not None
-                        ):  # DeepSpeed cannot drop half an accumulation
-                            raise FloatingPointError(
-                                f"step {step}: GRPO loss is {loss.item()}: {cause}; no checkpoint was written for this step"
-                            )
-                        logger.warning(
-                            "step %d: skipping the batch, loss is %s: %s", step, loss.item(), cause
-                        )
+                    inputs = (lp, old, ref_lp[c], advantages[rows])
+                    if not step_fn.loss_is_finite(
+                        loss, step, lambda inputs=inputs: f": {nonfinite_cause(*inputs)}"
+                    ):
                         skipped = 1
                         break
-                    if engine is not None:
-                        engine.backward(
-                            loss, scale_wrt_gas=False
-                        )  # micro losses already add up to the batch loss
-                        engine.step()
-                    else:
-                        loss.backward()
+                    # the micro-batches' losses already add up to this process's share of the batch loss
+                    step_fn.backward(loss, last=c == len(chunks) - 1)
                     for k, v in metrics.items():
                         totals[k] = totals.get(k, 0.0) + v / cfg.updates_per_batch
                 if skipped:
-                    optimizer.zero_grad(set_to_none=True)
                     break
-                if engine is None:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                    if not torch.isfinite(grad_norm):
-                        if cfg.on_nonfinite == "stop":
-                            raise FloatingPointError(
-                                f"step {step}: gradient norm is {grad_norm.item()}; no checkpoint was written for this step"
-                            )
-                        optimizer.zero_grad(set_to_none=True)
-                        skipped = 1
-                        break
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
+                grad_norm, skipped = step_fn.step(step)
+                if skipped:
+                    break
             sync_s = 0.0  # the engine follows the trainer: new weights every rollout.sync_every steps
             if step % cfg.rollout.sync_every == 0 and not skipped:
                 sync_s = sampler.sync(step)
@@ -535,6 +540,7 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                 "perf/sync_s": sync_s,
                 "perf/tokens_per_s": batch_tokens / elapsed,
                 "optim/lr": scheduler.get_last_lr()[0],
+                "optim/grad_norm": grad_norm,  # the batch's last update, before clipping
                 "skipped/nonfinite": float(skipped),
                 **getattr(
                     reward_fn, "last_metrics", {}
@@ -554,12 +560,16 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
                         metrics["rollout/logprob_gap"],
                         cfg.rollout.logprob_gap_warn,
                     )
-            metrics = {**distributed.mean_across_processes(metrics), "perf/processes": world}
+            metrics = {**distributed.mean_metrics(accelerator, metrics), "perf/processes": world}
             if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
                 metrics.update(
                     evaluate_accuracy(policy, held_out, cfg.eval_batch_size, cfg.max_new_tokens, synced)
                 )
                 summary.update(accuracy_summary(metrics, "after"))
+            save_now = cfg.run.save_every > 0 and (step % cfg.run.save_every == 0 or step == cfg.steps)
+            gathered = {}  # several processes: a collective, every process takes part
+            if save_now and world > 1:
+                gathered = distributed.gathered_training_state(accelerator, trainer, prepared_optimizer)
             if run is None:
                 continue
             bar.set_postfix(
@@ -570,11 +580,10 @@ def main(cfg: GRPOConfig) -> dict[str, float]:
             if cfg.log_rollouts_every and step % cfg.log_rollouts_every == 0:
                 write_rollouts(run.dir, step, rollout, rewards, cfg.log_rollouts_prompts)
             summary["final_reward"] = metrics["reward/mean"]
-            if engine is None:
-                run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+            run.maybe_save(step, partial(state, gathered), force=step == cfg.steps and cfg.run.save_every > 0)
     finally:
         sampler.close()
-    final = distributed.unsharded_model(engine, policy, lambda: instantiate(cfg.policy), run is not None)
+    final = distributed.gathered_model(accelerator, policy, trainer, lambda: instantiate(cfg.policy))
     if run is None:
         return summary
     if "after/accuracy" in summary:

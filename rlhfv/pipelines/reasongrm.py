@@ -41,9 +41,11 @@ from rlhfv.grm.prompts import verdict_prompt
 from rlhfv.grm.rstar import best_paths, mixed_outcome, path_scores
 from rlhfv.grm.rules import VerdictRewardTiers, verdict_reward
 from rlhfv.models.base import ChatModel
+from rlhfv.training import distributed
 from rlhfv.training.batching import sft_update
 from rlhfv.training.run import start_run, training_state
 from rlhfv.training.schedule import lr_schedule
+from rlhfv.training.step import TrainStep
 from rlhfv.types import Example
 
 logger = logging.getLogger(__name__)
@@ -379,6 +381,15 @@ def main(cfg: ReasonGRMConfig) -> dict[str, float]:
     params = [p for p in model.module.parameters() if p.requires_grad]
     optimizer = instantiate(cfg.optimizer, params)
     scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.schedule)
+    accelerator = distributed.build_accelerator("auto", 0, run.device)
+    trainer = TrainStep(
+        accelerator,
+        *accelerator.prepare(model.module, optimizer),
+        scheduler,
+        cfg.max_grad_norm,
+        "stop",
+        "SFT loss",
+    )
     if run.state is not None:
         summary.update(run.restore(model.module, optimizer, scheduler))
 
@@ -390,8 +401,8 @@ def main(cfg: ReasonGRMConfig) -> dict[str, float]:
     ):
         started = time.perf_counter()
         done = sft_update(
-            model, examples, step, params, optimizer, scheduler, batch_size=cfg.batch_size, grad_accum=1,
-            seed=cfg.run.seed, max_grad_norm=cfg.max_grad_norm, device=run.device,
+            model, examples, step, trainer, batch_size=cfg.batch_size, grad_accum=1,
+            seed=cfg.run.seed, device=run.device,
         )  # fmt: skip
         if step % cfg.log_every == 0 or step == cfg.steps:
             run.log(

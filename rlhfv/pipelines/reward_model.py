@@ -6,8 +6,8 @@ One step: the step's pairs (a pure function of (seed, step), as in SFT), both re
 optimizer step. Held-out pairwise accuracy (the chosen response scored strictly higher) is
 measured before and after training, on any data set of `PreferencePair`s: the files `rlhfv eval grm`
 reads come through `rlhfv.data.formats.PreferenceData`, so a GRM and a scalar RM meet the same items.
-The result, `<run>/final`, is a GRPO reward through `rlhfv.rewards.ScalarRM`. Under DeepSpeed
-(`zero_stage` 2 or 3, launched with torchrun) it trains as DPO does (`rlhfv.pipelines.dpo`).
+The result, `<run>/final`, is a GRPO reward through `rlhfv.rewards.ScalarRM`. With several
+processes (DDP, DeepSpeed ZeRO or FSDP) it trains as DPO does (`rlhfv.pipelines.dpo`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from rlhfv.training import distributed
 from rlhfv.training.batching import batch_indices
 from rlhfv.training.run import pick_device, seed_everything, start_run, training_state
 from rlhfv.training.schedule import lr_schedule
+from rlhfv.training.step import TrainStep, check_training_config
 from rlhfv.types import PreferencePair
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,9 @@ class RewardModelConfig:
         margin: m in −log σ(r_w − r_l − m): how far the chosen score must beat the other (0: plain BT).
         on_nonfinite: "stop" at a non-finite loss or gradient, or "skip" that step.
         freeze: Regular expressions; backbone parameters whose names match one are not trained.
-        zero_stage: 0 (plain PyTorch), 2 or 3 (DeepSpeed ZeRO; launch with torchrun): every process
-            takes its own `batch_size` pairs per micro-batch and ZeRO averages the gradients.
+        strategy / zero_stage: How several processes train (`rlhfv.training.distributed`):
+            "auto" is DDP, or DeepSpeed ZeRO when zero_stage is 2 or 3; "fsdp" is FSDP2.
+            batch_size is global: W processes take batch_size / W pairs of each micro-batch.
         max_prompt_tokens / max_response_tokens: Keep each prompt's last and each response's first
             tokens, in training and evaluation alike (`rlhfv.rewards.scalar.score_responses`); 0: all.
     """
@@ -72,6 +74,7 @@ class RewardModelConfig:
     freeze: list[str] = field(default_factory=list)
     max_prompt_tokens: int = 0
     max_response_tokens: int = 0
+    strategy: str = "auto"
     zero_stage: int = 0
 
 
@@ -119,17 +122,17 @@ def pairwise_accuracy(
 
 
 def main(cfg: RewardModelConfig) -> dict[str, float]:
-    if cfg.on_nonfinite not in ("stop", "skip"):
-        raise ValueError(f"on_nonfinite = {cfg.on_nonfinite!r}; choose 'stop' or 'skip'")
-    if cfg.zero_stage not in (0, 2, 3):
-        raise ValueError(f"zero_stage = {cfg.zero_stage}; choose 0 (no DeepSpeed), 2 or 3")
-    if cfg.zero_stage and cfg.run.save_every:
+    check_training_config(cfg)
+    distributed.check_global_batch(distributed.world()[1], batch_size=cfg.batch_size)
+    if distributed.world()[1] > 1 and cfg.run.save_every:
         raise ValueError(
-            "run.save_every > 0 with zero_stage > 0: resumable ZeRO checkpoints are not written yet; set run.save_every=0"
+            f"run.save_every = {cfg.run.save_every} with several processes: the reward model writes "
+            "resumable checkpoints on one process only (sft and grpo on several); set run.save_every=0"
         )
-    device = pick_device(cfg.run.device)
-    distributed.init_distributed(device)
-    rank, world = distributed.world()
+    accelerator = distributed.build_accelerator(
+        cfg.strategy, cfg.zero_stage, pick_device(cfg.run.device), cfg.run.dtype, cfg.max_grad_norm
+    )
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     run = start_run(cfg) if rank == 0 else None  # one run folder; other processes only seed
     if run is None:
         seed_everything(cfg.run.seed + rank)
@@ -147,7 +150,8 @@ def main(cfg: RewardModelConfig) -> dict[str, float]:
     autocast = torch.autocast(
         device.type,
         dtype=getattr(torch, cfg.run.dtype),
-        enabled=cfg.run.dtype != "float32" and not cfg.zero_stage,
+        enabled=cfg.run.dtype != "float32"
+        and distributed.resolved_strategy(cfg.strategy, cfg.zero_stage, world) != "deepspeed",
     )
     summary: dict[str, float] = {}
     if run is not None and run.state is not None:
@@ -158,12 +162,18 @@ def main(cfg: RewardModelConfig) -> dict[str, float]:
         summary = {"before/pairwise_accuracy": before["eval/pairwise_accuracy"]}
         if run is not None:
             run.log(0, before)
-    engine = None
-    if cfg.zero_stage:
-        engine = distributed.deepspeed_engine(
-            rm, optimizer, cfg.zero_stage, cfg.batch_size, cfg.grad_accum, cfg.max_grad_norm, cfg.run.dtype
-        )
-    trainer = engine if engine is not None else rm  # what the training forward pass calls
+    trained, prepared_optimizer = accelerator.prepare(
+        rm, optimizer
+    )  # after the held-out score: ZeRO-3 shards
+    trainer = TrainStep(
+        accelerator,
+        trained,
+        prepared_optimizer,
+        scheduler,
+        cfg.max_grad_norm,
+        cfg.on_nonfinite,
+        "reward-model loss",
+    )
 
     def state() -> dict[str, Any]:
         seen = {"pairs_seen": step * cfg.batch_size * cfg.grad_accum}
@@ -182,53 +192,28 @@ def main(cfg: RewardModelConfig) -> dict[str, float]:
         started = time.perf_counter()
         totals: dict[str, float] = {}
         skipped = 0
+        grad_norm = 0.0
         for micro in range(cfg.grad_accum):
-            indices = batch_indices(  # each process its own pairs
-                step,
-                rank * cfg.grad_accum + micro,
-                cfg.batch_size,
-                cfg.grad_accum * world,
-                len(train),
-                cfg.run.seed,
-            )
+            all_indices = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum, len(train), cfg.run.seed)
+            indices = distributed.rank_slice(all_indices, rank, world)  # this process's slice
             with autocast:
                 chosen, rejected = pair_scores(
-                    chat, trainer, checked_pairs(train, indices), device, caps
+                    chat, trained, checked_pairs(train, indices), device, caps
                 )  # [B] each
             loss, metrics = bradley_terry_loss(chosen, rejected, cfg.margin)
-            if not torch.isfinite(loss):
-                if (
-                    cfg.on_nonfinite == "stop" or engine is not None
-                ):  # DeepSpeed cannot drop half an accumulation
-                    raise FloatingPointError(
-                        f"step {step}: reward-model loss is {loss.item()} (scores finite: "
-                        f"{bool(torch.isfinite(chosen).all() and torch.isfinite(rejected).all())}; pairs {indices[:4]}…); "
-                        "no checkpoint was written for this step"
-                    )
-                logger.warning("step %d: skipping the step, reward-model loss is %s", step, loss.item())
+            scores_finite = bool(torch.isfinite(chosen).all() and torch.isfinite(rejected).all())
+            if not trainer.loss_is_finite(
+                loss,
+                step,
+                lambda ok=scores_finite, indices=indices: f" (scores finite: {ok}; pairs {indices[:4]}…)",
+            ):
                 skipped = 1
                 break
-            if engine is not None:
-                engine.backward(loss)  # scaled by 1/grad_accum; the engine steps at the last micro-batch
-                engine.step()
-            else:
-                (loss / cfg.grad_accum).backward()
+            trainer.backward(loss / cfg.grad_accum, last=micro == cfg.grad_accum - 1)
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
-        grad_norm = torch.tensor(0.0)
-        if engine is None and not skipped:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            if not torch.isfinite(grad_norm):
-                if cfg.on_nonfinite == "stop":
-                    raise FloatingPointError(
-                        f"step {step}: gradient norm is {grad_norm.item()}; no checkpoint was written for this step"
-                    )
-                skipped = 1
-            if not skipped:
-                optimizer.step()
         if not skipped:
-            scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+            grad_norm, skipped = trainer.step(step)
         if totals:
             bar.set_postfix(loss=f"{totals['loss/rm']:.3f}", acc=f"{totals['rm/accuracy']:.2f}")
         metrics = {}
@@ -236,12 +221,13 @@ def main(cfg: RewardModelConfig) -> dict[str, float]:
             metrics = {
                 **totals,
                 "optim/lr": scheduler.get_last_lr()[0],
-                "perf/pairs_per_s": cfg.batch_size * cfg.grad_accum * world / (time.perf_counter() - started),
+                "perf/pairs_per_s": cfg.batch_size * cfg.grad_accum / (time.perf_counter() - started),
                 "skipped/nonfinite": float(skipped),
+                "optim/grad_norm": grad_norm,
             }
-            if engine is None:  # DeepSpeed clips inside its step
-                metrics["optim/grad_norm"] = float(grad_norm)
-            metrics = distributed.mean_across_processes(metrics)
+            metrics = distributed.mean_metrics(accelerator, metrics)
+            if world > 1:
+                metrics["perf/processes"] = world
         if held_out is not None and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
             with autocast:  # every process: under ZeRO-3 each forward pass gathers shards from all
                 metrics.update(pairwise_accuracy(chat, rm, held_out, cfg.eval_batch_size, device, caps))
@@ -252,14 +238,15 @@ def main(cfg: RewardModelConfig) -> dict[str, float]:
             continue
         if metrics:
             run.log(step, metrics)
-        if engine is None:
-            run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
-    if engine is not None:
-        weights = distributed.full_state_dict(engine)  # a collective: every process takes part
-        if run is not None:
-            chat = instantiate(cfg.model)  # an unsharded copy of the architecture for the gathered weights
-            rm = ScalarRewardModel(chat.module, width)
-            rm.load_state_dict(weights)
+        run.maybe_save(step, state, force=step == cfg.steps and cfg.run.save_every > 0)
+
+    def rebuild() -> ScalarRewardModel:  # an unsharded copy of the architecture for the gathered weights
+        return ScalarRewardModel(instantiate(cfg.model).module, width)
+
+    final_rm = distributed.gathered_model(accelerator, rm, trained, rebuild)
+    if final_rm is not rm:
+        chat.module = final_rm.backbone
+        rm = final_rm
     if run is None:
         return summary
     if "after/pairwise_accuracy" in summary:

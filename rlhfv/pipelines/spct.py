@@ -36,9 +36,11 @@ from rlhfv.grm.prompts import pointwise_prompt
 from rlhfv.grm.rules import preferred_truth, spct_correct
 from rlhfv.grm.voting import shuffled_order
 from rlhfv.models.base import ChatModel
+from rlhfv.training import distributed
 from rlhfv.training.batching import batch_indices, sft_update
 from rlhfv.training.run import start_run, training_state
 from rlhfv.training.schedule import lr_schedule
+from rlhfv.training.step import TrainStep
 from rlhfv.types import Example
 
 logger = logging.getLogger(__name__)
@@ -250,6 +252,15 @@ def main(cfg: SPCTConfig) -> dict[str, float]:
     params = [p for p in grm.module.parameters() if p.requires_grad]
     optimizer = instantiate(cfg.optimizer, params)
     scheduler = lr_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.schedule)
+    accelerator = distributed.build_accelerator("auto", 0, run.device)
+    trainer = TrainStep(
+        accelerator,
+        *accelerator.prepare(grm.module, optimizer),
+        scheduler,
+        cfg.max_grad_norm,
+        "stop",
+        "SFT loss",
+    )
     if run.state is not None:
         summary.update(run.restore(grm.module, optimizer, scheduler))
 
@@ -262,8 +273,8 @@ def main(cfg: SPCTConfig) -> dict[str, float]:
     for step in bar:
         started = time.perf_counter()
         done = sft_update(
-            grm, examples, step, params, optimizer, scheduler, batch_size=cfg.batch_size,
-            grad_accum=cfg.grad_accum, seed=cfg.run.seed, max_grad_norm=cfg.max_grad_norm, device=run.device,
+            grm, examples, step, trainer, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+            seed=cfg.run.seed, device=run.device,
         )  # fmt: skip
         loss_total, grad_norm = done.loss, done.grad_norm
         bar.set_postfix(loss=f"{loss_total:.3f}")

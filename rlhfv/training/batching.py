@@ -15,6 +15,8 @@ import torch
 
 from rlhfv.models.base import ChatModel
 from rlhfv.rollout import sequence_logprobs
+from rlhfv.training import distributed
+from rlhfv.training.step import TrainStep
 from rlhfv.types import Example
 
 
@@ -51,56 +53,72 @@ def batch_indices(step: int, micro: int, batch_size: int, grad_accum: int, size:
     return out
 
 
-def sft_loss(model: ChatModel, examples: Sequence[Example], device: torch.device) -> tuple[torch.Tensor, int]:
-    """Mean answer-token cross-entropy, and the number of answer tokens."""
+def sft_loss(
+    model: ChatModel,
+    examples: Sequence[Example],
+    device: torch.device,
+    forward: torch.nn.Module | None = None,
+    accelerator: Any = None,
+) -> tuple[torch.Tensor, int]:
+    """Mean answer-token cross-entropy, and the number of answer tokens.
+
+    With several processes (`accelerator`), each holding its share of the examples, the mean is
+    over the answer tokens of all processes, scaled by the number of processes: the average of
+    the processes' losses, which DDP, ZeRO and FSDP apply to the gradients, is then the loss of
+    the whole batch. `forward` is the module to run (the prepared one; default `model.module`)."""
     prompts = to_device(model.encoder([e.prompt for e in examples]), device)
     ids, mask = tokenize_completions(model, [e.answer for e in examples])
     ids, mask = ids.to(device), mask.to(device)
-    logprobs = sequence_logprobs(model, prompts, ids, mask)  # [N, T]
+    logprobs = sequence_logprobs(
+        forward if forward is not None else model.module, prompts, ids, mask,
+        suppressed_tokens=model.suppressed_tokens,
+    )  # [N, T]  # fmt: skip
     tokens = int(mask.sum())
-    return -logprobs.sum() / max(tokens, 1), tokens
+    world = accelerator.num_processes if accelerator is not None else 1
+    total = distributed.sum_over_processes(accelerator, tokens) if world > 1 else tokens
+    return -logprobs.sum() / max(total, 1) * world, tokens
 
 
 @dataclass
 class SFTStep:
     """What one supervised optimizer step did."""
 
-    loss: float  # mean answer-token cross-entropy over the step's examples
+    loss: float  # mean answer-token cross-entropy over the step's examples (this process's share)
     grad_norm: float  # before clipping
-    tokens: int  # answer tokens trained on
+    tokens: int  # answer tokens trained on (this process)
 
 
 def sft_update(
     model: ChatModel,
     dataset: Any,
     step: int,
-    params: list[torch.nn.Parameter],
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    trainer: TrainStep,
     *,
     batch_size: int,
     grad_accum: int,
     seed: int,
-    max_grad_norm: float,
     device: torch.device,
     autocast: Any = None,
 ) -> SFTStep:
     """One optimizer step of supervised training on the step's deterministic batch (`batch_indices`).
 
+    `batch_size` is global: with W processes, each takes its 1/W slice of every micro-batch.
     Raises FloatingPointError naming the step and examples when the loss is not finite.
     """
+    accelerator = trainer.accelerator
+    rank, world = accelerator.process_index, accelerator.num_processes
     loss_total, tokens = 0.0, 0
     for micro in range(grad_accum):
-        indices = batch_indices(step, micro, batch_size, grad_accum, len(dataset), seed)
+        indices = distributed.rank_slice(
+            batch_indices(step, micro, batch_size, grad_accum, len(dataset), seed), rank, world
+        )
         with autocast if autocast is not None else nullcontext():
-            loss, n_tokens = sft_loss(model, [dataset[i] for i in indices], device)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {step}: SFT loss is {loss.item()} (examples {indices[:4]}…)")
-        (loss / grad_accum).backward()
+            loss, n_tokens = sft_loss(
+                model, [dataset[i] for i in indices], device, trainer.model, accelerator
+            )
+        trainer.loss_is_finite(loss, step, lambda indices=indices: f" (examples {indices[:4]}…)")
+        trainer.backward(loss / grad_accum, last=micro == grad_accum - 1)
         loss_total += loss.item() / grad_accum
         tokens += n_tokens
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return SFTStep(loss_total, float(grad_norm), tokens)
+    grad_norm, _ = trainer.step(step)
+    return SFTStep(loss_total, grad_norm, tokens)

@@ -1,5 +1,6 @@
 """DPO under DeepSpeed ZeRO-2 and ZeRO-3 with two CPU processes (gloo), launched by torchrun: the
-two processes together take the pairs one process takes with grad_accum 2, so the losses match."""
+global batch of 4 pairs split over the two processes is what one process takes in two micro-batches
+of 2 (grad_accum 2), so the losses match."""
 
 import os
 import socket
@@ -52,7 +53,7 @@ def test_dpo_under_zero_matches_one_process_with_the_same_pairs(tmp_path, stage)
     zero, single = tmp_path / "zero", tmp_path / "single"
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     run([*launch, "--master_port", str(free_port()), "-m", "rlhfv.cli", "run", str(path),
-         f"zero_stage={stage}", f"run.dir={zero}"])  # fmt: skip
+         f"zero_stage={stage}", "batch_size=4", f"run.dir={zero}"])  # fmt: skip
     run([sys.executable, "-m", "rlhfv.cli", "run", str(path), "grad_accum=2", f"run.dir={single}"])
     got, expected = read_metrics(zero / "metrics.jsonl"), read_metrics(single / "metrics.jsonl")
     assert [r["step"] for r in got] == [1, 2]

@@ -57,7 +57,7 @@ def test_reward_model_under_zero_matches_one_process_with_the_same_pairs(tmp_pat
     zero, single = tmp_path / "zero", tmp_path / "single"
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     run([*launch, "--master_port", str(free_port()), "-m", "rlhfv.cli", "run", str(path),
-         f"zero_stage={stage}", f"run.dir={zero}"])  # fmt: skip
+         f"zero_stage={stage}", "batch_size=4", f"run.dir={zero}"])  # fmt: skip
     run([sys.executable, "-m", "rlhfv.cli", "run", str(path), "grad_accum=2", f"run.dir={single}"])
     got, expected = read_metrics(zero / "metrics.jsonl"), read_metrics(single / "metrics.jsonl")
     trained = lambda rows: [r for r in rows if "loss/rm" in r]  # noqa: E731 (step 0 is the held-out eval)
