@@ -122,5 +122,5 @@ def test_a_recipe_that_shards_otherwise_than_its_accelerate_config_is_refused(tm
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")  # recipes/accelerate/deepspeed_zero3.yaml
     assert cli(["run", str(ROOT / "recipes" / "grpo_shapes.yaml"), f"run.dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
-    assert "DeepSpeed ZeRO-3 config, but stages.grpo.zero_stage = 0; set zero_stage=3" in err
+    assert "DeepSpeed ZeRO-3 config, but stages.sft.zero_stage = 0; set zero_stage=3" in err  # sft shards too
     assert not (tmp_path / "sft").exists()
