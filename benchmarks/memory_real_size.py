@@ -255,7 +255,6 @@ def run_setting(checkpointing: bool, args: argparse.Namespace) -> dict[str, Any]
 
 def machine_state() -> dict[str, Any]:
     import psutil
-
     import torch
 
     cpu = next(
