@@ -223,11 +223,14 @@ def run_setting(checkpointing: bool, args: argparse.Namespace) -> dict[str, Any]
                 rss = handle.memory_info().rss / 2**30
             except psutil.NoSuchProcess:
                 return
-            if rss > args.limit_gb or available_gb() < args.reserve_gb:
+            if rss > args.limit_gb:
+                stopped.append(f"stopped: passed the {args.limit_gb} GB limit at {rss:.1f} GB RSS")
+            elif available_gb() < args.reserve_gb:
                 stopped.append(
-                    f"stopped at {rss:.1f} GB RSS with {available_gb():.1f} GB available "
-                    f"(limit {args.limit_gb} GB, reserve {args.reserve_gb} GB)"
+                    f"stopped, machine short of memory: {available_gb():.1f} GB available "
+                    f"(reserve {args.reserve_gb} GB) at {rss:.1f} GB RSS"
                 )
+            if stopped:
                 proc.kill()
                 return
             time.sleep(0.2)
@@ -313,7 +316,9 @@ def main() -> None:
         "--settings", default="on,off", help="gradient checkpointing settings to run, in order"
     )
     parser.add_argument("--limit-gb", type=float, default=20.0, help="stop a child whose RSS passes this")
-    parser.add_argument("--reserve-gb", type=float, default=1.5, help="stop a child when less is available")
+    parser.add_argument("--reserve-gb", type=float, default=1.0, help="stop a child when less is available")
+    parser.add_argument("--start-gb", type=float, default=10.0, help="start a setting once this is available")
+    parser.add_argument("--retries", type=int, default=1, help="runs again when other jobs took the memory")
     parser.add_argument("--out", type=Path, help="write a markdown report here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
@@ -325,11 +330,20 @@ def main() -> None:
     print(json.dumps(state), file=sys.stderr)
     results = []
     for setting in args.settings.split(","):
-        if available_gb() < 12:
-            results.append({"gradient_checkpointing": setting == "on", "new_tokens": args.new_tokens,
-                            "stopped": f"not started: only {available_gb():.1f} GB available"})  # fmt: skip
-            continue
-        results.append(run_setting(setting == "on", args))
+        for attempt in range(1 + args.retries):
+            waited = 0
+            while available_gb() < args.start_gb and waited < 300:  # other jobs' memory comes and goes
+                time.sleep(10)
+                waited += 10
+            if available_gb() < args.start_gb:
+                result = {"gradient_checkpointing": setting == "on", "new_tokens": args.new_tokens,
+                          "stopped": f"not started: only {available_gb():.1f} GB available"}  # fmt: skip
+                break
+            result = run_setting(setting == "on", args)
+            result["attempt"] = attempt + 1
+            if "machine short" not in result.get("stopped", ""):  # retry only when the machine ran short
+                break
+        results.append(result)
     command = "python benchmarks/memory_real_size.py " + " ".join(sys.argv[1:])
     print(json.dumps(results, indent=1))
     if args.out:
