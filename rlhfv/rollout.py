@@ -23,8 +23,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
-from rlhfv.models.base import ChatModel
+from rlhfv.models.base import ChatModel, checkpointing_active
 from rlhfv.types import READING_SLOT, Prompt
 
 
@@ -459,6 +460,7 @@ def sequence_logprobs(
     temperature: float = 1.0,
     group_size: int = 1,
     suppressed_tokens: Sequence[int] | None = None,
+    chunk_rows: int | None = None,
 ) -> torch.Tensor:
     """log π(token) of each completion token given the prompt and the tokens before it. [N, T].
 
@@ -468,11 +470,15 @@ def sequence_logprobs(
 
     Only the logits of the completion positions are computed (`logits_to_keep` where the model
     takes it), and the log-softmax is taken as gathered logit − logsumexp, so no [N, T, V]
-    log-probability tensor is kept for backward. Masked positions give 0.
+    log-probability tensor is kept for backward. Masked positions give 0. The float32 logits
+    exist for `chunk_rows` rows at a time (default: as many rows as fit in
+    `LOGPROB_CHUNK_BYTES`), and under autograd each chunk is recomputed in backward rather than
+    kept: backward holds the model's own logits, not also a float32 copy of them.
 
     With `group_size` G > 1 and rows that come in groups of G identical text-only prompts (a
     rollout's layout), each prompt is run once and its KV cache shared by its G completions:
-    the prompt's share of the forward and backward work drops G-fold, with the same result.
+    the prompt's share of the forward and backward work drops G-fold, with the same result. A
+    module that is checkpointing its layers now keeps no KV cache, so it takes the plain path.
     """
     module = policy.module if isinstance(policy, ChatModel) else policy
     t = completion_ids.shape[1]
@@ -485,6 +491,7 @@ def sequence_logprobs(
         and text_only
         and completion_ids.shape[0] % group_size == 0
         and _takes_logits_to_keep(module)
+        and not checkpointing_active(module)
     ):
         logits = _shared_prompt_logits(module, prompt_batch, completion_ids, attention, group_size)
     else:
@@ -494,15 +501,34 @@ def sequence_logprobs(
             vision["logits_to_keep"] = t + 1
         logits = module(input_ids=input_ids, attention_mask=attention, use_cache=False, **vision).logits
         logits = logits[:, -t - 1 : -1, :]  # [N, T, V]: position t predicts token t
-    logits = logits.float() / temperature  # a new tensor: the in-place fill below is safe for autograd
     if suppressed_tokens is None:
         suppressed_tokens = policy.suppressed_tokens if isinstance(policy, ChatModel) else ()
-    if suppressed_tokens:
-        index = torch.tensor(list(suppressed_tokens), device=logits.device)
-        logits.index_fill_(-1, index, float("-inf"))
-    picked = logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)  # [N, T]
-    logprobs = picked - torch.logsumexp(logits, dim=-1)
+    suppressed = torch.tensor(list(suppressed_tokens), dtype=torch.long, device=logits.device)
+    n, _, v = logits.shape
+    rows = chunk_rows or max(1, LOGPROB_CHUNK_BYTES // (4 * max(t, 1) * v))
+    recompute = torch.is_grad_enabled() and logits.requires_grad and rows < n
+    chunks = []
+    for lg, ids in zip(logits.split(rows), completion_ids.split(rows), strict=True):  # [n', T, V], [n', T]
+        if recompute:  # backward keeps `lg` (a view of the model's logits), not the float32 copy
+            chunks.append(checkpoint(_token_logprobs, lg, ids, suppressed, temperature, use_reentrant=False))
+        else:
+            chunks.append(_token_logprobs(lg, ids, suppressed, temperature))
+    logprobs = torch.cat(chunks)  # [N, T]
     return torch.where(completion_mask.bool(), logprobs, torch.zeros_like(logprobs))  # pads may be -inf
+
+
+LOGPROB_CHUNK_BYTES = 2**28  # 256 MiB of float32 logits a chunk: 3 rows of 128 tokens at Qwen2.5's 151,936 tokens
+
+
+def _token_logprobs(
+    logits: torch.Tensor, ids: torch.Tensor, suppressed: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """log softmax(logits / temperature)[token], suppressed tokens at -inf: [n, T, V], [n, T] → [n, T]."""
+    logits = logits.float() / temperature  # a new tensor: the in-place fill below is safe for autograd
+    if len(suppressed):
+        logits.index_fill_(-1, suppressed, float("-inf"))
+    picked = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1)  # [n, T]
+    return picked - torch.logsumexp(logits, dim=-1)
 
 
 def _shared_prompt_logits(

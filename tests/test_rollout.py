@@ -183,3 +183,63 @@ def test_prompts_without_a_long_common_prefix_are_not_rearranged():
     policy = tiny_text_lm(seed=0)
     assert shared_prefix_batch(policy, policy.encoder([Prompt("a b c"), Prompt("d e f")])) is None
     assert shared_prefix_batch(policy, policy.encoder([Prompt("one prompt " * 40)])) is None
+
+
+def test_sharing_prompts_falls_back_to_the_plain_path_while_the_layers_are_checkpointed():
+    # A checkpointed layer in training keeps no KV cache, so the shared prompt cache would be empty.
+    policy = tiny_text_lm(seed=6, gradient_checkpointing=True)
+    plain = tiny_text_lm(seed=6)
+    torch.manual_seed(1)
+    prompts = [Prompt("Red?"), Prompt("How many shapes are there in this image, counting all of them?")]
+    r = generate(policy, prompts, group_size=3, max_new_tokens=6)
+    results = []
+    for model, g in ((plain, 3), (policy, 3)):
+        model.module.train().zero_grad()
+        lp = sequence_logprobs(model, r.prompt_batch, r.completion_ids, r.completion_mask, 0.9, group_size=g)
+        (lp * torch.linspace(-1, 1, lp.numel()).view_as(lp)).sum().backward()
+        results.append((lp.detach(), [p.grad.clone() for p in model.module.parameters()]))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(results[0][1], results[1][1], strict=True))
+
+
+class _LogitTable(torch.nn.Module):
+    """A stand-in policy whose logits [N, L, V] are a learned table lookup, stored in bf16 as a bf16
+    model's are, so that the float32 copy made for the log-softmax is visible by its dtype."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(vocab, vocab))
+
+    def forward(self, input_ids, attention_mask, use_cache=False, logits_to_keep=0):
+        from types import SimpleNamespace
+
+        logits = self.table.to(torch.bfloat16)[input_ids]  # [N, L, V]
+        return SimpleNamespace(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
+
+
+def test_chunked_logprobs_equal_the_whole_batch_and_keep_no_float32_logits_for_backward():
+    torch.manual_seed(0)
+    vocab, n, p, t = 53, 6, 4, 7
+    module = _LogitTable(vocab)
+    batch = {"input_ids": torch.randint(vocab, (n, p)), "attention_mask": torch.ones(n, p, dtype=torch.long)}
+    ids, mask = torch.randint(vocab, (n, t)), (torch.rand(n, t) > 0.2).long()
+    runs = []
+    for rows in (None, 1, 4):  # None: one chunk here (small); 4 leaves a last chunk of 2 rows
+        saved: list[torch.Tensor] = []
+        module.zero_grad()
+        with torch.autograd.graph.saved_tensors_hooks(lambda x, keep=saved: keep.append(x) or x, lambda x: x):
+            lp = sequence_logprobs(module, batch, ids, mask, 0.7, suppressed_tokens=[3, 11], chunk_rows=rows)
+        (lp * torch.linspace(-1, 1, lp.numel()).view_as(lp)).sum().backward()
+        big_float32 = [x for x in saved if x.dtype == torch.float32 and x.dim() == 3 and x.shape[-1] == vocab]
+        distinct = {x.data_ptr(): x.shape[0] for x in big_float32}  # a tensor may be saved by two ops
+        runs.append((lp.detach(), module.table.grad.clone(), sum(distinct.values())))
+    (lp_all, grad_all, kept_all), *chunked = runs
+    assert kept_all == n  # unchunked: backward keeps the float32 logits of every row
+    for lp_c, grad_c, kept in chunked:
+        assert torch.equal(lp_c, lp_all)
+        assert torch.allclose(grad_c, grad_all, atol=1e-6, rtol=0)
+        assert kept == 0  # chunked: each chunk's float32 copy is recomputed in backward
+    with torch.no_grad():  # no autograd: chunks are computed directly
+        assert torch.equal(
+            sequence_logprobs(module, batch, ids, mask, 0.7, suppressed_tokens=[3, 11], chunk_rows=2), lp_all
+        )

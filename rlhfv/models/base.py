@@ -136,6 +136,35 @@ def freeze_parameters(module: torch.nn.Module, patterns: list[str], key: str = "
     return frozen
 
 
+def checkpoint_activations(module: torch.nn.Module) -> None:
+    """Gradient checkpointing on every layer of a transformers model (vision tower included).
+
+    Each layer keeps only its input for backward and recomputes its activations there: activation
+    memory drops from layers × (all intermediates) to layers × hidden per token, for about one
+    more forward pass of compute. The values are unchanged. Non-reentrant checkpointing (TRL's
+    setting) needs no `enable_input_require_grads`: gradients reach LoRA adapters and trainable
+    layers even when the layer inputs (frozen embeddings) do not require grad.
+
+    transformers checkpoints only in training mode with gradients on, and then keeps no KV cache
+    (`checkpointing_active`); sampling under `torch.no_grad` keeps its cache.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(module, "activation_checkpointing_enable"):  # the newer name; the old one warns there
+        module.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def checkpointing_active(module: torch.nn.Module) -> bool:
+    """Whether a forward pass of `module` would checkpoint now, and so build no KV cache: some layer
+    has checkpointing on, the module is in training mode and gradients are enabled."""
+    return (
+        module.training
+        and torch.is_grad_enabled()
+        and any(getattr(m, "gradient_checkpointing", False) is True for m in module.modules())
+    )
+
+
 def torch_dtype(name: str) -> torch.dtype:
     """Map a recipe's dtype string ("float32", "bfloat16", "float16") to a torch dtype."""
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

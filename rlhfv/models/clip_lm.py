@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rlhfv.config import ExistingPath
-from rlhfv.models.base import ChatModel, seeded, torch_dtype
+from rlhfv.models.base import ChatModel, checkpoint_activations, seeded, torch_dtype
 from rlhfv.models.hf_vlm import attach_lora
 from rlhfv.types import Prompt
 
@@ -258,10 +258,18 @@ class ClipLMEncoder:
         self.tokenizer.save_pretrained(str(path))  # image settings live in the module's clip_lm.json
 
 
-def _configure(module: ClipLM, freeze_vision: bool, freeze_lm: bool, lora: dict[str, Any] | None) -> ClipLM:
-    """Apply the trainability switches; the projector always trains."""
+def _configure(
+    module: ClipLM,
+    freeze_vision: bool,
+    freeze_lm: bool,
+    lora: dict[str, Any] | None,
+    gradient_checkpointing: bool = False,
+) -> ClipLM:
+    """Apply the trainability switches and the LM's gradient checkpointing; the projector always trains."""
     module.vision.requires_grad_(not freeze_vision)
     module.lm.requires_grad_(not freeze_lm)
+    if gradient_checkpointing:  # the LM's layers: they hold nearly all of the activations
+        checkpoint_activations(module.lm)
     if lora is not None:  # peft freezes the LM's own weights and adds trainable adapters
         module.lm = attach_lora(module.lm, lora, "all-linear")
     return module
@@ -312,6 +320,7 @@ def build_clip_lm(
     lora: dict[str, Any] | None = None,
     dtype: str = "float32",
     seed: int = 0,
+    gradient_checkpointing: bool = True,
 ) -> ChatModel:
     """Assemble an open_clip tower, a fresh projector and a local causal LM with a chat template.
 
@@ -323,6 +332,7 @@ def build_clip_lm(
         freeze_vision, freeze_lm: Keep those weights fixed; the projector always trains.
         lora: LoRA settings for the LM (see `rlhfv.models.hf_vlm.attach_lora`), all linear layers by default.
         seed: Seed for the random tower and projector.
+        gradient_checkpointing: Checkpoint the LM's layers (`rlhfv.models.base.checkpoint_activations`).
     """
     import open_clip
 
@@ -337,7 +347,9 @@ def build_clip_lm(
         module = ClipLM(vision_spec, language_model, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
         if clip_pretrained is not None:
             _load_tower_weights(module, clip_pretrained)
-        return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
+        return _chat_model(
+            _configure(module, freeze_vision, freeze_lm, lora, gradient_checkpointing), tokenizer, dtype
+        )
 
 
 def build_cnn_lm(
@@ -353,6 +365,7 @@ def build_cnn_lm(
     lora: dict[str, Any] | None = None,
     dtype: str = "float32",
     seed: int = 0,
+    gradient_checkpointing: bool = True,
 ) -> ChatModel:
     """Assemble a pulled timm CNN tower, a fresh LLaVA-1.5 projector and a local causal LM.
 
@@ -369,6 +382,7 @@ def build_cnn_lm(
         freeze_vision, freeze_lm: Keep those weights fixed; the projector always trains.
         lora: LoRA settings for the LM (see `rlhfv.models.hf_vlm.attach_lora`).
         seed: Seed for the projector.
+        gradient_checkpointing: Checkpoint the LM's layers (`rlhfv.models.base.checkpoint_activations`).
     """
     from rlhfv.models.cnn_tower import load_trunk_weights, read_tower_card
     from rlhfv.models.hub import resolve_model
@@ -384,7 +398,9 @@ def build_cnn_lm(
     with seeded(seed):
         module = ClipLM(vision_spec, language_model, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
     load_trunk_weights(module.vision, tower)
-    return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
+    return _chat_model(
+        _configure(module, freeze_vision, freeze_lm, lora, gradient_checkpointing), tokenizer, dtype
+    )
 
 
 def _load_lm(lm: str | Path, who: str) -> tuple[Any, nn.Module]:
@@ -420,10 +436,12 @@ def tiny_clip_lm(
     freeze_lm: bool = False,
     lora: dict[str, Any] | None = None,
     dtype: str = "float32",
+    gradient_checkpointing: bool = False,
 ) -> ChatModel:
     """A random tiny ViT tower + projector + Llama LM with the offline tokenizer, for CPU tests.
 
-    At the defaults a 64×64 image becomes (64/16)² = 16 image tokens.
+    At the defaults a 64×64 image becomes (64/16)² = 16 image tokens. Gradient checkpointing is
+    off by default: a tiny model's activations are small and recomputing them slows CPU tests.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -452,7 +470,9 @@ def tiny_clip_lm(
                       "layers": vision_layers, "head_width": 16}  # fmt: skip
         vision_spec = {"embed_dim": 24, "vision_cfg": vision_cfg}
         module = ClipLM(vision_spec, lm, feature, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
-        return _chat_model(_configure(module, freeze_vision, freeze_lm, lora), tokenizer, dtype)
+        return _chat_model(
+            _configure(module, freeze_vision, freeze_lm, lora, gradient_checkpointing), tokenizer, dtype
+        )
 
 
 def load_clip_lm(
@@ -461,11 +481,13 @@ def load_clip_lm(
     freeze_vision: bool | None = None,
     freeze_lm: bool = False,
     lora: dict[str, Any] | None = None,
+    gradient_checkpointing: bool = True,
 ) -> ChatModel:
     """Rebuild a ClipLM written by `save_pretrained` / `rlhfv.models.base.save_model`.
 
     freeze_vision=None keeps the tower as its builder left it: a CNN tower built frozen stays frozen
-    (and its feature cache keeps working); an open_clip tower trains.
+    (and its feature cache keeps working); an open_clip tower trains. `gradient_checkpointing`
+    checkpoints the LM's layers, on by default as for every loaded HF model.
     """
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -481,4 +503,6 @@ def load_clip_lm(
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     if freeze_vision is None:
         freeze_vision = config["vision"].get("frozen", False)
-    return _chat_model(_configure(module.eval(), freeze_vision, freeze_lm, lora), tokenizer, dtype)
+    return _chat_model(
+        _configure(module.eval(), freeze_vision, freeze_lm, lora, gradient_checkpointing), tokenizer, dtype
+    )

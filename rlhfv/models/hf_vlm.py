@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from rlhfv.models.base import ChatModel, seeded, torch_dtype
+from rlhfv.models.base import ChatModel, checkpoint_activations, seeded, torch_dtype
 from rlhfv.types import Prompt
 
 log = logging.getLogger(__name__)
@@ -140,10 +140,41 @@ def attach_lora(module: torch.nn.Module, lora: dict[str, Any], default_targets: 
     return get_peft_model(module, config)
 
 
-def _chat_model(module: Any, processor: Any, dtype: str, lora: dict[str, Any] | None) -> ChatModel:
-    """Finish a loaded or built model: dtype, generation defaults, the hook, LoRA; bundle it."""
+def pixel_range(processor: Any, min_pixels: int | None, max_pixels: int | None, who: str) -> None:
+    """Set a Qwen-VL image processor's pixel budget: each image is resized (aspect kept) to between
+    `min_pixels` and `max_pixels` pixels, so to between min/784 and max/784 image tokens at patch
+    14 with 2×2 merging. The model card's example budget is 256·28·28 to 1280·28·28."""
+    if min_pixels is None and max_pixels is None:
+        return
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    if size is None or "longest_edge" not in size or "shortest_edge" not in size:
+        raise ValueError(
+            f"{who}: min_pixels/max_pixels apply to Qwen-VL image processors (size in pixels); "
+            f"this model's is {type(image_processor).__name__}"
+        )
+    low = size["shortest_edge"] if min_pixels is None else int(min_pixels)
+    high = size["longest_edge"] if max_pixels is None else int(max_pixels)
+    if not 0 < low <= high:
+        raise ValueError(f"{who}: need 0 < min_pixels <= max_pixels, got min_pixels={low}, max_pixels={high}")
+    image_processor.size = {"shortest_edge": low, "longest_edge": high}
+
+
+def _chat_model(
+    module: Any,
+    processor: Any,
+    dtype: str,
+    lora: dict[str, Any] | None,
+    gradient_checkpointing: bool = False,
+    attn_implementation: str = "sdpa",
+) -> ChatModel:
+    """Finish a loaded or built model: dtype, attention kernel, checkpointing, generation
+    defaults, the hook, LoRA; bundle it."""
     tok = processor.tokenizer
     module = module.to(torch_dtype(dtype))
+    module.set_attn_implementation(attn_implementation)  # language model and vision tower alike
+    if gradient_checkpointing:
+        checkpoint_activations(module)
     gen = module.generation_config
     gen.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     gen.eos_token_id = tok.eos_token_id
@@ -167,6 +198,10 @@ def load_hf_vlm(
     lora: dict[str, Any] | None = None,
     revision: str | None = None,
     processor: dict[str, Any] | None = None,
+    gradient_checkpointing: bool = True,
+    attn_implementation: str = "sdpa",
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> ChatModel:
     """Load an image-text-to-text model and its processor from a folder or a Hub ID.
 
@@ -174,12 +209,21 @@ def load_hf_vlm(
         path: Folder holding config, safetensors weights and processor files, or a Hugging Face
             Hub ID (`Qwen/Qwen2-VL-2B-Instruct`) resolved through the huggingface_hub cache
             (`rlhfv.models.hub.resolve_model`).
-        dtype: "float32", "bfloat16" or "float16".
+        dtype: "float32", "bfloat16" or "float16": the weights' dtype. Trained weights in bf16
+            get no float32 master copy unless ZeRO keeps one; for single-process mixed precision
+            load float32 and set `run.dtype: bfloat16` (autocast), or train LoRA adapters (peft
+            keeps them in float32).
         lora: Optional LoRA settings (see `attach_lora`); by default on the language model only.
         revision: Branch, tag or commit of a Hub ID.
         processor: Options for the family's processor, passed to `AutoProcessor.from_pretrained`
             (Qwen2-VL `size` (its pixel budget), Idefics3 `do_image_splitting`, Gemma-3
             `do_pan_and_scan` …).
+        gradient_checkpointing: Recompute layer activations in backward (`checkpoint_activations`);
+            on by default, as in TRL. Same values, about one more forward pass of compute.
+        attn_implementation: "sdpa", "eager", or "flash_attention_2" (GPU, needs flash-attn and a
+            bf16/fp16 `dtype`).
+        min_pixels, max_pixels: Qwen-VL image budget per image (`pixel_range`); None keeps the
+            processor's own.
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -193,7 +237,10 @@ def load_hf_vlm(
         )
     try:
         module = AutoModelForImageTextToText.from_pretrained(
-            str(folder), dtype=torch_dtype(dtype), local_files_only=True
+            str(folder),
+            dtype=torch_dtype(dtype),
+            attn_implementation=attn_implementation,
+            local_files_only=True,
         )
     except ValueError as e:  # e.g. a text-only config: transformers names the class, not the folder
         raise ValueError(
@@ -201,7 +248,8 @@ def load_hf_vlm(
             "for text-only models use rlhfv.models.text_lm.load_text_lm"
         ) from e
     loaded = AutoProcessor.from_pretrained(str(folder), local_files_only=True, **(processor or {}))
-    return _chat_model(module.eval(), loaded, dtype, lora)
+    pixel_range(loaded, min_pixels, max_pixels, f"load_hf_vlm({folder})")
+    return _chat_model(module.eval(), loaded, dtype, lora, gradient_checkpointing, attn_implementation)
 
 
 def _tiny_tokenizer(special: list[str], roles: dict[str, str], vocab_size: int) -> Any:
@@ -245,6 +293,10 @@ def _tiny_qwen(
     dtype: str,
     lora: dict[str, Any] | None,
     kv_heads: int = 1,
+    gradient_checkpointing: bool = False,
+    attn_implementation: str = "sdpa",
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> ChatModel:
     import transformers as tf
 
@@ -292,8 +344,10 @@ def _tiny_qwen(
         tokenizer=tok,
         chat_template=QWEN_TEMPLATE,
     )
+    pixel_range(processor, min_pixels, max_pixels, f"tiny_qwen{version}_vl")
     with seeded(seed):
-        return _chat_model(model_cls(config).eval(), processor, dtype, lora)
+        module = model_cls(config).eval()
+        return _chat_model(module, processor, dtype, lora, gradient_checkpointing, attn_implementation)
 
 
 def tiny_qwen2_vl(
@@ -304,13 +358,20 @@ def tiny_qwen2_vl(
     dtype: str = "float32",
     lora: dict[str, Any] | None = None,
     kv_heads: int = 1,
+    gradient_checkpointing: bool = False,
+    attn_implementation: str = "sdpa",
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> ChatModel:
     """A random Qwen2-VL (M-RoPE, 2×2 patch merging) small enough for CPU tests.
 
     `kv_heads`: how many key/value heads the 3 attention heads share (1: grouped-query attention,
     as in the real model; 3: each head its own). A tiny judge trained on ShapesVQA pairs learned to
     keep its verdict, its second sentence and its scores consistent only with 3 (results/grlhfv_shapes.md)."""
-    return _tiny_qwen("2", seed, hidden_size, num_layers, image_size, dtype, lora, kv_heads)
+    return _tiny_qwen(
+        "2", seed, hidden_size, num_layers, image_size, dtype, lora, kv_heads,
+        gradient_checkpointing, attn_implementation, min_pixels, max_pixels,
+    )  # fmt: skip
 
 
 def tiny_qwen2_5_vl(
@@ -321,10 +382,17 @@ def tiny_qwen2_5_vl(
     dtype: str = "float32",
     lora: dict[str, Any] | None = None,
     kv_heads: int = 1,
+    gradient_checkpointing: bool = False,
+    attn_implementation: str = "sdpa",
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> ChatModel:
     """A random Qwen2.5-VL (windowed vision attention, SwiGLU vision MLP) for CPU tests
     (`kv_heads` as in `tiny_qwen2_vl`)."""
-    return _tiny_qwen("2.5", seed, hidden_size, num_layers, image_size, dtype, lora, kv_heads)
+    return _tiny_qwen(
+        "2.5", seed, hidden_size, num_layers, image_size, dtype, lora, kv_heads,
+        gradient_checkpointing, attn_implementation, min_pixels, max_pixels,
+    )  # fmt: skip
 
 
 def tiny_llava(
@@ -334,6 +402,8 @@ def tiny_llava(
     image_size: int = 96,
     dtype: str = "float32",
     lora: dict[str, Any] | None = None,
+    gradient_checkpointing: bool = False,
+    attn_implementation: str = "sdpa",
 ) -> ChatModel:
     """A random LLaVA-1.5-style model: CLIP ViT tower, MLP projector, Llama language model."""
     import transformers as tf
@@ -366,7 +436,8 @@ def tiny_llava(
         chat_template=LLAVA_TEMPLATE,
     )
     with seeded(seed):
-        return _chat_model(tf.LlavaForConditionalGeneration(config).eval(), processor, dtype, lora)
+        module = tf.LlavaForConditionalGeneration(config).eval()
+        return _chat_model(module, processor, dtype, lora, gradient_checkpointing, attn_implementation)
 
 
 def tiny_idefics3(
@@ -376,6 +447,8 @@ def tiny_idefics3(
     image_size: int = 96,
     dtype: str = "float32",
     lora: dict[str, Any] | None = None,
+    gradient_checkpointing: bool = False,
+    attn_implementation: str = "sdpa",
 ) -> ChatModel:
     """A random Idefics3/SmolVLM: SigLIP-style tower, pixel-shuffle connector, Llama language model.
 
@@ -410,7 +483,8 @@ def tiny_idefics3(
         chat_template=IDEFICS3_TEMPLATE,
     )
     with seeded(seed):
-        return _chat_model(tf.Idefics3ForConditionalGeneration(config).eval(), processor, dtype, lora)
+        module = tf.Idefics3ForConditionalGeneration(config).eval()
+        return _chat_model(module, processor, dtype, lora, gradient_checkpointing, attn_implementation)
 
 
 GEMMA3_TEMPLATE = (  # Gemma's turns; a system message goes into the first user turn (Gemma has no system role)
@@ -432,6 +506,8 @@ def tiny_gemma3(
     image_size: int = 96,
     dtype: str = "float32",
     lora: dict[str, Any] | None = None,
+    gradient_checkpointing: bool = False,
+    attn_implementation: str = "sdpa",
 ) -> ChatModel:
     """A random Gemma-3: SigLIP-style tower, average-pooled to 16 soft tokens, Gemma-3 LM.
 
@@ -472,4 +548,4 @@ def tiny_gemma3(
         # Gemma-3 initialises its image projection to zeros (pretrained weights replace it); a
         # random model needs a random one, or every image would give the same soft tokens.
         torch.nn.init.normal_(module.model.multi_modal_projector.mm_input_projection_weight, std=0.2)
-        return _chat_model(module, processor, dtype, lora)
+        return _chat_model(module, processor, dtype, lora, gradient_checkpointing, attn_implementation)

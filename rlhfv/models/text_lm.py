@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rlhfv.models.base import ChatModel, seeded, torch_dtype
+from rlhfv.models.base import ChatModel, checkpoint_activations, seeded, torch_dtype
 from rlhfv.types import Prompt
 
 logger = logging.getLogger(__name__)
@@ -64,17 +64,26 @@ def wrap_text_lm(module: torch.nn.Module, tokenizer: Any) -> ChatModel:
 
 
 def load_text_lm(
-    path: str, dtype: str = "float32", lora: dict | None = None, revision: str | None = None
+    path: str,
+    dtype: str = "float32",
+    lora: dict | None = None,
+    revision: str | None = None,
+    gradient_checkpointing: bool = True,
+    attn_implementation: str = "sdpa",
 ) -> ChatModel:
     """Load a transformers causal LM from a local folder, a pulled model's name or a Hub ID.
 
     Args:
         path: Folder with weights + tokenizer, a pulled model's name (`rlhfv.models.hub.model_home`)
             or a Hugging Face Hub ID (`HuggingFaceTB/SmolLM2-135M-Instruct`).
-        dtype: "float32", "bfloat16" or "float16".
+        dtype: "float32", "bfloat16" or "float16" (see `rlhfv.models.hf_vlm.load_hf_vlm` on
+            training bf16 weights).
         lora: Optional peft LoraConfig keyword arguments (`{"r": 8, "target_modules": [...]}`);
             the returned module then trains only the adapters.
         revision: Branch, tag or commit of a Hub ID.
+        gradient_checkpointing: Recompute layer activations in backward
+            (`rlhfv.models.base.checkpoint_activations`); on by default, as in TRL.
+        attn_implementation: "sdpa", "eager", or "flash_attention_2" (GPU).
     Returns:
         The model as a ChatModel whose loader is this function.
     """
@@ -86,7 +95,11 @@ def load_text_lm(
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.chat_template is None:
         raise ValueError(f"{folder}: the tokenizer has no chat_template; add one to tokenizer_config.json")
-    module = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype(dtype))
+    module = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch_dtype(dtype), attn_implementation=attn_implementation
+    )
+    if gradient_checkpointing:
+        checkpoint_activations(module)
     if lora:
         from peft import LoraConfig, get_peft_model
 
@@ -105,9 +118,18 @@ def tiny_tokenizer() -> Any:
 
 
 def tiny_text_lm(
-    seed: int = 0, hidden_size: int = 36, num_layers: int = 2, num_heads: int = 3, intermediate_size: int = 52
+    seed: int = 0,
+    hidden_size: int = 36,
+    num_layers: int = 2,
+    num_heads: int = 3,
+    intermediate_size: int = 52,
+    gradient_checkpointing: bool = False,
+    attn_implementation: str = "sdpa",
 ) -> ChatModel:
-    """A randomly initialised Llama-style model (odd sizes catch shape bugs) with a tiny tokenizer."""
+    """A randomly initialised Llama-style model (odd sizes catch shape bugs) with a tiny tokenizer.
+
+    Gradient checkpointing is off by default here: a tiny model's activations are small, and
+    the recomputation would only slow CPU tests down."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = tiny_tokenizer()
@@ -125,4 +147,8 @@ def tiny_text_lm(
         tie_word_embeddings=False,
     )
     with seeded(seed):
-        return wrap_text_lm(LlamaForCausalLM(config), tokenizer)
+        module = LlamaForCausalLM(config)
+    module.set_attn_implementation(attn_implementation)
+    if gradient_checkpointing:
+        checkpoint_activations(module)
+    return wrap_text_lm(module, tokenizer)
