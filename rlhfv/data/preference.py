@@ -158,8 +158,11 @@ def load_rows(path: str | Path, convert: Callable[[dict], list]) -> tuple[list, 
 
 
 PREFERENCE_KEYS = ("id", "prompt", "images", "responses", "preferred", "source")
+# optional: each response's short answer and the reference answer, which a "compare" judge quotes
+# (written by the active loop, read by `rlhfv.data.pairs.AnsweredPairs`; other readers ignore them)
+ANSWER_KEYS = ("answers", "reference")
 PREFERENCE_ALIASES = {  # keys other formats use for ours
-    **dict.fromkeys(("chosen", "rejected", "answers", "completions"), "responses"),
+    **dict.fromkeys(("chosen", "rejected", "completions"), "responses"),
     **dict.fromkeys(("label", "winner", "gold"), "preferred"),
     **dict.fromkeys(("image", "image_path"), "images"),
     **dict.fromkeys(("question", "instruction", "query"), "prompt"),
@@ -181,7 +184,7 @@ def read_preferences(path: str | Path) -> tuple[list[PairwisePreference], list[R
     """Read a preference JSONL file, skipping (and reporting) malformed rows.
 
     Image paths must lie inside the file's folder (no absolute or `../` paths) and are made
-    absolute. A key outside `PREFERENCE_KEYS` makes its row a RowError with a did-you-mean (a
+    absolute. A key outside `PREFERENCE_KEYS` and `ANSWER_KEYS` makes its row a RowError with a did-you-mean (a
     misspelled `preferred` must not go unnoticed). Returns the good rows and one RowError per
     skipped row.
     """
@@ -192,7 +195,7 @@ def read_preferences(path: str | Path) -> tuple[list[PairwisePreference], list[R
         raise FileNotFoundError(f"preference file not found: {path}")
 
     def convert(row: dict) -> list[PairwisePreference]:
-        unknown = [k for k in row if k not in PREFERENCE_KEYS]
+        unknown = [k for k in row if k not in PREFERENCE_KEYS and k not in ANSWER_KEYS]
         if unknown:
             raise RowProblem(unknown[0], unknown_preference_key(unknown[0]))
         pref, bad_field, message = parse_preference(row)
