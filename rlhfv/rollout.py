@@ -517,7 +517,8 @@ def sequence_logprobs(
     return torch.where(completion_mask.bool(), logprobs, torch.zeros_like(logprobs))  # pads may be -inf
 
 
-LOGPROB_CHUNK_BYTES = 2**28  # 256 MiB of float32 logits a chunk: 3 rows of 128 tokens at Qwen2.5's 151,936 tokens
+# 256 MiB of float32 logits a chunk: 3 rows of 128 tokens at Qwen2.5's 151,936 tokens
+LOGPROB_CHUNK_BYTES = 2**28
 
 
 def _token_logprobs(

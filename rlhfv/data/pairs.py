@@ -346,7 +346,9 @@ class JudgeTask:
         if reading not in ("none", "given", "self"):
             raise ValueError(f"JudgeTask.reading must be 'none', 'given' or 'self', got {reading!r}")
         if reading != "none" and analysis != "compare":
-            raise ValueError(f"JudgeTask(reading={reading!r}) needs analysis='compare' (the verdicts quote the answer)")
+            raise ValueError(
+                f"JudgeTask(reading={reading!r}) needs analysis='compare' (the verdicts quote the answer)"
+            )
         if misread and reading != "given":
             raise ValueError("JudgeTask.misread applies to reading='given' only")
         self.pairs, self.seed, self.shuffle, self.principles = pairs, seed, shuffle, principles
@@ -361,7 +363,9 @@ class JudgeTask:
         rng = random.Random(self.seed * 1_000_003 + index)
         if self.reading_items and rng.random() < self.reading_items:
             if not pair.reference or len(pair.answers) != len(pair.responses):
-                raise ValueError(f"JudgeTask.reading_items needs pairs with a reference answer; pair {pair.id or index!r} has none")
+                raise ValueError(
+                    f"JudgeTask.reading_items needs pairs with a reference answer; pair {pair.id or index!r} has none"
+                )
             truth = pair.answers[pair.preferred]
             return Example(prompt=pair.prompt, answer=pair.reference, label=truth, task="reading")
         swap = self.shuffle and rng.random() < 0.5
