@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rlhfv.data.images import MAX_PIXELS, ImageError, load_image
+from rlhfv.data.images import MAX_PIXELS, ImageError, load_image, open_image
 from rlhfv.data.preference import RowProblem
 from rlhfv.data.schemas import EXAMPLE_SCHEMAS, PAIR_SCHEMAS, detect_schema, generic_example, generic_pair
 from rlhfv.types import Example, PreferencePair, Prompt
@@ -79,23 +79,13 @@ def decode_image(raw: Any, root: Path | None, max_pixels: int = MAX_PIXELS) -> A
     if isinstance(raw, Image.Image):
         return raw.convert("RGB")
     if isinstance(raw, dict) and raw.get("bytes"):
-        try:
-            with Image.open(io.BytesIO(raw["bytes"])) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageError(f"image is {w}x{h} pixels, over the limit of {max_pixels}")
-                im.load()
-                return im.convert("RGB")
-        except ImageError:
-            raise
-        except Exception as e:  # PIL raises many types for broken bytes
-            raise ImageError(f"not a readable image ({type(e).__name__}: {e})") from e
+        return open_image(io.BytesIO(raw["bytes"]), max_pixels)
     path = raw.get("path") if isinstance(raw, dict) else raw
     if not isinstance(path, str) or not path:
         raise ImageError(f"expected image bytes or a path, got {raw!r:.80}")
     if root is None and not Path(path).is_absolute():
         raise ImageError(f"{path}: a relative image path needs `image_root`")
-    return load_image(path, root)
+    return load_image(path, root, max_pixels)
 
 
 class _LazyRows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -35,16 +36,22 @@ def load_image(path: str | Path, root: str | Path | None = None, max_pixels: int
     p = Path(path) if root is None else inside(path, root)
     if not p.is_file():
         raise ImageError(f"{p}: image file not found")
+    return open_image(p, max_pixels, f"{p}: ")
+
+
+def open_image(source: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS, where: str = "") -> Image.Image:
+    """Decode a file or a byte stream as RGB, refusing more than `max_pixels` before decoding;
+    errors start with `where` (the file's name, or "" for bytes)."""
     try:
-        with Image.open(p) as im:  # reads the header only
+        with Image.open(source) as im:  # reads the header only
             w, h = im.size
             if w * h > max_pixels:
-                raise ImageError(f"{p}: image is {w}x{h} pixels, over the limit of {max_pixels}")
+                raise ImageError(f"{where}image is {w}x{h} pixels, over the limit of {max_pixels}")
             im.load()
             return im.convert("RGB")
     except ImageError:
         raise
     except Image.DecompressionBombError as e:  # PIL's own guard fires before ours for huge headers
-        raise ImageError(f"{p}: image is over the limit of {max_pixels} pixels ({e})") from e
+        raise ImageError(f"{where}image is over the limit of {max_pixels} pixels ({e})") from e
     except Exception as e:  # PIL raises many types for broken files
-        raise ImageError(f"{p}: not a readable image ({type(e).__name__}: {e})") from e
+        raise ImageError(f"{where}not a readable image ({type(e).__name__}: {e})") from e
